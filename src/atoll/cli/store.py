@@ -1,0 +1,157 @@
+"""`atoll store ...`: the content-addressed store."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from atoll.cli import emit
+from atoll.core.errors import CorruptObjectError
+from atoll.store import ops
+from atoll.store.repo import Repo
+
+
+def _ts(t: int) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    repo = Repo.create(args.repo)
+    emit(args, {"repo": str(repo.path)}, f"initialised repo {repo.path}")
+
+
+def cmd_commit(args: argparse.Namespace) -> None:
+    repo = Repo.create(args.repo)
+    cid = repo.commit_dir(args.tree, ref=args.ref, version=args.version or "",
+                          subject=args.subject or f"commit {args.tree}")
+    emit(args, {"commit": cid, "ref": args.ref}, f"{cid}  ({args.ref})")
+
+
+def _commit_json(cid: str, c: Any) -> dict[str, Any]:
+    return {"commit": cid, "parent": c.parent, "version": c.version, "timestamp": c.timestamp,
+            "subject": c.subject, "packages": len(c.manifest), "metadata": c.metadata}
+
+
+def cmd_log(args: argparse.Namespace) -> None:
+    repo = Repo.open(args.repo)
+    entries = ops.log(repo, repo.resolve(args.rev), limit=args.limit)
+    data = [_commit_json(cid, c) for cid, c in entries]
+    emit(args, data, lambda: "\n\n".join(
+        f"commit {cid}\nVersion: {c.version}\nDate:    {_ts(c.timestamp)}\n\n    {c.subject}"
+        for cid, c in entries))
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    repo = Repo.open(args.repo)
+    cid = repo.resolve(args.rev)
+    c = repo.read_commit(cid)
+    data = _commit_json(cid, c) | {"tree": c.tree, "manifest": list(c.manifest)}
+
+    def human() -> str:
+        lines = [f"commit   {cid}", f"parent   {c.parent or '-'}", f"version  {c.version}",
+                 f"date     {_ts(c.timestamp)}", f"subject  {c.subject}",
+                 f"packages {len(c.manifest)}"]
+        lines += [f"{k:<8} {v}" for k, v in sorted(c.metadata.items())]
+        if args.packages:
+            lines += [f"  {p['name']} {p['version']} {p['architecture']}" for p in c.manifest]
+        return "\n".join(lines)
+
+    emit(args, data, human)
+
+
+def cmd_refs(args: argparse.Namespace) -> None:
+    repo = Repo.open(args.repo)
+    refs = repo.all_refs() if args.all else repo.refs()
+    emit(args, refs, lambda: "\n".join(f"{cid}  {name}" for name, cid in refs.items()))
+
+
+def render_diff(d: dict[str, Any]) -> str:
+    f, p = d["files"], d["packages"]
+    lines = [f"files: {len(f['added'])} added, {len(f['removed'])} removed, "
+             f"{len(f['changed'])} changed",
+             f"packages: {len(p['added'])} added, {len(p['removed'])} removed, "
+             f"{len(p['changed'])} changed"]
+    lines += [f"  + {x['name']} {x['version']}" for x in p["added"]]
+    lines += [f"  - {x['name']} {x['version']}" for x in p["removed"]]
+    lines += [f"  ~ {x['name']} {x['old']} -> {x['new']}" for x in p["changed"]]
+    return "\n".join(lines)
+
+
+def cmd_diff(args: argparse.Namespace) -> None:
+    repo = Repo.open(args.repo)
+    d = ops.diff(repo, repo.resolve(args.old), repo.resolve(args.new))
+
+    def human() -> str:
+        text = render_diff(d)
+        if args.files:
+            f = d["files"]
+            text += "\n" + "\n".join(
+                [f"A {x}" for x in f["added"]] + [f"D {x}" for x in f["removed"]]
+                + [f"M {x}" for x in f["changed"]])
+        return text
+
+    emit(args, d, human)
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    repo = Repo.open(args.repo)
+    report = ops.fsck(repo)
+    emit(args, report.to_json(), lambda: "\n".join(
+        [f"checked {report.checked} objects"]
+        + [f"corrupt: {x}" for x in report.corrupt]
+        + [f"missing: {x}" for x in report.missing]
+        + (["ok"] if report.ok else [])))
+    if not report.ok:
+        if not getattr(args, "json", False):
+            raise CorruptObjectError(
+                f"fsck: {len(report.corrupt)} corrupt, {len(report.missing)} missing object(s)",
+                resolution="re-pull or re-compose the affected commits; `atoll store gc` "
+                "removes unreferenced ones")
+        return 3
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    repo = Repo.open(args.repo)
+    res = ops.gc(repo, dry_run=args.dry_run)
+    emit(args, res, f"removed {res['removed']} objects, freed {res['freed_bytes']} bytes"
+         + (" (dry run)" if args.dry_run else ""))
+
+
+def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("store", help="the content-addressed store: commit, log, diff, fsck, gc")
+    ss = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
+    ss.required = True
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int | None], help: str
+            ) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = ss.add_parser(name, help=help)
+        sp.add_argument("--repo", type=Path, required=True, help="repository directory")
+        common(sp)
+        sp.set_defaults(handler=fn)
+        return sp
+
+    add("init", cmd_init, "create an empty repository")
+    sp = add("commit", cmd_commit, "commit a directory tree built by any tool")
+    sp.add_argument("tree", type=Path)
+    sp.add_argument("--ref", required=True)
+    sp.add_argument("--version")
+    sp.add_argument("--subject")
+    sp = add("log", cmd_log, "a commit and its ancestors")
+    sp.add_argument("rev")
+    sp.add_argument("--limit", type=int, default=20)
+    sp = add("show", cmd_show, "one commit: version, metadata, packages")
+    sp.add_argument("rev")
+    sp.add_argument("--packages", action="store_true", help="list the package manifest")
+    sp = add("refs", cmd_refs, "list refs")
+    sp.add_argument("--all", action="store_true", help="include deployment refs")
+    sp = add("diff", cmd_diff, "files and packages changed between two commits")
+    sp.add_argument("old")
+    sp.add_argument("new")
+    sp.add_argument("--files", action="store_true", help="list every changed file")
+    add("fsck", cmd_fsck, "re-hash every object; report corrupt and missing ones")
+    sp = add("gc", cmd_gc, "delete objects no ref or deployment reaches")
+    sp.add_argument("--dry-run", action="store_true")

@@ -1,0 +1,1 @@
+"""Compose: treefile -> Debian rootfs (mmdebstrap) -> atoll layout -> commit."""

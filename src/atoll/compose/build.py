@@ -1,0 +1,134 @@
+"""Compose: treefile -> mmdebstrap rootfs -> features -> files -> atoll layout -> commit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from atoll.compose import features
+from atoll.compose.layout import to_atoll_layout
+from atoll.compose.manifest import read_manifest
+from atoll.compose.treefile import Treefile, treefile_hash
+from atoll.core.errors import InputError, ToolError
+from atoll.core.run import require_tool, run
+from atoll.store.repo import Repo
+
+__all__ = ["ComposeResult", "build_rootfs", "compose"]
+
+log = logging.getLogger("atoll.compose")
+
+# Documentation, man pages and translations are not installed (a small, closed image);
+# copyright files stay, they are needed for compliance and the SBOM.
+SLIM_DPKG_OPTS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+)
+
+
+@dataclass(frozen=True)
+class ComposeResult:
+    commit: str
+    ref: str
+    changed: bool
+    seconds: float
+    packages: int
+
+
+def build_rootfs(tf: Treefile, target: Path) -> None:
+    """Run mmdebstrap for ``tf`` into the directory ``target`` (must not exist).
+
+    Raises:
+        ToolError: mmdebstrap failed; apt's own "E:" lines are in the message.
+    """
+    require_tool("mmdebstrap")
+    pkgs = list(tf.packages)
+    for name in tf.features:
+        pkgs.extend(features.get(name).packages)
+    argv: list[str | os.PathLike[str]] = [
+        "mmdebstrap", "--mode=root", "--format=directory", f"--variant={tf.variant}",
+        f"--components={','.join(tf.components)}", "--aptopt=Acquire::Retries \"3\"",
+    ]
+    argv += [f"--dpkgopt={o}" for o in SLIM_DPKG_OPTS]
+    if pkgs:
+        argv.append(f"--include={','.join(sorted(set(pkgs)))}")
+    argv += [tf.suite, target, *tf.apt_sources()]
+    try:
+        run(argv, env={"SOURCE_DATE_EPOCH": str(tf.source_date_epoch)},
+            what="mmdebstrap", timeout=3600)
+    except ToolError as exc:
+        apt_lines = [ln for ln in exc.stderr.splitlines() if ln.startswith(("E:", "W: Unable"))]
+        raise ToolError(
+            "mmdebstrap failed: " + (apt_lines[0][3:].strip() if apt_lines else "see details"),
+            argv=exc.argv, returncode=exc.returncode, stderr=exc.stderr,
+            resolution="check package names (apt-cache policy NAME) and the mirror in the treefile",
+        ) from None
+
+
+def _add_files(tf: Treefile, base: Path, root: Path) -> None:
+    for f in tf.files:
+        dest = root / f.path.lstrip("/")
+        if dest.is_symlink() or not dest.parent.resolve().is_relative_to(root.resolve()):
+            raise InputError(f"files: {f.path}: refusing to write through a symlink")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if f.content is not None:
+            dest.write_text(f.content)
+        else:
+            assert f.source is not None
+            shutil.copyfile(base / f.source, dest)
+        os.chmod(dest, int(f.mode, 8))
+        os.chown(dest, 0, 0)
+
+
+def compose(tf: Treefile, base: Path, repo: Repo, *, ref: str | None = None) -> ComposeResult:
+    """Compose ``tf`` and commit it on ``ref`` (default: the treefile's ref).
+
+    Same treefile, same archive state -> same commit id. When the tree is the
+    same as the ref's current commit, no new commit is made.
+    """
+    ref = ref or tf.ref
+    repo.check_ref(ref)
+    for name in tf.features:  # fail early on an unknown feature
+        features.get(name)
+    start = time.monotonic()
+    tfhash = treefile_hash(tf, base)
+    staging = Path(tempfile.mkdtemp(prefix="compose-", dir=repo.tmp))
+    root = staging / "rootfs"
+    try:
+        log.info("compose %s: mmdebstrap %s (%s, %d packages requested)",
+                 ref, tf.suite, tf.variant, len(tf.packages))
+        build_rootfs(tf, root)
+        for name in tf.features:
+            log.info("compose %s: feature %s", ref, name)
+            features.get(name).install(root)
+        _add_files(tf, base, root)
+        manifest = read_manifest(root)
+        to_atoll_layout(root)
+        log.info("compose %s: committing %d packages", ref, len(manifest))
+        old = repo.refs().get(ref)
+        cid = repo.commit_dir(
+            root, parent=old, version=tf.version, subject=tf.subject or f"compose {ref}",
+            timestamp=tf.source_date_epoch, manifest=manifest, link=True,
+            metadata={"treefile_sha256": tfhash, "suite": tf.suite,
+                      "features": sorted(tf.features)},
+        )
+        changed = True
+        if old is not None and repo.has(old, "commit"):
+            prev = repo.read_commit(old)
+            new = repo.read_commit(cid)
+            if prev.tree == new.tree and prev.metadata == new.metadata \
+                    and prev.version == new.version:
+                cid, changed = old, False
+        if changed:
+            repo.set_ref(ref, cid)
+        return ComposeResult(cid, ref, changed, time.monotonic() - start, len(manifest))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""Image features: small, registered rootfs customisations named by a treefile.
+
+A treefile lists ``features: [boot, docker, ...]``. Each feature is a function
+that receives the rootfs as mmdebstrap made it (``/etc`` still in place, before
+the atoll layout conversion) and may add files, enable units or run commands
+inside it (``chroot``). Later layers register their features when imported
+(``atoll.boot`` registers ``boot``, ``atoll.apps`` registers ``docker``...).
+A feature also names the Debian packages it needs, so compose installs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from atoll.core.errors import InputError
+
+__all__ = ["Feature", "get", "names", "register"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    install: Callable[[Path], None]
+    packages: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
+
+
+_REGISTRY: dict[str, Feature] = {}
+
+# Modules that register features on import; imported lazily so that compose
+# does not import later layers at module load time.
+_PROVIDERS = ("atoll.boot", "atoll.apps", "atoll.monitor", "atoll.agent")
+
+
+def register(feature: Feature) -> None:
+    _REGISTRY[feature.name] = feature
+
+
+def _load_providers() -> None:
+    for mod in _PROVIDERS:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def names() -> list[str]:
+    _load_providers()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Feature:
+    _load_providers()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(
+            f"unknown image feature {name!r}",
+            resolution=f"known features: {', '.join(sorted(_REGISTRY)) or '(none)'}",
+        ) from None

@@ -1,0 +1,1 @@
+"""Core: errors, the one subprocess gateway, canonical JSON, atomic writes, logging."""

@@ -1,0 +1,136 @@
+"""The one gateway for external commands.
+
+argv lists only (never shell strings), ``os.fspath`` for paths, a clean
+environment, the command line logged at debug level, and a typed
+:class:`~atoll.core.errors.ToolError` carrying the tool's stderr on failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from atoll.core.errors import InputError, ToolError
+
+__all__ = ["CLEAN_PATH", "clean_env", "require_tool", "run", "spawn"]
+
+log = logging.getLogger("atoll.run")
+
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+Arg = str | os.PathLike[str]
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal, predictable environment for child processes."""
+    env = {"PATH": CLEAN_PATH, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": "/root"}
+    for key in ("TMPDIR", "SOURCE_DATE_EPOCH", "http_proxy", "https_proxy", "no_proxy"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    if extra:
+        env.update(extra)
+    return env
+
+
+def require_tool(name: str, *, package: str | None = None) -> str:
+    """Return the path of ``name`` or raise an InputError saying how to install it."""
+    path = shutil.which(name, path=CLEAN_PATH + ":" + os.environ.get("PATH", ""))
+    if path is None:
+        raise InputError(
+            f"{name}: command not found",
+            resolution=f"install it: apt-get install {package or name}",
+        )
+    return path
+
+
+def _argv(argv: Sequence[Arg]) -> list[str]:
+    return [os.fspath(a) for a in argv]
+
+
+def run(
+    argv: Sequence[Arg],
+    *,
+    check: bool = True,
+    capture: bool = True,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    what: str | None = None,
+    resolution: str | None = None,
+    stdout: IO[bytes] | int | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command to completion.
+
+    Args:
+        argv: the command and its arguments; paths are converted with ``os.fspath``.
+        check: raise :class:`ToolError` on a non-zero exit.
+        capture: capture stdout and stderr (else they go to ours).
+        input: bytes fed to stdin.
+        env: extra environment on top of :func:`clean_env`.
+        what: a short description used in the error ("compose the rootfs").
+        resolution: a hint attached to the error.
+        stdout: redirect stdout to this file instead of capturing it.
+
+    Raises:
+        ToolError: the command failed (and ``check`` is true), or timed out.
+
+    Returns:
+        The completed process.
+    """
+    args = _argv(argv)
+    log.debug("run: %s", " ".join(args))
+    try:
+        proc = subprocess.run(
+            args,
+            input=input,
+            stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
+            stderr=subprocess.PIPE if capture else None,
+            env=clean_env(env),
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ToolError(
+            f"{args[0]}: command not found",
+            argv=args,
+            returncode=127,
+            resolution=resolution or f"install {args[0]} (apt-get install ...)",
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(
+            f"{what or args[0]}: timed out after {timeout}s", argv=args, returncode=-1
+        ) from exc
+    if check and proc.returncode != 0:
+        stderr = (proc.stderr or b"").decode("utf-8", "replace")
+        raise ToolError(
+            f"{what or args[0]} failed (exit code {proc.returncode})",
+            argv=args,
+            returncode=proc.returncode,
+            stderr=stderr,
+            resolution=resolution,
+        )
+    return proc
+
+
+def spawn(
+    argv: Sequence[Arg],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: IO[bytes] | int | None = subprocess.DEVNULL,
+    stderr: IO[bytes] | int | None = subprocess.DEVNULL,
+    stdin: IO[bytes] | int | None = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running command (a daemon, a VM) and return its handle."""
+    args = _argv(argv)
+    log.debug("spawn: %s", " ".join(args))
+    return subprocess.Popen(
+        args, env=clean_env(env), cwd=cwd, stdout=stdout, stderr=stderr, stdin=stdin
+    )

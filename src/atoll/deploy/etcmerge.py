@@ -1,0 +1,153 @@
+"""/etc three-way merge.
+
+Three trees: the *old defaults* (``usr/etc`` of the deployment we merge from),
+the *current* ``/etc`` of that deployment (what the host made of it), and the
+*new defaults* (``usr/etc`` of the new deployment). Per path:
+
+=====================  =====================  ===========================
+host changed it?       image changed it?      result
+=====================  =====================  ===========================
+no                     —                      new default (or absent)
+yes                    no                     host's version
+yes                    yes, to the same       that version
+yes                    yes, differently       host's version + **conflict**
+=====================  =====================  ===========================
+
+A conflict is never resolved silently in favour of the image: the host's file
+stays, and the path is reported (deploy output, ``status``). The image's new
+default remains readable in ``/usr/etc``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from atoll.core.errors import HostStateError
+from atoll.store.repo import read_xattrs
+
+__all__ = ["MergePlan", "Sig", "apply_plan", "plan_merge", "scan"]
+
+
+@dataclass(frozen=True)
+class Sig:
+    """What makes two versions of a path the same."""
+
+    kind: str  # "d", "f", "l"
+    mode: int
+    uid: int
+    gid: int
+    digest: str  # content sha256, link target, or "" for directories
+
+
+def scan(root: Path) -> dict[str, Sig]:
+    """Signatures of every path below ``root`` (relative, '/'-separated)."""
+    out: dict[str, Sig] = {}
+    if not root.is_dir():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                out[rel] = Sig("d", mode, st.st_uid, st.st_gid, "")
+            elif stat.S_ISLNK(st.st_mode):
+                out[rel] = Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).hexdigest()
+                out[rel] = Sig("f", mode, st.st_uid, st.st_gid, digest)
+        # symlinks to directories are listed in dirnames: do not descend into them
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+    return out
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    take_new: tuple[str, ...]
+    keep_current: tuple[str, ...]
+    conflicts: tuple[str, ...]
+
+
+def plan_merge(old: dict[str, Sig], cur: dict[str, Sig], new: dict[str, Sig]) -> MergePlan:
+    """Decide each path's source (pure).
+
+    A directory the image removed stays when the host keeps something inside it;
+    a path below something that is no longer a directory is dropped and reported.
+    """
+    chosen: dict[str, str] = {}  # path -> "new" | "cur"
+    conflicts: list[str] = []
+    for path in sorted(old.keys() | cur.keys() | new.keys()):
+        o, c, n = old.get(path), cur.get(path), new.get(path)
+        if c == o:
+            src, sig = "new", n
+        else:
+            src, sig = "cur", c
+            if n != o and c != n and not (
+                c is not None and n is not None and c.kind == n.kind == "d"
+            ):
+                conflicts.append(path)
+        if sig is not None:
+            chosen[path] = src
+    trees = {"new": new, "cur": cur}
+    final: dict[str, str] = {}
+    for path in sorted(chosen, key=lambda p: (p.count("/"), p)):
+        src = chosen[path]
+        parts = path.split("/")
+        ok = True
+        for i in range(1, len(parts)):
+            anc = "/".join(parts[:i])
+            if anc in final:
+                if trees[final[anc]][anc].kind != "d":
+                    ok = False
+                    break
+            else:
+                final[anc] = src  # resurrect the directory from the same source
+        if not ok:
+            if path not in conflicts:
+                conflicts.append(path)
+            continue
+        final[path] = src
+    take_new = tuple(sorted(p for p, s in final.items() if s == "new"))
+    keep = tuple(sorted(p for p, s in final.items() if s == "cur"))
+    return MergePlan(take_new, keep, tuple(sorted(conflicts)))
+
+
+def _copy_one(src_root: Path, dest_root: Path, rel: str, dest_real: str) -> None:
+    src = src_root / rel
+    dest = dest_root / rel
+    parent = os.path.realpath(dest.parent)
+    if parent != dest_real and not parent.startswith(dest_real + os.sep):
+        raise HostStateError(f"/etc merge: {rel} would be written outside the deployment")
+    st = os.lstat(src)
+    if stat.S_ISDIR(st.st_mode):
+        os.mkdir(dest, 0o700)
+        os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dest)
+        os.lchown(dest, st.st_uid, st.st_gid)
+    else:
+        shutil.copyfile(src, dest, follow_symlinks=False)
+        os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, stat.S_IMODE(st.st_mode))
+    for k, v in read_xattrs(src).items():
+        os.setxattr(dest, k, v, follow_symlinks=False)
+
+
+def apply_plan(plan: MergePlan, cur_root: Path, new_root: Path, dest: Path) -> None:
+    """Write the merged /etc into ``dest`` (an empty directory)."""
+    dest_real = os.path.realpath(dest)
+    sources = {p: new_root for p in plan.take_new} | {p: cur_root for p in plan.keep_current}
+    for rel in sorted(sources):  # a parent sorts before its children
+        _copy_one(sources[rel], dest, rel, dest_real)
+    st = os.lstat(new_root) if new_root.is_dir() else None
+    if st is not None:
+        os.chown(dest, st.st_uid, st.st_gid)
+        os.chmod(dest, stat.S_IMODE(st.st_mode))

@@ -1,0 +1,80 @@
+"""Pure decisions about deployments: order after a deploy, rollback, what to keep.
+
+A loader list is ordered: ``[0]`` boots next; the booted deployment is
+somewhere in it (or nowhere, for a sysroot that has never booted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Entry", "after_deploy", "after_rollback", "roles"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    pinned: bool = False
+
+
+def roles(order: Sequence[str], booted: str | None) -> dict[str, str]:
+    """Name each deployment: booted, pending (next boot, not booted), rollback, other."""
+    out: dict[str, str] = {}
+    if not order:
+        return out
+    if booted is not None and booted in order:
+        b = order.index(booted)
+        for i, d in enumerate(order):
+            if d == booted:
+                out[d] = "booted"
+            elif i == 0:
+                out[d] = "pending"
+            elif i > b and "rollback" not in out.values():
+                out[d] = "rollback"
+            else:
+                out[d] = "other"
+    else:
+        for i, d in enumerate(order):
+            out[d] = "pending" if i == 0 else ("rollback" if i == 1 else "other")
+    return out
+
+
+def after_deploy(entries: Sequence[Entry], booted: str | None, new: str) -> list[Entry]:
+    """The loader list after deploying ``new``: new, booted, one rollback, pinned ones.
+
+    A pending deployment that never booted is replaced by the new one (unless pinned).
+    """
+    ids = [e.id for e in entries]
+    out = [Entry(new)]
+    if booted is not None and booted in ids:
+        b = ids.index(booted)
+        out.append(entries[b])
+        rollback = next((e for e in entries[b + 1:]), None)
+    else:
+        rollback = next((e for e in entries if e.id != new), None)
+    if rollback is not None and rollback.id not in {e.id for e in out}:
+        out.append(rollback)
+    for e in entries:
+        if e.pinned and e.id not in {x.id for x in out}:
+            out.append(e)
+    return out
+
+
+def after_rollback(entries: Sequence[Entry], booted: str | None) -> list[Entry]:
+    """The loader list after ``rollback``.
+
+    With a pending deployment, the booted one becomes the next boot again (the
+    pending one stays as the rollback). Without one, the rollback deployment
+    becomes the next boot.
+
+    Raises:
+        ValueError: there is nothing to roll back to.
+    """
+    ids = [e.id for e in entries]
+    if len(entries) < 2:
+        raise ValueError("there is no rollback deployment")
+    if booted is not None and booted in ids and ids[0] != booted:
+        b = ids.index(booted)
+        return [entries[b], *entries[:b], *entries[b + 1:]]
+    return [entries[1], entries[0], *entries[2:]]

@@ -1,0 +1,76 @@
+"""The host's status as one JSON-able dict: what ``atoll status --json`` prints.
+
+Other layers read it too (the Checkmk agent, Prometheus metrics). Schema::
+
+    {"sysroot", "booted", "pending", "rollback": {id, commit, version, ref, origin, ...}|None,
+     "deployments": [... with "role"],
+     "etc_conflicts": [paths, of the next-boot deployment],
+     "last_boot": {"result", "reason", "time", "deployment", "acknowledged"}|None,
+     "update": the delivery layer's atoll/state/update.json, or None,
+     "backups": [{"app", "last", "max_age_s"}]}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from atoll.core.fsutil import read_json
+from atoll.deploy import plan
+from atoll.deploy.sysroot import Sysroot
+
+__all__ = ["host_status"]
+
+
+def _last_boot(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    acked = {e.get("boot_time") for e in events if e.get("event") == "ack"}
+    for e in reversed(events):
+        if e.get("event") == "boot":
+            return {
+                "result": e.get("result", "unknown"),
+                "reason": e.get("reason", ""),
+                "time": e.get("time"),
+                "deployment": e.get("deployment"),
+                "acknowledged": e.get("result") != "rolled-back" or e.get("time") in acked,
+            }
+    return None
+
+
+def _backups(sysroot: Path) -> list[dict[str, Any]]:
+    out = []
+    base = sysroot / "var/lib/atoll/backups"
+    if base.is_dir():
+        for app in sorted(p for p in base.iterdir() if p.is_dir()):
+            info = read_json(app / "policy.json", {}) or {}
+            stamps = sorted(
+                (read_json(b / "manifest.json", {}) or {}).get("time", "")
+                for b in app.iterdir() if b.is_dir()
+            )
+            out.append({"app": app.name, "last": stamps[-1] if stamps and stamps[-1] else None,
+                        "max_age_s": info.get("max_age_s")})
+    return out
+
+
+def host_status(sysroot: Path) -> dict[str, Any]:
+    """Collect the status of the sysroot at ``sysroot``."""
+    sr = Sysroot(sysroot)
+    deps = sr.deployments()
+    booted = sr.booted_id()
+    roles = plan.roles([d.id for d in deps], booted)
+    listed = []
+    by_role: dict[str, dict[str, Any] | None] = {"booted": None, "pending": None,
+                                                 "rollback": None}
+    for i, d in enumerate(deps):
+        item = d.to_json() | {"index": i, "role": roles.get(d.id, "other")}
+        listed.append(item)
+        if item["role"] in by_role and by_role[item["role"]] is None:
+            by_role[item["role"]] = item
+    return {
+        "sysroot": str(sysroot),
+        **by_role,
+        "deployments": listed,
+        "etc_conflicts": list(deps[0].etc_conflicts) if deps else [],
+        "last_boot": _last_boot(sr.events()),
+        "update": read_json(sr.state / "update.json"),
+        "backups": _backups(Path(sysroot)),
+    }

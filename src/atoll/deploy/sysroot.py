@@ -1,0 +1,311 @@
+"""The sysroot: deployments, the boot pointer, deploy / rollback / undeploy / pin.
+
+A deploy is crash-safe at every point: the checkout and /etc merge happen in
+``atoll/deploy/.staging-*``, the finished tree is renamed to its id, the new
+boot configuration is written to the *inactive* ``boot/loader.N`` directory,
+and only then does the ``boot/loader`` symlink swap (one rename). A process
+killed before the swap leaves the old configuration in force; the next
+deploy removes the leftovers (staging dirs, deployment dirs no loader lists).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atoll.core import canonjson
+from atoll.core.errors import HostStateError, InputError
+from atoll.core.fsutil import atomic_symlink, atomic_write_json, fsync_dir, read_json
+from atoll.deploy import plan
+from atoll.deploy.bootloader import get_writer
+from atoll.deploy.etcmerge import apply_plan, plan_merge, scan
+from atoll.store.checkout import checkout
+from atoll.store.repo import Repo, syncfs
+
+__all__ = ["Deployment", "Sysroot"]
+
+log = logging.getLogger("atoll.deploy")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    commit: str
+    serial: int
+    ref: str | None = None
+    version: str = ""
+    pinned: bool = False
+    created: str = ""
+    kernel: str | None = None
+    etc_conflicts: tuple[str, ...] = ()
+    origin: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "commit": self.commit, "serial": self.serial, "ref": self.ref,
+            "version": self.version, "pinned": self.pinned, "created": self.created,
+            "kernel": self.kernel, "etc_conflicts": list(self.etc_conflicts),
+            "origin": self.origin,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Deployment:
+        return cls(
+            id=d["id"], commit=d["commit"], serial=int(d["serial"]), ref=d.get("ref"),
+            version=d.get("version", ""), pinned=bool(d.get("pinned", False)),
+            created=d.get("created", ""), kernel=d.get("kernel"),
+            etc_conflicts=tuple(d.get("etc_conflicts", ())), origin=d.get("origin"),
+        )
+
+    def with_(self, **changes: Any) -> Deployment:
+        return Deployment.from_json(self.to_json() | changes)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Sysroot:
+    """A host root directory managed by atoll."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.atoll = self.root / "atoll"
+        self.deploy_dir = self.atoll / "deploy"
+        self.state = self.atoll / "state"
+        self.boot = self.root / "boot"
+        self.loader_link = self.boot / "loader"
+        self.var = self.root / "var"
+
+    # -- setup ---------------------------------------------------------
+
+    def init(self, *, bootloader: str | None = None) -> None:
+        """Create an empty sysroot (idempotent)."""
+        for d in (self.deploy_dir, self.state, self.boot, self.var, self.root / "run"):
+            d.mkdir(parents=True, exist_ok=True)
+        Repo.create(self.atoll / "repo")
+        if not os.path.lexists(self.loader_link):
+            loader0 = self.boot / "loader.0"
+            loader0.mkdir(exist_ok=True)
+            atomic_write_json(loader0 / "deployments.json", {"version": 1, "deployments": []})
+            atomic_symlink("loader.0", self.loader_link)
+        if bootloader:
+            (self.state / "bootloader").write_text(bootloader + "\n")
+
+    def check(self) -> None:
+        if not os.path.islink(self.loader_link) or not (self.atoll / "repo").is_dir():
+            raise HostStateError(
+                f"{self.root}: not an atoll sysroot",
+                resolution=f"create one with `atoll --sysroot {self.root} init`",
+            )
+
+    @property
+    def repo(self) -> Repo:
+        return Repo.open(self.atoll / "repo")
+
+    # -- reading state ---------------------------------------------------
+
+    def loader_dir(self) -> Path:
+        return self.boot / os.readlink(self.loader_link)
+
+    def deployments(self) -> list[Deployment]:
+        """The boot order: [0] boots next."""
+        self.check()
+        data = read_json(self.loader_dir() / "deployments.json", {"deployments": []})
+        return [Deployment.from_json(d) for d in data["deployments"]]
+
+    def booted_id(self) -> str | None:
+        p = self.root / "run/atoll/booted"
+        with contextlib.suppress(FileNotFoundError):
+            value = p.read_text().strip()
+            return value or None
+        return None
+
+    def deployment_path(self, dep: Deployment | str) -> Path:
+        return self.deploy_dir / (dep if isinstance(dep, str) else dep.id)
+
+    def bootloader(self) -> str | None:
+        with contextlib.suppress(FileNotFoundError):
+            return (self.state / "bootloader").read_text().strip() or None
+        return None
+
+    def record_event(self, event: str, **fields: Any) -> None:
+        """Append one JSON line to atoll/state/events.jsonl (fsynced)."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        line = canonjson.dumps({"time": _now(), "event": event, **fields}) + b"\n"
+        fd = os.open(self.state / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for line in (self.state / "events.jsonl").read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    out.append(canonjson.loads(line))
+        return out
+
+    # -- the boot pointer ------------------------------------------------
+
+    def write_loader(self, deployments: list[Deployment]) -> None:
+        """Write the inactive loader dir, render the bootloader config, swap the pointer."""
+        current = os.readlink(self.loader_link)
+        nxt = "loader.1" if current == "loader.0" else "loader.0"
+        new_dir = self.boot / nxt
+        if new_dir.exists():
+            shutil.rmtree(new_dir)
+        new_dir.mkdir()
+        entries = [d.to_json() for d in deployments]
+        atomic_write_json(new_dir / "deployments.json", {"version": 1, "deployments": entries})
+        name = self.bootloader()
+        if name:
+            get_writer(name)(self.root, new_dir, entries)
+        syncfs(self.boot)
+        fsync_dir(new_dir)
+        atomic_symlink(nxt, self.loader_link)
+
+    # -- operations ------------------------------------------------------
+
+    def cleanup(self) -> list[str]:
+        """Remove what a killed deploy left behind; returns what was removed."""
+        self.check()
+        keep = {d.id for d in self.deployments()}
+        booted = self.booted_id()
+        if booted:
+            keep.add(booted)
+        removed = []
+        for entry in os.scandir(self.deploy_dir):
+            if entry.name not in keep:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.name)
+        repo = self.repo
+        for name in repo.refs("deploy"):
+            if name not in keep:
+                repo.set_ref(name, None, namespace="deploy")
+        return removed
+
+    def _next_serial(self, commit: str) -> int:
+        taken = {e.name for e in os.scandir(self.deploy_dir)}
+        serial = 0
+        while f"{commit}.{serial}" in taken:
+            serial += 1
+        return serial
+
+    def _merge_base(self, current: list[Deployment]) -> Deployment | None:
+        booted = self.booted_id()
+        for d in current:
+            if d.id == booted:
+                return d
+        return current[0] if current else None
+
+    def deploy(self, rev: str, *, repo: Repo | None = None, origin: str | None = None
+               ) -> Deployment:
+        """Deploy ``rev`` (a ref or commit) as the next boot.
+
+        Raises:
+            InputError: unknown ref or commit.
+            CorruptObjectError: an object of the commit is corrupt; nothing changes.
+            HostStateError: the sysroot is not initialised.
+        """
+        self.check()
+        own = self.repo
+        self.cleanup()
+        if repo is not None and repo.path.resolve() != own.path.resolve():
+            commit = repo.resolve(rev)
+            log.info("deploy: importing commit %s from %s", commit[:12], repo.path)
+            own.pull_local(repo, commit)
+            if rev in repo.refs():
+                own.set_ref(rev, commit)
+        repo = own
+        commit = repo.resolve(rev)
+        c = repo.read_commit(commit)
+        current = self.deployments()
+        base = self._merge_base(current)
+        serial = self._next_serial(commit)
+        dep_id = f"{commit}.{serial}"
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.deploy_dir))
+        tree = staging / "tree"
+        try:
+            log.info("deploy %s: checking out commit %s", dep_id[:16], commit[:12])
+            checkout(repo, commit, tree, verify=True)
+            etc = tree / "etc"
+            shutil.rmtree(etc)
+            etc.mkdir()
+            if base is not None:
+                base_root = self.deployment_path(base)
+                old_defaults, cur = base_root / "usr/etc", base_root / "etc"
+            else:
+                old_defaults = cur = tree / "usr/etc"
+            merge = plan_merge(scan(old_defaults), scan(cur), scan(tree / "usr/etc"))
+            apply_plan(merge, cur, tree / "usr/etc", etc)
+            if merge.conflicts:
+                log.warning("deploy: /etc conflicts kept as the host had them: %s",
+                            ", ".join(merge.conflicts))
+            kdirs = sorted(p.parent.name for p in (tree / "usr/lib/modules").glob("*/vmlinuz"))
+            syncfs(self.deploy_dir)
+            os.rename(tree, self.deploy_dir / dep_id)
+            fsync_dir(self.deploy_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        ref = rev if rev in repo.refs() else None
+        dep = Deployment(
+            id=dep_id, commit=commit, serial=serial, ref=ref, version=c.version,
+            created=_now(), kernel=kdirs[-1] if kdirs else None,
+            etc_conflicts=merge.conflicts, origin=origin or ref,
+        )
+        repo.set_ref(dep_id, commit, namespace="deploy")
+        entries = [plan.Entry(d.id, d.pinned) for d in current]
+        order = plan.after_deploy(entries, self.booted_id(), dep_id)
+        by_id = {d.id: d for d in current} | {dep_id: dep}
+        self.write_loader([by_id[e.id] for e in order])
+        self.record_event("deploy", deployment=dep_id, version=c.version,
+                          etc_conflicts=list(merge.conflicts))
+        self.cleanup()
+        return dep
+
+    def rollback(self) -> list[Deployment]:
+        """Make the previous deployment the next boot; returns the new order."""
+        current = self.deployments()
+        entries = [plan.Entry(d.id, d.pinned) for d in current]
+        try:
+            order = plan.after_rollback(entries, self.booted_id())
+        except ValueError:
+            raise HostStateError("there is no rollback deployment",
+                                 resolution="deploy another commit first") from None
+        by_id = {d.id: d for d in current}
+        new = [by_id[e.id] for e in order]
+        self.write_loader(new)
+        self.record_event("rollback", deployment=new[0].id)
+        return new
+
+    def _index(self, index: int) -> list[Deployment]:
+        current = self.deployments()
+        if not 0 <= index < len(current):
+            raise InputError(f"no deployment with index {index} (there are {len(current)})")
+        return current
+
+    def undeploy(self, index: int) -> Deployment:
+        current = self._index(index)
+        dep = current[index]
+        if dep.id == self.booted_id():
+            raise HostStateError("refusing to remove the booted deployment")
+        self.write_loader([d for i, d in enumerate(current) if i != index])
+        self.record_event("undeploy", deployment=dep.id)
+        self.cleanup()
+        return dep
+
+    def pin(self, index: int, pinned: bool = True) -> Deployment:
+        current = self._index(index)
+        current[index] = current[index].with_(pinned=pinned)
+        self.write_loader(current)
+        return current[index]

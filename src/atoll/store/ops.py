@@ -1,0 +1,164 @@
+"""Store operations over whole commits: log, diff, fsck, gc."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from atoll.core.log import Progress
+from atoll.store.objects import Commit, DirEntry
+from atoll.store.repo import WORKERS, Repo
+
+__all__ = ["FsckReport", "TreeDiff", "diff", "fsck", "gc", "log", "package_changes"]
+
+
+def log(repo: Repo, commit: str, limit: int = 50) -> list[tuple[str, Commit]]:
+    """The commit and its ancestors present in the store, newest first."""
+    out: list[tuple[str, Commit]] = []
+    cid: str | None = commit
+    while cid and len(out) < limit and repo.has(cid, "commit"):
+        c = repo.read_commit(cid)
+        out.append((cid, c))
+        cid = c.parent
+    return out
+
+
+def package_changes(old: Commit, new: Commit) -> dict[str, Any]:
+    """Added / removed / changed packages between two manifests (pure)."""
+    a, b = old.packages(), new.packages()
+    return {
+        "added": [{"name": n, "version": b[n]["version"]} for n in sorted(b.keys() - a.keys())],
+        "removed": [{"name": n, "version": a[n]["version"]} for n in sorted(a.keys() - b.keys())],
+        "changed": [
+            {"name": n, "old": a[n]["version"], "new": b[n]["version"]}
+            for n in sorted(a.keys() & b.keys())
+            if a[n]["version"] != b[n]["version"]
+        ],
+    }
+
+
+@dataclass
+class TreeDiff:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed}
+
+
+def _entries(repo: Repo, tree: str | None) -> dict[str, DirEntry]:
+    return {} if tree is None else {e.name: e for e in repo.read_dirtree(tree)}
+
+
+def _diff_trees(repo: Repo, a: str | None, b: str | None, prefix: str, out: TreeDiff) -> None:
+    if a == b:
+        return
+    ea, eb = _entries(repo, a), _entries(repo, b)
+    for name in sorted(ea.keys() | eb.keys()):
+        path = prefix + name
+        x, y = ea.get(name), eb.get(name)
+        if x is None and y is not None:
+            out.added.append(path + ("/" if y.is_dir else ""))
+            if y.is_dir:
+                _diff_trees(repo, None, y.id, path + "/", out)
+        elif y is None and x is not None:
+            out.removed.append(path + ("/" if x.is_dir else ""))
+            if x.is_dir:
+                _diff_trees(repo, x.id, None, path + "/", out)
+        elif x is not None and y is not None:
+            if x.is_dir and y.is_dir:
+                if x.meta != y.meta:
+                    out.changed.append(path + "/")
+                _diff_trees(repo, x.id, y.id, path + "/", out)
+            elif x.is_dir != y.is_dir:
+                out.removed.append(path + ("/" if x.is_dir else ""))
+                out.added.append(path + ("/" if y.is_dir else ""))
+            elif x.id != y.id:
+                out.changed.append(path)
+
+
+def diff(repo: Repo, old: str, new: str) -> dict[str, Any]:
+    """Files added/removed/changed and package changes between two commits."""
+    a, b = repo.read_commit(old), repo.read_commit(new)
+    td = TreeDiff()
+    _diff_trees(repo, a.tree, b.tree, "/", td)
+    return {"old": old, "new": new, "files": td.to_json(), "packages": package_changes(a, b)}
+
+
+@dataclass
+class FsckReport:
+    checked: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.corrupt and not self.missing
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checked": self.checked, "corrupt": self.corrupt, "missing": self.missing,
+                "ok": self.ok}
+
+
+def fsck(repo: Repo) -> FsckReport:
+    """Re-hash every object; check that every ref's commit is complete."""
+    report = FsckReport()
+    objs = list(repo.iter_objects())
+    files = [oid for oid, kind in objs if kind == "file"]
+    progress = Progress("fsck", len(objs))
+    for oid, kind in objs:
+        if kind == "file":
+            continue
+        data = repo.object_path(oid, kind).read_bytes()
+        report.checked += 1
+        progress.advance()
+        if hashlib.sha256(data).hexdigest() != oid:
+            report.corrupt.append(f"{kind} {oid}")
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64), strict=True):
+            report.checked += 1
+            progress.advance()
+            if not ok:
+                report.corrupt.append(f"file {oid}")
+    progress.finish()
+    present = set(objs)
+    for name, cid in repo.all_refs().items():
+        if (cid, "commit") not in present:
+            report.missing.append(f"commit {cid} (ref {name})")
+            continue
+        try:
+            needed = repo.reachable(cid, parents=False)
+        except Exception as exc:  # a corrupt dirtree: already reported above
+            report.missing.append(f"commit {cid} (ref {name}): unreadable: {exc}")
+            continue
+        for oid, kind in sorted(needed - present):
+            report.missing.append(f"{kind} {oid} (ref {name})")
+    report.corrupt.sort()
+    return report
+
+
+def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
+    """Delete every object that no ref (heads, deployments...) reaches."""
+    keep: set[tuple[str, str]] = set()
+    for cid in repo.all_refs().values():
+        keep |= repo.reachable(cid, parents=True)
+    removed = freed = 0
+    for oid, kind in list(repo.iter_objects()):
+        if (oid, kind) in keep:
+            continue
+        path = repo.object_path(oid, kind)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not dry_run:
+            os.unlink(path)
+        removed += 1
+        if st.st_nlink <= 1:
+            freed += st.st_size
+    leftovers = 0 if dry_run else repo.clean_tmp()
+    return {"removed": removed, "freed_bytes": freed, "kept": len(keep), "tmp_cleaned": leftovers}

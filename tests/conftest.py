@@ -1,0 +1,35 @@
+"""Shared fixtures. Expensive artifacts (composed trees) are built once per run.
+
+Services a test needs are started by fixtures in ``tests/services.py``; tests
+never skip because a tool is missing: they install or start it, or fail.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A per-run cache for artifacts shared between tests (composed trees, images).
+# Keyed by the inputs' hash inside each fixture; kept across runs locally
+# (ATOLL_TEST_CACHE) so that a developer's second run is fast. CI starts clean.
+CACHE = Path(os.environ.get("ATOLL_TEST_CACHE", "/var/tmp/atoll-test-cache"))
+
+
+@pytest.fixture(scope="session")
+def artifact_cache() -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return CACHE
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests under tests/integration and tests/vm carry their tier marker automatically.
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+        if "vm" in parts:
+            item.add_marker(pytest.mark.vm)
