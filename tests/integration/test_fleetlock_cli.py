@@ -1,0 +1,125 @@
+"""``atoll fleetlock serve|status|release``: the real command, a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from atoll.cli import main
+from atoll.fleet.client import FleetLockClient, FleetLockError
+from tests.conftest import ROOT
+from tests.integration import fleet_fixtures
+from tests.services import free_port
+
+fleet_etcd = fleet_fixtures.fleet_etcd  # real etcd, once per session
+
+CONFIG = '[lock]\ndefault_slots = 1\n[[lock.groups]]\nname = "db"\nslots = 2\n'
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "server did not listen in 20s"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, list[str], subprocess.Popen[bytes]]]:
+    (tmp_path / "fleetlock.toml").write_text(CONFIG)
+    store = ["--embedded", str(tmp_path / "locks.db"), "--config", str(tmp_path / "fleetlock.toml")]
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atoll.cli", "fleetlock", "serve", "--listen",
+         f"127.0.0.1:{port}", *store], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}", store, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_serve_status_release_embedded(served: tuple[str, list[str], subprocess.Popen[bytes]],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    url, store, proc = served
+    client = FleetLockClient(url)
+    client.pre_reboot("dead-host", "db")
+    client.pre_reboot("web-1")
+    rc, out, _ = run(capsys, "--json", "fleetlock", "status", *store)
+    assert rc == 0
+    groups = {g["group"]: g for g in json.loads(out)["groups"]}
+    assert groups["db"]["total_slots"] == 2
+    assert [h["id"] for h in groups["db"]["holders"]] == ["dead-host"]
+    assert groups["db"]["holders"][0]["since"].endswith("Z")
+    # the same through the running server, human form
+    rc, out, _ = run(capsys, "fleetlock", "status", "--server", url)
+    assert rc == 0 and "group db: 1/2 slots held" in out and "dead-host  since " in out
+    # the operator frees the dead host's slot while the server runs
+    rc, out, _ = run(capsys, "fleetlock", "release", "--group", "db", "--id", "dead-host", *store)
+    assert rc == 0 and out.startswith("released dead-host's slot in group db")
+    client.pre_reboot("a", "db")
+    client.pre_reboot("b", "db")  # both slots are usable again
+    with pytest.raises(FleetLockError):
+        client.pre_reboot("c", "db")
+    # releasing what is not held: a clear error, exit 2, nothing changes
+    rc, _, err = run(capsys, "fleetlock", "release", "--group", "db", "--id", "dead-host", *store)
+    assert rc == 2 and "'dead-host' holds no slot in group 'db'" in err
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+
+
+def test_status_and_release_on_etcd(fleet_etcd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from atoll.fleet.backends import open_backend
+    from atoll.fleet.config import FleetConfig
+    from atoll.fleet.protocol import ClientParams
+    from atoll.fleet.service import FleetLockService
+
+    with open_backend("etcd", fleet_etcd) as backend:
+        FleetLockService(backend, FleetConfig({"cli-test": 1})).pre_reboot(
+            ClientParams("gone", "cli-test"))
+    rc, out, _ = run(capsys, "--json", "fleetlock", "status", "--etcd", fleet_etcd)
+    assert rc == 0
+    groups = {g["group"]: g for g in json.loads(out)["groups"]}
+    assert not groups["cli-test"]["configured"]  # stored, but not in this (default) config
+    assert [h["id"] for h in groups["cli-test"]["holders"]] == ["gone"]
+    rc, _, _ = run(capsys, "fleetlock", "release", "--etcd", fleet_etcd, "--group", "cli-test",
+                   "--id", "gone")
+    assert rc == 0
+    rc, out, _ = run(capsys, "--json", "fleetlock", "status", "--etcd", fleet_etcd)
+    groups = {g["group"]: g for g in json.loads(out)["groups"]}
+    assert groups["cli-test"]["holders"] == []
+
+
+def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[lock]\ndefault_slots = 0\n')
+    db = str(tmp_path / "l.db")
+    rc, _, err = run(capsys, "fleetlock", "serve", "--embedded", db, "--config", str(bad))
+    assert rc == 2 and f"{bad}: lock.default_slots: must be an integer" in err
+    rc, _, err = run(capsys, "fleetlock", "serve", "--embedded", db, "--listen", "8080")
+    assert rc == 2 and "is not HOST:PORT" in err
+    rc, _, err = run(capsys, "fleetlock", "status", "--etcd", f"http://127.0.0.1:{free_port()}")
+    assert rc == 8 and "etcd at http://127.0.0.1:" in err
+    assert not Path(db).exists()  # nothing was created by the refused commands

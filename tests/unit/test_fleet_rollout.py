@@ -1,0 +1,72 @@
+"""Rollout waves simulated in virtual time over the FleetLock service (in-memory backend)."""
+
+from __future__ import annotations
+
+import pytest
+
+from atoll.core.errors import InputError
+from atoll.fleet.backends.memory import MemoryBackend
+from atoll.fleet.config import FleetConfig
+from atoll.fleet.rollout import HostState, host_ids, simulate_rollout
+from atoll.fleet.service import FleetLockService
+
+
+@pytest.mark.parametrize(("hosts", "slots"), [(1, 1), (7, 3), (300, 1), (500, 7), (400, 400)])
+def test_every_host_updates_never_more_than_k(hosts: int, slots: int) -> None:
+    report = simulate_rollout(host_ids(hosts), slots, reboot_seconds=60, poll_seconds=15)
+    assert report.count(HostState.DONE) == hosts
+    assert set(report.versions.values()) == {"new"}
+    assert report.max_concurrent == min(slots, hosts)  # the slots were all used...
+    assert report.violations == []  # ...and never more
+    assert report.total_seconds == report.ideal_seconds  # polls line up with reboot ends
+
+
+def test_polling_slower_than_reboots_costs_time() -> None:
+    report = simulate_rollout(host_ids(100), 10, reboot_seconds=60, poll_seconds=45)
+    assert report.count(HostState.DONE) == 100 and report.violations == []
+    assert report.ideal_seconds < report.total_seconds <= report.ideal_seconds * 1.75
+
+
+def test_a_failing_host_keeps_its_slot_and_stops_the_wave() -> None:
+    backend = MemoryBackend()
+    svc = FleetLockService(backend, FleetConfig({"db": 4}))
+    hosts = host_ids(200)
+    report = simulate_rollout(hosts, 4, group="db", failing={"host-0041"}, service=svc,
+                              reboot_seconds=60, poll_seconds=15)
+    assert report.states["host-0041"] is HostState.FAILED
+    assert report.versions["host-0041"] == "old"
+    # the host still holds its slot on the server, for operators to see
+    db = next(g for g in svc.status() if g.group == "db")
+    assert [h.id for h in db.holders] == ["host-0041"]
+    # hosts already rebooting with it finished; nobody started after it failed
+    assert report.count(HostState.HALTED) > 0
+    assert report.count(HostState.PENDING) == report.count(HostState.REBOOTING) == 0
+    done = [h for h in hosts if report.states[h] is HostState.DONE]
+    assert all(report.versions[h] == "new" for h in done)
+    assert all(report.versions[h] == "old" for h in hosts if report.states[h] is HostState.HALTED)
+    assert len(done) + 1 + report.count(HostState.HALTED) == 200
+    assert report.halted and report.violations == []
+
+
+def test_one_slot_failure_blocks_everyone_after() -> None:
+    report = simulate_rollout(host_ids(50), 1, failing={"host-0000"})
+    assert report.states["host-0000"] is HostState.FAILED
+    assert report.count(HostState.HALTED) == 49 and report.count(HostState.DONE) == 0
+
+
+def test_the_invariant_check_catches_a_server_with_too_many_slots() -> None:
+    # a server that hands out 5 slots while the rollout promises 3: the check must fire
+    svc = FleetLockService(MemoryBackend(), FleetConfig({"default": 5}))
+    report = simulate_rollout(host_ids(30), 3, service=svc)
+    assert report.max_concurrent == 5 and report.violations
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(InputError):
+        simulate_rollout([], 1)
+    with pytest.raises(InputError):
+        simulate_rollout(["a", "a"], 1)
+    with pytest.raises(InputError):
+        simulate_rollout(["a"], 0)
+    with pytest.raises(InputError, match="exceeded 10 steps"):
+        simulate_rollout(host_ids(20), 1, max_events=10)
