@@ -147,3 +147,31 @@ def test_deploy_from_another_repo(tmp_path: Path) -> None:
     sr.init()
     dep = sr.deploy("site/base", repo=build)
     assert dep.commit == cid and sr.repo.refs()["site/base"] == cid
+
+
+def test_stage_then_finalize(env: tuple[Sysroot, Repo, Path]) -> None:
+    sr, repo, tree = env
+    repo.commit_dir(tree, ref="site/base", version="1")
+    d1 = sr.deploy("site/base")
+    boot(sr, d1.id)
+    (tree / "usr/etc/motd").write_text("v2\n")
+    repo.commit_dir(tree, ref="site/base", version="2")
+    staged = sr.stage("site/base")
+    # staged is prepared on disk but is not the next boot
+    assert sr.deployment_path(staged).is_dir()
+    assert [d.id for d in sr.deployments()] == [d1.id]
+    assert sr.staged() == staged
+    # a newer download replaces the staged one
+    (tree / "usr/etc/motd").write_text("v3\n")
+    repo.commit_dir(tree, ref="site/base", version="3")
+    newer = sr.stage("site/base")
+    assert newer.version == "3" and not sr.deployment_path(staged).exists()
+    # the host changes /etc after staging: finalize merges as late as possible
+    (sr.deployment_path(d1) / "etc/hostname").write_text("late-change\n")
+    final = sr.finalize()
+    assert [d.id for d in sr.deployments()] == [newer.id, d1.id]
+    assert (sr.deployment_path(final) / "etc/hostname").read_text() == "late-change\n"
+    assert (sr.deployment_path(final) / "etc/motd").read_text() == "v3\n"
+    assert sr.staged() is None
+    with pytest.raises(HostStateError, match="no staged update"):
+        sr.finalize()

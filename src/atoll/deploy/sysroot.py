@@ -183,6 +183,9 @@ class Sysroot:
         booted = self.booted_id()
         if booted:
             keep.add(booted)
+        staged = read_json(self._staged_path())
+        if staged:
+            keep.add(staged["deployment"]["id"])
         removed = []
         for entry in os.scandir(self.deploy_dir):
             if entry.name not in keep:
@@ -208,8 +211,82 @@ class Sysroot:
                 return d
         return current[0] if current else None
 
-    def deploy(self, rev: str, *, repo: Repo | None = None, origin: str | None = None
-               ) -> Deployment:
+    def _staged_path(self) -> Path:
+        return self.state / "staged.json"
+
+    def staged(self) -> Deployment | None:
+        """The deployment prepared by :meth:`stage` and not yet made the next boot."""
+        data = read_json(self._staged_path())
+        if not data:
+            return None
+        dep = Deployment.from_json(data["deployment"])
+        return dep if self.deployment_path(dep).is_dir() else None
+
+    def _prepare(self, rev: str, repo: Repo | None) -> Deployment:
+        """Import (if needed), verify and check out ``rev`` as ``deploy/<id>`` (no /etc yet)."""
+        own = self.repo
+        if repo is not None and repo.path.resolve() != own.path.resolve():
+            commit = repo.resolve(rev)
+            log.info("deploy: importing commit %s from %s", commit[:12], repo.path)
+            own.pull_local(repo, commit)
+            if rev in repo.refs():
+                own.set_ref(rev, commit)
+        commit = own.resolve(rev)
+        c = own.read_commit(commit)
+        serial = self._next_serial(commit)
+        dep_id = f"{commit}.{serial}"
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.deploy_dir))
+        tree = staging / "tree"
+        try:
+            log.info("deploy %s: checking out commit %s", dep_id[:16], commit[:12])
+            checkout(own, commit, tree, verify=True)
+            shutil.rmtree(tree / "etc")
+            (tree / "etc").mkdir()
+            kdirs = sorted(p.parent.name for p in (tree / "usr/lib/modules").glob("*/vmlinuz"))
+            syncfs(self.deploy_dir)
+            os.rename(tree, self.deploy_dir / dep_id)
+            fsync_dir(self.deploy_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        ref = next((name for name, cid in own.refs().items() if name == rev and cid == commit),
+                   None)
+        own.set_ref(dep_id, commit, namespace="deploy")
+        return Deployment(
+            id=dep_id, commit=commit, serial=serial, ref=ref, version=c.version,
+            created=_now(), kernel=kdirs[-1] if kdirs else None, origin=ref,
+        )
+
+    def _merge_etc(self, dep: Deployment, base: Deployment | None) -> Deployment:
+        """(Re)write ``dep``'s /etc as the 3-way merge against ``base``; idempotent."""
+        root = self.deployment_path(dep)
+        etc = root / "etc"
+        shutil.rmtree(etc)
+        etc.mkdir()
+        if base is not None and base.id != dep.id:
+            base_root = self.deployment_path(base)
+            old_defaults, cur = base_root / "usr/etc", base_root / "etc"
+        else:
+            old_defaults = cur = root / "usr/etc"
+        merge = plan_merge(scan(old_defaults), scan(cur), scan(root / "usr/etc"))
+        apply_plan(merge, cur, root / "usr/etc", etc)
+        if merge.conflicts:
+            log.warning("deploy: /etc conflicts kept as the host had them: %s",
+                        ", ".join(merge.conflicts))
+        syncfs(self.deploy_dir)
+        return dep.with_(etc_conflicts=list(merge.conflicts))
+
+    def _activate(self, dep: Deployment, current: list[Deployment]) -> Deployment:
+        """/etc merge, then make ``dep`` the next boot (the atomic swap)."""
+        dep = self._merge_etc(dep, self._merge_base(current))
+        entries = [plan.Entry(d.id, d.pinned) for d in current]
+        order = plan.after_deploy(entries, self.booted_id(), dep.id)
+        by_id = {d.id: d for d in current} | {dep.id: dep}
+        self.write_loader([by_id[e.id] for e in order])
+        self.record_event("deploy", deployment=dep.id, version=dep.version,
+                          etc_conflicts=list(dep.etc_conflicts))
+        return dep
+
+    def deploy(self, rev: str, *, repo: Repo | None = None) -> Deployment:
         """Deploy ``rev`` (a ref or commit) as the next boot.
 
         Raises:
@@ -218,60 +295,52 @@ class Sysroot:
             HostStateError: the sysroot is not initialised.
         """
         self.check()
-        own = self.repo
         self.cleanup()
-        if repo is not None and repo.path.resolve() != own.path.resolve():
-            commit = repo.resolve(rev)
-            log.info("deploy: importing commit %s from %s", commit[:12], repo.path)
-            own.pull_local(repo, commit)
-            if rev in repo.refs():
-                own.set_ref(rev, commit)
-        repo = own
-        commit = repo.resolve(rev)
-        c = repo.read_commit(commit)
         current = self.deployments()
-        base = self._merge_base(current)
-        serial = self._next_serial(commit)
-        dep_id = f"{commit}.{serial}"
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.deploy_dir))
-        tree = staging / "tree"
-        try:
-            log.info("deploy %s: checking out commit %s", dep_id[:16], commit[:12])
-            checkout(repo, commit, tree, verify=True)
-            etc = tree / "etc"
-            shutil.rmtree(etc)
-            etc.mkdir()
-            if base is not None:
-                base_root = self.deployment_path(base)
-                old_defaults, cur = base_root / "usr/etc", base_root / "etc"
-            else:
-                old_defaults = cur = tree / "usr/etc"
-            merge = plan_merge(scan(old_defaults), scan(cur), scan(tree / "usr/etc"))
-            apply_plan(merge, cur, tree / "usr/etc", etc)
-            if merge.conflicts:
-                log.warning("deploy: /etc conflicts kept as the host had them: %s",
-                            ", ".join(merge.conflicts))
-            kdirs = sorted(p.parent.name for p in (tree / "usr/lib/modules").glob("*/vmlinuz"))
-            syncfs(self.deploy_dir)
-            os.rename(tree, self.deploy_dir / dep_id)
-            fsync_dir(self.deploy_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        ref = rev if rev in repo.refs() else None
-        dep = Deployment(
-            id=dep_id, commit=commit, serial=serial, ref=ref, version=c.version,
-            created=_now(), kernel=kdirs[-1] if kdirs else None,
-            etc_conflicts=merge.conflicts, origin=origin or ref,
-        )
-        repo.set_ref(dep_id, commit, namespace="deploy")
-        entries = [plan.Entry(d.id, d.pinned) for d in current]
-        order = plan.after_deploy(entries, self.booted_id(), dep_id)
-        by_id = {d.id: d for d in current} | {dep_id: dep}
-        self.write_loader([by_id[e.id] for e in order])
-        self.record_event("deploy", deployment=dep_id, version=c.version,
-                          etc_conflicts=list(merge.conflicts))
+        dep = self._prepare(rev, repo)
+        dep = self._activate(dep, current)
+        self._clear_staged()
         self.cleanup()
         return dep
+
+    def stage(self, rev: str, *, repo: Repo | None = None) -> Deployment:
+        """Prepare ``rev`` (verify, check out) without making it the next boot.
+
+        A newer stage replaces a staged deployment that was not applied.
+        """
+        self.check()
+        old = self.staged()
+        self.cleanup()
+        if old is not None and old.commit == (repo or self.repo).resolve(rev):
+            return old
+        dep = self._prepare(rev, repo)
+        atomic_write_json(self._staged_path(), {"deployment": dep.to_json(), "since": _now()})
+        self.record_event("stage", deployment=dep.id, version=dep.version)
+        self.cleanup()
+        return dep
+
+    def finalize(self) -> Deployment:
+        """Make the staged deployment the next boot (/etc merged now, as late as possible).
+
+        Raises:
+            HostStateError: nothing is staged.
+        """
+        self.check()
+        dep = self.staged()
+        if dep is None:
+            raise HostStateError(
+                "no staged update to apply",
+                resolution="download and stage one first (`atoll update download`)",
+            )
+        dep = self._activate(dep, self.deployments())
+        self._clear_staged()
+        self.cleanup()
+        return dep
+
+    def _clear_staged(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._staged_path().unlink()
+            fsync_dir(self.state)
 
     def rollback(self) -> list[Deployment]:
         """Make the previous deployment the next boot; returns the new order."""

@@ -1,0 +1,165 @@
+"""What the agent does to a host: check, download, stage, apply, reboot, release the slot.
+
+Everything goes through the layers that own it: the delivery client (verified
+pulls), the sysroot (stage, finalize), the apps layer (backups before an
+apply), the FleetLock client (reboot slots). A reboot is ``systemctl reboot``
+on a real host (sysroot ``/``); under any other sysroot it is recorded only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from atoll.agent.policy import AgentState, Policy
+from atoll.agent.state import AgentFiles, iso
+from atoll.core.errors import HostStateError
+from atoll.core.fsutil import read_json
+from atoll.core.run import run
+from atoll.deploy.sysroot import Sysroot
+
+__all__ = ["Host", "node_id"]
+
+log = logging.getLogger("atoll.agent")
+
+Rebooter = Callable[[Path], None]
+
+
+def default_reboot(sysroot: Path) -> None:
+    if Path(sysroot).resolve() == Path("/"):
+        run(["systemctl", "reboot"], what="reboot")
+    else:
+        log.info("reboot requested (sysroot %s is not /: not rebooting this machine)", sysroot)
+
+
+def node_id(sysroot: Path) -> str:
+    """The host's id for FleetLock: /etc/machine-id (as Zincati uses), else the hostname."""
+    for p in (Path(sysroot) / "etc/machine-id",):
+        try:
+            value = p.read_text().strip()
+        except OSError:
+            continue
+        if value and value != "uninitialized":
+            return value
+    import socket
+
+    return socket.gethostname()
+
+
+class Host:
+    def __init__(self, sysroot: Path, *, reboot: Rebooter = default_reboot,
+                 backups: Callable[[Path], list[dict[str, Any]]] | None = None):
+        self.sysroot = Path(sysroot)
+        self.sr = Sysroot(self.sysroot)
+        self.files = AgentFiles(self.sysroot)
+        self._reboot = reboot
+        self._backups = backups
+
+    # -- facts ---------------------------------------------------------
+
+    def state(self) -> AgentState:
+        """What the agent knows, read from the host's files."""
+        agent = self.files.load()
+        update = read_json(self.sr.state / "update.json", {}) or {}
+        deps = self.sr.deployments()
+        by_id = {d.id: d for d in deps}
+        booted_id = self.sr.booted_id()
+        booted = by_id[booted_id].commit if booted_id in by_id else None
+        pending = deps[0].commit if deps and deps[0].id != booted_id else None
+        staged = self.sr.staged()
+        last_check = agent.get("last_check")
+        return AgentState(
+            last_check=dt.datetime.fromisoformat(last_check) if last_check else None,
+            available=update.get("commit") if update.get("state") in (
+                "available", "downloaded") else None,
+            downloaded=update.get("commit") if update.get("state") == "downloaded" else None,
+            staged=staged.commit if staged else None,
+            booted=booted,
+            pending=pending,
+            request=self.files.request(),
+            last_apply_s=agent.get("last_apply_s"),
+        )
+
+    # -- actions -------------------------------------------------------
+
+    def check(self, policy: Policy, now: dt.datetime) -> dict[str, Any]:
+        from atoll.repo.client import UpdateClient
+
+        data = self.files.load()
+        data["last_check"] = iso(now)
+        self.files.save(data)  # a failing check is retried at the next interval, not at once
+        view = UpdateClient(self.sysroot, policy.remote).check()
+        return view
+
+    def download(self, policy: Policy) -> dict[str, Any]:
+        from atoll.repo.client import UpdateClient
+
+        return UpdateClient(self.sysroot, policy.remote).download()
+
+    def stage(self, commit: str) -> dict[str, Any]:
+        return self.sr.stage(commit).to_json()
+
+    def apply(self, policy: Policy, *, reboot: bool = True) -> dict[str, Any]:
+        """Back up databases, take a fleet slot, make the staged update the next boot, reboot.
+
+        Raises:
+            HostStateError: nothing staged.
+            FleetLockError: no slot (the caller retries later).
+        """
+        if self.sr.staged() is None:
+            raise HostStateError("no staged update to apply")
+        start = time.monotonic()
+        backups = self._backups(self.sysroot) if self._backups else _default_backups(self.sysroot)
+        data = self.files.load()
+        if policy.fleet_lock and reboot:
+            from atoll.fleet.client import FleetLockClient
+
+            FleetLockClient(policy.fleet_lock).pre_reboot(node_id(self.sysroot), policy.group)
+            data["lock_held"] = {"url": policy.fleet_lock, "group": policy.group,
+                                 "since": iso(dt.datetime.now(dt.UTC))}
+            self.files.save(data)
+        dep = self.sr.finalize()
+        data = self.files.load()
+        data["request"] = None
+        data["applied"] = {"deployment": dep.id, "time": iso(dt.datetime.now(dt.UTC)),
+                           "backups": [b.get("id") for b in backups]}
+        data["last_apply_s"] = round(time.monotonic() - start, 1) + data.get("reboot_s", 60)
+        self.files.save(data)
+        if reboot and policy.reboot:
+            self.sr.record_event("reboot", deployment=dep.id, reason="update applied")
+            self._reboot(self.sysroot)
+        return {"deployment": dep.to_json(), "backups": backups}
+
+    def release_slot_if_good(self) -> bool:
+        """After the new deployment is marked good: give the fleet slot back."""
+        data = self.files.load()
+        held = data.get("lock_held")
+        if not held:
+            return False
+        booted = self.sr.booted_id()
+        good = (read_json(self.sr.state / "boot.json", {}) or {}).get("good", [])
+        if booted is None or booted not in good:
+            return False
+        from atoll.fleet.client import FleetLockClient
+
+        FleetLockClient(held["url"]).steady_state(node_id(self.sysroot), held["group"])
+        data["lock_held"] = None
+        self.files.save(data)
+        log.info("fleet slot released: %s is marked good", booted)
+        return True
+
+
+def _default_backups(sysroot: Path) -> list[dict[str, Any]]:
+    try:
+        from atoll.apps.backup import backup_all_before_update
+    except ImportError:  # pragma: no cover - apps layer always present in the package
+        return []
+    from atoll.apps.manager import installed_apps
+
+    if not installed_apps(sysroot):
+        return []
+    return backup_all_before_update(sysroot)

@@ -1,0 +1,186 @@
+"""`atoll policy set|show`, `atoll update apply`, `atoll agent status`.
+
+When atolld runs, these go through its local API (so the agent's view and
+locks stay the one truth); without it they act on the sysroot directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from atoll.agent import api
+from atoll.agent.host import Host
+from atoll.agent.policy import MODES, ApplyRequest, Policy
+from atoll.agent.state import AgentFiles
+from atoll.agent.windows import parse_window
+from atoll.cli import emit
+from atoll.cli.update import add_update_subcommand
+from atoll.core.errors import InputError
+
+
+def _parse_at(text: str) -> dt.datetime:
+    """'2026-12-05 02:30' (host's local time zone) or ISO-8601 with an offset."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--at {text!r}: expected 'YYYY-MM-DD HH:MM' or ISO-8601") from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # the host's local time zone
+    return when
+
+
+def cmd_policy_set(args: argparse.Namespace) -> None:
+    files = AgentFiles(args.sysroot)
+    cur = files.policy().to_json()
+    if args.mode:
+        cur["mode"] = args.mode
+    if args.clear_windows:
+        cur["windows"] = []
+    for w in args.window or []:
+        try:
+            parse_window(w)
+        except ValueError as exc:
+            raise InputError(f"--window {w!r}: {exc}") from None
+        cur["windows"] = [*cur["windows"], w]
+    for key in ("fleet_lock", "group", "remote"):
+        if getattr(args, key) is not None:
+            cur[key] = getattr(args, key) or None if key == "fleet_lock" else getattr(args, key)
+    if args.interval is not None:
+        cur["check_interval_s"] = args.interval
+    if args.no_reboot:
+        cur["reboot"] = False
+    policy = Policy.from_json(cur)
+    if api.running(args.sysroot):
+        api.call(args.sysroot, "PUT", "/v1/policy", policy.to_json())
+    else:
+        files.save_policy(policy)
+    emit(args, policy.to_json(), lambda: _render_policy(policy.to_json()))
+
+
+def _render_policy(p: dict[str, Any]) -> str:
+    lines = [f"mode        {p['mode']}", f"remote      {p['remote']}",
+             f"interval    {p['check_interval_s']} s (+ up to {p['jitter_s']} s jitter)",
+             f"fleet lock  {p['fleet_lock'] or '-'} (group {p['group']})",
+             f"reboot      {'yes' if p['reboot'] else 'no'}"]
+    lines += [f"window      {w}" for w in p["windows"]] or ["window      (none: any time)"]
+    return "\n".join(lines)
+
+
+def cmd_policy_show(args: argparse.Namespace) -> None:
+    p = AgentFiles(args.sysroot).policy().to_json()
+    emit(args, p, lambda: _render_policy(p))
+
+
+def cmd_apply(args: argparse.Namespace) -> None:
+    files = AgentFiles(args.sysroot)
+    through_agent = api.running(args.sysroot)
+    if args.cancel:
+        if through_agent:
+            out = api.call(args.sysroot, "POST", "/v1/apply/cancel")
+        else:
+            had = files.request()
+            files.set_request(None)
+            out = {"cancelled": had.to_json() if had else None}
+        emit(args, out, "scheduled apply cancelled" if out["cancelled"] else
+             "no apply was scheduled")
+        return
+    if args.at or args.window:
+        kind = "at" if args.at else "window"
+        at = _parse_at(args.at) if args.at else None
+        if through_agent:
+            out = api.call(args.sysroot, "POST", "/v1/apply",
+                           {"kind": kind, "at": at.isoformat() if at else None, "reboot": True})
+        else:
+            req = ApplyRequest(kind, dt.datetime.now(dt.UTC), at, True)  # type: ignore[arg-type]
+            files.set_request(req)
+            out = {"request": req.to_json(), "decision": None,
+                   "note": "atolld is not running: it carries this out when it starts"}
+        emit(args, out, lambda: f"apply scheduled ({kind}"
+             + (f" at {at.isoformat()}" if at else "") + ")"
+             + (f": {out['decision']['reason']}" if out.get("decision") else
+                f"; {out.get('note', '')}"))
+        return
+    # now: make the downloaded update the next boot; reboot only when asked
+    if through_agent:
+        out = api.call(args.sysroot, "POST", "/v1/apply", {"kind": "now", "reboot": args.reboot})
+        emit(args, out, f"apply: {out['decision']['reason']}")
+        return
+    host = Host(args.sysroot)
+    st = host.state()
+    if host.sr.staged() is None:
+        if st.downloaded is None:
+            raise InputError("nothing downloaded to apply",
+                             resolution="run `atoll update download` first")
+        host.stage(st.downloaded)
+    out = host.apply(files.policy(), reboot=args.reboot)
+    dep = out["deployment"]
+    emit(args, out, f"{dep['id']} (version {dep['version']}) boots next"
+         + ("; rebooting" if args.reboot else "; reboot when it suits you"))
+
+
+def cmd_agent_status(args: argparse.Namespace) -> None:
+    if api.running(args.sysroot):
+        out = api.call(args.sysroot, "GET", "/v1/status")
+        out["running"] = True
+    else:
+        files = AgentFiles(args.sysroot)
+        out = {"policy": files.policy().to_json(), "agent": files.load(), "running": False}
+    emit(args, out, lambda: _render_agent(out))
+
+
+def _render_agent(out: dict[str, Any]) -> str:
+    a = out["agent"]
+    lines = [f"atolld: {'running' if out['running'] else 'not running'}",
+             _render_policy(out["policy"])]
+    if a.get("request"):
+        r = a["request"]
+        lines.append(f"apply requested: {r['kind']}" + (f" at {r['at']}" if r.get("at") else ""))
+    if a.get("lock_held"):
+        lines.append(f"fleet slot held since {a['lock_held']['since']} "
+                     f"(group {a['lock_held']['group']})")
+    for d in a.get("decisions", [])[-5:]:
+        lines.append(f"{d['time']}  {d['action']:<8} {d['reason']}")
+    return "\n".join(lines)
+
+
+def _setup_apply(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--at", help="apply (and reboot) at this time, e.g. '2026-12-05 02:30'")
+    g.add_argument("--window", action="store_true",
+                   help="apply (and reboot) in the next maintenance window")
+    g.add_argument("--cancel", action="store_true", help="cancel a scheduled apply")
+    p.add_argument("--reboot", action="store_true", help="reboot now into the update")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_apply)
+
+
+add_update_subcommand("apply", _setup_apply,
+                      "make the downloaded update the next boot (now, --at, --window)")
+
+
+def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("policy", help="when updates are checked, downloaded and applied")
+    ps = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    s = ps.add_parser("set", help="change the update policy")
+    s.add_argument("--mode", choices=MODES)
+    s.add_argument("--window", action="append",
+                   help="maintenance window 'DAYS HH:MM-HH:MM ZONE' (repeatable)")
+    s.add_argument("--clear-windows", action="store_true")
+    s.add_argument("--fleet-lock", help="FleetLock server URL ('' to remove)")
+    s.add_argument("--group", help="fleet group")
+    s.add_argument("--remote", help="remote to follow")
+    s.add_argument("--interval", type=int, help="seconds between checks")
+    s.add_argument("--no-reboot", action="store_true", help="apply without rebooting")
+    common(s)
+    s.set_defaults(handler=cmd_policy_set)
+    s = ps.add_parser("show", help="show the update policy")
+    common(s)
+    s.set_defaults(handler=cmd_policy_show)
+    a = sub.add_parser("agent", help="the host agent (atolld)")
+    asub = a.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    s = asub.add_parser("status", help="policy, scheduled apply, recent decisions")
+    common(s)
+    s.set_defaults(handler=cmd_agent_status)
