@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from atoll.agent.policy import AgentState, Policy
+from atoll.agent.replication import gate_host
 from atoll.agent.state import AgentFiles, iso
 from atoll.core.errors import HostStateError
 from atoll.core.fsutil import read_json
 from atoll.core.run import run
 from atoll.deploy.sysroot import Sysroot
+from atoll.fleet.gating import GateDecision
 
 __all__ = ["Host", "node_id"]
 
@@ -52,8 +54,10 @@ def node_id(sysroot: Path) -> str:
 
 class Host:
     def __init__(self, sysroot: Path, *, reboot: Rebooter = default_reboot,
-                 backups: Callable[[Path], list[dict[str, Any]]] | None = None):
+                 backups: Callable[[Path], list[dict[str, Any]]] | None = None,
+                 gate: Callable[[Path, float], list[tuple[str, GateDecision]]] = gate_host):
         self.sysroot = Path(sysroot)
+        self._gate = gate
         self.sr = Sysroot(self.sysroot)
         self.files = AgentFiles(self.sysroot)
         self._reboot = reboot
@@ -113,6 +117,15 @@ class Host:
         if self.sr.staged() is None:
             raise HostStateError("no staged update to apply")
         start = time.monotonic()
+        if reboot and policy.reboot:
+            denied = [(app, g) for app, g in self._gate(self.sysroot, policy.max_replica_lag_s)
+                      if not g.allowed]
+            if denied:
+                raise HostStateError(
+                    "replication gate: " + "; ".join(f"{a}: {g.reason}" for a, g in denied),
+                    resolution="the update waits until replication is healthy "
+                    "(a fleet never reboots the last healthy copy)",
+                )
         backups = self._backups(self.sysroot) if self._backups else _default_backups(self.sysroot)
         data = self.files.load()
         if policy.fleet_lock and reboot:

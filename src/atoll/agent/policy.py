@@ -47,6 +47,7 @@ class Policy:
     group: str = "default"
     reboot: bool = True
     remote: str = "origin"
+    max_replica_lag_s: float = 60.0
 
     def parsed_windows(self) -> list[Window]:
         return [parse_window(w) for w in self.windows]
@@ -55,7 +56,7 @@ class Policy:
         return {"mode": self.mode, "windows": list(self.windows),
                 "check_interval_s": self.check_interval_s, "jitter_s": self.jitter_s,
                 "fleet_lock": self.fleet_lock, "group": self.group, "reboot": self.reboot,
-                "remote": self.remote}
+                "remote": self.remote, "max_replica_lag_s": self.max_replica_lag_s}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Policy:
@@ -69,7 +70,8 @@ class Policy:
                    check_interval_s=int(d.get("check_interval_s", 3600)),
                    jitter_s=int(d.get("jitter_s", 300)), fleet_lock=d.get("fleet_lock"),
                    group=d.get("group", "default"), reboot=bool(d.get("reboot", True)),
-                   remote=d.get("remote", "origin"))
+                   remote=d.get("remote", "origin"),
+                   max_replica_lag_s=float(d.get("max_replica_lag_s", 60.0)))
 
 
 @dataclass(frozen=True)

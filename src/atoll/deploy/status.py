@@ -7,7 +7,12 @@ Other layers read it too (the Checkmk agent, Prometheus metrics). Schema::
      "etc_conflicts": [paths, of the next-boot deployment],
      "last_boot": {"result", "reason", "time", "deployment", "acknowledged"}|None,
      "update": the delivery layer's atoll/state/update.json, or None,
-     "backups": [{"app", "last", "max_age_s"}]}
+     "backups": [{"app", "last", "max_age_s"}],
+     "staged": the staged deployment (prepared, not yet the next boot) or None,
+     "agent": {"policy", "request", "last_decision", "lock_held", "decisions"} or None}
+
+It reads the state files other layers write (docs/on-disk.md), so it never
+imports them.
 """
 
 from __future__ import annotations
@@ -73,4 +78,17 @@ def host_status(sysroot: Path) -> dict[str, Any]:
         "last_boot": _last_boot(sr.events()),
         "update": read_json(sr.state / "update.json"),
         "backups": _backups(Path(sysroot)),
+        "staged": sr.staged().to_json() if sr.staged() else None,
+        "agent": _agent(sr),
     }
+
+
+def _agent(sr: Sysroot) -> dict[str, Any] | None:
+    agent = read_json(sr.state / "agent.json")
+    policy = read_json(sr.state / "policy.json")
+    if agent is None and policy is None:
+        return None
+    agent = agent or {}
+    return {"policy": policy, "request": agent.get("request"),
+            "last_decision": agent.get("last_decision"), "lock_held": agent.get("lock_held"),
+            "decisions": agent.get("decisions", [])[-10:]}
