@@ -60,6 +60,7 @@ def host_status(sysroot: Path) -> dict[str, Any]:
     """Collect the status of the sysroot at ``sysroot``."""
     sr = Sysroot(sysroot)
     deps = sr.deployments()
+    staged = sr.staged()
     booted = sr.booted_id()
     roles = plan.roles([d.id for d in deps], booted)
     listed = []
@@ -78,7 +79,7 @@ def host_status(sysroot: Path) -> dict[str, Any]:
         "last_boot": _last_boot(sr.events()),
         "update": read_json(sr.state / "update.json"),
         "backups": _backups(Path(sysroot)),
-        "staged": sr.staged().to_json() if sr.staged() else None,
+        "staged": staged.to_json() if staged else None,
         "agent": _agent(sr),
     }
 
