@@ -6,3 +6,5 @@
 - ``host``: the actions, on a real sysroot (check, download, stage, apply, reboot)
 - ``daemon``: the loop and the local API on a root-only Unix socket
 """
+
+from atoll.agent import feature as _feature  # noqa: F401  (registers the "agent" image feature)
