@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from atoll.core.errors import InputError, SpecError
 
-__all__ = ["Spec", "load_spec", "load_spec_text"]
+__all__ = ["Spec", "line_of", "load_spec", "load_spec_text"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,3 +102,19 @@ def load_spec(path: Path, model: type[M]) -> M:
     return load_spec_text(text, model, str(path))
 
 
+
+
+def line_of(path: Path, loc: Loc) -> int:
+    """The line of the field at ``loc`` in the YAML file (1 when it cannot be found).
+
+    For problems found after validation (a file a spec names does not exist).
+    """
+    try:
+        node = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return 1
+    if node is None:
+        return 1
+    lines: dict[Loc, int] = {}
+    _lines(node, (), lines)
+    return _line_for(loc, lines)

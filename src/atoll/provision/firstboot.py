@@ -1,0 +1,98 @@
+"""First boot: find the host config (seed device, else baked), validate, apply once.
+
+    <root>/var/lib/atoll/provision/
+    ├── seed/               the seed's atoll/ directory, copied (files 0600)
+    ├── applied.json        what the last apply did (or why it was refused)
+    └── done                the sha256 of the config applied: the unit's condition
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from atoll.core.errors import SpecError
+from atoll.core.fsutil import atomic_write, atomic_write_json
+from atoll.core.run import run
+from atoll.provision.apply import RECORD, apply_config, config_sha256
+from atoll.provision.config import load_host_config
+
+__all__ = ["BAKED", "find_seed_device", "first_boot"]
+
+log = logging.getLogger("atoll.provision")
+BAKED = "etc/atoll/host-config.yaml"
+STATE = "var/lib/atoll/provision"
+
+
+def find_seed_device() -> Path | None:
+    for label in ("CIDATA", "cidata"):
+        p = Path("/dev/disk/by-label") / label
+        if p.exists():
+            return p.resolve()
+    out = run(["blkid", "-L", "CIDATA"], check=False)
+    dev = out.stdout.decode().strip()
+    return Path(dev) if dev else None
+
+
+def _copy_seed(device: Path, dest: Path) -> Path:
+    mnt = Path("/run/atoll/seed")
+    mnt.mkdir(parents=True, exist_ok=True)
+    run(["mount", "-o", "ro,nosuid,nodev,noexec", device, mnt], what="mount the seed")
+    try:
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(mnt / "atoll", dest)
+    finally:
+        run(["umount", mnt], check=False)
+    for dirpath, _, files in os.walk(dest):
+        os.chmod(dirpath, 0o700)
+        for f in files:
+            os.chmod(os.path.join(dirpath, f), 0o600)
+    return dest / "host-config.yaml"
+
+
+def first_boot(root: Path, sysroot: Path, *, seed_dir: Path | None = None) -> dict[str, Any]:
+    """Apply the first-boot config once.
+
+    Args:
+        seed_dir: a directory laid out like a seed's ``atoll/`` (tests); without it
+            the seed device is looked for (on a real host).
+
+    Raises:
+        SpecError: the config is invalid (recorded; nothing applied).
+    """
+    state = Path(root) / STATE
+    state.mkdir(parents=True, exist_ok=True)
+    config: Path | None = None
+    if seed_dir is not None:
+        config = seed_dir / "host-config.yaml"
+    elif Path(root).resolve() == Path("/"):
+        dev = find_seed_device()
+        if dev is not None:
+            log.info("host-config: seed found on %s", dev)
+            config = _copy_seed(dev, state / "seed")
+    if config is None and (Path(root) / BAKED).is_file():
+        config = Path(root) / BAKED
+    if config is None:
+        log.info("host-config: no seed and no baked config: nothing to apply")
+        return {"result": "none"}
+    sha = config_sha256(config)
+    with contextlib.suppress(FileNotFoundError):
+        if (state / "done").read_text().strip() == sha:
+            return {"result": "already-applied", "config_sha256": sha}
+    try:
+        cfg = load_host_config(config)
+    except SpecError as exc:
+        record = {"config": str(config), "config_sha256": sha, "result": "refused",
+                  "problems": exc.problems}
+        atomic_write_json(Path(root) / RECORD, record)
+        for problem in exc.problems:
+            log.error("host-config refused: %s", problem)
+        raise
+    record = apply_config(cfg, config, root, sysroot)
+    atomic_write(state / "done", sha.encode() + b"\n")
+    return record
