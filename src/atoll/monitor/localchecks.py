@@ -1,0 +1,228 @@
+"""Checkmk local checks for atoll itself: pure functions from facts to lines.
+
+Each check is one line of the ``<<<local:sep(0)>>>`` section::
+
+    <state> "<service name>" <metric=value;warn;crit;min;max|...|-> <summary>
+
+with state 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN. Nothing here does I/O: the agent
+loads :class:`~atoll.monitor.facts.HostFacts` and passes the current time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from atoll.monitor.facts import HostFacts
+
+__all__ = [
+    "CRIT",
+    "OK",
+    "UNKNOWN",
+    "WARN",
+    "LocalCheck",
+    "LocalCheckPolicy",
+    "SectionOutcome",
+    "agent_check",
+    "host_checks",
+    "render_local",
+]
+
+OK, WARN, CRIT, UNKNOWN = 0, 1, 2, 3
+_STATE_WORD = {OK: "OK", WARN: "WARN", CRIT: "CRIT", UNKNOWN: "UNKNOWN"}
+
+
+@dataclass(frozen=True)
+class LocalCheckPolicy:
+    """Thresholds of the local checks (seconds)."""
+
+    update_pending_warn_s: int = 14 * 86400
+    metadata_expiry_warn_s: int = 3 * 86400
+    metadata_expiry_crit_s: int = 86400
+
+
+@dataclass(frozen=True)
+class LocalCheck:
+    """One local check result."""
+
+    state: int
+    name: str
+    summary: str
+    perfdata: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        """The line Checkmk's local check parser reads."""
+        perf = "|".join(self.perfdata) if self.perfdata else "-"
+        name = self.name.replace('"', "'")
+        summary = " ".join(self.summary.split())  # one line, no tabs
+        return f'{self.state} "{name}" {perf} {summary}'
+
+
+@dataclass(frozen=True)
+class SectionOutcome:
+    """How one agent section ended: ok, failed or timed out."""
+
+    name: str
+    status: str  # "ok" | "error" | "timeout" | "skipped"
+    seconds: float
+    detail: str = ""
+
+
+def render_local(checks: Sequence[LocalCheck]) -> str:
+    """The full ``<<<local:sep(0)>>>`` section."""
+    return "<<<local:sep(0)>>>\n" + "".join(c.line() + "\n" for c in checks)
+
+
+def _iso(t: dt.datetime | None) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "unknown time"
+
+
+def _age(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"
+
+
+def _version_check(facts: HostFacts) -> LocalCheck:
+    name = "atoll version"
+    if not facts.available:
+        return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    b = facts.booted
+    if b is None:
+        return LocalCheck(UNKNOWN, name, "no booted deployment is known")
+    text = f"booted {b.version or 'unversioned'} ({b.commit[:12] or 'no commit'})"
+    text += f", channel {b.channel or 'none'}, deployment {b.id or '?'}"
+    if facts.pending is not None and facts.pending.id != b.id:
+        text += f"; next boot: {facts.pending.version or facts.pending.id}"
+    return LocalCheck(OK, name, text)
+
+
+def _update_check(facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy) -> LocalCheck:
+    name = "atoll update"
+    if not facts.available:
+        return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    u = facts.update
+    if u is None:
+        return LocalCheck(UNKNOWN, name, "update state unknown")
+    if u.state == "none":
+        return LocalCheck(OK, name, "system is up to date", ("update_pending=0",))
+    words = {"available": "available", "downloaded": "downloaded",
+             "staged": "staged, applied at next reboot"}
+    if u.state not in words:
+        return LocalCheck(UNKNOWN, name, f"unknown update state {u.state!r}")
+    age = (now - u.since).total_seconds() if u.since else 0.0
+    what = words[u.state]
+    text = f"update {u.version or '?'} {what}"
+    text += f" since {_iso(u.since)} ({_age(age)})" if u.since else " (since unknown)"
+    state = OK
+    if u.since and age > policy.update_pending_warn_s:
+        state = WARN
+        text += f", pending for more than {_age(policy.update_pending_warn_s)}"
+    perf = ("update_pending=1", f"update_pending_age={int(age)};{policy.update_pending_warn_s}")
+    return LocalCheck(state, name, text, perf)
+
+
+def _boot_check(facts: HostFacts) -> LocalCheck:
+    name = "atoll last boot"
+    if not facts.available:
+        return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    b = facts.last_boot
+    if b is None:
+        return LocalCheck(UNKNOWN, name, "no boot recorded yet")
+    if b.result == "good":
+        return LocalCheck(OK, name, f"last boot at {_iso(b.time)} was good")
+    if b.result == "rolled-back":
+        text = f"last boot at {_iso(b.time)} rolled back: {b.reason or 'no reason given'}"
+        if b.acknowledged:
+            return LocalCheck(OK, name, text + " (acknowledged)")
+        return LocalCheck(CRIT, name, text + " (not acknowledged yet)")
+    return LocalCheck(UNKNOWN, name, f"last boot result unknown: {b.reason or 'no reason given'}")
+
+
+def _etc_check(facts: HostFacts) -> LocalCheck:
+    name = "atoll etc merge"
+    if not facts.available:
+        return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    n = len(facts.etc_conflicts)
+    perf = (f"etc_conflicts={n};1",)
+    if not n:
+        return LocalCheck(OK, name, "no /etc merge conflicts", perf)
+    shown = ", ".join(facts.etc_conflicts[:5]) + (", ..." if n > 5 else "")
+    return LocalCheck(WARN, name, f"{n} /etc merge conflict(s): {shown}", perf)
+
+
+def _metadata_check(facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy) -> LocalCheck:
+    name = "atoll update metadata"
+    if not facts.available:
+        return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    if facts.update is None or facts.update.metadata_expires is None:
+        return LocalCheck(UNKNOWN, name, "TUF metadata expiry unknown")
+    left = (facts.update.metadata_expires - now).total_seconds()
+    perf = (f"metadata_expires_in={int(left)}"
+            f";{policy.metadata_expiry_warn_s}:;{policy.metadata_expiry_crit_s}:",)
+    when = _iso(facts.update.metadata_expires)
+    if left <= 0:
+        return LocalCheck(CRIT, name, f"TUF metadata expired at {when}", perf)
+    text = f"TUF metadata expires at {when} (in {_age(left)})"
+    if left < policy.metadata_expiry_crit_s:
+        return LocalCheck(CRIT, name, text, perf)
+    if left < policy.metadata_expiry_warn_s:
+        return LocalCheck(WARN, name, text, perf)
+    return LocalCheck(OK, name, text, perf)
+
+
+def _backup_checks(facts: HostFacts, now: dt.datetime) -> list[LocalCheck]:
+    out = []
+    for b in facts.backups:
+        name = f"atoll backup {b.app}"
+        if b.last is None:
+            out.append(LocalCheck(CRIT, name, f"no backup of {b.app} yet"))
+            continue
+        age = (now - b.last).total_seconds()
+        perf = (f"backup_age={int(age)};;{b.max_age_s}",)
+        text = f"last backup {_iso(b.last)} ({_age(age)} ago, policy {_age(b.max_age_s)})"
+        if b.max_age_s and age > b.max_age_s:
+            out.append(LocalCheck(CRIT, name, text + ": older than its policy", perf))
+        else:
+            out.append(LocalCheck(OK, name, text, perf))
+    return out
+
+
+def host_checks(
+    facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy | None = None
+) -> list[LocalCheck]:
+    """Every local check about atoll's state on this host."""
+    policy = policy or LocalCheckPolicy()
+    checks = [
+        _version_check(facts),
+        _update_check(facts, now, policy),
+        _boot_check(facts),
+        _etc_check(facts),
+        _metadata_check(facts, now, policy),
+    ]
+    if facts.available:
+        checks += _backup_checks(facts, now)
+    return checks
+
+
+def agent_check(outcomes: Sequence[SectionOutcome]) -> LocalCheck:
+    """A check on the agent itself: WARN when a section failed or timed out."""
+    bad = [o for o in outcomes if o.status in ("error", "timeout")]
+    perf = (f"sections_failed={len(bad)};1", f"sections={len(outcomes)}")
+    if not bad:
+        ok = sum(1 for o in outcomes if o.status == "ok")
+        skipped = [o.name for o in outcomes if o.status == "skipped"]
+        text = f"{ok} sections OK"
+        if skipped:
+            text += f", {len(skipped)} not applicable ({', '.join(skipped)})"
+        return LocalCheck(OK, "atoll agent", text, perf)
+    parts = [f"{o.name}: {o.status}{' (' + o.detail + ')' if o.detail else ''}" for o in bad]
+    return LocalCheck(WARN, "atoll agent", f"{len(bad)} section(s) failed: " + "; ".join(parts),
+                      perf)
