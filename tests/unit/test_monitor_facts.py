@@ -190,3 +190,21 @@ def test_agent_check() -> None:
     c = agent_check(bad)
     assert c.state == WARN and "docker: timeout" in c.summary
     assert "sections_failed=1;1" in c.line()
+
+
+def test_agent_decision_becomes_a_local_check() -> None:
+    import datetime as dt
+
+    from atoll.monitor.facts import parse_host_status
+    from atoll.monitor.localchecks import host_checks
+
+    facts = parse_host_status({
+        "booted": None, "deployments": [], "etc_conflicts": [],
+        "agent": {"last_decision": {"action": "wait", "reason":
+                                    "replication gate: mariadb: replica lag 900 s > 60 s"},
+                  "request": {"kind": "window", "at": None}},
+    })
+    checks = {c.name: c for c in host_checks(facts, dt.datetime.now(dt.UTC))}
+    c = checks["atoll update decision"]
+    assert c.state == 1 and "replication gate" in c.summary
+    assert "apply requested (window)" in c.summary

@@ -22,7 +22,7 @@ from typing import Any
 
 from atoll.core.fsutil import read_json
 from atoll.deploy import plan
-from atoll.deploy.sysroot import Sysroot
+from atoll.deploy.sysroot import Deployment, Sysroot
 
 __all__ = ["host_status"]
 
@@ -61,6 +61,7 @@ def host_status(sysroot: Path) -> dict[str, Any]:
     sr = Sysroot(sysroot)
     deps = sr.deployments()
     staged = sr.staged()
+    events = sr.events()
     booted = sr.booted_id()
     roles = plan.roles([d.id for d in deps], booted)
     listed = []
@@ -76,12 +77,37 @@ def host_status(sysroot: Path) -> dict[str, Any]:
         **by_role,
         "deployments": listed,
         "etc_conflicts": list(deps[0].etc_conflicts) if deps else [],
-        "last_boot": _last_boot(sr.events()),
-        "update": read_json(sr.state / "update.json"),
+        "last_boot": _last_boot(events),
+        "update": _update(read_json(sr.state / "update.json"), by_role, staged),
+        "rollback_events": sum(1 for e in events if e.get("event") == "boot"
+                               and e.get("result") == "rolled-back"),
         "backups": _backups(Path(sysroot)),
         "staged": staged.to_json() if staged else None,
         "agent": _agent(sr),
     }
+
+
+def _update(raw: dict[str, Any] | None, roles: dict[str, dict[str, Any] | None],
+            staged: Deployment | None) -> dict[str, Any] | None:
+    """One update state for people and monitoring: none | available | downloaded | staged.
+
+    ``staged`` means "boots next" (applied at the next reboot); a deployment that
+    is prepared but not yet applied counts as downloaded.
+    """
+    pending = roles.get("pending")
+    if pending is not None:
+        return (raw or {}) | {"state": "staged", "version": pending["version"],
+                              "since": pending["created"], "commit": pending["commit"],
+                              "last_check": (raw or {}).get("checked"),
+                              "metadata_expires": (raw or {}).get("metadata_expires")}
+    if raw is None:
+        return None
+    state = {"up-to-date": "none"}.get(raw.get("state", ""), raw.get("state", "unknown"))
+    since = raw.get("downloaded_since") if state == "downloaded" else raw.get("available_since")
+    if staged is not None and staged.commit == raw.get("commit"):
+        state, since = "downloaded", since or staged.created
+    return raw | {"state": state, "since": since if state != "none" else raw.get("since"),
+                  "last_check": raw.get("checked")}
 
 
 def _agent(sr: Sysroot) -> dict[str, Any] | None:

@@ -116,6 +116,10 @@ class HostFacts:
     update: UpdateFact | None = None
     backups: tuple[BackupFact, ...] = field(default_factory=tuple)
     rollback_events: int | None = None
+    # the host agent's last decision (why it did or did not apply/reboot), if it runs
+    decision_action: str | None = None
+    decision_reason: str = ""
+    apply_request: str | None = None
 
     @classmethod
     def unknown(cls, error: str) -> HostFacts:
@@ -212,6 +216,10 @@ def _backups(value: Any) -> tuple[BackupFact, ...]:
     return tuple(out)
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def parse_host_status(data: Any) -> HostFacts:
     """Turn the deploy layer's host status dict into :class:`HostFacts`.
 
@@ -224,6 +232,9 @@ def parse_host_status(data: Any) -> HostFacts:
         if not isinstance(conflicts, list):
             raise ValueError("etc_conflicts: expected a list")
         events = data.get("rollback_events")
+        agent = _mapping(data.get("agent"))
+        decision = _mapping(agent.get("last_decision"))
+        request = _mapping(agent.get("request"))
         return HostFacts(
             available=True,
             booted=_deployment(data.get("booted"), "booted"),
@@ -234,6 +245,10 @@ def parse_host_status(data: Any) -> HostFacts:
             update=_update(data.get("update")),
             backups=_backups(data.get("backups")),
             rollback_events=None if events is None else int(events),
+            decision_action=_str(decision.get("action")) or None,
+            decision_reason=_str(decision.get("reason")),
+            apply_request=(_str(request.get("kind")) + (f" at {request['at']}" if
+                           request.get("at") else "")) if request else None,
         )
     except (ValueError, TypeError) as exc:
         return HostFacts.unknown(f"malformed host status: {exc}")

@@ -195,6 +195,17 @@ def _backup_checks(facts: HostFacts, now: dt.datetime) -> list[LocalCheck]:
     return out
 
 
+def _decision_check(facts: HostFacts) -> LocalCheck | None:
+    """Why the agent did or did not apply / reboot (only when atolld has decided)."""
+    if facts.decision_action is None:
+        return None
+    text = f"{facts.decision_action}: {facts.decision_reason}"
+    if facts.apply_request:
+        text += f"; apply requested ({facts.apply_request})"
+    failed = "failed" in facts.decision_reason or "gate" in facts.decision_reason
+    return LocalCheck(WARN if failed else OK, "atoll update decision", text)
+
+
 def host_checks(
     facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy | None = None
 ) -> list[LocalCheck]:
@@ -209,6 +220,9 @@ def host_checks(
     ]
     if facts.available:
         checks += _backup_checks(facts, now)
+        decision = _decision_check(facts)
+        if decision is not None:
+            checks.append(decision)
     return checks
 
 
