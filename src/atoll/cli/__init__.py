@@ -64,7 +64,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="machine-readable output on stdout")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Long-running commands whose memory matters load only their own CLI module.
+FAST_PATH = {"checkmk-agent": "monitor", "metrics": "monitor", "fleetlock": "fleetlock"}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand name in ``argv`` (skipping global options and their values)."""
+    it = iter(argv)
+    for tok in it:
+        if tok == "--sysroot":
+            next(it, None)
+        elif not tok.startswith("-"):
+            return tok
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atoll",
         description="Image-based Debian for database servers: compose, store, deploy, roll back.",
@@ -80,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     import atoll.cli as pkg
 
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or (only is not None and info.name != only):
             continue
         module = importlib.import_module(f"atoll.cli.{info.name}")
         register = getattr(module, "register", None)
@@ -90,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    parser = build_parser(FAST_PATH.get(command or ""))
     args = parser.parse_args(argv)
     setup_logging(debug=args.debug, quiet=args.quiet)
     handler: Handler = args.handler
