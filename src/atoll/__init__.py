@@ -2,7 +2,8 @@
 
 Layers (imports flow left to right; ``cli`` is never imported by the library)::
 
-    core -> store -> compose -> delta -> repo -> deploy -> boot -> apps -> monitor -> agent -> fleet -> cli
+    core -> store -> compose -> delta -> repo -> deploy -> boot -> apps
+         -> monitor -> agent -> fleet -> provision -> cli
 """
 
 __version__ = "0.1.0"

@@ -113,10 +113,10 @@ def _groups_of(root: Path, user: str) -> set[str]:
 
 def _users(cfg: HostConfig, root: Path) -> list[str]:
     out = []
-    home = root / "home"
-    if home.is_symlink() and not os.readlink(home).startswith("/"):
+    home_link = root / "home"
+    if home_link.is_symlink() and not os.readlink(home_link).startswith("/"):
         # /home -> var/home: systemd-tmpfiles makes it at boot; make sure it exists now
-        (root / os.readlink(home)).mkdir(parents=True, exist_ok=True)
+        (root / os.readlink(home_link)).mkdir(parents=True, exist_ok=True)
     for user in cfg.users:
         if user.name not in _passwd(root):
             run(["useradd", "--prefix", root, "--create-home", "--shell", user.shell,
