@@ -1,0 +1,179 @@
+"""App spec validation: compose names, atoll's own fields, located errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atoll.apps.spec import (
+    AppSpec,
+    BackupMethod,
+    Role,
+    builtin_names,
+    load_app_spec,
+    load_builtin,
+    parse_duration,
+    parse_memory,
+    validate_app_name,
+)
+from atoll.core.errors import InputError, SpecError
+from atoll.core.spec import load_spec_text
+
+GOOD = """\
+image: atoll/mariadb:bookworm
+role: database
+user: "999:999"
+environment:
+  TZ: UTC
+ports: ["127.0.0.1:13306:3306", "3307:3306/tcp"]
+volumes:
+  - data:/var/lib/mysql
+  - conf:/etc/mysql/conf.d:ro
+secrets: [root-password, monitor-password]
+cap_add: [CHOWN]
+healthcheck:
+  test: ["CMD", "true"]
+  interval: 5s
+backup: {method: mariadb-backup, retention: 3, max_age: 7d}
+resources: {memory: 512m, cpus: 0.5}
+"""
+
+
+def load(text: str) -> AppSpec:
+    return load_spec_text(text, AppSpec, "app.yaml")
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        load(text)
+    return exc.value.problems
+
+
+def test_good_spec_parses_into_typed_views() -> None:
+    s = load(GOOD)
+    assert s.role is Role.database and s.environment == {"TZ": "UTC"}
+    ports = s.port_mappings()
+    assert (ports[0].host_ip, ports[0].host_port, ports[0].container_port) == (
+        "127.0.0.1",
+        13306,
+        3306,
+    )
+    assert ports[1].host_ip == "127.0.0.1"  # published on loopback unless the spec says otherwise
+    vols = s.volume_mounts()
+    assert [(v.name, v.target, v.read_only) for v in vols] == [
+        ("data", "/var/lib/mysql", False),
+        ("conf", "/etc/mysql/conf.d", True),
+    ]
+    assert s.backup_policy().method is BackupMethod.mariadb_backup
+    assert s.cap_add == ["CHOWN"]
+
+
+def test_builtin_specs_are_valid() -> None:
+    assert {"mariadb", "percona"} <= set(builtin_names())
+    for name in builtin_names():
+        spec, text = load_builtin(name)
+        assert spec.role is Role.database and text
+    with pytest.raises(InputError):
+        load_builtin("nope")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "words"),
+    [
+        (
+            "  - data:/var/lib/mysql",
+            "  - /srv/db:/var/lib/mysql",
+            "app.yaml:8: volumes.0",
+            "host paths",
+        ),
+        ("  - conf:/etc/mysql/conf.d:ro", "  - conf:relative", "app.yaml:9: volumes.1", "absolute"),
+        ('"3307:3306/tcp"', '"99999:3306"', "app.yaml:6: ports.1", "out of range"),
+        ('"3307:3306/tcp"', '"3306"', "app.yaml:6: ports.1", "host port"),
+        (
+            "  TZ: UTC",
+            "  MYSQL_ROOT_PASSWORD: hunter2",
+            "app.yaml:4: environment",
+            "never go in the environment",
+        ),
+        ("cap_add: [CHOWN]", "cap_add: [SYS_ADMIN]", "app.yaml:11: cap_add", "confinement"),
+        ("memory: 512m", "memory: 10m", "app.yaml:16: resources.memory", "below 64m"),
+        ("cpus: 0.5", "cpus: 0", "app.yaml:16: resources.cpus", "greater than 0"),
+        ("method: mariadb-backup", "method: tape", "app.yaml:15: backup.method", "mysqldump"),
+        ("max_age: 7d", "max_age: soon", "app.yaml:15: backup.max_age", "duration"),
+        ('test: ["CMD", "true"]', "test: true", "app.yaml:13: healthcheck.test", "list"),
+        (
+            'test: ["CMD", "true"]',
+            'test: ["CMD-SHELL", "true"]',
+            "app.yaml:13: healthcheck.test",
+            "exec form",
+        ),
+        ('user: "999:999"', "user: mysql", "app.yaml:3: user", "numeric"),
+        (
+            "secrets: [root-password, monitor-password]",
+            "secrets: [root-password]",
+            "app.yaml:1: (top level)",
+            "monitor-password",
+        ),
+        ("image: atoll/mariadb:bookworm", "imagen: x", "app.yaml:1: imagen", "unknown field"),
+    ],
+)
+def test_bad_fields_are_located(old: str, new: str, where: str, words: str) -> None:
+    assert old in GOOD
+    found = problems(GOOD.replace(old, new))
+    assert any(p.startswith(where + ":") and words in p for p in found), found
+
+
+def test_secret_env_allowed_as_file_pointer() -> None:
+    s = load(GOOD.replace("  TZ: UTC", "  MYSQL_ROOT_PASSWORD_FILE: /run/secrets/root-password"))
+    assert "MYSQL_ROOT_PASSWORD_FILE" in s.environment
+
+
+def test_environment_list_form_and_duplicate_targets() -> None:
+    s = load(GOOD.replace("environment:\n  TZ: UTC", "environment: [TZ=UTC, A=b=c]"))
+    assert s.environment == {"TZ": "UTC", "A": "b=c"}
+    found = problems(GOOD.replace("conf:/etc/mysql/conf.d:ro", "conf:/var/lib/mysql"))
+    assert any("mounted twice" in p for p in found)
+    found = problems(GOOD.replace("conf:/etc/mysql/conf.d:ro", "conf:/run/secrets"))
+    assert any("reserved" in p for p in found)
+
+
+def test_empty_and_syntax_errors(tmp_path: Path) -> None:
+    assert problems("") == ["app.yaml:1: (top level): the file is empty"]
+    assert problems("image: [unclosed\n")[0].startswith("app.yaml:")
+    with pytest.raises(InputError):
+        load_app_spec(tmp_path / "missing.yaml")
+
+
+def test_units() -> None:
+    assert (
+        parse_duration("90s") == 90
+        and parse_duration("2m") == 120
+        and parse_duration("7d") == 604800
+    )
+    assert parse_duration(5) == 5.0
+    with pytest.raises(ValueError):
+        parse_duration("1 week")
+    assert parse_memory("512m") == 512 * 1024**2 and parse_memory("1.5G") == int(1.5 * 1024**3)
+    assert parse_memory(4096) == 4096
+    with pytest.raises(ValueError):
+        parse_memory("lots")
+
+
+@pytest.mark.parametrize("name", ["db", "percona", "shop-db-2"])
+def test_app_names_ok(name: str) -> None:
+    assert validate_app_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a", "Db", "-db", "db-", "../x", "a" * 40, "db_1"])
+def test_app_names_bad(name: str) -> None:
+    with pytest.raises(InputError):
+        validate_app_name(name)
+
+
+def test_examples_are_valid() -> None:
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples/apps").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        spec, _ = load_app_spec(path)
+        assert spec.image
