@@ -51,5 +51,5 @@ def test_syntax_error_is_located() -> None:
 
 def test_example_treefiles_are_valid() -> None:
     root = Path(__file__).resolve().parents[2] / "examples"
-    for path in sorted(root.glob("*.yaml")):
-        load_treefile(path)
+    for name in ("base.yaml", "base-v2.yaml"):  # examples/site.yaml is a host config
+        load_treefile(root / name)
