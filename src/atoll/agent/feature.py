@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import atoll
-from atoll.compose.features import Feature, register
+from atoll.compose.features import Feature, install_unit, register
 from atoll.core.run import run
 
 __all__ = ["install"]
@@ -86,14 +86,7 @@ def install(rootfs: Path) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(WRAPPER.format(module=module))
         os.chmod(p, 0o755)
-    units = rootfs / "usr/lib/systemd/system"
-    units.mkdir(parents=True, exist_ok=True)
-    (units / "atolld.service").write_text(UNIT)
-    wants = units / "multi-user.target.wants"
-    wants.mkdir(exist_ok=True)
-    link = wants / "atolld.service"
-    if not link.is_symlink():
-        os.symlink("../atolld.service", link)
+    install_unit(rootfs, "atolld.service", UNIT)
     # pip leaves an absolute path in RECORD files: not needed at run time
     for record in target.glob("*.dist-info/RECORD"):
         record.write_text(re.sub(r"^/.*$", "", record.read_text(), flags=re.M))

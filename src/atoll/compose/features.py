@@ -11,13 +11,14 @@ A feature also names the Debian packages it needs, so compose installs them.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from atoll.core.errors import InputError
 
-__all__ = ["Feature", "get", "names", "register"]
+__all__ = ["Feature", "get", "install_unit", "names", "register"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,16 @@ def get(name: str) -> Feature:
             f"unknown image feature {name!r}",
             resolution=f"known features: {', '.join(sorted(_REGISTRY)) or '(none)'}",
         ) from None
+
+
+def install_unit(rootfs: Path, name: str, text: str, *, wanted_by: str = "multi-user.target"
+                 ) -> None:
+    """Install a systemd unit in ``usr/lib/systemd/system`` and enable it (vendor-enabled)."""
+    units = Path(rootfs) / "usr/lib/systemd/system"
+    units.mkdir(parents=True, exist_ok=True)
+    (units / name).write_text(text)
+    wants = units / f"{wanted_by}.wants"
+    wants.mkdir(exist_ok=True)
+    link = wants / name
+    if not link.is_symlink():
+        os.symlink(f"../{name}", link)

@@ -15,10 +15,9 @@ is applied only once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from atoll.compose.features import Feature, register
+from atoll.compose.features import Feature, install_unit, register
 
 __all__ = ["UNIT", "install"]
 
@@ -42,14 +41,7 @@ WantedBy=multi-user.target
 
 
 def install(rootfs: Path) -> None:
-    units = Path(rootfs) / "usr/lib/systemd/system"
-    units.mkdir(parents=True, exist_ok=True)
-    (units / "atoll-provision.service").write_text(UNIT)
-    wants = units / "multi-user.target.wants"
-    wants.mkdir(exist_ok=True)
-    link = wants / "atoll-provision.service"
-    if not link.is_symlink():
-        os.symlink("../atoll-provision.service", link)
+    install_unit(rootfs, "atoll-provision.service", UNIT)
 
 
 register(Feature("provision", install, packages=("dosfstools", "openssh-server", "passwd"),
