@@ -1,0 +1,102 @@
+"""The ``boot`` image feature: kernel, initramfs hook, boot-complete, health dirs.
+
+``install(rootfs)`` runs on the fresh mmdebstrap tree (``/etc`` in place):
+
+* ``usr/share/initramfs-tools/scripts/local-bottom/atoll`` + ``hooks/atoll``;
+* ``atoll-boot-complete.service`` (vendor-enabled in multi-user.target);
+* the ``atoll`` Python package in ``usr/lib/python3/dist-packages`` (the
+  boot-complete service runs it; only its stdlib-only modules are used), and
+  every ``.pyc`` in the image recompiled as unchecked-hash (see below);
+* health-check directories, a required ``00-atoll-layout`` check (read-only
+  /usr, booted deployment present) and a wanted ``10-failed-units`` check;
+* mount points ``/sysroot`` and ``/atoll``;
+* a regenerated initrd (``update-initramfs -u -k all`` in the chroot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import atoll
+from atoll.boot import assets
+from atoll.core.run import run
+
+__all__ = ["PACKAGES", "install"]
+
+PACKAGES = (
+    "linux-image-amd64",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "initramfs-tools",
+    "busybox",
+    "python3",
+)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+@contextlib.contextmanager
+def _chroot_mounts(rootfs: Path) -> Iterator[None]:
+    mounted: list[Path] = []
+    try:
+        for fs, target in (("proc", "proc"), ("sysfs", "sys")):
+            path = rootfs / target
+            path.mkdir(exist_ok=True)
+            run(["mount", "-t", fs, fs, path], what=f"mount {target} in the rootfs")
+            mounted.append(path)
+        yield
+    finally:
+        for path in reversed(mounted):
+            run(["umount", "-l", path], check=False)
+
+
+def install(rootfs: Path) -> None:
+    """Install atoll's boot integration into a Debian rootfs and rebuild its initrd.
+
+    Raises:
+        ToolError: update-initramfs failed.
+    """
+    rootfs = Path(rootfs)
+    irfs = rootfs / "usr/share/initramfs-tools"
+    _write(irfs / "scripts/local-bottom/atoll", assets.INITRAMFS_SCRIPT, 0o755)
+    _write(irfs / "hooks/atoll", assets.INITRAMFS_HOOK, 0o755)
+    units = rootfs / "usr/lib/systemd/system"
+    _write(units / "atoll-boot-complete.service", assets.BOOT_COMPLETE_UNIT)
+    wants = units / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "atoll-boot-complete.service"
+    if not link.is_symlink():
+        os.symlink("../atoll-boot-complete.service", link)
+    for kind in ("required.d", "wanted.d"):
+        (rootfs / "usr/lib/atoll/health.d" / kind).mkdir(parents=True, exist_ok=True)
+        (rootfs / "etc/atoll/health.d" / kind).mkdir(parents=True, exist_ok=True)
+    _write(rootfs / "usr/lib/atoll/health.d/wanted.d/10-failed-units",
+           assets.WANTED_FAILED_UNITS, 0o755)
+    _write(rootfs / "usr/lib/atoll/health.d/required.d/00-atoll-layout",
+           assets.REQUIRED_LAYOUT, 0o755)
+    for d in ("sysroot", "atoll"):
+        (rootfs / d).mkdir(exist_ok=True)
+    pkg_src = Path(atoll.__file__).resolve().parent
+    dest = rootfs / "usr/lib/python3/dist-packages/atoll"
+    shutil.copytree(pkg_src, dest, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with _chroot_mounts(rootfs):
+        # Hash-based, unchecked .pyc files: the store does not keep mtimes
+        # (a checkout has the object's), which invalidates timestamp-based
+        # .pyc files; /usr is read-only at run time, so Python would then
+        # recompile every module it imports at every start.
+        pydirs = [f"/{p.relative_to(rootfs)}" for p in sorted(rootfs.glob("usr/lib/python3*"))]
+        run(["chroot", rootfs, "python3", "-m", "compileall", "-q", "-f", "-j0",
+             "--invalidation-mode", "unchecked-hash", *pydirs],
+            what="byte-compile Python in the image", timeout=900)
+        run(["chroot", rootfs, "update-initramfs", "-u", "-k", "all"],
+            what="regenerate the initrd", timeout=900)

@@ -1,0 +1,49 @@
+"""``atoll image build``: a bootable GPT disk (BIOS + UEFI GRUB, ext4 sysroot)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _build(args: argparse.Namespace) -> int:
+    from atoll.boot.image import build_image, build_image_from_ref
+    from atoll.cli import emit
+    from atoll.core.errors import InputError
+
+    if args.from_sysroot is not None:
+        if args.ref is not None:
+            raise InputError("give either a ref or --from-sysroot, not both")
+        result = build_image(args.from_sysroot, args.out, args.format, args.size, args.firmware)
+    else:
+        if args.ref is None or args.repo is None:
+            raise InputError("atoll image build needs a ref and --repo (or --from-sysroot)",
+                             resolution="atoll image build site/base --repo ./repo --out h.qcow2")
+        result = build_image_from_ref(args.ref, args.repo, args.out, args.format, args.size,
+                                      args.firmware)
+    emit(args, result, lambda: f"wrote {result['path']} ({result['format']}, "
+                               f"{int(str(result['size'])) >> 20} MiB, {result['firmware']})")
+    return 0
+
+
+def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``image build``."""
+    image = sub.add_parser("image", help="bootable disk images")
+    isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
+    isub.required = True
+    p = isub.add_parser("build", help="build a GPT disk image from a ref (or a sysroot)")
+    p.add_argument("ref", nargs="?", help="ref or commit to deploy into the image")
+    p.add_argument("--repo", type=Path, help="the store holding the ref")
+    p.add_argument("--from-sysroot", type=Path, default=None,
+                   help="use a prepared sysroot directory instead of deploying a ref")
+    p.add_argument("--out", type=Path, required=True, help="image file to write")
+    p.add_argument("--format", choices=("raw", "qcow2"), default="qcow2")
+    p.add_argument("--size", default="8G", help="virtual disk size (default 8G)")
+    p.add_argument("--firmware", choices=("bios", "uefi", "both"), default="both",
+                   help="boot code to install (default both: one disk boots either way)")
+    common(p)
+    p.set_defaults(handler=_build)
