@@ -90,6 +90,11 @@ def install(rootfs: Path) -> None:
     # pip leaves an absolute path in RECORD files: not needed at run time
     for record in target.glob("*.dist-info/RECORD"):
         record.write_text(re.sub(r"^/.*$", "", record.read_text(), flags=re.M))
+    # Hash-based .pyc: checkouts do not keep mtimes and /usr is read-only at run time,
+    # so timestamp-based .pyc files would be recompiled (in memory) at every start.
+    run([sys.executable, "-m", "compileall", "-q", "-j0", "--invalidation-mode",
+         "unchecked-hash", "-d", f"/{TARGET}", target],
+        what="byte-compile atoll in the image", timeout=900)
 
 
 register(Feature("agent", install, packages=PACKAGES,

@@ -51,7 +51,7 @@ def build_rootfs(tf: Treefile, target: Path) -> None:
     """
     require_tool("mmdebstrap")
     pkgs = list(tf.packages)
-    for name in tf.features:
+    for name in features.expand(tf.features):
         pkgs.extend(features.get(name).packages)
     argv: list[str | os.PathLike[str]] = [
         "mmdebstrap", "--mode=root", "--format=directory", f"--variant={tf.variant}",
@@ -96,8 +96,7 @@ def compose(tf: Treefile, base: Path, repo: Repo, *, ref: str | None = None) -> 
     """
     ref = ref or tf.ref
     repo.check_ref(ref)
-    for name in tf.features:  # fail early on an unknown feature
-        features.get(name)
+    wanted = features.expand(tf.features)  # fails early on an unknown feature
     start = time.monotonic()
     tfhash = treefile_hash(tf, base)
     staging = Path(tempfile.mkdtemp(prefix="compose-", dir=repo.tmp))
@@ -106,7 +105,7 @@ def compose(tf: Treefile, base: Path, repo: Repo, *, ref: str | None = None) -> 
         log.info("compose %s: mmdebstrap %s (%s, %d packages requested)",
                  ref, tf.suite, tf.variant, len(tf.packages))
         build_rootfs(tf, root)
-        for name in tf.features:
+        for name in wanted:
             log.info("compose %s: feature %s", ref, name)
             features.get(name).install(root)
         _add_files(tf, base, root)
@@ -117,8 +116,7 @@ def compose(tf: Treefile, base: Path, repo: Repo, *, ref: str | None = None) -> 
         cid = repo.commit_dir(
             root, parent=old, version=tf.version, subject=tf.subject or f"compose {ref}",
             timestamp=tf.source_date_epoch, manifest=manifest, link=True,
-            metadata={"treefile_sha256": tfhash, "suite": tf.suite,
-                      "features": sorted(tf.features)},
+            metadata={"treefile_sha256": tfhash, "suite": tf.suite, "features": wanted},
         )
         changed = True
         if old is not None and repo.has(old, "commit"):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from atoll.core.errors import InputError
 
-__all__ = ["Feature", "get", "install_unit", "names", "register"]
+__all__ = ["Feature", "expand", "get", "install_unit", "names", "register"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Feature:
     install: Callable[[Path], None]
     packages: tuple[str, ...] = field(default_factory=tuple)
     description: str = ""
+    requires: tuple[str, ...] = ()  # features installed before this one
 
 
 _REGISTRY: dict[str, Feature] = {}
@@ -47,6 +48,24 @@ def _load_providers() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != mod:
                 raise
+
+
+def expand(requested: list[str]) -> list[str]:
+    """``requested`` plus what each requires, every feature after its requirements."""
+    out: list[str] = []
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in out:
+            return
+        if name in chain:
+            raise InputError(f"image features require each other in a loop: {' -> '.join(chain)}")
+        for dep in get(name).requires:
+            visit(dep, (*chain, name))
+        out.append(name)
+
+    for name in requested:
+        visit(name, ())
+    return out
 
 
 def names() -> list[str]:

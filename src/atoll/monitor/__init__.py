@@ -20,3 +20,5 @@ prometheus_client and the metrics command does not load the agent.
 """
 
 __all__: list[str] = []
+
+import atoll.monitor.feature  # noqa: F401  (registers the "checkmk" image feature)

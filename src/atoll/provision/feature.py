@@ -45,4 +45,5 @@ def install(rootfs: Path) -> None:
 
 
 register(Feature("provision", install, packages=("dosfstools", "openssh-server", "passwd"),
+                 requires=("agent",),
                  description="apply a host config at first boot (baked or from a seed)"))
