@@ -9,7 +9,9 @@ on a real host (sysroot ``/``); under any other sysroot it is recorded only.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,8 @@ from typing import Any
 from atoll.agent.policy import AgentState, Policy
 from atoll.agent.replication import gate_host
 from atoll.agent.state import AgentFiles, iso
-from atoll.core.errors import HostStateError
+from atoll.core import errors
+from atoll.core.errors import AtollError, HostStateError
 from atoll.core.fsutil import read_json
 from atoll.core.run import run
 from atoll.deploy.sysroot import Sysroot
@@ -29,6 +32,13 @@ __all__ = ["Host", "node_id"]
 log = logging.getLogger("atoll.agent")
 
 Rebooter = Callable[[Path], None]
+
+_ERRORS: dict[str, type[AtollError]] = {
+    cls.__name__: cls for cls in (
+        errors.MetadataExpiredError, errors.RepositoryError, errors.DownloadError,
+        errors.HostStateError, errors.InputError, errors.StoreError, errors.CorruptObjectError,
+    )
+}
 
 
 def default_reboot(sysroot: Path) -> None:
@@ -91,18 +101,33 @@ class Host:
     # -- actions -------------------------------------------------------
 
     def check(self, policy: Policy, now: dt.datetime) -> dict[str, Any]:
-        from atoll.repo.client import UpdateClient
-
         data = self.files.load()
         data["last_check"] = iso(now)
         self.files.save(data)  # a failing check is retried at the next interval, not at once
-        view = UpdateClient(self.sysroot, policy.remote).check()
-        return view
+        return self._update("check", policy.remote)
 
     def download(self, policy: Policy) -> dict[str, Any]:
-        from atoll.repo.client import UpdateClient
+        return self._update("download", policy.remote)
 
-        return UpdateClient(self.sysroot, policy.remote).download()
+    def _update(self, action: str, remote: str) -> dict[str, Any]:
+        """Run ``atoll update ACTION`` in a child process.
+
+        The TUF client and its crypto stay out of the long-running agent (its
+        memory stays small), and a crash in a download cannot take the agent down.
+        """
+        argv = [sys.executable, "-m", "atoll.cli", "--json", "--sysroot", str(self.sysroot),
+                "update", action, "--remote", remote]
+        proc = run(argv, check=False, timeout=6 * 3600)
+        try:
+            out: dict[str, Any] = json.loads(proc.stdout or b"{}")
+        except ValueError:
+            out = {}
+        if proc.returncode != 0:
+            cls = _ERRORS.get(str(out.get("error")), AtollError)
+            raise cls(out.get("brief") or f"update {action} failed (exit {proc.returncode})",
+                      details=out.get("details") or proc.stderr.decode(errors="replace")[-2000:],
+                      resolution=out.get("resolution"))
+        return out
 
     def stage(self, commit: str) -> dict[str, Any]:
         return self.sr.stage(commit).to_json()
