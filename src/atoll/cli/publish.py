@@ -1,0 +1,113 @@
+"""``atoll keys init|rotate``, ``atoll publish``, ``atoll timestamp``: the publishing side."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from atoll.cli import emit
+
+__all__ = ["register"]
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from atoll.repo.keys import KeyDir
+    from atoll.repo.publish import init_repository
+    from atoll.repo.storage import DirStorage
+
+    keys = KeyDir(args.keys)
+    policy = init_repository(DirStorage(args.to), keys, threshold=args.threshold,
+                             online_threshold=args.online_threshold, expires=args.expires)
+    data = {"keys": str(args.keys), "to": str(args.to), "policy": policy.to_json(),
+            "root_json": str(Path(args.to) / "metadata" / "root.json")}
+    emit(args, data, f"keys in {args.keys} (move {args.keys}/root/ offline); "
+                     f"repository metadata in {args.to}/metadata; "
+                     f"hosts trust {data['root_json']}")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from atoll.repo.keys import KeyDir
+    from atoll.repo.publish import rotate_keys
+    from atoll.repo.storage import DirStorage
+
+    out = rotate_keys(DirStorage(args.to), KeyDir(args.keys), args.role,
+                      count=args.count, threshold=args.threshold)
+    emit(args, out, f"{args.role}: {len(out['new'])} new key(s), root version "
+                    f"{out['root_version']}; revoked {', '.join(k[:12] for k in out['revoked'])}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from atoll.repo.keys import KeyDir
+    from atoll.repo.publish import publish
+    from atoll.repo.storage import DirStorage
+    from atoll.store.repo import Repo
+
+    res = publish(Repo.open(args.repo), args.ref, DirStorage(args.to), KeyDir(args.keys),
+                  deltas=args.deltas, expires=args.expires, level=args.level,
+                  commit=args.commit)
+    emit(args, res.to_json(), lambda: (
+        f"published {args.ref} = {res.commit[:12]} (targets v{res.targets_version}, "
+        f"{len(res.deltas)} delta(s))" if res.changed else
+        f"{args.ref} = {res.commit[:12]} is already published"))
+    return 0
+
+
+def _timestamp(args: argparse.Namespace) -> int:
+    from atoll.repo.keys import KeyDir
+    from atoll.repo.publish import resign_timestamp
+    from atoll.repo.storage import DirStorage
+
+    version = resign_timestamp(DirStorage(args.to), KeyDir(args.keys), expires=args.expires)
+    emit(args, {"timestamp_version": version}, f"timestamp.json version {version}")
+    return 0
+
+
+def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    def expires(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--expires", action="append", default=[], metavar="ROLE=DURATION",
+                       help="expiry of a role's metadata, e.g. timestamp=1d, targets=90d")
+
+    keys = sub.add_parser("keys", help="signing keys of an update repository")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = ksub.add_parser("init", help="create keys and version 1 of the TUF metadata")
+    p.add_argument("keys", type=Path, help="key directory (root/ is the offline part)")
+    p.add_argument("--to", type=Path, default=Path("www"), help="repository directory (www)")
+    p.add_argument("--threshold", type=int, default=1, help="root keys and root threshold")
+    p.add_argument("--online-threshold", type=int, default=1,
+                   help="keys and threshold of targets, snapshot and timestamp")
+    expires(p)
+    common(p)
+    p.set_defaults(handler=_keys_init)
+    p = ksub.add_parser("rotate", help="replace the keys of a role (needs the root keys)")
+    p.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
+    p.add_argument("--keys", type=Path, required=True)
+    p.add_argument("--to", type=Path, required=True)
+    p.add_argument("--count", type=int, help="how many new keys (default: the threshold)")
+    p.add_argument("--threshold", type=int, help="new threshold for the role")
+    common(p)
+    p.set_defaults(handler=_keys_rotate)
+
+    p = sub.add_parser("publish", help="publish a commit (pack, deltas, manifest, SBOM) via TUF")
+    p.add_argument("ref", help="ref (channel) to publish, e.g. site/base")
+    p.add_argument("--repo", type=Path, required=True, help="the atoll store holding the ref")
+    p.add_argument("--commit", help="publish this commit on the channel (default: the ref's)")
+    p.add_argument("--to", type=Path, required=True, help="repository directory (www)")
+    p.add_argument("--keys", type=Path, required=True, help="key directory")
+    p.add_argument("--deltas", type=int, default=3,
+                   help="static deltas from the last N published commits (default 3)")
+    p.add_argument("--level", type=int, default=19, choices=range(1, 23), metavar="1-22",
+                   help="zstd level of packs and deltas (default 19)")
+    expires(p)
+    common(p)
+    p.set_defaults(handler=_publish)
+
+    p = sub.add_parser("timestamp", help="re-sign timestamp.json (run from cron)")
+    p.add_argument("--to", type=Path, required=True)
+    p.add_argument("--keys", type=Path, required=True)
+    expires(p)
+    common(p)
+    p.set_defaults(handler=_timestamp)

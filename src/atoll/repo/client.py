@@ -1,0 +1,497 @@
+"""The host side: remotes, ``update check`` and ``update download`` via ``tuf.ngclient``.
+
+Host layout::
+
+    <sysroot>/atoll/state/
+    ├── remotes/<name>/remote.json        {"name", "url", "channel"}
+    ├── remotes/<name>/metadata -> metadata.N   trusted TUF metadata (swapped atomically)
+    └── update.json                       what is available / downloaded (canonical JSON)
+    <sysroot>/atoll/cache/downloads/<name>/   staging: partial and verified downloads
+
+Every operation refreshes TUF metadata in a copy of the trusted metadata
+directory; the copy replaces the trusted one (a symlink swap) only when the
+whole operation succeeded, so a refused update leaves the host's trusted
+metadata, store and ``update.json`` as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tuf.api import exceptions as tuf_exc
+from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
+from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
+
+from atoll.core import canonjson
+from atoll.core.errors import (
+    CorruptObjectError,
+    DownloadError,
+    HostStateError,
+    InputError,
+    MetadataExpiredError,
+    RepositoryError,
+)
+from atoll.core.fsutil import atomic_symlink, atomic_write, atomic_write_json, read_json
+from atoll.repo.fetch import HttpFetcher, RangeFetcher
+from atoll.repo.plan import ChannelInfo, Plan, choose
+from atoll.repo.publish import ref_target
+from atoll.repo.tufrepo import target_url_path
+from atoll.store.repo import Repo
+
+__all__ = ["Remote", "UpdateClient", "add_remote", "load_remote", "read_update_state"]
+
+log = logging.getLogger("atoll.update")
+
+
+def state_dir(sysroot: Path) -> Path:
+    return Path(sysroot) / "atoll" / "state"
+
+
+def _iso(ts: float | datetime) -> str:
+    dt = ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts, UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A configured update server."""
+
+    name: str
+    url: str
+    channel: str | None
+    dir: Path
+
+    @property
+    def metadata(self) -> Path:
+        return self.dir / "metadata"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "channel": self.channel}
+
+
+def add_remote(sysroot: Path, name: str, url: str, root_json: Path,
+               channel: str | None = None) -> Remote:
+    """Store a remote and its trusted root (the start of the host's chain of trust).
+
+    Raises:
+        InputError: bad name or URL, unreadable or invalid root.json, or the remote exists.
+    """
+    Repo.check_ref(name)
+    if "/" in name:
+        raise InputError(f"remote name {name!r} must not contain '/'")
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"{url}: not an http(s) URL")
+    try:
+        data = Path(root_json).read_bytes()
+        md = Metadata.from_bytes(data)
+    except (OSError, ValueError, tuf_exc.RepositoryError) as exc:
+        raise InputError(f"{root_json}: not a TUF root metadata file", details=str(exc)) from exc
+    if md.signed.type != "root":
+        raise InputError(f"{root_json}: is {md.signed.type} metadata, not root")
+    try:
+        md.verify_delegate("root", md)
+    except tuf_exc.UnsignedMetadataError as exc:
+        raise InputError(f"{root_json}: root is not signed by its own keys") from exc
+    d = state_dir(sysroot) / "remotes" / name
+    if (d / "remote.json").exists():
+        raise InputError(f"remote {name} exists", resolution="remove it first")
+    mdir = d / "metadata.0"
+    mdir.mkdir(parents=True, exist_ok=True)
+    atomic_write(mdir / "root.json", data)
+    atomic_symlink("metadata.0", d / "metadata")
+    remote = Remote(name, url.rstrip("/") + "/", channel, d)
+    atomic_write_json(d / "remote.json", remote.to_json())
+    return remote
+
+
+def load_remote(sysroot: Path, name: str) -> Remote:
+    """Raises: InputError: no such remote."""
+    d = state_dir(sysroot) / "remotes" / name
+    raw = read_json(d / "remote.json")
+    if raw is None:
+        raise InputError(f"no remote {name!r} on {sysroot}",
+                         resolution="add one: atoll remote add NAME URL --root root.json")
+    return Remote(str(raw["name"]), str(raw["url"]), raw.get("channel"), d)
+
+
+def read_update_state(sysroot: Path) -> dict[str, Any]:
+    """The content of ``state/update.json`` (empty when never checked)."""
+    return dict(read_json(state_dir(sysroot) / "update.json", {}) or {})
+
+
+@contextlib.contextmanager
+def _tuf_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except tuf_exc.ExpiredMetadataError as exc:
+        raise MetadataExpiredError(
+            f"{what}: the update server's signed metadata has expired",
+            details=str(exc),
+            resolution="the publisher must re-sign (atoll timestamp); if the server is "
+            "current, someone may be replaying old metadata (freeze attack)") from exc
+    except tuf_exc.DownloadError as exc:
+        raise DownloadError(f"{what}: download failed: {exc}",
+                            resolution="check the network and the remote URL; retry later") \
+            from exc
+    except tuf_exc.RepositoryError as exc:
+        raise RepositoryError(f"{what}: refused untrusted metadata: {exc}",
+                              details=type(exc).__name__,
+                              resolution="the server or the network path is serving tampered, "
+                              "rolled-back or mismatched metadata; do not apply updates from it"
+                              ) from exc
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+class UpdateClient:
+    """``update check`` / ``update download`` for one remote of a host."""
+
+    def __init__(self, sysroot: Path, remote: str = "origin", *,
+                 fetcher: RangeFetcher | None = None):
+        self.sysroot = Path(sysroot)
+        self.remote = load_remote(self.sysroot, remote)
+        self.fetcher = fetcher or HttpFetcher()
+        self.store_path = self.sysroot / "atoll" / "repo"
+        self.staging = self.sysroot / "atoll" / "cache" / "downloads" / self.remote.name
+        self._work: Path | None = None
+        self._updater: Updater | None = None
+
+    # -- trusted metadata, transactional ------------------------------
+
+    def _open(self) -> Updater:
+        cur = self.remote.metadata
+        target = os.readlink(cur) if cur.is_symlink() else "metadata.0"
+        serial = int(target.rpartition(".")[2]) + 1
+        work = self.remote.dir / f"metadata.{serial}"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(self.remote.dir / target, work, symlinks=True)
+        self._work = work
+        cfg = UpdaterConfig(app_user_agent="atoll")
+        self._updater = Updater(str(work), self.remote.url + "metadata/", None,
+                                self.remote.url + "targets/", self.fetcher, cfg, bootstrap=None)
+        with _tuf_errors("update check"):
+            self._updater.refresh()
+        return self._updater
+
+    def _commit_metadata(self) -> None:
+        assert self._work is not None
+        old = os.readlink(self.remote.metadata)
+        atomic_symlink(self._work.name, self.remote.metadata)
+        shutil.rmtree(self.remote.dir / old, ignore_errors=True)
+        self._work = None
+
+    def _discard(self) -> None:
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+    def _expires(self) -> str | None:
+        assert self._work is not None
+        out = []
+        for role in ("timestamp", "snapshot", "targets"):
+            p = self._work / f"{role}.json"
+            if p.exists():
+                out.append(Metadata.from_bytes(p.read_bytes()).signed.expires)
+        return _iso(min(out)) if out else None
+
+    # -- targets -----------------------------------------------------
+
+    def _targetinfo(self, path: str) -> TargetFile:
+        assert self._updater is not None
+        with _tuf_errors("update"):
+            tf = self._updater.get_targetinfo(path)
+        if tf is None:
+            raise RepositoryError(f"{path} is not in the signed metadata of {self.remote.name}",
+                                  resolution="check the channel name; only signed targets are "
+                                  "ever downloaded")
+        return tf
+
+    def _url(self, tf: TargetFile) -> str:
+        return self.remote.url + "targets/" + target_url_path(tf.path, tf.hashes["sha256"])
+
+    def _download(self, tf: TargetFile) -> Path:
+        """Download a target into staging, resuming a partial file; verify it whole."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        name = tf.hashes["sha256"]
+        done = self.staging / f"{name}.target"
+        if done.exists():
+            with open(done, "rb") as fh:
+                try:
+                    tf.verify_length_and_hashes(fh)
+                    return done
+                except tuf_exc.LengthOrHashMismatchError:
+                    pass
+            done.unlink()
+        part = self.staging / f"{name}.part"
+        have = part.stat().st_size if part.exists() else 0
+        if have > tf.length:
+            part.unlink()
+            have = 0
+        if have < tf.length:
+            with _tuf_errors(f"download {tf.path}"):
+                offset, chunks = self.fetcher.fetch_range(self._url(tf), have, None,
+                                                          tf.length - (have if have else 0))
+                mode = "ab" if offset == have and have else "wb"
+                try:
+                    with open(part, mode) as fh:
+                        for chunk in chunks:
+                            fh.write(chunk)
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        raise HostStateError(
+                            f"disk full while downloading {tf.path} to {self.staging}",
+                            resolution="free space and run `atoll update download` again "
+                            "(it resumes)") from exc
+                    raise
+        with open(part, "rb") as fh:
+            try:
+                tf.verify_length_and_hashes(fh)
+            except tuf_exc.LengthOrHashMismatchError as exc:
+                size = part.stat().st_size
+                if size < tf.length:
+                    raise DownloadError(
+                        f"download of {tf.path} was cut short ({size} of {tf.length} bytes)",
+                        resolution="run `atoll update download` again: it resumes") from exc
+                part.unlink()
+                raise RepositoryError(
+                    f"{tf.path}: downloaded bytes do not match the signed hash; refused",
+                    resolution="the server or network path serves tampered files") from exc
+        os.replace(part, done)
+        return done
+
+    def _fetch_verified(self, path: str) -> bytes:
+        tf = self._targetinfo(path)
+        p = self._download(tf)
+        data = p.read_bytes()
+        p.unlink()
+        return data
+
+    # -- check -------------------------------------------------------
+
+    def _channel(self) -> str:
+        if self.remote.channel:
+            return self.remote.channel
+        chans = canonjson.loads(self._fetch_verified("channels.json"))["channels"]
+        if len(chans) != 1:
+            raise InputError(f"remote {self.remote.name} serves {len(chans)} channels",
+                             details=", ".join(sorted(chans)),
+                             resolution="add the remote again with --channel NAME")
+        return str(next(iter(chans)))
+
+    def current_commit(self, repo: Repo | None, channel: str) -> str | None:
+        """What the host runs: the booted deployment, else the one that boots next, else
+        (a host without deployments) the commit last downloaded from this remote."""
+        sysroot = self.sysroot
+        deps = read_json(sysroot / "boot" / "loader" / "deployments.json") or {}
+        listed = [d for d in deps.get("deployments", []) if isinstance(d, dict)]
+        booted = sysroot / "run" / "atoll" / "booted"
+        if booted.exists():
+            bid = booted.read_text().strip()
+            for d in listed:
+                if d.get("id") == bid:
+                    return str(d["commit"])
+        if listed:
+            return str(listed[0]["commit"])
+        if repo is not None:
+            ref = repo.refs("remotes").get(f"{self.remote.name}/{channel}")
+            if ref and repo.has(ref, "commit"):
+                return ref
+        return None
+
+    def _repo(self) -> Repo | None:
+        return Repo.open(self.store_path) if (self.store_path / "config.json").exists() else None
+
+    def _plan(self, info: ChannelInfo, repo: Repo | None, *,
+              no_delta: bool = False) -> tuple[Plan, Any]:
+        from atoll.delta.pack import PackIndex
+
+        have_commits = [c for c in info.deltas if repo is not None and repo.has(c, "commit")
+                        and not no_delta]
+        lengths = {}
+        for frm in have_commits:
+            lengths[info.deltas[frm]] = self._targetinfo(info.deltas[frm]).length
+        pack_len = self._targetinfo(info.pack).length
+        idx = None
+        chunk_lengths: dict[int, int] | None = None
+        have = repo is not None and repo.has(info.commit, "commit")
+        if not have and not lengths and repo is not None:
+            idx = PackIndex.from_bytes(self._fetch_verified(info.index))
+            missing = {(o[0], o[1]) for o in idx.objects if not repo.has(o[0], o[1])}
+            chunk_lengths = {n: idx.chunks[n].clen for n in idx.chunks_for(missing)}
+        plan = choose(info, have_commit=have, have_commits=have_commits, delta_lengths=lengths,
+                      pack_length=pack_len, chunk_lengths=chunk_lengths)
+        plan.unpacked = info.unpacked_size
+        if plan.method == "delta" and plan.delta is not None:
+            custom = self._targetinfo(plan.delta).custom or {}
+            plan.unpacked = int(custom.get("atoll", {}).get("unpacked", info.unpacked_size))
+        elif plan.method == "chunks" and idx is not None:
+            plan.unpacked = sum(idx.chunks[n].usize for n in plan.chunks)
+        return plan, idx
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.remote.dir, os.O_RDONLY | os.O_DIRECTORY)  # lock the remote's dir
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise HostStateError(f"another `atoll update` is running for {self.remote.name}",
+                                     resolution="wait for it to finish") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def check(self) -> dict[str, Any]:
+        """Refresh metadata and say what an update would bring (nothing is downloaded
+        but metadata, the manifest and, without a usable delta, the pack index).
+
+        Raises:
+            MetadataExpiredError, RepositoryError, DownloadError, InputError.
+        """
+        with self._locked():
+            return self._check_locked()
+
+    def _check_locked(self) -> dict[str, Any]:
+        try:
+            self._open()
+            view = self._check()
+            self._record(view)
+            self._commit_metadata()
+            return view
+        finally:
+            self._discard()
+
+    def _check(self) -> dict[str, Any]:
+        from atoll.repo.plan import package_view
+
+        channel = self._channel()
+        info = ChannelInfo.from_custom(self._targetinfo(ref_target(channel)).custom, channel)
+        if info.ref != channel:
+            raise RepositoryError(f"signed channel pointer names {info.ref}, expected {channel}")
+        repo = self._repo()
+        plan, _ = self._plan(info, repo)
+        current = self.current_commit(repo, channel)
+        new_manifest = canonjson.loads(self._fetch_verified(info.manifest))
+        old_manifest = None
+        if current and repo is not None and repo.has(current, "commit"):
+            old_manifest = [dict(p) for p in repo.read_commit(current).manifest]
+        return {
+            "remote": self.remote.name, "channel": channel, "current": current,
+            "target": {"commit": info.commit, "version": info.version,
+                       "timestamp": info.timestamp},
+            "up_to_date": current == info.commit,
+            "downloaded": plan.method == "none",
+            "method": plan.method, "download_bytes": plan.download_bytes,
+            "delta_from": plan.delta_from, "unpacked_size": info.unpacked_size,
+            "packages": package_view(old_manifest, new_manifest),
+            "metadata_expires": self._expires(),
+        }
+
+    def _record(self, view: dict[str, Any], *, downloaded: bool = False) -> None:
+        """Write ``state/update.json`` (schema in docs/delivery.md)."""
+        path = state_dir(self.sysroot) / "update.json"
+        prev = read_update_state(self.sysroot)
+        now = _iso(time.time())
+        target = view["target"]
+        have = downloaded or view["downloaded"]
+        state = "up-to-date" if view["up_to_date"] else ("downloaded" if have else "available")
+        same = prev.get("commit") == target["commit"]
+        out = {
+            "format": 1,
+            "state": state,
+            "since": prev.get("since") if same and prev.get("state") == state else now,
+            "remote": view["remote"],
+            "channel": view["channel"],
+            "commit": target["commit"],
+            "version": target["version"],
+            "current": view["current"],
+            "download_bytes": 0 if have else view["download_bytes"],
+            "method": "none" if have else view["method"],
+            "packages": {k: len(v) for k, v in view["packages"].items()},
+            "available_since": prev.get("available_since") if same else now,
+            "downloaded_since": (prev.get("downloaded_since") if same
+                                 and prev.get("downloaded_since") else now) if have else None,
+            "checked": now,
+            "metadata_expires": view["metadata_expires"],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, out)
+
+    # -- download ------------------------------------------------------
+
+    def download(self) -> dict[str, Any]:
+        """Verified pull of the channel's commit into the host's store.
+
+        Raises:
+            HostStateError: not enough free space (checked first), or the disk filled.
+            MetadataExpiredError, RepositoryError, DownloadError.
+        """
+        with self._locked():
+            return self._download_locked()
+
+    def _download_locked(self) -> dict[str, Any]:
+        from atoll.repo import pull
+
+        try:
+            self._open()
+            view = self._check()
+            channel = view["channel"]
+            info = ChannelInfo.from_custom(self._targetinfo(ref_target(channel)).custom, channel)
+            repo = self._repo()
+            plan, idx = self._plan(info, repo)
+            if plan.method != "none":
+                self._check_space(plan, info)
+                files = pull.fetch(self, info, plan, idx)
+                repo = repo or Repo.create(self.store_path)
+                try:
+                    pull.import_into(repo, info, plan, files)
+                except (CorruptObjectError, HostStateError) as exc:
+                    if plan.method != "delta":
+                        raise
+                    # The delta itself was verified; but a file the host rebuilds (a
+                    # recompressed initrd) did not match its id, or a patch base is gone
+                    # from the store. Fetch the objects still missing instead.
+                    log.warning("delta did not apply (%s); fetching missing objects", exc)
+                    plan, idx = self._plan(info, repo, no_delta=True)
+                    files = pull.fetch(self, info, plan, idx)
+                    pull.import_into(repo, info, plan, files)
+                shutil.rmtree(self.staging, ignore_errors=True)
+            assert repo is not None
+            repo.set_ref(f"{self.remote.name}/{channel}", info.commit, namespace="remotes")
+            self._record(view, downloaded=True)
+            self._commit_metadata()
+            return view | {"downloaded": True, "ref": f"remotes/{self.remote.name}/{channel}",
+                           "download_bytes": plan.download_bytes, "method": plan.method}
+        finally:
+            self._discard()
+
+    def _check_space(self, plan: Plan, info: ChannelInfo) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        store_dev = self.store_path if self.store_path.exists() else self.store_path.parent
+        store_dev.mkdir(parents=True, exist_ok=True)
+        need_stage, need_store = plan.download_bytes, plan.unpacked
+        if os.stat(self.staging).st_dev == os.stat(store_dev).st_dev:
+            checks = [(self.staging, need_stage + need_store)]
+        else:
+            checks = [(self.staging, need_stage), (store_dev, need_store)]
+        for path, need in checks:
+            free = _free(path)
+            if free < need:
+                raise HostStateError(
+                    f"not enough free space in {path}: need {need} bytes, {free} free",
+                    resolution="free space (atoll store gc, remove old deployments) and retry")
+

@@ -1,0 +1,150 @@
+"""A real HTTP server on 127.0.0.1 serving a published ``www/``, which can misbehave.
+
+Supports ``Range`` (206) like any CDN. ``server.faults`` maps a path suffix to
+a fault: ``("truncate", n)`` closes the connection after n bytes, ``("endless",)``
+streams zeros forever, ``("tamper",)`` flips a byte, ``("replace", data)``
+serves other bytes, ``("hang",)`` never answers, ``("hook", fn)`` calls ``fn()``
+before serving normally (to fill a disk mid-download).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Published", "WwwServer", "serve_www"]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        srv = self.server
+        rel = self.path.split("?", 1)[0].lstrip("/")
+        srv.requests.append((rel, self.headers.get("Range")))
+        fault = next((f for suffix, f in srv.faults.items() if rel.endswith(suffix)), None)
+        if fault and fault[0] == "hang":
+            time.sleep(srv.hang_seconds)
+            return
+        if fault and fault[0] == "hook":
+            fault[1]()
+        path = (srv.root / rel).resolve()
+        if not path.is_relative_to(srv.root.resolve()) or not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        if fault and fault[0] == "replace":
+            data = fault[1]
+        if fault and fault[0] == "tamper":
+            b = bytearray(data)
+            b[len(b) // 2] ^= 0x40
+            data = bytes(b)
+        start, end, status = 0, len(data) - 1, 200
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            a, _, b_ = rng[6:].partition("-")
+            start = int(a) if a else 0
+            end = min(int(b_), len(data) - 1) if b_ else len(data) - 1
+            status = 206
+        body = data[start:end + 1]
+        self.send_response(status)
+        if fault and fault[0] == "endless":
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    self.wfile.write(b"\0" * 65536)
+            return
+        self.send_header("Content-Length", str(len(body)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if fault and fault[0] == "truncate":
+            body = body[:fault[1]]
+            self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.faults: dict[str, tuple[Any, ...]] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.hang_seconds = 10.0
+
+
+@dataclass
+class WwwServer:
+    """Handle on a running server."""
+
+    srv: _Server
+    url: str
+
+    @property
+    def faults(self) -> dict[str, tuple[Any, ...]]:
+        return self.srv.faults
+
+    @property
+    def requests(self) -> list[tuple[str, str | None]]:
+        return self.srv.requests
+
+
+@contextlib.contextmanager
+def serve_www(root: Path) -> Iterator[WwwServer]:
+    """Serve ``root`` on 127.0.0.1 (a free port) until the block ends."""
+    srv = _Server(root)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    t.start()
+    try:
+        yield WwwServer(srv, f"http://127.0.0.1:{srv.server_address[1]}/")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(timeout=5)
+
+
+@dataclass
+class Published:
+    """A publisher's store, keys and www/ (paths), with the commits published so far."""
+
+    repo_dir: Path
+    keys: Path
+    www: Path
+    commits: list[str] = field(default_factory=list)
+    hooks: list[Callable[[], None]] = field(default_factory=list)
+
+
+def snapshot_dirs(root: Path, subs: tuple[str, ...] = ("atoll/repo", "atoll/state")) -> dict[
+        str, tuple[int, int, bytes | str]]:
+    """Every path under ``root/<sub>`` with its mode, size and content (to compare)."""
+    import os
+
+    out: dict[str, tuple[int, int, bytes | str]] = {}
+    for sub in subs:
+        for dirpath, dirs, files in os.walk(root / sub):
+            for name in dirs + files:
+                p = Path(dirpath) / name
+                st = os.lstat(p)
+                if p.is_symlink():
+                    content: bytes | str = os.readlink(p)
+                elif p.is_file():
+                    content = p.read_bytes()
+                else:
+                    content = b""
+                out[str(p.relative_to(root))] = (st.st_mode, st.st_size, content)
+    return out

@@ -1,0 +1,255 @@
+"""Publish -> serve over real HTTP on 127.0.0.1 -> update check/download, and faults.
+
+Small synthetic trees (a few dirs made in tmp, committed with Repo.commit_dir).
+Every refused update must leave the host's store and state byte-for-byte alone.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from atoll.cli import main
+from atoll.core.errors import DownloadError, HostStateError
+from atoll.repo.client import UpdateClient
+from atoll.repo.fetch import HttpFetcher
+from atoll.store.repo import Repo
+from tests.integration.delivery_fixtures import WwwServer, serve_www, snapshot_dirs
+
+
+def make_tree(root: Path, version: int, *, big: int = 0) -> Path:
+    rnd = random.Random(7)
+    (root / "usr/lib/modules" / f"6.1.0-{version}-amd64").mkdir(parents=True)
+    (root / "usr/bin").mkdir()
+    (root / "etc").mkdir()
+    for i in range(6):
+        mod = bytearray(rnd.randbytes(40_000))
+        mod[:8] = f"ver{version:05d}".encode()[:8]
+        (root / f"usr/lib/modules/6.1.0-{version}-amd64/m{i}.ko").write_bytes(bytes(mod))
+    (root / "usr/bin/tool").write_bytes(rnd.randbytes(100_000) + str(version).encode())
+    if big:
+        (root / "usr/lib/blob").write_bytes(random.Random(version).randbytes(big))
+    (root / "etc/os-release").write_text(f"VERSION={version}\n")
+    return root
+
+
+class Env:
+    def __init__(self, tmp: Path, server: WwwServer):
+        self.tmp, self.server = tmp, server
+        self.repo = Repo.create(tmp / "pub")
+        self.www = tmp / "www"
+        self.keys = tmp / "keys"
+        self.host = tmp / "host"
+        self.commits: list[str] = []
+        assert main(["-q", "keys", "init", str(self.keys), "--to", str(self.www)]) == 0
+
+    def commit_and_publish(self, version: int, *, big: int = 0, expires: str = "") -> str:
+        cid = self.repo.commit_dir(make_tree(self.tmp / f"t{version}", version, big=big),
+                                   ref="site/base", version=str(version),
+                                   manifest=[{"name": "tool", "version": str(version)}])
+        argv = ["-q", "publish", "site/base", "--repo", str(self.repo.path), "--to",
+                str(self.www), "--keys", str(self.keys), "--deltas", "2"]
+        if expires:
+            argv += ["--expires", expires]
+        assert main(argv) == 0
+        self.commits.append(cid)
+        return cid
+
+    def add_remote(self) -> None:
+        assert main(["-q", "--sysroot", str(self.host), "remote", "add", "origin",
+                     self.server.url, "--root", str(self.www / "metadata/root.json")]) == 0
+
+    def update(self, action: str) -> int:
+        return main(["-q", "--sysroot", str(self.host), "update", action])
+
+    def host_ref(self) -> str | None:
+        return Repo.open(self.host / "atoll/repo").refs("remotes").get("origin/site/base")
+
+    def target(self, suffix: str) -> str:
+        return next(str(p.relative_to(self.www)) for p in self.www.rglob("*")
+                    if p.name.endswith(suffix))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    www = tmp_path / "www"
+    www.mkdir()
+    with serve_www(www) as server:
+        e = Env(tmp_path, server)
+        e.commit_and_publish(1)
+        e.add_remote()
+        assert e.update("download") == 0
+        e.commit_and_publish(2)
+        yield e
+
+
+def refused(env: Env, action: str, code: int) -> None:
+    before = snapshot_dirs(env.host)
+    assert env.update(action) == code
+    assert snapshot_dirs(env.host) == before
+
+
+def test_pull_by_delta_over_http(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    assert env.host_ref() == env.commits[0]
+    capsys.readouterr()
+    assert main(["--sysroot", str(env.host), "--json", "update", "check"]) == 0
+    import json
+
+    view = json.loads(capsys.readouterr().out)
+    assert view["method"] == "delta" and view["download_bytes"] < 20_000
+    assert view["packages"]["upgraded"] == [{"name": "tool", "old": "1", "new": "2"}]
+    env.server.requests.clear()
+    assert env.update("download") == 0
+    assert env.host_ref() == env.commits[1]
+    assert not any(r.endswith(".pack") for r, _ in env.server.requests)
+    state = json.loads((env.host / "atoll/state/update.json").read_text())
+    assert state["commit"] == env.commits[1] and state["downloaded_since"]
+    assert state["metadata_expires"] and state["version"] == "2"
+
+
+def test_tampered_delta_refused(env: Env) -> None:
+    env.server.faults[".delta"] = ("tamper",)
+    refused(env, "download", 4)
+
+
+def test_unsigned_channel_refused(env: Env) -> None:
+    (env.www / "targets/refs/site/evil.json").write_text("{}")
+    import json
+
+    cfg = env.host / "atoll/state/remotes/origin/remote.json"
+    raw = json.loads(cfg.read_text())
+    raw["channel"] = "site/evil"
+    cfg.write_text(json.dumps(raw))
+    refused(env, "download", 4)
+
+
+def test_rollback_refused(env: Env) -> None:
+    old_ts = (env.www / "metadata/timestamp.json").read_bytes()
+    env.commit_and_publish(3)
+    assert env.update("check") == 0
+    env.server.faults["metadata/timestamp.json"] = ("replace", old_ts)
+    refused(env, "check", 4)
+
+
+def test_freeze_refused_with_exit_5(env: Env) -> None:
+    env.commit_and_publish(3, expires="timestamp=1s")
+    time.sleep(1.5)
+    refused(env, "check", 5)
+
+
+def test_mix_and_match_refused(env: Env) -> None:
+    snaps = sorted(env.www.glob("metadata/*.snapshot.json"),
+                   key=lambda p: int(p.name.split(".")[0]))
+    env.server.faults[snaps[-1].name] = ("replace", snaps[-2].read_bytes())
+    refused(env, "check", 4)
+
+
+def test_endless_data_refused(env: Env) -> None:
+    env.server.faults[".delta"] = ("endless",)
+    t = time.monotonic()
+    refused(env, "download", 6)
+    assert time.monotonic() - t < 20
+
+
+def test_endless_metadata_refused(env: Env) -> None:
+    env.server.faults["metadata/timestamp.json"] = ("endless",)
+    refused(env, "check", 6)
+
+
+def test_unreachable_server_exit_6_quickly(env: Env) -> None:
+    env.server.faults["timestamp.json"] = ("hang",)
+    env.server.srv.hang_seconds = 5
+    before = snapshot_dirs(env.host)
+    client = UpdateClient(env.host, fetcher=HttpFetcher(connect_timeout=1, read_timeout=1))
+    t = time.monotonic()
+    with pytest.raises(DownloadError):
+        client.check()
+    assert time.monotonic() - t < 4
+    assert snapshot_dirs(env.host) == before
+
+
+def test_below_threshold_and_revoked_key(env: Env) -> None:
+    from tuf.api.metadata import Metadata
+
+    from atoll.repo.keys import KeyDir
+
+    old = KeyDir(env.keys).signers("timestamp")
+    assert main(["-q", "keys", "rotate", "timestamp", "--keys", str(env.keys),
+                 "--to", str(env.www)]) == 0
+    assert env.update("check") == 0
+    md = Metadata.from_bytes((env.www / "metadata/timestamp.json").read_bytes())
+    md.signed.version += 1
+    md.signatures.clear()
+    md.sign(old[0])  # the revoked key
+    env.server.faults["metadata/timestamp.json"] = ("replace", md.to_bytes())
+    refused(env, "check", 4)
+    # No signature at all: below the threshold of 1.
+    md.signatures.clear()
+    env.server.faults["metadata/timestamp.json"] = ("replace", md.to_bytes())
+    refused(env, "check", 4)
+
+
+def test_truncated_then_resumed(env: Env) -> None:
+    env.server.faults[".delta"] = ("truncate", 1000)
+    refused(env, "download", 6)
+    del env.server.faults[".delta"]
+    env.server.requests.clear()
+    assert env.update("download") == 0
+    assert env.host_ref() == env.commits[1]
+    ranges = [r for p, r in env.server.requests if p.endswith(".delta")]
+    assert ranges == ["bytes=1000-"]
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "small"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(d)], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=True)
+
+
+def test_disk_full_during_download_then_retry(env: Env, small_fs: Path) -> None:
+    # The host's download cache lives on a 2 MB filesystem; the new commit adds 1.2 MB.
+    cache = env.host / "atoll/cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    os.symlink(small_fs, cache)
+    repo = Repo.open(env.host / "atoll/repo")
+    repo.set_ref("origin/site/base", None, namespace="remotes")
+    os.unlink(repo.object_path(env.commits[0], "commit"))  # no delta: fetch objects
+    env.commit_and_publish(3, big=1_200_000)
+
+    def fill() -> None:  # another process eats the space after the check passed
+        with open(small_fs / "filler", "wb") as fh, pytest.raises(OSError):
+            fh.write(b"\0" * (3 << 20))
+
+    env.server.faults[".pack"] = ("hook", fill)
+    before = snapshot_dirs(env.host)
+    with pytest.raises(HostStateError, match="disk full"):
+        UpdateClient(env.host).download()
+    assert snapshot_dirs(env.host) == before
+    os.unlink(small_fs / "filler")
+    del env.server.faults[".pack"]
+    assert env.update("download") == 0
+    assert env.host_ref() == env.commits[-1]
+
+
+def test_free_space_checked_before_download(env: Env, small_fs: Path) -> None:
+    shutil.rmtree(env.host / "atoll/cache", ignore_errors=True)
+    os.symlink(small_fs, env.host / "atoll/cache")
+    env.commit_and_publish(3, big=3_000_000)
+    env.server.requests.clear()
+    before = snapshot_dirs(env.host)
+    with pytest.raises(HostStateError, match="not enough free space"):
+        UpdateClient(env.host).download()
+    assert snapshot_dirs(env.host) == before
+    assert not any(p.endswith((".delta", ".pack")) for p, _ in env.server.requests)

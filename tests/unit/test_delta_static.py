@@ -1,0 +1,275 @@
+"""Static deltas and packs on small synthetic trees committed with Repo.commit_dir."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from atoll.core.errors import CorruptObjectError, HostStateError
+from atoll.delta import PackIndex, apply_delta, generate_delta, import_chunk, write_pack
+from atoll.delta.static import read_header, repo_missing
+from atoll.store.checkout import checkout
+from atoll.store.repo import Repo
+
+
+def _blob(seed: int, n: int) -> bytes:
+    r = random.Random(seed)
+    words = [bytes(r.getrandbits(8) for _ in range(r.randint(3, 12))) for _ in range(400)]
+    return b" ".join(r.choice(words) for _ in range(n // 7))[:n]
+
+
+def make_tree(root: Path, version: str, *, extra: bool = False) -> Path:
+    (root / "usr/bin").mkdir(parents=True)
+    (root / f"usr/lib/modules/{version}/kernel").mkdir(parents=True)
+    (root / "etc").mkdir()
+    tool = bytearray(_blob(1, 200_000))
+    if version != "6.1.0-26-amd64":
+        tool[5000:5010] = b"PATCHED-V2"
+    (root / "usr/bin/tool").write_bytes(bytes(tool))
+    for i in range(5):
+        mod = bytearray(_blob(10 + i, 60_000))
+        if version != "6.1.0-26-amd64":
+            mod[100:108] = b"NEWBUILD"
+        (root / f"usr/lib/modules/{version}/kernel/m{i}.ko").write_bytes(bytes(mod))
+    (root / "etc/hostname").write_text("atoll\n")
+    os.symlink("../usr/bin/tool", root / "etc/tool-link")
+    os.chmod(root / "usr/bin/tool", 0o4755)
+    if extra:
+        (root / "etc/new.conf").write_bytes(os.urandom(3000))
+    return root
+
+
+@pytest.fixture
+def two_commits(tmp_path: Path) -> tuple[Repo, str, str]:
+    repo = Repo.create(tmp_path / "repo")
+    a = repo.commit_dir(make_tree(tmp_path / "a", "6.1.0-26-amd64"), ref="r", version="1")
+    b = repo.commit_dir(make_tree(tmp_path / "b", "6.1.0-28-amd64", extra=True), ref="r",
+                        version="2")
+    return repo, a, b
+
+
+def _host_with(tmp_path: Path, src: Repo, commit: str) -> Repo:
+    host = Repo.create(tmp_path / "host")
+    idx = write_pack(src, commit, tmp_path / "p.pack", tmp_path / "p.index")
+    data = (tmp_path / "p.pack").read_bytes()
+    metas: dict[tuple[str, str], bytes] = {}
+    for n, c in enumerate(idx.chunks):
+        import_chunk(host, idx, n, data[c.offset:c.offset + c.clen], metas=metas)
+    for (_oid, kind), raw in metas.items():
+        if kind == "dirtree":
+            host.write_meta_object(raw, kind)
+    host.write_meta_object(metas[(commit, "commit")], "commit")
+    return host
+
+
+def _tree_listing(root: Path) -> dict[str, tuple[int, bytes]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            data = os.readlink(p).encode() if p.is_symlink() else (
+                b"" if p.is_dir() else p.read_bytes())
+            out[str(p.relative_to(root))] = (st.st_mode, data)
+    return out
+
+
+def test_delta_roundtrip_pairs_moved_modules(tmp_path: Path,
+                                              two_commits: tuple[Repo, str, str]) -> None:
+    repo, a, b = two_commits
+    stats = generate_delta(repo, a, b, tmp_path / "d.delta")
+    assert stats.files_patched == 6  # the tool and five moved modules
+    assert stats.files_raw == 1  # etc/new.conf: random, no partner
+    assert stats.size < 20_000  # the new content is > 500 kB
+    host = _host_with(tmp_path, repo, a)
+    assert apply_delta(host, tmp_path / "d.delta", expect=(a, b)) == b
+    checkout(host, b, tmp_path / "out-host")
+    checkout(repo, b, tmp_path / "out-src")
+    assert _tree_listing(tmp_path / "out-host") == _tree_listing(tmp_path / "out-src")
+
+
+def test_delta_needs_from_commit(tmp_path: Path, two_commits: tuple[Repo, str, str]) -> None:
+    repo, a, b = two_commits
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    empty = Repo.create(tmp_path / "empty")
+    with pytest.raises(HostStateError):
+        apply_delta(empty, tmp_path / "d.delta")
+    assert list(empty.iter_objects()) == []
+
+
+def test_delta_refuses_unexpected_pair(tmp_path: Path, two_commits: tuple[Repo, str, str]) -> None:
+    repo, a, b = two_commits
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    host = _host_with(tmp_path, repo, a)
+    with pytest.raises(CorruptObjectError):
+        apply_delta(host, tmp_path / "d.delta", expect=(b, a))
+
+
+def test_corrupt_delta_imports_nothing_bad(tmp_path: Path,
+                                           two_commits: tuple[Repo, str, str]) -> None:
+    repo, a, b = two_commits
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    data = bytearray((tmp_path / "d.delta").read_bytes())
+    data[-10] ^= 0xFF  # inside the last patch frame
+    (tmp_path / "bad.delta").write_bytes(bytes(data))
+    host = _host_with(tmp_path, repo, a)
+    with pytest.raises(CorruptObjectError):
+        apply_delta(host, tmp_path / "bad.delta")
+    assert not host.has(b, "commit")
+    with pytest.raises(CorruptObjectError), open(tmp_path / "d.delta", "rb") as fh:
+        fh.seek(1)
+        read_header(fh)
+
+
+def test_pack_chunks_and_missing_only(tmp_path: Path, two_commits: tuple[Repo, str, str]) -> None:
+    repo, a, b = two_commits
+    host = _host_with(tmp_path, repo, a)
+    idx = write_pack(repo, b, tmp_path / "b.pack", tmp_path / "b.index")
+    assert PackIndex.from_bytes((tmp_path / "b.index").read_bytes()).chunks == idx.chunks
+    missing = {(o[0], o[1]) for o in idx.objects
+               if not host.has(o[0], o[1])}
+    numbers = idx.chunks_for(missing)
+    assert 0 < len(numbers) <= len(idx.chunks)
+    data = (tmp_path / "b.pack").read_bytes()
+    metas: dict[tuple[str, str], bytes] = {}
+    for n in numbers:
+        c = idx.chunks[n]
+        import_chunk(host, idx, n, data[c.offset:c.offset + c.clen], only=missing, metas=metas)
+    assert repo_missing(host, b, metas) == []
+    bad = bytearray(data[idx.chunks[0].offset:idx.chunks[0].clen])
+    bad[5] ^= 1
+    with pytest.raises(CorruptObjectError):
+        import_chunk(host, idx, 0, bytes(bad), metas={})
+    shutil.rmtree(tmp_path / "a")
+
+
+def test_gzip_file_rebuilt_from_decompressed_patch(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import atoll.delta.static as static
+
+    monkeypatch.setattr(static, "MIN_SIZE", 1000)
+    text = _blob(3, 400_000)
+    repo = Repo.create(tmp_path / "repo")
+    ids = []
+    for v, body in ((1, text), (2, b"NEW HEADER " * 10 + text)):  # shifts every deflate block
+        root = tmp_path / f"t{v}"
+        (root / "boot").mkdir(parents=True)
+        gz = subprocess.run(["gzip", "-n", "-6"], input=body, capture_output=True,
+                            check=True).stdout
+        (root / "boot/initrd.img").write_bytes(gz)
+        ids.append(repo.commit_dir(root, ref="r"))
+    stats = generate_delta(repo, ids[0], ids[1], tmp_path / "d.delta")
+    assert stats.files_rebuilt == 1
+    assert stats.size < 5_000  # the compressed file is > 100 kB and all new
+    host = _host_with(tmp_path, repo, ids[0])
+    assert apply_delta(host, tmp_path / "d.delta") == ids[1]
+    assert host.verify_file(next(e.id for _p, e in host.walk(host.read_commit(ids[1]).tree)
+                                 if not e.is_dir))
+
+
+def _newc(members: list[tuple[str, bytes]]) -> bytes:
+    out = bytearray()
+    for i, (name, data) in enumerate([*members, ("TRAILER!!!", b"")]):
+        nb = name.encode() + b"\0"
+        fields = [i + 1, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0]
+        out += b"070701" + b"".join(b"%08X" % v for v in fields) + nb
+        out += b"\0" * (-len(out) % 4) + data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def test_initramfs_rebuilt_from_new_tree_files(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import atoll.delta.static as static
+    from atoll.delta.recompress import cpio_members
+
+    monkeypatch.setattr(static, "MIN_SIZE", 1000)
+    repo = Repo.create(tmp_path / "repo")
+    ids = []
+    for v in (1, 2):
+        root = tmp_path / f"t{v}"
+        mods = root / f"usr/lib/modules/6.1.0-{v}-amd64"
+        mods.mkdir(parents=True)
+        members = []
+        for i in range(4):
+            body = random.Random(v * 10 + i).randbytes(30_000)  # a new build: all different
+            (mods / f"m{i}.ko").write_bytes(body)
+            members.append((f"usr/lib/modules/6.1.0-{v}-amd64/m{i}.ko", body))
+        cpio = _newc([("conf/x.conf", b"MODULES=most\n"), *members])
+        assert [m[0] for m in cpio_members(cpio)][:2] == ["conf/x.conf", members[0][0]]
+        gz = subprocess.run(["gzip", "-n", "-6"], input=cpio, capture_output=True,
+                            check=True).stdout
+        (mods / "initrd.img").write_bytes(gz)
+        ids.append(repo.commit_dir(root, ref="r"))
+    out = tmp_path / "d.delta"
+    stats = generate_delta(repo, ids[0], ids[1], out)
+    with open(out, "rb") as fh:
+        hdr = read_header(fh)
+    initrd = next(f for f in hdr.files if f["how"] == "gzip")
+    assert len(initrd["dict"]) == 4 and initrd["clen"] < 1000
+    assert stats.files_rebuilt == 1
+    host = _host_with(tmp_path, repo, ids[0])
+    assert apply_delta(host, out) == ids[1]
+    assert host.verify_file(initrd["id"])
+
+
+def test_bsdiff_wins_on_shifted_addresses(tmp_path: Path) -> None:
+    # Like a kernel module rebuilt after a change: every embedded address moves a little.
+    import struct
+
+    rnd = random.Random(9)
+    code = bytearray(rnd.randbytes(200_000))
+    old, new = bytearray(code), bytearray(code)
+    for off in range(0, len(code) - 8, 48):
+        (addr,) = struct.unpack_from("<I", code, off)
+        struct.pack_into("<I", new, off, (addr + 0x40) & 0xFFFFFFFF)
+    repo = Repo.create(tmp_path / "repo")
+    ids = []
+    for v, body in ((1, old), (2, new)):
+        root = tmp_path / f"t{v}"
+        (root / "lib").mkdir(parents=True)
+        (root / "lib/mod.ko").write_bytes(bytes(body))
+        ids.append(repo.commit_dir(root, ref="r"))
+    stats = generate_delta(repo, ids[0], ids[1], tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        hdr = read_header(fh)
+    assert [f["how"] for f in hdr.files] == ["bsdiff"]
+    assert stats.size < 40_000  # 4 000 changed addresses; plain compression: 200 kB
+    host = _host_with(tmp_path, repo, ids[0])
+    assert apply_delta(host, tmp_path / "d.delta") == ids[1]
+
+
+def test_vmlinuz_xz_payload_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import atoll.delta.static as static
+
+    monkeypatch.setattr(static, "MIN_SIZE", 1000)
+    payload = _blob(4, 300_000)
+    repo = Repo.create(tmp_path / "repo")
+    ids = []
+    for v, body in ((1, payload), (2, b"x86 changed " * 5 + payload)):
+        stream = subprocess.run(["xz", "--check=crc32", "--x86", "--lzma2=dict=32MiB", "-c"],
+                                input=body, capture_output=True, check=True).stdout
+        root = tmp_path / f"t{v}"
+        (root / f"usr/lib/modules/6.1.0-{v}-amd64").mkdir(parents=True)
+        (root / f"usr/lib/modules/6.1.0-{v}-amd64/vmlinuz").write_bytes(
+            b"MZ boot stub " + bytes([v]) * 500 + stream + b"\0" * 300)
+        ids.append(repo.commit_dir(root, ref="r"))
+    stats = generate_delta(repo, ids[0], ids[1], tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        hdr = read_header(fh)
+    f = next(f for f in hdr.files if f["how"] == "xz")
+    assert f["options"] == ["--check=crc32", "--x86", "--lzma2=dict=32MiB"]
+    assert stats.files_rebuilt == 1 and stats.size < 3_000
+    host = _host_with(tmp_path, repo, ids[0])
+    assert apply_delta(host, tmp_path / "d.delta") == ids[1]
+    assert host.verify_file(f["id"])
