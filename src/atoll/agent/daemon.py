@@ -82,7 +82,7 @@ class Agent:
                 wait = Decision("wait", reason, now + dt.timedelta(seconds=60 if slots_full
                                                                    else 300))
                 self.files.record(wait, now)
-                log.warning("%s", reason)
+                log.warning("%s%s", reason, f"\n{exc.details}" if exc.details else "")
                 return wait
             return d
 

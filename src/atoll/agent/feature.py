@@ -42,7 +42,7 @@ sys.exit(main())
 UNIT = """[Unit]
 Description=atoll host agent (update policy, maintenance windows, fleet reboot slots)
 Documentation=https://example.invalid/atoll/docs/architecture.md
-After=network-online.target atoll-boot-complete.service
+After=network-online.target
 Wants=network-online.target
 
 [Service]

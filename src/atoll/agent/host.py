@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import atoll
 from atoll.agent.policy import AgentState, Policy
 from atoll.agent.replication import gate_host
 from atoll.agent.state import AgentFiles, iso
@@ -115,7 +116,11 @@ class Host:
         The TUF client and its crypto stay out of the long-running agent (its
         memory stays small), and a crash in a download cannot take the agent down.
         """
-        argv = [sys.executable, "-m", "atoll.cli", "--json", "--sysroot", str(self.sysroot),
+        # the same atoll as this process, wherever it is installed (/usr/lib/atoll/python)
+        where = str(Path(atoll.__file__).resolve().parent.parent)
+        boot = f"import sys; sys.path.insert(0, {where!r}); from atoll.cli import main; " \
+               "sys.exit(main())"
+        argv = [sys.executable, "-c", boot, "--json", "--sysroot", str(self.sysroot),
                 "update", action, "--remote", remote]
         proc = run(argv, check=False, timeout=6 * 3600)
         try:

@@ -36,7 +36,6 @@ from atoll.core import canonjson
 from atoll.delta.pack import write_pack
 from atoll.delta.static import generate_delta
 from atoll.repo.keys import ONLINE_ROLES, KeyDir, Policy
-from atoll.repo.sbom import sbom_json
 from atoll.repo.storage import Storage
 from atoll.repo.tufrepo import TufRepository
 from atoll.store.repo import Repo
@@ -133,6 +132,8 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         manifest = f"manifests/{commit_id}.json"
         (work / "manifest").write_bytes(canonjson.dumps(list(cobj.manifest)))
         sbom = f"sbom/{commit_id}.cdx.json"
+        from atoll.repo.sbom import sbom_json  # publishing side only (cyclonedx)
+
         (work / "sbom").write_bytes(sbom_json(commit_id, cobj, name=ref))
         add += [(manifest, work / "manifest", {}), (sbom, work / "sbom", {})]
         result = PublishResult(ref, commit_id, True)

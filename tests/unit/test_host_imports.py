@@ -1,0 +1,28 @@
+"""What runs on hosts must not need the publisher-only packages (not in the image)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from atoll.agent.feature import PUBLISHER_ONLY
+
+HOST_MODULES = ["atoll.cli", "atoll.repo.client", "atoll.agent.daemon", "atoll.deploy.status",
+                "atoll.monitor.agent", "atoll.apps.manager", "atoll.provision.firstboot"]
+
+
+def test_host_modules_import_without_publisher_packages() -> None:
+    blocked = [p.replace("-python-lib", "") for p in PUBLISHER_ONLY]  # cyclonedx
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        f"    def find_spec(self, name, path, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}: raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for m in {HOST_MODULES!r}:\n"
+        "    __import__(m)\n"
+        "from atoll.cli import build_parser\n"
+        "build_parser()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
