@@ -31,7 +31,7 @@ from atoll.fleet.config import FleetConfig
 from atoll.fleet.server import FleetLockServer
 from atoll.fleet.service import FleetLockService
 from atoll.store.repo import Repo
-from tests.integration.delivery_fixtures import serve_www, snapshot_dirs
+from tests.integration.delivery_fixtures import WwwServer, serve_www, snapshot_dirs
 
 WED = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
 
@@ -85,10 +85,10 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[tuple[Site, str]]:
+def site(tmp_path: Path) -> Iterator[tuple[Site, WwwServer]]:
     (tmp_path / "www").mkdir()
     with serve_www(tmp_path / "www") as server:
-        yield Site(tmp_path, server.url), server.url
+        yield Site(tmp_path, server.url), server
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ class Clock:
         return self.now
 
 
-def test_stage_mode_customer_apply_and_fleet_slot(site: tuple[Site, str],
+def test_stage_mode_customer_apply_and_fleet_slot(site: tuple[Site, WwwServer],
                                                   fleetlock: FleetLockServer) -> None:
     s, _ = site
     v2 = s.publish(2)
@@ -145,7 +145,7 @@ def test_stage_mode_customer_apply_and_fleet_slot(site: tuple[Site, str],
     assert next(h.holders for h in fleetlock.service.status() if h.group == "db") == ()
 
 
-def test_window_and_cancelled_apply(site: tuple[Site, str]) -> None:
+def test_window_and_cancelled_apply(site: tuple[Site, WwwServer]) -> None:
     s, _ = site
     s.publish(2)
     files = AgentFiles(s.host)
@@ -170,7 +170,7 @@ def test_window_and_cancelled_apply(site: tuple[Site, str]) -> None:
     assert agent.tick().action == "apply" and reboots == [s.host]
 
 
-def test_apply_mode_applies_in_the_window_by_itself(site: tuple[Site, str]) -> None:
+def test_apply_mode_applies_in_the_window_by_itself(site: tuple[Site, WwwServer]) -> None:
     s, _ = site
     v2 = s.publish(2)
     files = AgentFiles(s.host)
@@ -188,7 +188,7 @@ def test_apply_mode_applies_in_the_window_by_itself(site: tuple[Site, str]) -> N
     assert any("inside maintenance window" in d["reason"] for d in decisions)
 
 
-def test_off_mode_and_apply_at(site: tuple[Site, str]) -> None:
+def test_off_mode_and_apply_at(site: tuple[Site, WwwServer]) -> None:
     s, _ = site
     s.publish(2)
     files = AgentFiles(s.host)
@@ -204,8 +204,9 @@ def test_off_mode_and_apply_at(site: tuple[Site, str]) -> None:
     assert agent.tick().action == "apply"
 
 
-def test_agent_killed_mid_download_resumes(site: tuple[Site, str], tmp_path: Path) -> None:
-    s, url = site
+def test_agent_killed_mid_download_resumes(site: tuple[Site, WwwServer],
+                                           tmp_path: Path) -> None:
+    s, server = site
     s.publish(2, big=40_000_000)
     files = AgentFiles(s.host)
     files.save_policy(files.policy().from_json({"mode": "download"}))
@@ -213,27 +214,27 @@ def test_agent_killed_mid_download_resumes(site: tuple[Site, str], tmp_path: Pat
     once = [sys.executable, "-m", "atoll.agent.daemon", "--once", "--sysroot", str(s.host)]
     assert subprocess.run(once, env=env, capture_output=True).returncode == 0  # check
     before = snapshot_dirs(s.host, ("atoll/repo",))
+    served = len(server.requests)
+    for suffix in (".pack", ".delta"):  # the download is under way when the server answers
+        server.faults[suffix] = ("hook", lambda: time.sleep(3))
     proc = subprocess.Popen(once, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
-    cache = s.host / "atoll/cache"
     deadline = time.monotonic() + 60
-    while not any(p.is_file() and p.stat().st_size > 0 for p in cache.rglob("*")) \
-            if cache.exists() else True:
+    while not any(p.endswith((".pack", ".delta")) for p, _ in server.requests[served:]):
         assert time.monotonic() < deadline and proc.poll() is None, "no download started"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the agent and the download it runs
     proc.wait()
-    time.sleep(0.5)
-    # nothing unverified reached the store
+    # nothing reached the store; the next run completes the download
     assert snapshot_dirs(s.host, ("atoll/repo",)) == before
+    server.faults.clear()
     r = subprocess.run(once, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert Repo.open(s.host / "atoll/repo").refs("remotes")["origin/site/base"] == \
         s.pub.refs()["site/base"]
-    del url
 
 
-def test_replication_gate_holds_the_apply(site: tuple[Site, str],
+def test_replication_gate_holds_the_apply(site: tuple[Site, WwwServer],
                                           fleetlock: FleetLockServer) -> None:
     from atoll.fleet.gating import GateDecision
 
