@@ -79,8 +79,8 @@ class Agent:
                 slots_full = getattr(exc, "slots_full", False)
                 reason = ("no fleet reboot slot free; retrying" if slots_full
                           else f"{d.action} failed: {exc.brief}")
-                wait = Decision("wait", reason, now + dt.timedelta(seconds=60 if slots_full
-                                                                   else 300))
+                retry = 60 if slots_full else min(300, policy.check_interval_s)
+                wait = Decision("wait", reason, now + dt.timedelta(seconds=retry))
                 self.files.record(wait, now)
                 log.warning("%s%s", reason, f"\n{exc.details}" if exc.details else "")
                 return wait
