@@ -21,6 +21,7 @@ from atoll.repo.keys import KeyDir
 from atoll.repo.publish import init_repository, publish
 from atoll.repo.storage import MemStorage
 from atoll.store.repo import Repo
+from tests.integration.delivery_fixtures import snapshot_dirs
 
 BASE = "http://sim.invalid/"
 
@@ -128,21 +129,7 @@ class Sim:
 
 def snapshot_host(sysroot: Path) -> dict[str, tuple[int, int, bytes | str]]:
     """Every path under atoll/repo and atoll/state with its mode, size and content."""
-    out: dict[str, tuple[int, int, bytes | str]] = {}
-    for sub in ("atoll/repo", "atoll/state"):
-        base = sysroot / sub
-        for dirpath, dirs, files in os.walk(base):
-            for name in dirs + files:
-                p = Path(dirpath) / name
-                st = os.lstat(p)
-                if p.is_symlink():
-                    content: bytes | str = os.readlink(p)
-                elif p.is_file():
-                    content = p.read_bytes()
-                else:
-                    content = b""
-                out[str(p.relative_to(sysroot))] = (st.st_mode, st.st_size, content)
-    return out
+    return snapshot_dirs(sysroot)
 
 
 @pytest.fixture

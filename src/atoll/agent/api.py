@@ -22,7 +22,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from atoll.core.errors import AtollError, HostStateError, InputError, RuntimeBackendError
+from atoll.core.errors import AtollError, RuntimeBackendError, error_class
 
 __all__ = ["call", "running", "socket_path"]
 
@@ -55,11 +55,6 @@ def running(sysroot: Path) -> bool:
     return True
 
 
-_ERRORS: dict[str, type[AtollError]] = {
-    "InputError": InputError, "SpecError": InputError, "HostStateError": HostStateError,
-}
-
-
 def call(sysroot: Path, method: str, path: str, body: dict[str, Any] | None = None,
          *, timeout: float = 600) -> Any:
     """One request to the agent; raises the agent's error as an AtollError."""
@@ -78,7 +73,7 @@ def call(sysroot: Path, method: str, path: str, body: dict[str, Any] | None = No
     finally:
         conn.close()
     if resp.status >= 400:
-        cls = _ERRORS.get(payload.get("error", ""), AtollError)
+        cls = error_class(str(payload.get("error", "")))
         raise cls(payload.get("brief", f"atolld: HTTP {resp.status}"),
                   details=payload.get("details"), resolution=payload.get("resolution"))
     return payload

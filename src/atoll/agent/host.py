@@ -21,8 +21,7 @@ import atoll
 from atoll.agent.policy import AgentState, Policy
 from atoll.agent.replication import gate_host
 from atoll.agent.state import AgentFiles, iso
-from atoll.core import errors
-from atoll.core.errors import AtollError, HostStateError
+from atoll.core.errors import HostStateError, error_class
 from atoll.core.fsutil import read_json
 from atoll.core.run import run
 from atoll.deploy.sysroot import Sysroot
@@ -33,13 +32,6 @@ __all__ = ["Host", "node_id"]
 log = logging.getLogger("atoll.agent")
 
 Rebooter = Callable[[Path], None]
-
-_ERRORS: dict[str, type[AtollError]] = {
-    cls.__name__: cls for cls in (
-        errors.MetadataExpiredError, errors.RepositoryError, errors.DownloadError,
-        errors.HostStateError, errors.InputError, errors.StoreError, errors.CorruptObjectError,
-    )
-}
 
 
 def default_reboot(sysroot: Path) -> None:
@@ -128,7 +120,7 @@ class Host:
         except ValueError:
             out = {}
         if proc.returncode != 0:
-            cls = _ERRORS.get(str(out.get("error")), AtollError)
+            cls = error_class(str(out.get("error")))
             raise cls(out.get("brief") or f"update {action} failed (exit {proc.returncode})",
                       details=out.get("details") or proc.stderr.decode(errors="replace")[-2000:],
                       resolution=out.get("resolution"))

@@ -18,7 +18,6 @@ when its manifest is complete, so a listed backup is always whole.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import shutil
 import tarfile
@@ -52,13 +51,6 @@ _FILES = {
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def list_backups(sysroot: Path, app: str) -> list[dict[str, Any]]:
@@ -188,7 +180,7 @@ def backup(
             "image": inst.spec.image,
             "spec_sha256": inst.state.get("spec_sha256"),
             "seconds": round(time.monotonic() - t0, 3),
-            "files": {out.name: {"sha256": _sha256(out), "size": out.stat().st_size}},
+            "files": {out.name: {"sha256": fsutil.sha256_file(out), "size": out.stat().st_size}},
         }
         fsutil.atomic_write_json(staging / "manifest.json", manifest, 0o600)
         os.replace(staging, root / bid)
@@ -249,7 +241,7 @@ def restore(
         )
     bdir = inst.paths.backups / chosen["id"]
     for fname, meta in chosen["files"].items():
-        if not (bdir / fname).is_file() or _sha256(bdir / fname) != meta["sha256"]:
+        if not (bdir / fname).is_file() or fsutil.sha256_file(bdir / fname) != meta["sha256"]:
             raise StoreError(
                 f"backup {chosen['id']} of {app}: {fname} does not match its manifest",
                 resolution="choose another backup (atoll app status shows them)",

@@ -177,13 +177,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None
     tar.addfile(info, io.BytesIO(data))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def image_config(
     r: ImageRecipe, suite: str, inputs: dict[str, object], diff_id: str, epoch: int
@@ -270,7 +263,7 @@ def build_image(
         work = Path(tmp)
         layer = work / "layer.tar"
         _rootfs(r, suite, mirror, epoch, layer, work)
-        diff_id = _sha256_file(layer)
+        diff_id = fsutil.sha256_file(layer)
         config = image_config(r, suite, inputs, diff_id, epoch)
         image_id = write_docker_archive(layer, diff_id, config, tag, out, epoch)
     return {

@@ -16,13 +16,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import atoll
 from atoll.boot import assets
+from atoll.compose.features import install_unit
 from atoll.core.run import run
 
 __all__ = ["PACKAGES", "install"]
@@ -69,13 +69,7 @@ def install(rootfs: Path) -> None:
     irfs = rootfs / "usr/share/initramfs-tools"
     _write(irfs / "scripts/local-bottom/atoll", assets.INITRAMFS_SCRIPT, 0o755)
     _write(irfs / "hooks/atoll", assets.INITRAMFS_HOOK, 0o755)
-    units = rootfs / "usr/lib/systemd/system"
-    _write(units / "atoll-boot-complete.service", assets.BOOT_COMPLETE_UNIT)
-    wants = units / "multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    link = wants / "atoll-boot-complete.service"
-    if not link.is_symlink():
-        os.symlink("../atoll-boot-complete.service", link)
+    install_unit(rootfs, "atoll-boot-complete.service", assets.BOOT_COMPLETE_UNIT)
     for kind in ("required.d", "wanted.d"):
         (rootfs / "usr/lib/atoll/health.d" / kind).mkdir(parents=True, exist_ok=True)
         (rootfs / "etc/atoll/health.d" / kind).mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ __all__ = [
     "SpecError",
     "StoreError",
     "ToolError",
+    "error_class",
 ]
 
 
@@ -116,3 +117,19 @@ class ToolError(AtollError):
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr
+
+
+def error_class(name: str) -> type[AtollError]:
+    """The error class named ``name`` (as ``AtollError.to_dict`` writes it), for errors
+    that crossed a process boundary. Classes whose constructor differs (SpecError,
+    ToolError) map to their nearest ancestor that takes ``brief, details, resolution``.
+    """
+    stack: list[type[AtollError]] = [AtollError]
+    while stack:
+        cls = stack.pop()
+        if cls.__name__ == name:
+            while cls.__init__ is not AtollError.__init__:
+                cls = cls.__bases__[0]
+            return cls
+        stack.extend(cls.__subclasses__())
+    return AtollError

@@ -7,6 +7,7 @@ the temp file is removed on error. Symlink swaps follow the same pattern.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ __all__ = [
     "fsync_dir",
     "open_atomic",
     "read_json",
+    "sha256_file",
 ]
 
 
@@ -72,6 +74,15 @@ def read_json(path: Path, default: Any = None) -> Any:
         return canonjson.loads(Path(path).read_bytes())
     except FileNotFoundError:
         return default
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's content, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_symlink(target: str, link: Path) -> None:

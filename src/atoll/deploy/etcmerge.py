@@ -20,7 +20,6 @@ default remains readable in ``/usr/etc``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atoll.core.errors import HostStateError
+from atoll.core.fsutil import sha256_file
 from atoll.store.repo import read_xattrs
 
 __all__ = ["MergePlan", "Sig", "apply_plan", "plan_merge", "scan"]
@@ -60,9 +60,7 @@ def scan(root: Path) -> dict[str, Sig]:
             elif stat.S_ISLNK(st.st_mode):
                 out[rel] = Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(p))
             elif stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as fh:
-                    digest = hashlib.sha256(fh.read()).hexdigest()
-                out[rel] = Sig("f", mode, st.st_uid, st.st_gid, digest)
+                out[rel] = Sig("f", mode, st.st_uid, st.st_gid, sha256_file(Path(p)))
         # symlinks to directories are listed in dirnames: do not descend into them
         dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
     return out

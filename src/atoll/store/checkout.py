@@ -11,6 +11,7 @@ corrupt object is refused before anything is created.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,6 @@ def verify_commit(repo: Repo, commit: str) -> None:
     objs = repo.reachable(commit, parents=False)
     files = sorted(oid for oid, kind in objs if kind == "file")
     bad: list[str] = []
-    import hashlib
-
     for oid, kind in objs:
         if kind != "file":
             try:

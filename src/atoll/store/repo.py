@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -166,8 +167,6 @@ class Repo:
 
     def write_meta_object(self, data: bytes, kind: str) -> str:
         """Store a dirtree or commit object; returns its id."""
-        import hashlib
-
         oid = hashlib.sha256(data).hexdigest()
         if self.has(oid, kind):
             return oid
