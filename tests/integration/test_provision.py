@@ -40,7 +40,7 @@ def test_apply_then_again_changes_nothing(host: tuple[Sysroot, Path], tmp_path: 
     sr, root = host
     cfg_path = site(tmp_path)
     cfg = load_host_config(cfg_path)
-    rec = apply_config(cfg, cfg_path, root, sr.root, with_apps=False)
+    rec = apply_config(cfg, cfg_path, root, sr.root, phases=("system",))
     assert "hostname set to db01" in rec["changes"]
     assert (root / "etc/hostname").read_text() == "db01\n"
     assert "127.0.1.1\tdb01" in (root / "etc/hosts").read_text()
@@ -66,7 +66,7 @@ def test_apply_then_again_changes_nothing(host: tuple[Sysroot, Path], tmp_path: 
     pol = AgentFiles(sr.root).policy()
     assert (pol.mode, pol.group, pol.windows) == ("stage", "db", ("Sat 02:00-04:00 Europe/Berlin",))
     before = snapshot(root)
-    rec2 = apply_config(cfg, cfg_path, root, sr.root, with_apps=False)
+    rec2 = apply_config(cfg, cfg_path, root, sr.root, phases=("system",))
     assert rec2["changes"] == []
     after = snapshot(root)
     after.pop("var/lib/atoll/provision/applied.json")
@@ -121,3 +121,34 @@ def test_seed_image_carries_the_config(tmp_path: Path) -> None:
     meta = subprocess.run(["mtype", "-i", str(out), "::meta-data"], capture_output=True,
                           text=True).stdout
     assert "local-hostname: db01" in meta
+
+
+def test_bake_writes_the_config_and_its_files_0600(host: tuple[Sysroot, Path],
+                                                  tmp_path: Path) -> None:
+    from atoll.provision.bake import bake_config
+
+    _, root = host
+    cfg = site(tmp_path)
+    written = bake_config(cfg, root)
+    assert written == ["etc/atoll/host-config.yaml", "etc/atoll/site/db-root-password"]
+    assert (root / "etc/atoll/host-config.yaml").read_bytes() == cfg.read_bytes()
+    for rel in written:
+        st = os.stat(root / rel)
+        assert (st.st_mode & 0o777, st.st_uid) == (0o600, 0)
+    assert os.stat(root / "etc/atoll/site").st_mode & 0o777 == 0o700
+    # the baked config is what first boot finds, and it is valid where it landed
+    assert load_host_config(root / "etc/atoll/host-config.yaml").hostname == "db01"
+
+
+def test_bake_refuses_a_bad_config_and_writes_nothing(host: tuple[Sysroot, Path],
+                                                     tmp_path: Path) -> None:
+    from atoll.provision.bake import bake_config
+
+    _, root = host
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hostname: DB_01\n")
+    before = snapshot(root)
+    with pytest.raises(SpecError) as exc:
+        bake_config(bad, root)
+    assert exc.value.problems[0].startswith(f"{bad}:1: hostname: Value error")
+    assert snapshot(root) == before

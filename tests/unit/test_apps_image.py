@@ -74,3 +74,20 @@ def test_inputs_and_recipes() -> None:
     assert {"mariadb-server", "mariadb-backup", "mariadb-client"} <= set(a["packages"])  # type: ignore[arg-type]
     with pytest.raises(InputError):
         recipe("postgres")
+
+
+def test_bundle_index_names_the_archive_of_each_tag(tmp_path: Path) -> None:
+    from atoll.apps.image import bundled_archive, write_bundle_index
+
+    layer = tmp_path / "layer.tar"
+    diff_id = _layer(layer)
+    config = image_config(recipe("mariadb"), "bookworm", image_inputs("mariadb", "bookworm"),
+                          diff_id, 1700000000)
+    bundle = tmp_path / "app-images"
+    bundle.mkdir()
+    write_docker_archive(layer, diff_id, config, "atoll/mariadb:bookworm",
+                         bundle / "mariadb.tar", 1700000000)
+    assert write_bundle_index(bundle) == {"atoll/mariadb:bookworm": "mariadb.tar"}
+    assert bundled_archive("atoll/mariadb:bookworm", bundle) == bundle / "mariadb.tar"
+    assert bundled_archive("atoll/mariadb:trixie", bundle) is None
+    assert bundled_archive("atoll/mariadb:bookworm", tmp_path / "none") is None

@@ -181,3 +181,28 @@ def test_docker_feature_enables_engine_and_app_units(tmp_path: Path) -> None:
     wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
     assert os.readlink(wants / "docker.service") == "/lib/systemd/system/docker.service"
     assert (wants / "atoll-apps.service").resolve().is_file()
+
+
+def test_missing_image_is_loaded_from_the_os_bundle(tmp_path: Path) -> None:
+    from atoll.apps.manager import ensure_image
+
+    bundle = tmp_path / "app-images"
+    bundle.mkdir()
+    (bundle / "mariadb.tar").write_bytes(b"archive")
+    (bundle / "index.json").write_text('{"atoll/mariadb:bookworm": "mariadb.tar"}')
+    rt = FakeRuntime(images=())
+    loaded: list[Path] = []
+
+    def load(archive: Path) -> list[str]:
+        loaded.append(archive)
+        rt.images.add("atoll/mariadb:bookworm")
+        return ["atoll/mariadb:bookworm"]
+
+    rt.load_image = load  # type: ignore[method-assign]
+    ensure_image(rt, "atoll/mariadb:bookworm", bundle)  # type: ignore[arg-type]
+    assert loaded == [bundle / "mariadb.tar"]
+    ensure_image(rt, "atoll/mariadb:bookworm", bundle)  # type: ignore[arg-type]
+    assert len(loaded) == 1  # present now: not loaded again
+    with pytest.raises(InputError, match="is not present") as exc:
+        ensure_image(FakeRuntime(images=()), "other:1", bundle)  # type: ignore[arg-type]
+    assert "app_images" in (exc.value.resolution or "")

@@ -208,3 +208,13 @@ def test_agent_decision_becomes_a_local_check() -> None:
     c = checks["atoll update decision"]
     assert c.state == 1 and "replication gate" in c.summary
     assert "apply requested (window)" in c.summary
+
+
+def test_refused_host_config_is_crit_with_its_problem() -> None:
+    problem = "/etc/atoll/host-config.yaml:4: users.0.ssh_authorized_keys: Value error, bad key"
+    f = parse_host_status(sample(provision={"result": "refused", "problems": [problem]}))
+    assert states(f)["atoll provisioning"] == CRIT
+    assert problem in text(f, "atoll provisioning")
+    f = parse_host_status(sample(provision={"result": "applied", "phases": ["system", "apps"]}))
+    assert states(f)["atoll provisioning"] == OK
+    assert "atoll provisioning" not in states(parse_host_status(sample()))

@@ -53,3 +53,13 @@ def test_example_treefiles_are_valid() -> None:
     root = Path(__file__).resolve().parents[2] / "examples"
     for name in ("base.yaml", "base-v2.yaml"):  # examples/site.yaml is a host config
         load_treefile(root / name)
+
+
+def test_app_images_need_docker_and_a_known_recipe() -> None:
+    text = "ref: a/b\nversion: '1'\nfeatures: [boot]\napp_images:\n  - mariadb\n"
+    assert _problems(text) == [
+        "t.yaml:4: app_images: Value error, needs the docker feature (features: [docker])"
+    ]
+    text = "ref: a/b\nversion: '1'\nfeatures: [docker]\napp_images: [mysql9]\n"
+    (problem,) = _problems(text)
+    assert problem.startswith("t.yaml:4: app_images: Value error, unknown app image 'mysql9'")

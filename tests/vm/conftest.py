@@ -15,6 +15,7 @@ import pytest
 from atoll.boot import state
 from atoll.boot.devsysroot import cached_repo, make_sysroot
 from atoll.boot.image import build_image
+from tests.vm.agent_fixtures import versions  # noqa: F401  (a fixture for the agent tests)
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,16 @@ from atoll.core.errors import InputError
 from atoll.core.run import require_tool, run
 
 __all__ = [
+    "BUNDLE_DIR",
     "IMAGES",
     "ImageRecipe",
     "build_image",
+    "bundled_archive",
     "default_tag",
     "image_config",
     "image_inputs",
     "recipe",
+    "write_bundle_index",
     "write_docker_archive",
 ]
 
@@ -234,6 +237,33 @@ def write_docker_archive(
         _add_bytes(tar, "manifest.json", json.dumps(manifest).encode(), epoch)
         _add_bytes(tar, "repositories", json.dumps({repo: {version: image_id}}).encode(), epoch)
     return image_id
+
+
+BUNDLE_DIR = Path("/usr/share/atoll/app-images")
+
+
+def write_bundle_index(directory: Path) -> dict[str, str]:
+    """Write ``index.json`` ({tag: archive file name}) for the archives in ``directory``."""
+    index: dict[str, str] = {}
+    for archive in sorted(Path(directory).glob("*.tar")):
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("manifest.json")
+            assert member is not None
+            for entry in json.load(member):
+                for tag in entry.get("RepoTags") or []:
+                    index[tag] = archive.name
+    fsutil.atomic_write_json(Path(directory) / "index.json", index, 0o644)
+    return index
+
+
+def bundled_archive(tag: str, directory: Path = BUNDLE_DIR) -> Path | None:
+    """The archive shipped in the OS image that holds ``tag``, if any."""
+    try:
+        index = json.loads((Path(directory) / "index.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    name = index.get(tag)
+    return Path(directory) / name if isinstance(name, str) else None
 
 
 def build_image(

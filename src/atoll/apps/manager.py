@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atoll.apps import image as appimage
 from atoll.apps import secrets as secretsmod
 from atoll.apps.paths import AppPaths, apps_root
 from atoll.apps.plan import (
@@ -44,6 +46,7 @@ from atoll.core.spec import load_spec_text
 
 __all__ = [
     "InstalledApp",
+    "ensure_image",
     "exec_sql",
     "install",
     "installed_apps",
@@ -57,6 +60,7 @@ __all__ = [
     "wait_ready",
 ]
 
+log = logging.getLogger("atoll.apps")
 CLIENT_ARGS = ["--defaults-extra-file=/run/secrets/mysql-client.cnf"]
 ROOT_ARGS = ["--defaults-extra-file=/run/secrets/root-client.cnf"]
 READY_TIMEOUT = 120.0
@@ -178,13 +182,7 @@ def install(
             f"a container named {container_name(app)} already exists",
             resolution="remove it (docker rm) or choose another app name",
         )
-    if not rt.image_exists(spec.image):
-        raise InputError(
-            f"image {spec.image} is not present",
-            resolution="build and load it: atoll app image build mariadb --suite bookworm "
-            "--out mariadb.tar && docker load -i mariadb.tar "
-            "(or pull it where a registry is reachable)",
-        )
+    ensure_image(rt, spec.image)
     _check_ports(spec)
 
     spec_sha = hashlib.sha256(text.encode()).hexdigest()
@@ -267,6 +265,28 @@ def install(
     return InstalledApp(app, paths, spec, state)
 
 
+def ensure_image(rt: Runtime, image: str, bundle_dir: Path = appimage.BUNDLE_DIR) -> None:
+    """Make sure ``image`` is in the runtime: load it from the OS image's bundle if needed.
+
+    Raises:
+        InputError: the image is neither present nor shipped in the OS image.
+    """
+    if rt.image_exists(image):
+        return
+    archive = appimage.bundled_archive(image, bundle_dir)
+    if archive is None:
+        raise InputError(
+            f"image {image} is not present",
+            resolution="ship it in the OS image (treefile app_images: [mariadb]), or build and "
+            "load it: atoll app image build mariadb --suite bookworm --out mariadb.tar && "
+            "docker load -i mariadb.tar (or pull it where a registry is reachable)",
+        )
+    log.info("loading %s from %s", image, archive)
+    rt.load_image(archive)
+    if not rt.image_exists(image):
+        raise InputError(f"image {image} is not in {archive} (the bundle's index is wrong)")
+
+
 def _mkdirs_undoable(path: Path, created: list[Path]) -> None:
     missing = []
     while not path.exists():
@@ -347,8 +367,9 @@ def exec_sql(
     sysroot: Path = Path("/"),
     runtime: Runtime | None = None,
     timeout: float = 60,
+    as_root: bool = False,
 ) -> str:
-    """Run ``sql`` as the monitoring user in the app's container; return its output.
+    """Run ``sql`` as the monitoring user (or root) in the app's container; return its output.
 
     The command is ``mysql --defaults-extra-file=/run/secrets/mysql-client.cnf -sN -e SQL``
     (tab-separated rows, no column names).
@@ -359,7 +380,8 @@ def exec_sql(
     """
     load_installed(sysroot, app)
     rt = _runtime(runtime)
-    res = rt.exec(container_name(app), ["mysql", *CLIENT_ARGS, "-sN", "-e", sql], timeout=timeout)
+    creds = ROOT_ARGS if as_root else CLIENT_ARGS
+    res = rt.exec(container_name(app), ["mysql", *creds, "-sN", "-e", sql], timeout=timeout)
     if res.exit_code != 0:
         raise RuntimeBackendError(
             f"app {app}: query failed (exit code {res.exit_code})",

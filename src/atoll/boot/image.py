@@ -22,6 +22,7 @@ import shutil
 import struct
 import tempfile
 import uuid as uuidlib
+from collections.abc import Callable
 from pathlib import Path
 
 from atoll.boot import grubcfg, state
@@ -278,11 +279,14 @@ def build_image_from_ref(
     fmt: str = "qcow2",
     size: str | int = "8G",
     firmware: str = "both",
+    customize: Callable[[Path], object] | None = None,
 ) -> dict[str, object]:
     """Deploy ``ref`` from ``repo`` into a fresh sysroot, then :func:`build_image` it.
 
     The sysroot is created next to ``out`` (``Sysroot.init(bootloader="grub")``
-    + ``Sysroot.deploy``) and removed afterwards.
+    + ``Sysroot.deploy``) and removed afterwards. ``customize`` is called with
+    the deployment's directory before the disk is written (e.g. to bake a
+    host config into its /etc).
 
     Raises:
         InputError: unknown ref, or bad image parameters.
@@ -298,6 +302,8 @@ def build_image_from_ref(
         sysroot = Sysroot(Path(tmp) / "sysroot")
         sysroot.init(bootloader="grub")
         dep = sysroot.deploy(ref, repo=Repo.open(Path(repo)))
+        if customize is not None:
+            customize(sysroot.root / "atoll" / "deploy" / dep.id)
         result = build_image(sysroot.root, out, fmt, size, firmware)
         result["deployment"] = dep.id
         return result

@@ -36,11 +36,19 @@ class VM:
     """One QEMU guest booted from ``image`` with its serial console in ``console``."""
 
     def __init__(self, image: Path, console: Path, firmware: str = "bios",
-                 memory: int = 1024, cpus: int = 2) -> None:
+                 memory: int = 1024, cpus: int = 2, *, net: bool = False,
+                 forwards: dict[int, int] | None = None, drives: tuple[Path, ...] = ()
+                 ) -> None:
+        """``net``: QEMU user networking (the host's 127.0.0.1 is 10.0.2.2 in the
+        guest); ``forwards``: {host port on 127.0.0.1: guest port} (implies net);
+        ``drives``: extra raw disks (e.g. a CIDATA seed), read-only."""
         if firmware not in ("bios", "uefi"):
             raise InputError(f"unknown firmware {firmware!r}", resolution="bios or uefi")
         self.image, self.console, self.firmware = image, console, firmware
         self.memory, self.cpus = memory, cpus
+        self.forwards = dict(forwards or {})
+        self.net = net or bool(self.forwards)
+        self.drives = drives
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
@@ -49,8 +57,10 @@ class VM:
         fmt = "qcow2" if self.image.read_bytes()[:4] == b"QFI\xfb" else "raw"
         argv = [qemu, "-accel", "tcg,thread=multi", "-smp", str(self.cpus),
                 "-m", str(self.memory), "-display", "none", "-monitor", "none",
-                "-serial", f"file:{self.console}", "-nic", "none",
+                "-serial", f"file:{self.console}", "-nic", self._nic(),
                 "-drive", f"file={self.image},if=virtio,format={fmt},cache=unsafe"]
+        for extra in self.drives:
+            argv += ["-drive", f"file={extra},if=virtio,format=raw,readonly=on"]
         if self.firmware == "uefi":
             vars_copy = self.console.with_suffix(".vars.fd")
             if not vars_copy.exists():
@@ -58,6 +68,12 @@ class VM:
             argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                      "-drive", f"if=pflash,format=raw,file={vars_copy}"]
         return argv
+
+    def _nic(self) -> str:
+        if not self.net:
+            return "none"
+        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in self.forwards.items())
+        return "user,model=virtio-net-pci" + fwd
 
     def start(self) -> VM:
         """Power on (the console file is truncated)."""

@@ -85,6 +85,13 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sql(args: argparse.Namespace) -> int:
+    out = apps.exec_sql(args.app, args.sql, sysroot=args.sysroot, as_root=args.root)
+    rows = [line.split("\t") for line in out.splitlines()]
+    emit(args, {"rows": rows}, out.rstrip("\n"))
+    return 0
+
+
 def _logs(args: argparse.Namespace) -> int:
     data = apps.logs(args.sysroot, args.app, tail=args.tail)
     sys.stdout.buffer.write(data)
@@ -211,6 +218,9 @@ def register(sub: Any, common: Common) -> None:
     )
     p = cmd("restore", _restore, "restore a backup (default: the newest)")
     p.add_argument("backup_id", nargs="?", help="the backup's id (see `atoll app status`)")
+    p = cmd("sql", _sql, "run SQL in a database app (as its monitoring user, or --root)")
+    p.add_argument("sql", help="the statement(s); rows are printed tab-separated")
+    p.add_argument("--root", action="store_true", help="as the database's root user")
     p = cmd("check", _check, "health check: the database accepts a write and reads it back")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for the database")
 

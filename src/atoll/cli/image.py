@@ -18,13 +18,28 @@ def _build(args: argparse.Namespace) -> int:
     if args.from_sysroot is not None:
         if args.ref is not None:
             raise InputError("give either a ref or --from-sysroot, not both")
+        if args.config is not None:
+            raise InputError("--config bakes into a fresh deployment: give a ref, not "
+                             "--from-sysroot", resolution="atoll host-config apply CONFIG "
+                             "--root SYSROOT/atoll/deploy/ID prepares a sysroot instead")
         result = build_image(args.from_sysroot, args.out, args.format, args.size, args.firmware)
     else:
         if args.ref is None or args.repo is None:
             raise InputError("atoll image build needs a ref and --repo (or --from-sysroot)",
                              resolution="atoll image build site/base --repo ./repo --out h.qcow2")
+        customize = None
+        if args.config is not None:
+            from atoll.provision.bake import bake_config
+            from atoll.provision.config import load_host_config
+
+            load_host_config(args.config)  # refuse a bad config before building anything
+            config = args.config
+
+            def customize(deploy_dir: Path) -> None:
+                bake_config(config, deploy_dir)
+
         result = build_image_from_ref(args.ref, args.repo, args.out, args.format, args.size,
-                                      args.firmware)
+                                      args.firmware, customize)
     emit(args, result, lambda: f"wrote {result['path']} ({result['format']}, "
                                f"{int(str(result['size'])) >> 20} MiB, {result['firmware']})")
     return 0
@@ -41,6 +56,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--from-sysroot", type=Path, default=None,
                    help="use a prepared sysroot directory instead of deploying a ref")
     p.add_argument("--out", type=Path, required=True, help="image file to write")
+    p.add_argument("--config", type=Path, default=None,
+                   help="host config to bake in (/etc/atoll/host-config.yaml, applied at "
+                        "first boot); validated first")
     p.add_argument("--format", choices=("raw", "qcow2"), default="qcow2")
     p.add_argument("--size", default="8G", help="virtual disk size (default 8G)")
     p.add_argument("--firmware", choices=("bios", "uefi", "both"), default="both",

@@ -21,18 +21,20 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_apply(args: argparse.Namespace) -> None:
-    from atoll.provision.apply import apply_config
+    from atoll.provision.apply import PHASES, apply_config
     from atoll.provision.config import load_host_config
     from atoll.provision.firstboot import first_boot
 
     root = args.root or args.sysroot
+    phases = tuple(p for p in PHASES if args.phase in (None, p) and not (args.no_apps and
+                                                                         p == "apps"))
     if args.first_boot:
-        out = first_boot(root, args.sysroot)
+        out = first_boot(root, args.sysroot, phases=phases)
     else:
         if args.config is None:
             raise InputError("give a host config file, or --first-boot")
         cfg = load_host_config(args.config)
-        out = apply_config(cfg, args.config, root, args.sysroot, with_apps=not args.no_apps)
+        out = apply_config(cfg, args.config, root, args.sysroot, phases=phases)
     changes = out.get("changes", [])
     emit(args, out, lambda: "\n".join(changes) if changes else
          f"nothing to change ({out.get('result', 'applied')})")
@@ -59,6 +61,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     s.add_argument("--first-boot", action="store_true",
                    help="find the config (seed device, else baked) and apply it once")
     s.add_argument("--no-apps", action="store_true", help="do not install apps")
+    s.add_argument("--phase", choices=("system", "apps"), default=None,
+                   help="only this phase (first boot runs system before the network, "
+                        "apps after Docker)")
     common(s)
     s.set_defaults(handler=cmd_apply)
     s = sub.add_parser("provision", help="write a NoCloud-style seed image carrying a config")

@@ -88,6 +88,21 @@ def _add_files(tf: Treefile, base: Path, root: Path) -> None:
         os.chown(dest, 0, 0)
 
 
+def _add_app_images(tf: Treefile, root: Path) -> None:
+    """Build the treefile's app images into /usr/share/atoll/app-images (+ index.json)."""
+    if not tf.app_images:
+        return
+    from atoll.apps.image import BUNDLE_DIR, build_image, write_bundle_index
+
+    dest = root / BUNDLE_DIR.relative_to("/")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in tf.app_images:
+        log.info("compose: app image %s (%s)", name, tf.suite)
+        build_image(name, suite=tf.suite, out=dest / f"{name}.tar", mirror=tf.mirror,
+                    epoch=tf.source_date_epoch)
+    write_bundle_index(dest)
+
+
 def compose(tf: Treefile, base: Path, repo: Repo, *, ref: str | None = None) -> ComposeResult:
     """Compose ``tf`` and commit it on ``ref`` (default: the treefile's ref).
 
@@ -109,6 +124,7 @@ def compose(tf: Treefile, base: Path, repo: Repo, *, ref: str | None = None) -> 
             log.info("compose %s: feature %s", ref, name)
             features.get(name).install(root)
         _add_files(tf, base, root)
+        _add_app_images(tf, root)
         manifest = read_manifest(root)
         to_atoll_layout(root)
         log.info("compose %s: committing %d packages", ref, len(manifest))

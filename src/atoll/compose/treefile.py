@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from atoll.core import canonjson
 from atoll.core.errors import InputError
@@ -84,6 +84,11 @@ class Treefile(Spec):
         default_factory=list, description="image features (boot, docker...)"
     )
     files: list[FileSpec] = Field(default_factory=list)
+    app_images: list[str] = Field(
+        default_factory=list,
+        description="app images built from the suite's packages and shipped in the image "
+        "(/usr/share/atoll/app-images), for hosts with no registry; needs the docker feature",
+    )
     source_date_epoch: int = Field(1700000000, ge=0, description="timestamp for reproducibility")
     subject: str = ""
 
@@ -93,6 +98,18 @@ class Treefile(Spec):
         for p in v:
             if not _PKG_RE.match(p):
                 raise ValueError(f"{p!r} is not a Debian package name")
+        return v
+
+    @field_validator("app_images")
+    @classmethod
+    def _app_images(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from atoll.apps.image import IMAGES  # the apps layer knows the recipes
+
+        for name in v:
+            if name not in IMAGES:
+                raise ValueError(f"unknown app image {name!r} (known: {', '.join(sorted(IMAGES))})")
+        if v and "docker" not in info.data.get("features", []):
+            raise ValueError("needs the docker feature (features: [docker])")
         return v
 
     @field_validator("mirror", "security_mirror")

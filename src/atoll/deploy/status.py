@@ -84,7 +84,17 @@ def host_status(sysroot: Path) -> dict[str, Any]:
         "backups": _backups(Path(sysroot)),
         "staged": staged.to_json() if staged else None,
         "agent": _agent(sr),
+        "provision": _provision(Path(sysroot)),
     }
+
+
+def _provision(sysroot: Path) -> dict[str, Any] | None:
+    """The first-boot host config's outcome (what ``atoll host-config apply`` recorded)."""
+    rec = read_json(sysroot / "var/lib/atoll/provision/applied.json")
+    if not isinstance(rec, dict):
+        return None
+    return {k: rec.get(k) for k in ("result", "time", "config_sha256", "phases", "problems",
+                                    "error") if rec.get(k) is not None}
 
 
 def _update(raw: dict[str, Any] | None, roles: dict[str, dict[str, Any] | None],

@@ -120,6 +120,9 @@ class HostFacts:
     decision_action: str | None = None
     decision_reason: str = ""
     apply_request: str | None = None
+    # the first-boot host config: applied | refused | failed, and why (None: never run)
+    provision_result: str | None = None
+    provision_problem: str = ""
 
     @classmethod
     def unknown(cls, error: str) -> HostFacts:
@@ -235,6 +238,8 @@ def parse_host_status(data: Any) -> HostFacts:
         agent = _mapping(data.get("agent"))
         decision = _mapping(agent.get("last_decision"))
         request = _mapping(agent.get("request"))
+        prov = _mapping(data.get("provision"))
+        problems = prov.get("problems") or ([prov["error"]] if prov.get("error") else [])
         return HostFacts(
             available=True,
             booted=_deployment(data.get("booted"), "booted"),
@@ -249,6 +254,8 @@ def parse_host_status(data: Any) -> HostFacts:
             decision_reason=_str(decision.get("reason")),
             apply_request=(_str(request.get("kind")) + (f" at {request['at']}" if
                            request.get("at") else "")) if request else None,
+            provision_result=_str(prov.get("result")) or None,
+            provision_problem=_str(problems[0]) if problems else "",
         )
     except (ValueError, TypeError) as exc:
         return HostFacts.unknown(f"malformed host status: {exc}")

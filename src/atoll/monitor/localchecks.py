@@ -206,6 +206,17 @@ def _decision_check(facts: HostFacts) -> LocalCheck | None:
     return LocalCheck(WARN if failed else OK, "atoll update decision", text)
 
 
+def _provision_check(facts: HostFacts) -> LocalCheck | None:
+    """The first-boot host config: CRIT when it was refused or failed."""
+    if facts.provision_result is None:
+        return None
+    name = "atoll provisioning"
+    if facts.provision_result == "applied":
+        return LocalCheck(OK, name, "host config applied")
+    return LocalCheck(CRIT, name, f"host config {facts.provision_result}: "
+                                  f"{facts.provision_problem or 'see applied.json'}")
+
+
 def host_checks(
     facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy | None = None
 ) -> list[LocalCheck]:
@@ -220,9 +231,7 @@ def host_checks(
     ]
     if facts.available:
         checks += _backup_checks(facts, now)
-        decision = _decision_check(facts)
-        if decision is not None:
-            checks.append(decision)
+        checks += [c for c in (_decision_check(facts), _provision_check(facts)) if c is not None]
     return checks
 
 

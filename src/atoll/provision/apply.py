@@ -38,7 +38,7 @@ from atoll.core.fsutil import atomic_symlink, atomic_write, atomic_write_json, r
 from atoll.core.run import run
 from atoll.provision.config import HostConfig
 
-__all__ = ["RECORD", "apply_config", "config_sha256"]
+__all__ = ["PHASES", "RECORD", "apply_config", "config_sha256"]
 
 log = logging.getLogger("atoll.provision")
 RECORD = "var/lib/atoll/provision/applied.json"
@@ -138,6 +138,16 @@ def _users(cfg: HostConfig, root: Path) -> list[str]:
         if _ensure(ssh / "authorized_keys", keys, 0o600):
             os.chown(ssh / "authorized_keys", uid, gid)
             out.append(f"user {user.name}: {len(user.ssh_authorized_keys)} SSH key(s)")
+        sudoers = root / "etc/sudoers.d" / f"90-atoll-{user.name}"
+        if user.sudo:
+            if not (root / "usr/bin/sudo").exists():
+                raise HostStateError(f"user {user.name}: sudo: true, but sudo is not installed",
+                                     resolution="add the sudo package to the treefile")
+            if _ensure(sudoers, f"{user.name} ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440):
+                out.append(f"user {user.name}: sudo")
+        elif sudoers.exists():
+            sudoers.unlink()
+            out.append(f"user {user.name}: sudo removed")
     return out
 
 
@@ -227,9 +237,16 @@ def _apps(cfg: HostConfig, base: Path, sysroot: Path) -> list[str]:
 Step = Callable[[], list[str]]
 
 
+PHASES = ("system", "apps")
+
+
 def apply_config(cfg: HostConfig, config_path: Path, root: Path, sysroot: Path,
-                 *, with_apps: bool = True) -> dict[str, Any]:
+                 *, phases: tuple[str, ...] = PHASES) -> dict[str, Any]:
     """Apply ``cfg`` (read from ``config_path``); returns the record written.
+
+    ``phases``: "system" (everything but the apps: quick, before the network
+    and sshd start) and/or "apps" (needs Docker; may load images and
+    initialise databases, minutes on a slow machine).
 
     Raises:
         HostStateError, ToolError, RuntimeBackendError: a step failed; the record
@@ -237,20 +254,23 @@ def apply_config(cfg: HostConfig, config_path: Path, root: Path, sysroot: Path,
     """
     base = Path(config_path).parent
     root, sysroot = Path(root), Path(sysroot)
-    steps: list[tuple[str, Step]] = [
-        ("hostname", lambda: _hostname(cfg, root)),
-        ("time", lambda: _timezone(cfg, root)),
-        ("users", lambda: _users(cfg, root)),
-        ("network", lambda: _network(cfg, root)),
-        ("tuning", lambda: _tuning(cfg, root)),
-        ("updates", lambda: _updates(cfg, base, sysroot)),
-    ]
-    if with_apps:
+    steps: list[tuple[str, Step]] = []
+    if "system" in phases:
+        steps += [
+            ("hostname", lambda: _hostname(cfg, root)),
+            ("time", lambda: _timezone(cfg, root)),
+            ("users", lambda: _users(cfg, root)),
+            ("network", lambda: _network(cfg, root)),
+            ("tuning", lambda: _tuning(cfg, root)),
+            ("updates", lambda: _updates(cfg, base, sysroot)),
+        ]
+    if "apps" in phases:
         steps.append(("apps", lambda: _apps(cfg, base, sysroot)))
     changes: list[str] = []
     record: dict[str, Any] = {
         "config": str(config_path), "config_sha256": config_sha256(config_path),
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "result": "applied",
+        "phases": list(phases),
     }
     try:
         for name, fn in steps:

@@ -50,6 +50,8 @@ class User(Spec):
     ssh_authorized_keys: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
     shell: str = "/bin/bash"
+    sudo: bool = Field(False, description="may run any command as root without a password "
+                       "(the user has none: SSH keys only); needs the sudo package")
 
     @field_validator("name")
     @classmethod

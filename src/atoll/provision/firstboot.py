@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from atoll.core.errors import SpecError
-from atoll.core.fsutil import atomic_write, atomic_write_json
+from atoll.core.fsutil import atomic_write, atomic_write_json, read_json
 from atoll.core.run import run
-from atoll.provision.apply import RECORD, apply_config, config_sha256
+from atoll.provision.apply import PHASES, RECORD, apply_config, config_sha256
 from atoll.provision.config import load_host_config
 
 __all__ = ["BAKED", "find_seed_device", "first_boot"]
@@ -55,28 +55,39 @@ def _copy_seed(device: Path, dest: Path) -> Path:
     return dest / "host-config.yaml"
 
 
-def first_boot(root: Path, sysroot: Path, *, seed_dir: Path | None = None) -> dict[str, Any]:
-    """Apply the first-boot config once.
+def _find_config(root: Path, state: Path, seed_dir: Path | None, phases: tuple[str, ...]
+                 ) -> Path | None:
+    if seed_dir is not None:
+        return seed_dir / "host-config.yaml"
+    if Path(root).resolve() == Path("/"):
+        if "system" in phases:  # the first phase reads the seed device; later ones its copy
+            dev = find_seed_device()
+            if dev is not None:
+                log.info("host-config: seed found on %s", dev)
+                return _copy_seed(dev, state / "seed")
+        if (state / "seed/host-config.yaml").is_file():
+            return state / "seed/host-config.yaml"
+    if (Path(root) / BAKED).is_file():
+        return Path(root) / BAKED
+    return None
+
+
+def first_boot(root: Path, sysroot: Path, *, seed_dir: Path | None = None,
+               phases: tuple[str, ...] = PHASES) -> dict[str, Any]:
+    """Apply the first-boot config once (the given phases of it).
 
     Args:
         seed_dir: a directory laid out like a seed's ``atoll/`` (tests); without it
             the seed device is looked for (on a real host).
+        phases: "system" runs before the network; "apps" after Docker. ``done``
+            is written when the last phase succeeded.
 
     Raises:
         SpecError: the config is invalid (recorded; nothing applied).
     """
     state = Path(root) / STATE
     state.mkdir(parents=True, exist_ok=True)
-    config: Path | None = None
-    if seed_dir is not None:
-        config = seed_dir / "host-config.yaml"
-    elif Path(root).resolve() == Path("/"):
-        dev = find_seed_device()
-        if dev is not None:
-            log.info("host-config: seed found on %s", dev)
-            config = _copy_seed(dev, state / "seed")
-    if config is None and (Path(root) / BAKED).is_file():
-        config = Path(root) / BAKED
+    config = _find_config(root, state, seed_dir, phases)
     if config is None:
         log.info("host-config: no seed and no baked config: nothing to apply")
         return {"result": "none"}
@@ -93,6 +104,14 @@ def first_boot(root: Path, sysroot: Path, *, seed_dir: Path | None = None) -> di
         for problem in exc.problems:
             log.error("host-config refused: %s", problem)
         raise
-    record = apply_config(cfg, config, root, sysroot)
-    atomic_write(state / "done", sha.encode() + b"\n")
+    earlier = read_json(Path(root) / RECORD) or {}
+    record = apply_config(cfg, config, root, sysroot, phases=phases)
+    if phases[0] != PHASES[0] and earlier.get("config_sha256") == sha \
+            and earlier.get("result") == "applied":
+        # this phase continues an earlier one: keep one record of the whole apply
+        record["phases"] = [*earlier.get("phases", []), *record["phases"]]
+        record["changes"] = [*earlier.get("changes", []), *record["changes"]]
+        atomic_write_json(Path(root) / RECORD, record)
+    if phases[-1] == PHASES[-1]:
+        atomic_write(state / "done", sha.encode() + b"\n")
     return record

@@ -5,7 +5,7 @@ Layout of the filesystem (label ``CIDATA``, vfat, as cloud-init's NoCloud reads 
     meta-data                 instance-id (the config's sha256), local-hostname
     user-data                 #cloud-config with the hostname (for cloud-init users)
     atoll/host-config.yaml    the host config, as validated
-    atoll/files/...           every file it names (secrets, root.json), same relative paths
+    atoll/<path>              every file it names (secrets, root.json), same relative paths
 
 The image is built without mounting anything (mkfs.vfat + mtools), so it works
 where vfat cannot be mounted. At first boot the ``provision`` unit finds the
