@@ -1,58 +1,163 @@
 #!/bin/bash
-# atoll quickstart: compose v1, deploy it into a scratch sysroot, compose v2 with a
-# changed package set, deploy it, show status and the package diff, roll back.
+# atoll quickstart: the whole life of a customer database server, on this machine.
+#
+#   compose v1 -> sign and publish it -> write a host config -> build a disk image
+#   with the config baked in -> power it on in QEMU (first boot provisions it and
+#   starts MariaDB) -> the database answers, the Checkmk agent answers -> compose
+#   and publish v2 -> the host downloads and stages it -> the "customer" applies
+#   it -> it reboots into v2 with the data intact.
+#
 # Installs what it needs first (apt packages, a venv). Run as root on Debian 12.
+# Everything is in $ATOLL_QUICKSTART_DIR (default /var/tmp/atoll-quickstart).
+# QEMU runs under TCG here (no KVM): boots take minutes, not seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 WORK=${ATOLL_QUICKSTART_DIR:-/var/tmp/atoll-quickstart}
-rm -rf "$WORK"
-mkdir -p "$WORK"
-REPO=$WORK/repo HOST=$WORK/host
-T0=$(date +%s.%N)
+REPO=$WORK/repo WWW=$WORK/www KEYS=$WORK/keys SITE=$WORK/site CONSOLE=$WORK/console.log
 
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+[ -f "$WORK/qemu.pid" ] && kill "$(cat "$WORK/qemu.pid")" 2>/dev/null || true
+rm -rf "$WORK"
+mkdir -p "$WORK" "$SITE/site"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HTTP_PORT=$(free_port) SSH_PORT=$(free_port) CMK_PORT=$(free_port)
+
+T0=$(date +%s.%N)
+TIMINGS=()
 step() {
     printf '\n\033[1m==> %s\033[0m\n' "$*"
-    STEP_T=$(date +%s.%N)
+    STEP_NAME=$1 STEP_T=$(date +%s.%N)
 }
-took() { printf '    (%.1f s)\n' "$(echo "$(date +%s.%N) - $STEP_T" | bc)"; }
+took() {
+    local s
+    s=$(printf '%.1f' "$(echo "$(date +%s.%N) - $STEP_T" | bc)")
+    printf '    (%s s)\n' "$s"
+    TIMINGS+=("$(printf '%7s s  %s' "$s" "$STEP_NAME")")
+}
+die() { echo "quickstart: $*" >&2; tail -n 30 "$CONSOLE" >&2 2>/dev/null || true; exit 1; }
+# Run a command on the host over SSH with the site's key, as Ansible or an operator would.
+on_host() {
+    ssh -i "$SITE/id_ed25519" -p "$SSH_PORT" -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=10 \
+        ops@127.0.0.1 "$@"
+}
+# Wait until the guest has printed its Nth boot status line (boot-complete's marker).
+wait_boot() {
+    local n=$1 limit=$2 start=$SECONDS
+    until [ "$(grep -ac 'ATOLL-BOOT-STATUS ' "$CONSOLE" 2>/dev/null || true)" -ge "$n" ]; do
+        kill -0 "${PIDS[-1]}" 2>/dev/null || die "QEMU exited"
+        [ $((SECONDS - start)) -lt "$limit" ] || die "no boot status after ${limit}s"
+        sleep 3
+    done
+}
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-step "compose v1 from examples/base.yaml (Debian bookworm minbase + security updates)"
-atoll compose examples/base.yaml --repo "$REPO"; took
-V1=$(atoll store refs --repo "$REPO" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["quickstart/base"])')
+step "compose v1 from examples/db-host.yaml (bookworm + kernel + Docker + the MariaDB image + agents)"
+atoll compose examples/db-host.yaml --repo "$REPO"; took
+V1=$(atoll store refs --repo "$REPO" --json | json 'd["site/db"]')
 
-step "create an empty sysroot and deploy v1 into it"
-atoll --sysroot "$HOST" init
-atoll --sysroot "$HOST" deploy quickstart/base --repo "$REPO"; took
-# A real host records what it booted from the kernel command line; simulate the boot here.
-mkdir -p "$HOST/run/atoll"
-atoll --sysroot "$HOST" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending"]["id"])' > "$HOST/run/atoll/booted"
-echo "    (simulated boot of v1)"
+step "sign and publish v1 (TUF; the root key stays offline in $KEYS/root)"
+atoll keys init "$KEYS" --to "$WWW"
+atoll publish site/db --repo "$REPO" --to "$WWW" --keys "$KEYS"
+python3 -m http.server --bind 127.0.0.1 --directory "$WWW" "$HTTP_PORT" >"$WORK/http.log" 2>&1 &
+PIDS+=($!)
+echo "    update server: http://127.0.0.1:$HTTP_PORT/ (the VM reaches it as 10.0.2.2)"; took
 
-step "make a local change in the host's /etc (it must survive the update)"
-DEP=$(cat "$HOST/run/atoll/booted")
-echo "db01" > "$HOST/atoll/deploy/$DEP/etc/hostname"
-echo "    /etc/hostname := db01"
+step "write the host config: hostname, an SSH-key user, the database, updates, Checkmk"
+ssh-keygen -q -t ed25519 -N '' -C ops@quickstart -f "$SITE/id_ed25519"
+head -c 32 /dev/urandom | base64 >"$SITE/site/db-root-password"
+chmod 600 "$SITE/site/db-root-password"
+cp "$WWW/metadata/root.json" "$SITE/site/root.json"
+cat >"$SITE/site.yaml" <<EOF
+hostname: db01
+timezone: Europe/Berlin
+users:
+  - name: ops
+    sudo: true
+    ssh_authorized_keys: ["$(cat "$SITE/id_ed25519.pub")"]
+apps:
+  - name: mariadb
+    secrets: {root-password: site/db-root-password}
+updates:
+  remote: {name: origin, url: "http://10.0.2.2:$HTTP_PORT/", root: site/root.json, channel: site/db}
+  policy: {mode: stage, check_interval_s: 30, jitter_s: 5}
+checkmk:
+  only_from: [10.0.2.2, 127.0.0.1]
+sysctl:
+  vm.swappiness: 1
+EOF
+atoll host-config validate "$SITE/site.yaml"; took
 
-step "compose v2 from examples/base-v2.yaml (adds netcat-openbsd, changes /etc/motd)"
-atoll compose examples/base-v2.yaml --repo "$REPO"; took
+step "build the host image with the config baked in"
+atoll image build site/db --repo "$REPO" --config "$SITE/site.yaml" \
+    --out "$WORK/db01.qcow2" --size 8G --firmware bios; took
 
-step "package diff v1 -> v2"
-atoll store diff "$V1" quickstart/base --repo "$REPO"
+step "power on db01 (QEMU): first boot provisions it, loads the DB image, initialises MariaDB"
+qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 3072 -display none -monitor none \
+    -serial "file:$CONSOLE" \
+    -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22,hostfwd=tcp:127.0.0.1:$CMK_PORT-:6556" \
+    -drive "file=$WORK/db01.qcow2,if=virtio,format=qcow2,cache=unsafe" &
+PIDS+=($!)
+echo "${PIDS[-1]}" >"$WORK/qemu.pid"
+echo "    console: $CONSOLE; ssh: ssh -i $SITE/id_ed25519 -p $SSH_PORT ops@127.0.0.1"
+wait_boot 1 1800
+grep -a 'ATOLL-BOOT-COMPLETE ' "$CONSOLE" | tail -n 1 | sed 's/.*ATOLL-BOOT-COMPLETE /    boot-complete: /' | cut -c1-160
+took
 
-step "deploy v2 (the next boot; v1 stays as rollback)"
-atoll --sysroot "$HOST" deploy quickstart/base --repo "$REPO"; took
-atoll --sysroot "$HOST" status
-NEXT=$(atoll --sysroot "$HOST" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending"]["id"])')
-echo "    v2's /etc/hostname: $(cat "$HOST/atoll/deploy/$NEXT/etc/hostname") (local change kept)"
-echo "    v2's /etc/motd:     $(cat "$HOST/atoll/deploy/$NEXT/etc/motd") (new image default)"
+step "the database answers a query from this machine (over SSH, with the site's key)"
+on_host hostname
+on_host "sudo atoll app sql mariadb --root 'SELECT VERSION()'"
+on_host "sudo atoll app sql mariadb --root \"CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, item TEXT); INSERT INTO shop.orders SELECT seq, CONCAT('item-', seq) FROM seq_1_to_1000\""
+echo "    shop.orders rows: $(on_host "sudo atoll app sql mariadb --root 'SELECT COUNT(*) FROM shop.orders'")"
+took
 
-step "roll back: v1 boots next again"
-atoll --sysroot "$HOST" rollback
-atoll --sysroot "$HOST" status
+step "the Checkmk agent answers on its port (TCP 6556, forwarded to 127.0.0.1:$CMK_PORT)"
+timeout 60 bash -c "cat </dev/tcp/127.0.0.1/$CMK_PORT" >"$WORK/checkmk.txt"
+echo "    $(grep -c '^<<<' "$WORK/checkmk.txt") sections, e.g. $(grep -o '^<<<[a-z_]*' "$WORK/checkmk.txt" | head -n 8 | tr -d '<' | tr '\n' ' ')"
+grep -a '"atoll ' "$WORK/checkmk.txt" | sed 's/^/    /'
+took
 
-step "verify the host's store"
-atoll store fsck --repo "$HOST/atoll/repo"; took
+step "compose v2 (adds htop) and publish it"
+atoll compose examples/db-host-v2.yaml --repo "$REPO"
+atoll publish site/db --repo "$REPO" --to "$WWW" --keys "$KEYS"
+V2=$(atoll store refs --repo "$REPO" --json | json 'd["site/db"]'); took
 
-printf '\nquickstart done in %.0f s; everything is in %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$WORK"
+step "the host's agent downloads v2 (a delta) and stages it; nothing reboots (policy: stage)"
+start=$SECONDS
+until [ "$(on_host 'sudo atoll --json status' | json '(d.get("update") or {}).get("state")')" = staged ]; do
+    [ $((SECONDS - start)) -lt 1200 ] || die "v2 not staged after 1200 s"
+    sleep 10
+done
+on_host "sudo atoll update check" | sed 's/^/    /' || true
+took
+
+step "the customer applies it when it suits them: atoll update apply --reboot"
+on_host "sudo atoll update apply --reboot" || true  # the connection drops as it reboots
+wait_boot 2 1200
+booted=$(on_host 'sudo atoll --json status' | json 'd["booted"]["commit"]')
+[ "$booted" = "$V2" ] || die "booted $booted, expected v2 $V2"
+took
+
+step "v2 runs, marked good; the data is intact"
+on_host "sudo atoll status" | sed 's/^/    /'
+rows=$(on_host "sudo atoll app sql mariadb --root 'SELECT COUNT(*) FROM shop.orders'")
+[ "$rows" = 1000 ] || die "shop.orders has $rows rows, expected 1000"
+echo "    shop.orders rows: $rows; htop: $(on_host 'command -v htop')"
+took
+
+step "power off"
+on_host "sudo systemctl poweroff" || true
+for _ in $(seq 60); do kill -0 "${PIDS[-1]}" 2>/dev/null || break; sleep 2; done
+took
+
+printf '\n\033[1mquickstart done in %.0f s\033[0m (v1 %s -> v2 %s); everything is in %s\n' \
+    "$(echo "$(date +%s.%N) - $T0" | bc)" "${V1:0:12}" "${V2:0:12}" "$WORK"
+printf '%s\n' "${TIMINGS[@]}"

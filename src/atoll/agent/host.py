@@ -36,7 +36,9 @@ Rebooter = Callable[[Path], None]
 
 def default_reboot(sysroot: Path) -> None:
     if Path(sysroot).resolve() == Path("/"):
-        run(["systemctl", "reboot"], what="reboot")
+        # --no-block: a blocking systemctl is killed with atolld when the reboot stops
+        # the service, and the agent would record a successful apply as failed
+        run(["systemctl", "reboot", "--no-block"], what="reboot")
     else:
         log.info("reboot requested (sysroot %s is not /: not rebooting this machine)", sysroot)
 

@@ -37,7 +37,10 @@ def _register() -> None:
         Feature(
             name="docker",
             install=install_docker_feature,
-            packages=("docker.io",),
+            # apparmor: Docker confines every container with its docker-default
+            # profile when the kernel has AppArmor on (Debian's does), and refuses
+            # to start containers if it cannot load that profile
+            packages=("docker.io", "apparmor"),
             description="Docker Engine (docker.io) and atoll's app units",
         )
     )

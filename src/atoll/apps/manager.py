@@ -138,11 +138,15 @@ def _resolve_spec(app: str, spec_file: Path | None) -> tuple[AppSpec, str]:
 
 
 def _health_dropin_text(app: str) -> str:
+    # The `atoll` command of this host (on an image: /usr/bin/atoll, the agent's
+    # wrapper with its own dependencies; boot-complete runs checks with the
+    # system Python, which has only atoll's stdlib-only modules).
+    atoll = shutil.which("atoll") or f"{sys.executable} -m atoll.cli"
     return (
         "#!/bin/sh\n"
         f"# atoll: the database of app {app} accepts a write and reads it back.\n"
         f"# Installed by `atoll app install {app}`; removed by `atoll app remove {app}`.\n"
-        f'exec {sys.executable} -m atoll.cli --sysroot "${{ATOLL_SYSROOT:-/}}" '
+        f'exec {atoll} --sysroot "${{ATOLL_SYSROOT:-/}}" '
         f"app check {app} --timeout {DROPIN_TIMEOUT}\n"
     )
 

@@ -59,7 +59,13 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_rollback(args: argparse.Namespace) -> None:
     order = Sysroot(args.sysroot).rollback()
     emit(args, [d.to_json() for d in order],
-         f"next boot: {order[0].id} (version {order[0].version})")
+         f"next boot: {order[0].id} (version {order[0].version})"
+         + ("; rebooting" if args.reboot else ""))
+    if args.reboot:
+        from atoll.core.run import run
+
+        # apps are stopped cleanly by their unit on the way down
+        run(["systemctl", "reboot"], what="reboot")
 
 
 def cmd_undeploy(args: argparse.Namespace) -> None:
@@ -91,7 +97,8 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp.add_argument("rev", help="ref or commit id (prefix of >= 8 hex digits)")
     sp.add_argument("--repo", type=Path, help="import from this repo (default: the sysroot's)")
     add("status", cmd_status, "booted, pending and rollback deployments")
-    add("rollback", cmd_rollback, "make the previous deployment the next boot")
+    sp = add("rollback", cmd_rollback, "make the previous deployment the next boot")
+    sp.add_argument("--reboot", action="store_true", help="reboot into it now")
     sp = add("undeploy", cmd_undeploy, "remove deployment N (see status)")
     sp.add_argument("index", type=int)
     sp = add("pin", cmd_pin, "keep deployment N whatever is deployed later")

@@ -204,10 +204,17 @@ def _updates(cfg: HostConfig, base: Path, sysroot: Path) -> list[str]:
     if remote is not None:
         from atoll.repo.client import add_remote
 
-        current = read_json(Path(sysroot) / "atoll/state/remotes" / remote.name / "remote.json")
-        if not current or current.get("url") != remote.url:
-            add_remote(sysroot, remote.name, remote.url, base / remote.root)
-            out.append(f"update remote {remote.name}: {remote.url}")
+        path = Path(sysroot) / "atoll/state/remotes" / remote.name / "remote.json"
+        current = read_json(path)
+        url = remote.url.rstrip("/") + "/"
+        if not current:
+            add_remote(sysroot, remote.name, url, base / remote.root, remote.channel)
+            out.append(f"update remote {remote.name}: {url}")
+        elif (current.get("url"), current.get("channel")) != (url, remote.channel):
+            # a moved server or another channel: the trusted metadata (the chain
+            # of trust since the first root) is kept; only where to fetch changes
+            atomic_write_json(path, current | {"url": url, "channel": remote.channel})
+            out.append(f"update remote {remote.name}: now {url}")
     if cfg.updates.policy:
         files = AgentFiles(sysroot)
         want = Policy.from_json({"remote": remote.name if remote else "origin",

@@ -102,6 +102,8 @@ class Remote(Spec):
     name: str = "origin"
     url: str
     root: str = Field(description="path of the update repository's root.json")
+    channel: str | None = Field(None, description="channel to follow (default: the only one "
+                                "the repository serves)")
 
 
 class Updates(Spec):
