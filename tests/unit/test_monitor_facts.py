@@ -151,8 +151,9 @@ def test_etc_conflicts_warn() -> None:
 
 @pytest.mark.parametrize(("expires", "state"), [
     ("2026-12-24T00:00:00Z", OK),
-    ("2026-11-28T00:00:00Z", WARN),
-    ("2026-11-26T20:00:00Z", CRIT),
+    ("2026-11-27T11:00:00Z", OK),  # a fresh 1-day timestamp: 23 h left
+    ("2026-11-26T20:00:00Z", WARN),
+    ("2026-11-26T13:00:00Z", CRIT),
     ("2026-11-20T00:00:00Z", CRIT),
 ])
 def test_metadata_expiry(expires: str, state: int) -> None:

@@ -38,8 +38,12 @@ class LocalCheckPolicy:
     """Thresholds of the local checks (seconds)."""
 
     update_pending_warn_s: int = 14 * 86400
-    metadata_expiry_warn_s: int = 3 * 86400
-    metadata_expiry_crit_s: int = 86400
+    # The earliest expiry of the host's timestamp/snapshot/targets: the timestamp
+    # role lives 1 day by default and every check fetches a fresh one, so a
+    # healthy host sees 12-24 h left. Less means checks (or the publisher's
+    # re-signing) stopped; at 0 the host refuses updates (freeze protection).
+    metadata_expiry_warn_s: int = 12 * 3600
+    metadata_expiry_crit_s: int = 2 * 3600
 
 
 @dataclass(frozen=True)
