@@ -79,7 +79,7 @@ class VM:
         """Power on (the console file is truncated)."""
         self.console.write_bytes(b"")
         self.started = time.monotonic()
-        self.proc = spawn(self.argv())
+        self.proc = spawn(self.argv(), die_with_parent=True)
         return self
 
     def text(self) -> str:

@@ -127,10 +127,24 @@ def spawn(
     stdout: IO[bytes] | int | None = subprocess.DEVNULL,
     stderr: IO[bytes] | int | None = subprocess.DEVNULL,
     stdin: IO[bytes] | int | None = subprocess.DEVNULL,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running command (a daemon, a VM) and return its handle."""
+    """Start a long-running command (a daemon, a VM) and return its handle.
+
+    ``die_with_parent``: the kernel kills it (SIGKILL) when this process dies,
+    however it dies (a VM must not outlive a killed test).
+    """
     args = _argv(argv)
     log.debug("spawn: %s", " ".join(args))
     return subprocess.Popen(
-        args, env=clean_env(env), cwd=cwd, stdout=stdout, stderr=stderr, stdin=stdin
+        args, env=clean_env(env), cwd=cwd, stdout=stdout, stderr=stderr, stdin=stdin,
+        preexec_fn=_pdeathsig if die_with_parent else None,
     )
+
+
+def _pdeathsig() -> None:
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1  # linux/prctl.h
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
