@@ -131,8 +131,9 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a long-running command (a daemon, a VM) and return its handle.
 
-    ``die_with_parent``: the kernel kills it (SIGKILL) when this process dies,
-    however it dies (a VM must not outlive a killed test).
+    ``die_with_parent``: the kernel kills it (SIGKILL) when the thread that
+    started it ends, however it ends (a VM must not outlive a killed test);
+    start such commands from a long-lived thread.
     """
     args = _argv(argv)
     log.debug("spawn: %s", " ".join(args))
