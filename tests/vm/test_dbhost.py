@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ from atoll.store import Repo
 from tests.integration.delivery_fixtures import WwwServer, serve_www
 from tests.vm.conftest import markers
 from tests.vm.dbhost import Guest, Site, composed_dbhost, derive, free_port
-from tests.vm.test_boot_update import mounted_root
+from tests.vm.test_boot_update import mounted_root  # type: ignore[attr-defined]
 
 FIRST_BOOT = 1500  # power-on to boot-complete the first time: image load, DB init
 BOOT = 900
@@ -52,8 +53,9 @@ class World:
     work: Path
 
     def publish(self) -> None:
+        # zstd level 3: the tests need signed packs, not the smallest ones
         assert main(["-q", "publish", "site/db", "--repo", str(self.pub.path),
-                     "--to", str(self.www), "--keys", str(self.keys)]) == 0
+                     "--to", str(self.www), "--keys", str(self.keys), "--level", "3"]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +102,9 @@ def host(world: World) -> Iterator[Host]:
         yield Host(vm, Guest(ssh_port, site.key), cmk_port, site, image)
 
 
-def _status(guest: Guest) -> dict:
-    return json.loads(guest.ok("sudo atoll --json status"))
+def _status(guest: Guest) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(guest.ok("sudo atoll --json status"))
+    return out
 
 
 def _rows(guest: Guest) -> int:
@@ -109,17 +112,17 @@ def _rows(guest: Guest) -> int:
                         "'SELECT COUNT(*) FROM shop.orders'").strip())
 
 
-def _wait_staged(guest: Guest, commit: str, timeout: float = 900) -> dict:
+def _wait_staged(guest: Guest, commit: str, timeout: float = 900) -> dict[str, Any]:
     """Until the agent has downloaded and staged ``commit``."""
     deadline = time.monotonic() + timeout
-    st: dict = {}
+    st: dict[str, Any] = {}
     while time.monotonic() < deadline:
         st = _status(guest)
-        if (st.get("update") or {}).get("state") == "staged" and \
-                (st.get("pending") or {}).get("commit") == commit:
+        if (st.get("staged") or {}).get("commit") == commit:  # prepared; applied when told
             return st
         time.sleep(10)
-    raise AssertionError(f"{commit[:12]} not staged in {timeout:.0f}s: {st.get('update')}")
+    raise AssertionError(f"{commit[:12]} not staged in {timeout:.0f}s: {st.get('update')}, "
+                         f"staged {st.get('staged')}")
 
 
 def _apply_and_reboot(host: Host, world: World, version: str) -> int:
