@@ -7,8 +7,10 @@ on a command line) and turned into :class:`atoll.fleet.gating.ReplicationFacts`:
   before) with a row: the host is a **replica**; IO/SQL threads and
   ``Seconds_Behind_Source`` / ``Seconds_Behind_Master`` give its health. The
   copies it can see are its source (when the IO thread is connected) and itself.
-- otherwise ``SHOW REPLICAS`` / ``SHOW SLAVE HOSTS`` with rows: a **primary**; the
-  copies it can see are itself plus the connected replicas.
+- otherwise replicas connected to it (``Binlog Dump`` threads in the process
+  list, which the monitoring user's PROCESS privilege shows; ``SHOW REPLICAS``
+  would need REPLICATION MASTER ADMIN on MariaDB): a **primary**; the copies
+  it can see are itself plus the connected replicas.
 - neither: no replication.
 """
 
@@ -62,9 +64,12 @@ def replication_facts(sysroot: Path, app: str) -> ReplicationFacts:
         RuntimeBackendError: the database did not answer (the gate then denies).
     """
     status = _first_that_works(sysroot, app, ("SHOW REPLICA STATUS\\G", "SHOW SLAVE STATUS\\G"))
-    hosts = _first_that_works(sysroot, app, ("SHOW REPLICAS", "SHOW REPLICA HOSTS",
-                                             "SHOW SLAVE HOSTS"))
-    return facts_from(parse_vertical(status), len([ln for ln in hosts.splitlines() if ln.strip()]))
+    replicas = _first_that_works(sysroot, app, (REPLICAS_SQL,))
+    return facts_from(parse_vertical(status), int(replicas.strip() or "0"))
+
+
+REPLICAS_SQL = ("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                "WHERE COMMAND LIKE 'Binlog Dump%'")
 
 
 def _first_that_works(sysroot: Path, app: str, statements: tuple[str, ...]) -> str:
