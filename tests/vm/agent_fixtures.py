@@ -4,8 +4,8 @@
   tree + the ``agent`` feature, systemd-networkd on DHCP) and v2 (v1 + a version
   file + :data:`PAYLOAD_BYTES` of incompressible data, so that the download is
   a few MiB and takes a measurable time under TCG);
-* :func:`publish`: that store signed into a ``www/`` (`atoll keys init`,
-  `atoll publish`), which ``serve_www()`` serves on 127.0.0.1;
+* :func:`published` / :func:`publish`: that store signed into a ``www/``
+  (`atoll keys init`, `atoll publish`), which ``serve_www()`` serves on 127.0.0.1;
 * :func:`host_image`: a v1 host whose atolld (policy mode ``apply``) follows
   ``http://10.0.2.2:PORT/`` (the host's 127.0.0.1 through QEMU's user networking).
 
@@ -34,7 +34,7 @@ from atoll.deploy import Sysroot
 from atoll.store import Repo
 
 __all__ = ["NETWORK", "PAYLOAD_BYTES", "Versions", "host_image", "make_versions", "publish",
-           "versions"]
+           "published", "versions"]
 
 NETWORK = "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"
 AGENT_TO_CONSOLE = "[Service]\nStandardOutput=journal+console\nStandardError=journal+console\n"
@@ -66,6 +66,7 @@ def versions(artifact_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def make_versions(cache: Path, work: Path) -> Versions:
     """Compose v1 and v2 under ``work`` and commit them to ``work/pub``."""
     tree, _ = cached_tree(cache)
+    work.mkdir(parents=True, exist_ok=True)
     v1 = work / "v1"
     run(["cp", "-al", tree, v1])  # hardlinks: only new files are added below
     (v1 / ".atoll-done").unlink(missing_ok=True)
@@ -87,13 +88,23 @@ def make_versions(cache: Path, work: Path) -> Versions:
     return Versions(pub, c1, c2)
 
 
+@pytest.fixture(scope="session")
+def published(versions: Versions, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``site/base`` (v2) signed into a www/ that the tests serve (read-only)."""
+    return publish(versions.pub, tmp_path_factory.mktemp("agent-www"))
+
+
 def publish(pub: Repo, work: Path) -> Path:
-    """Sign ``site/base`` into ``work/www`` with fresh keys (``work/keys``); returns www."""
+    """Sign ``site/base`` into ``work/www`` with fresh keys (``work/keys``); returns www.
+
+    zstd level 3 (publish's fast level for tests) rather than 19: ~20 s instead of
+    ~170 s for the boot tree's pack; the sizes are not what these tests measure.
+    """
     www, keys = work / "www", work / "keys"
     www.mkdir(parents=True)
     assert main(["-q", "keys", "init", str(keys), "--to", str(www)]) == 0
     assert main(["-q", "publish", "site/base", "--repo", str(pub.path), "--to", str(www),
-                 "--keys", str(keys)]) == 0
+                 "--keys", str(keys), "--level", "3"]) == 0
     return www
 
 

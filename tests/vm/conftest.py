@@ -3,9 +3,11 @@ disk images whose sysroots are made with the deploy layer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Callable, Sequence
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,8 @@ import pytest
 
 from atoll.boot import state
 from atoll.boot.devsysroot import cached_repo, make_sysroot
-from atoll.boot.image import build_image
-from tests.vm.agent_fixtures import versions  # noqa: F401  (a fixture for the agent tests)
+from atoll.boot.image import ROOT_START, build_image
+from tests.vm.agent_fixtures import published, versions  # noqa: F401  (agent tests' fixtures)
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,22 @@ def make_image(boot_repo: tuple[Path, dict[str, str]],
 def markers(text: str, name: str) -> list[dict[str, Any]]:
     """Decode every ``ATOLL-<name> {json}`` line the guest printed."""
     return [json.loads(m) for m in re.findall(rf"ATOLL-{name} (\{{.*\}})", text)]
+
+
+@contextlib.contextmanager
+def mounted_root(disk: Path, mnt: Path) -> Iterator[Path]:
+    """Mount a raw image's ext4 root (a loop device at the partition's offset).
+
+    Mounting replays the ext4 journal, as the guest's kernel would at boot.
+    """
+    loop = subprocess.run(["losetup", "--find", "--show", "-o", str(ROOT_START), disk],
+                          capture_output=True, check=True, text=True).stdout.strip()
+    try:
+        mnt.mkdir(exist_ok=True)
+        subprocess.run(["mount", loop, mnt], check=True)
+        try:
+            yield mnt
+        finally:
+            subprocess.run(["umount", mnt], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=True)

@@ -9,16 +9,15 @@ from pathlib import Path
 
 from atoll.boot.qemu import VM
 from tests.integration.delivery_fixtures import serve_www
-from tests.vm.agent_fixtures import Versions, host_image, publish
+from tests.vm.agent_fixtures import Versions, host_image
 from tests.vm.conftest import markers
 
 TIMEOUT = 900
 
 
-def test_agent_updates_the_guest_and_it_reboots_into_v2(versions: Versions,
+def test_agent_updates_the_guest_and_it_reboots_into_v2(versions: Versions, published: Path,
                                                         tmp_path: Path) -> None:
-    c2 = versions.c2
-    www = publish(versions.pub, tmp_path)
+    c2, www = versions.c2, published
     with serve_www(www) as server:
         port = server.url.rsplit(":", 1)[1].strip("/")
         image = tmp_path / "host.qcow2"
