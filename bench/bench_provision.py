@@ -73,7 +73,8 @@ printf '[client]\\nuser=atoll\\npassword=%s\\n' "$mon" > $S/mysql-client.cnf
 chmod 600 $S/*; chown -R 999:999 $S $D
 docker load -i /usr/share/atoll/app-images/mariadb.tar
 docker run -d --name db --user 999:999 -v $D:/var/lib/mysql -v $S:/run/secrets:ro \\
-    --tmpfs /run --tmpfs /tmp atoll/mariadb:bookworm
+    --tmpfs /run:rw,nosuid,nodev,size=64m,mode=0755,uid=999,gid=999 \\
+    --tmpfs /tmp:rw,nosuid,nodev,size=256m,mode=1777 atoll/mariadb:bookworm
 """
 
 PLAIN_UNIT = """[Unit]
