@@ -1,8 +1,9 @@
 """Composed Debian trees shared by every test of a run (built once, ~20 s each).
 
 ``composed(cache)`` returns a repo holding the quickstart's v1 and v2 commits
-(examples/base.yaml, examples/base-v2.yaml). Keyed by the treefiles and the
-day (the archive moves), so a developer's second run reuses it; CI starts clean.
+(examples/base.yaml, examples/base-v2.yaml). Keyed by the treefiles, atoll's
+source and the day (the archive moves), so a developer's second run reuses
+it; CI starts clean.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from atoll.boot.devsysroot import _source_hash
 from atoll.compose.build import compose
 from atoll.compose.treefile import load_treefile
 from atoll.store.repo import Repo
@@ -35,6 +37,7 @@ def composed(cache: Path) -> Composed:
     for f in files:
         h.update(f.read_bytes())
     h.update(dt.date.today().isoformat().encode())
+    h.update(_source_hash().encode())  # compose's code is an input too (e.g. the treefile model)
     base = cache / f"composed-{h.hexdigest()[:16]}"
     lock = cache / "composed.lock"
     with open(lock, "w") as fh:
