@@ -16,7 +16,6 @@ image, not in the product), so a test sees its decisions
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from atoll.agent.state import AgentFiles
 from atoll.boot.devsysroot import cached_tree
 from atoll.boot.image import build_image
 from atoll.cli import main
+from atoll.compose.features import enable_unit
 from atoll.core.run import run
 from atoll.deploy import Sysroot
 from atoll.store import Repo
@@ -50,13 +50,6 @@ class Versions:
     c2: str
 
 
-def _enable(tree: Path, unit: str, target: str) -> None:
-    wants = tree / "usr/lib/systemd/system" / f"{target}.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    if not (wants / unit).is_symlink():
-        os.symlink(f"../{unit}", wants / unit)
-
-
 @pytest.fixture(scope="session")
 def versions(artifact_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Versions:
     """A publisher's repo with site/base v1 (the boot tree + the agent) and v2."""
@@ -73,8 +66,8 @@ def make_versions(cache: Path, work: Path) -> Versions:
     install_agent(v1)
     (v1 / "usr/lib/systemd/network").mkdir(parents=True, exist_ok=True)
     (v1 / "usr/lib/systemd/network/80-atoll-test.network").write_text(NETWORK)
-    _enable(v1, "systemd-networkd.service", "multi-user.target")
-    _enable(v1, "systemd-networkd-wait-online.service", "network-online.target")
+    enable_unit(v1, "systemd-networkd.service", "multi-user.target")
+    enable_unit(v1, "systemd-networkd-wait-online.service", "network-online.target")
     dropin = v1 / "usr/lib/systemd/system/atolld.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     (dropin / "50-console.conf").write_text(AGENT_TO_CONSOLE)

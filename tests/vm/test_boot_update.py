@@ -43,12 +43,8 @@ def test_boot_v1_then_update_to_v2_then_roll_back_from_v3(
 
     # Stage v2 and apply it with the deploy layer (what `update download` +
     # `update apply` do on the host), here on the powered-off disk.
-    with mounted_root(image.path, tmp_path / "mnt") as root:
-        sysroot = Sysroot(root)
-        sysroot.stage("test/v2", repo=Repo.open(boot_repo[0]))
-        dep = sysroot.finalize()
-        add_check(root / "atoll/deploy" / dep.id, "required.d", "70-var-kept", V2_READS)
-    v2 = dep.id
+    v2 = _stage_on_disk(image.path, tmp_path / "mnt", boot_repo[0], "test/v2",
+                        "70-var-kept", V2_READS)
 
     with VM(image.path, tmp_path / "console2.log", firmware="bios") as vm:
         vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT_TIMEOUT)
@@ -62,12 +58,8 @@ def test_boot_v1_then_update_to_v2_then_roll_back_from_v3(
     assert status["pending"] is None and v2 in status["good"]
 
     # v3 fails a required check: one boot of v3, the reboot it asks for, v2 with fallback.
-    with mounted_root(image.path, tmp_path / "mnt") as root:
-        sysroot = Sysroot(root)
-        sysroot.stage("test/v3", repo=Repo.open(boot_repo[0]))
-        dep = sysroot.finalize()
-        add_check(root / "atoll/deploy" / dep.id, "required.d", "50-db-writes", V3_FAILS)
-    v3 = dep.id
+    v3 = _stage_on_disk(image.path, tmp_path / "mnt", boot_repo[0], "test/v3",
+                        "50-db-writes", V3_FAILS)
 
     with VM(image.path, tmp_path / "console3.log", firmware="bios") as vm:
         vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}", 3 * BOOT_TIMEOUT)
@@ -83,3 +75,14 @@ def test_boot_v1_then_update_to_v2_then_roll_back_from_v3(
     assert (status["booted"], status["next"], status["rollback"]) == (v2, v3, v2)
     with mounted_root(image.path, tmp_path / "mnt") as root:
         assert (root / "var/lib/boot-test/data").read_text() == "written-by-v1\n"
+
+
+def _stage_on_disk(disk: Path, mnt: Path, repo: Path, ref: str, check: str, body: str) -> str:
+    """Stage and finalize ``ref`` on the powered-off disk (what `update download` +
+    `update apply` do on the host), with a required check; the deployment id."""
+    with mounted_root(disk, mnt) as root:
+        sysroot = Sysroot(root)
+        sysroot.stage(ref, repo=Repo.open(repo))
+        dep = sysroot.finalize()
+        add_check(root / "atoll/deploy" / dep.id, "required.d", check, body)
+    return dep.id

@@ -34,9 +34,8 @@ from atoll.monitor.localchecks import CRIT, host_checks
 from atoll.provision.seed import LABEL
 from atoll.store import Repo
 from tests.integration.delivery_fixtures import WwwServer, serve_www
-from tests.vm.conftest import markers
+from tests.vm.conftest import markers, mounted_root
 from tests.vm.dbhost import Guest, Site, composed_dbhost, derive, free_port
-from tests.vm.test_boot_update import mounted_root  # type: ignore[attr-defined]
 
 FIRST_BOOT = 1500  # power-on to boot-complete the first time: image load, DB init
 BOOT = 900

@@ -36,9 +36,11 @@ Rebooter = Callable[[Path], None]
 
 def default_reboot(sysroot: Path) -> None:
     if Path(sysroot).resolve() == Path("/"):
-        # --no-block: a blocking systemctl is killed with atolld when the reboot stops
-        # the service, and the agent would record a successful apply as failed
-        run(["systemctl", "reboot", "--no-block"], what="reboot")
+        # without blocking: a blocking systemctl is killed with atolld when the
+        # reboot stops the service, and a successful apply would be recorded as failed
+        from atoll.boot.complete import systemctl_reboot
+
+        systemctl_reboot()
     else:
         log.info("reboot requested (sysroot %s is not /: not rebooting this machine)", sysroot)
 

@@ -62,10 +62,9 @@ def cmd_rollback(args: argparse.Namespace) -> None:
          f"next boot: {order[0].id} (version {order[0].version})"
          + ("; rebooting" if args.reboot else ""))
     if args.reboot:
-        from atoll.core.run import run
+        from atoll.boot.complete import systemctl_reboot
 
-        # apps are stopped cleanly by their unit on the way down
-        run(["systemctl", "reboot"], what="reboot")
+        systemctl_reboot()  # apps are stopped cleanly by their unit on the way down
 
 
 def cmd_undeploy(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from atoll.core.errors import InputError
 
-__all__ = ["Feature", "expand", "get", "install_unit", "names", "register"]
+__all__ = ["Feature", "enable_unit", "expand", "get", "install_unit", "names", "register"]
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,13 @@ def install_unit(rootfs: Path, name: str, text: str, *, wanted_by: str = "multi-
     units = Path(rootfs) / "usr/lib/systemd/system"
     units.mkdir(parents=True, exist_ok=True)
     (units / name).write_text(text)
-    wants = units / f"{wanted_by}.wants"
-    wants.mkdir(exist_ok=True)
+    enable_unit(rootfs, name, wanted_by)
+
+
+def enable_unit(rootfs: Path, name: str, wanted_by: str = "multi-user.target") -> None:
+    """Vendor-enable a unit of ``usr/lib/systemd/system`` (a ``<target>.wants`` link)."""
+    wants = Path(rootfs) / "usr/lib/systemd/system" / f"{wanted_by}.wants"
+    wants.mkdir(parents=True, exist_ok=True)
     link = wants / name
     if not link.is_symlink():
         os.symlink(f"../{name}", link)

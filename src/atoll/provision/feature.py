@@ -23,10 +23,9 @@ each host its own).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from atoll.compose.features import Feature, install_unit, register
+from atoll.compose.features import Feature, enable_unit, install_unit, register
 
 __all__ = ["UNIT", "install"]
 
@@ -94,14 +93,10 @@ def install(rootfs: Path) -> None:
     rootfs = Path(rootfs)
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    units = rootfs / "usr/lib/systemd/system"
     for unit, target in (("systemd-networkd.service", "multi-user.target"),
                          ("systemd-networkd-wait-online.service", "network-online.target")):
-        if (rootfs / "lib/systemd/system" / unit).exists() or (units / unit).exists():
-            wants = units / f"{target}.wants"
-            wants.mkdir(parents=True, exist_ok=True)
-            if not (wants / unit).is_symlink():
-                os.symlink(f"../{unit}", wants / unit)
+        if (rootfs / "usr/lib/systemd/system" / unit).exists():
+            enable_unit(rootfs, unit, target)
 
 
 register(Feature("provision", install,
