@@ -169,13 +169,14 @@ def main() -> int:
         oidx = PackIndex.from_bytes(old_index.read_bytes())
         pack = next(p for p in www.glob("targets/packs/*.pack") if old in p.name).read_bytes()
         metas: dict[tuple[str, str], bytes] = {}
-        for n, c in enumerate(oidx.chunks):
-            import_chunk(hrepo, oidx, n, pack[c.offset:c.offset + c.clen], metas=metas)
-        assert not repo_missing(hrepo, old, metas)
-        for (_o, kind), data in metas.items():
-            if kind == "dirtree":
-                hrepo.write_meta_object(data, kind)
-        hrepo.write_meta_object(metas[(old, "commit")], "commit")
+        with hrepo.transaction():
+            for n, c in enumerate(oidx.chunks):
+                import_chunk(hrepo, oidx, n, pack[c.offset:c.offset + c.clen], metas=metas)
+            assert not repo_missing(hrepo, old, metas)
+            for (_o, kind), data in metas.items():
+                if kind == "dirtree":
+                    hrepo.write_meta_object(data, kind)
+            hrepo.write_meta_object(metas[(old, "commit")], "commit")
         hrepo.set_ref("origin/bench/channel", old, namespace="remotes")
         del pack
         # The client in a fresh process; it reports its own peak RSS (ru_maxrss).

@@ -122,7 +122,17 @@ def test_corrupt_object_refused_and_sysroot_unchanged(env: tuple[Sysroot, Repo, 
     before = snapshot(sr.root)
     with pytest.raises(CorruptObjectError):
         sr.deploy("site/base")
-    assert snapshot(sr.root) == before
+    after = snapshot(sr.root)
+    # the damaged object went to quarantine; nothing else changed
+    moved = f"atoll/repo/objects/{oid[:2]}/{oid[2:]}.file"
+    assert {k: v for k, v in before.items() if k != moved} == {
+        k: v for k, v in after.items() if not k.startswith("atoll/repo/quarantine")}
+    assert [n.split(".")[0] for n in sr.repo.quarantined()] == [oid]
+    # the next ordinary command heals the store: committing the tree writes it again
+    again = repo.commit_dir(tree, ref="site/base", version="2")
+    assert repo.read_commit(again).tree == repo.read_commit(cid).tree
+    assert repo.has(oid, "file") and repo.verify_file(oid)
+    assert sr.deploy("site/base").commit == again
 
 
 def test_cli_status_json_and_exit_codes(env: tuple[Sysroot, Repo, Path], tmp_path: Path) -> None:

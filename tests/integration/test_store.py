@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from atoll.core import canonjson
-from atoll.core.errors import CorruptObjectError, StoreError
+from atoll.core.errors import CorruptObjectError, InputError, StoreError
 from atoll.store import ops
 from atoll.store.checkout import checkout
 from atoll.store.objects import Commit, DirMeta
@@ -59,9 +59,10 @@ def test_id_changes_with_capability_xattr(repo: Repo, tmp_path: Path) -> None:
 def test_special_files_are_refused(repo: Repo, tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
     os.mkfifo(tree / "usr/lib/fifo")
-    with pytest.raises(StoreError, match="special file"):
+    with pytest.raises(InputError, match="special file"):
         repo.commit_dir(tree, ref="t/x")
     assert repo.refs() == {}
+    assert list(repo.iter_objects()) == []  # refused before anything was written
 
 
 def test_diff_lists_files_and_packages(repo: Repo, tmp_path: Path) -> None:
@@ -128,17 +129,19 @@ def test_gc_removes_only_unreachable(repo: Repo, tmp_path: Path) -> None:
 
 
 def _craft_commit(repo: Repo, entries: dict[str, object]) -> str:
-    tree = repo.write_meta_object(canonjson.dumps({"entries": entries}), "dirtree")
-    return repo.write_meta_object(
-        Commit(tree=tree, root=DirMeta(0o755, 0, 0), parent=None, version="evil",
-               timestamp=0).to_bytes(), "commit")
+    with repo.transaction():
+        tree = repo.write_meta_object(canonjson.dumps({"entries": entries}), "dirtree")
+        return repo.write_meta_object(
+            Commit(tree=tree, root=DirMeta(0o755, 0, 0), parent=None, version="evil",
+                   timestamp=0).to_bytes(), "commit")
 
 
 def _file_obj(repo: Repo, tmp_path: Path, name: str, content: bytes) -> str:
     src = tmp_path / name
     src.write_bytes(content)
     st = os.lstat(src)
-    oid, _ = repo.write_file_object(str(src), st, {})
+    with repo.transaction():
+        oid, _ = repo.write_file_object(str(src), st, {})
     return oid
 
 

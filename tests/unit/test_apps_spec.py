@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from atoll.apps.spec import (
+    ENV_NOT_SECRET,
     AppSpec,
     BackupMethod,
     Role,
@@ -15,6 +16,7 @@ from atoll.apps.spec import (
     load_builtin,
     parse_duration,
     parse_memory,
+    secret_env_word,
     validate_app_name,
 )
 from atoll.core.errors import InputError, SpecError
@@ -93,7 +95,7 @@ def test_builtin_specs_are_valid() -> None:
         (
             "  TZ: UTC",
             "  MYSQL_ROOT_PASSWORD: hunter2",
-            "app.yaml:4: environment",
+            "app.yaml:5: environment.MYSQL_ROOT_PASSWORD",
             "never go in the environment",
         ),
         ("cap_add: [CHOWN]", "cap_add: [SYS_ADMIN]", "app.yaml:11: cap_add", "confinement"),
@@ -177,3 +179,63 @@ def test_examples_are_valid() -> None:
     for path in examples:
         spec, _ = load_app_spec(path)
         assert spec.image
+
+
+# Names that hold a secret: refused wherever they are, located at their own line.
+SECRET_NAMES = [
+    "MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "MARIADB_ROOT_PASSWORD", "MARIADB_PASSWORD",
+    "MARIADB_ROOT_PASSWORD_HASH", "POSTGRES_PASSWORD", "MYSQL_PWD", "PGPASSWORD", "DB_PASS",
+    "DB_PASSWD", "SMTP_PASSWD", "REDIS_PW", "API_KEY", "APIKEY", "STRIPE_APIKEY", "AWS_ACCESS_KEY",
+    "AWS_SECRET_ACCESS_KEY", "PRIVATE_KEY", "SSH_PRIVATE_KEY", "TLS_KEY", "JWT_SECRET",
+    "JWTSECRET", "CLIENT_SECRETS", "GITHUB_TOKEN", "GHTOKEN", "VAULT_TOKEN", "ACCESS_TOKENS",
+    "GOOGLE_APPLICATION_CREDENTIALS", "DB_CREDENTIAL", "REGISTRY_CREDS", "BASIC_AUTH",
+    "AUTH_SALT", "WIFI_PSK", "KEYS", "backup_passphrase", "Db_Password", "secret", "key",
+]
+
+# Flags and settings that contain a secret word but are no secret.
+HARMLESS_NAMES = [
+    "MYSQL_ALLOW_EMPTY_PASSWORD", "MYSQL_RANDOM_ROOT_PASSWORD", "MYSQL_ONETIME_PASSWORD",
+    "MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "MARIADB_ALLOW_EMPTY_PASSWORD",
+    "MARIADB_RANDOM_ROOT_PASSWORD", "POSTGRES_HOST_AUTH_METHOD", "DEFAULT_AUTHENTICATION_PLUGIN",
+    "MYSQL_AUTH_PLUGIN", "mysql_allow_empty_password",
+    # a pointer to a secret file
+    "MYSQL_ROOT_PASSWORD_FILE", "MYSQL_PWD_FILE", "API_KEY_FILE", "GITHUB_TOKEN_FILE",
+    # a secret word inside another word is not a part of its own
+    "KEYBOARD_LAYOUT", "MONKEY_COUNT", "PASSIVE_MODE", "COMPASS", "AUTHOR", "AUTHORITY_URL",
+    "PRIVATEER", "TOKENIZER_PATH", "SECRETARY_EMAIL", "TZ", "LANG", "MARIADB_AUTO_UPGRADE",
+]
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_secret_names_in_environment_are_refused(name: str) -> None:
+    assert secret_env_word(name) is not None
+    found = problems(GOOD.replace("  TZ: UTC", f"  TZ: UTC\n  {name}: hunter2"))
+    assert len(found) == 1, found
+    assert found[0].startswith(f"app.yaml:6: environment.{name}: ")
+    assert "never go in the environment" in found[0] and "/run/secrets/" in found[0]
+    # the list form (compose's ["KEY=value"]) too
+    found = problems(GOOD.replace("environment:\n  TZ: UTC", f"environment: [TZ=UTC, {name}=x]"))
+    assert len(found) == 1 and found[0].startswith(f"app.yaml:4: environment.{name}: "), found
+
+
+@pytest.mark.parametrize("name", HARMLESS_NAMES)
+def test_harmless_names_in_environment_are_accepted(name: str) -> None:
+    assert secret_env_word(name) is None
+    spec = load(GOOD.replace("  TZ: UTC", f"  TZ: UTC\n  {name}: 'yes'"))
+    assert spec.environment[name] == "yes"
+
+
+def test_allow_list_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs/apps.md").read_text()
+    for name in ENV_NOT_SECRET:
+        assert f"`{name}`" in doc, name
+
+
+def test_every_secret_in_environment_is_reported_in_line_order() -> None:
+    env = "environment:\n  API_KEY: a\n  TZ: UTC\n  DB_PASS: b\n  MYSQL_PWD: c\n"
+    found = problems(GOOD.replace("environment:\n  TZ: UTC\n", env))
+    assert [p.split(": ")[0] + ": " + p.split(": ")[1] for p in found] == [
+        "app.yaml:5: environment.API_KEY",
+        "app.yaml:7: environment.DB_PASS",
+        "app.yaml:8: environment.MYSQL_PWD",
+    ]

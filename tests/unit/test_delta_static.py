@@ -57,12 +57,13 @@ def _host_with(tmp_path: Path, src: Repo, commit: str) -> Repo:
     idx = write_pack(src, commit, tmp_path / "p.pack", tmp_path / "p.index")
     data = (tmp_path / "p.pack").read_bytes()
     metas: dict[tuple[str, str], bytes] = {}
-    for n, c in enumerate(idx.chunks):
-        import_chunk(host, idx, n, data[c.offset:c.offset + c.clen], metas=metas)
-    for (_oid, kind), raw in metas.items():
-        if kind == "dirtree":
-            host.write_meta_object(raw, kind)
-    host.write_meta_object(metas[(commit, "commit")], "commit")
+    with host.transaction():
+        for n, c in enumerate(idx.chunks):
+            import_chunk(host, idx, n, data[c.offset:c.offset + c.clen], metas=metas)
+        for (_oid, kind), raw in metas.items():
+            if kind == "dirtree":
+                host.write_meta_object(raw, kind)
+        host.write_meta_object(metas[(commit, "commit")], "commit")
     return host
 
 
@@ -136,10 +137,12 @@ def test_pack_chunks_and_missing_only(tmp_path: Path, two_commits: tuple[Repo, s
     assert 0 < len(numbers) <= len(idx.chunks)
     data = (tmp_path / "b.pack").read_bytes()
     metas: dict[tuple[str, str], bytes] = {}
-    for n in numbers:
-        c = idx.chunks[n]
-        import_chunk(host, idx, n, data[c.offset:c.offset + c.clen], only=missing, metas=metas)
-    assert repo_missing(host, b, metas) == []
+    with host.transaction():
+        for n in numbers:
+            c = idx.chunks[n]
+            import_chunk(host, idx, n, data[c.offset:c.offset + c.clen], only=missing,
+                         metas=metas)
+        assert repo_missing(host, b, metas) == []
     bad = bytearray(data[idx.chunks[0].offset:idx.chunks[0].clen])
     bad[5] ^= 1
     with pytest.raises(CorruptObjectError):

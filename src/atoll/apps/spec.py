@@ -6,6 +6,15 @@ Compose fields (same names and meaning as in compose files): ``image``,
 ``stop_grace_period``. atoll's own: ``role``, ``secrets`` (generated or given
 files, never environment), ``backup`` (policy), ``resources`` (limits).
 
+Secrets never go in ``environment`` (``docker inspect`` shows it to anyone who
+can talk to the daemon): a key is refused when one of its ``_``-separated parts
+is a secret word (``PASSWORD``, ``PWD``, ``KEY``, ``TOKEN``, ``AUTH``...; see
+``_SECRET_WORDS``), unless it ends in ``_FILE`` (a pointer to
+``/run/secrets/<name>``) or is a known flag in ``ENV_NOT_SECRET``
+(``MYSQL_ALLOW_EMPTY_PASSWORD``...). Matching whole parts keeps ``KEYBOARD`` and
+``MONKEY_COUNT`` out; long words also match at the end of a part
+(``DBPASSWORD``, ``GITHUBTOKEN``).
+
 Volumes are *named* only (``data:/var/lib/mysql``): atoll places every one
 under ``<sysroot>/var/lib/atoll/apps/<app>/volumes/<name>/``; a host path is a
 spec error, so an app can only ever see its own directories.
@@ -26,6 +35,7 @@ from atoll.core.spec import Spec, load_spec, load_spec_text
 
 __all__ = [
     "APP_NAME_RE",
+    "ENV_NOT_SECRET",
     "AppSpec",
     "BackupMethod",
     "BackupPolicy",
@@ -39,6 +49,7 @@ __all__ = [
     "load_builtin",
     "parse_duration",
     "parse_memory",
+    "secret_env_word",
 ]
 
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -48,6 +59,30 @@ _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MEM_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+# Parts of an environment key that name a secret (the key split at "_", "-" and ".").
+_SECRET_WORDS = frozenset({
+    "PASS", "PASSWD", "PASSWORD", "PASSWORDS", "PASSPHRASE", "PWD", "PW",
+    "SECRET", "SECRETS", "TOKEN", "TOKENS", "KEY", "KEYS", "APIKEY", "PRIVKEY",
+    "CREDENTIAL", "CREDENTIALS", "CREDS", "PRIVATE", "AUTH", "PSK", "SALT",
+})
+# Long words that also name a secret at the end of a part (DBPASSWORD, JWTSECRET...).
+_SECRET_SUFFIXES = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "APIKEY",
+                    "PRIVKEY", "CREDENTIAL", "CREDENTIALS")
+# Keys that contain a secret word but are harmless flags or settings of well-known images.
+ENV_NOT_SECRET = frozenset({
+    # MySQL, MariaDB and Percona images: how the root password is chosen, never the password
+    "MYSQL_ALLOW_EMPTY_PASSWORD",
+    "MYSQL_RANDOM_ROOT_PASSWORD",
+    "MYSQL_ONETIME_PASSWORD",
+    "MARIADB_ALLOW_EMPTY_ROOT_PASSWORD",
+    "MARIADB_ALLOW_EMPTY_PASSWORD",
+    "MARIADB_RANDOM_ROOT_PASSWORD",
+    # PostgreSQL image: the pg_hba method ("scram-sha-256", "trust"), not a credential
+    "POSTGRES_HOST_AUTH_METHOD",
+    # MySQL/MariaDB server settings passed as variables by some images
+    "DEFAULT_AUTHENTICATION_PLUGIN",
+    "MYSQL_AUTH_PLUGIN",
+})
 # Capabilities an app may ask for: anything that lets it leave its box is refused.
 _FORBIDDEN_CAPS = {
     "ALL",
@@ -66,6 +101,35 @@ _FORBIDDEN_CAPS = {
     "SYS_TIME",
     "LINUX_IMMUTABLE",
 }
+
+
+def secret_env_word(key: str) -> str | None:
+    """The secret word in the environment key ``key`` (None: it may be set in plain text).
+
+    ``MYSQL_PWD`` gives ``PWD``; ``MYSQL_ROOT_PASSWORD_FILE`` (a file pointer), the flags in
+    ``ENV_NOT_SECRET`` and keys like ``KEYBOARD_LAYOUT`` give None.
+    """
+    upper = key.upper()
+    if upper in ENV_NOT_SECRET or upper.endswith("_FILE"):
+        return None
+    for part in re.split(r"[^A-Z0-9]+", upper):
+        if part in _SECRET_WORDS:
+            return part
+        for word in _SECRET_SUFFIXES:
+            if part.endswith(word):
+                return word
+    return None
+
+
+def _check_env_key(key: str) -> str:
+    word = secret_env_word(key)
+    if word is not None:
+        raise ValueError(
+            f"{word} names a secret, and secrets never go in the environment (docker inspect "
+            "shows it); declare it under secrets: and point the app at /run/secrets/<name> "
+            f"(e.g. {key}_FILE)"
+        )
+    return key
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -233,8 +297,9 @@ def _check_volume(v: str) -> str:
     return v
 
 
-# Checked item by item, so that an error points at the line of the bad item.
+# Checked item by item (environment: key by key), so that an error points at its line.
 PortItem = Annotated[str | int, AfterValidator(_check_port)]
+EnvKey = Annotated[str, AfterValidator(_check_env_key)]
 VolumeItem = Annotated[str, AfterValidator(_check_volume)]
 
 
@@ -245,7 +310,7 @@ class AppSpec(Spec):
     role: Role = Field(Role.service, description="database apps get backups and health checks")
     command: list[str] | None = Field(None, description="arguments replacing the image's CMD")
     user: str | None = Field(None, description="uid[:gid] the container runs as")
-    environment: dict[str, str] = Field(
+    environment: dict[EnvKey, str] = Field(
         default_factory=dict, description="plain, non-secret environment"
     )
     ports: list[PortItem] = Field(
@@ -283,19 +348,6 @@ class AppSpec(Spec):
             return out
         if isinstance(v, dict):
             return {k: ("" if val is None else str(val)) for k, val in v.items()}
-        return v
-
-    @field_validator("environment")
-    @classmethod
-    def _no_secret_env(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if re.search(r"PASSWORD|SECRET|TOKEN", key, re.IGNORECASE) and not key.endswith(
-                "_FILE"
-            ):
-                raise ValueError(
-                    f"{key}: secrets never go in the environment; declare a secret "
-                    "and point the app at /run/secrets/<name> (e.g. a *_FILE variable)"
-                )
         return v
 
     @field_validator("volumes")

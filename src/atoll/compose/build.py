@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,35 +113,42 @@ def compose(tf: Treefile, base: Path, repo: Repo, *, ref: str | None = None) -> 
     wanted = features.expand(tf.features)  # fails early on an unknown feature
     start = time.monotonic()
     tfhash = treefile_hash(tf, base)
-    staging = Path(tempfile.mkdtemp(prefix="compose-", dir=repo.tmp))
-    root = staging / "rootfs"
-    try:
-        log.info("compose %s: mmdebstrap %s (%s, %d packages requested)",
-                 ref, tf.suite, tf.variant, len(tf.packages))
-        build_rootfs(tf, root)
-        for name in wanted:
-            log.info("compose %s: feature %s", ref, name)
-            features.get(name).install(root)
-        _add_files(tf, base, root)
-        _add_app_images(tf, root)
-        manifest = read_manifest(root)
-        to_atoll_layout(root)
-        log.info("compose %s: committing %d packages", ref, len(manifest))
-        old = repo.refs().get(ref)
-        cid = repo.commit_dir(
-            root, parent=old, version=tf.version, subject=tf.subject or f"compose {ref}",
-            timestamp=tf.source_date_epoch, manifest=manifest, link=True,
-            metadata={"treefile_sha256": tfhash, "suite": tf.suite, "features": wanted},
-        )
-        changed = True
-        if old is not None and repo.has(old, "commit"):
-            prev = repo.read_commit(old)
-            new = repo.read_commit(cid)
-            if prev.tree == new.tree and prev.metadata == new.metadata \
-                    and prev.version == new.version:
-                cid, changed = old, False
-        if changed:
-            repo.set_ref(ref, cid)
-        return ComposeResult(cid, ref, changed, time.monotonic() - start, len(manifest))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with repo.staging_dir("compose-") as staging:
+        return _compose_in(tf, base, repo, ref, wanted, tfhash, staging / "rootfs", start)
+
+
+def _compose_in(tf: Treefile, base: Path, repo: Repo, ref: str, wanted: list[str], tfhash: str,
+                root: Path, start: float) -> ComposeResult:
+    log.info("compose %s: mmdebstrap %s (%s, %d packages requested)",
+             ref, tf.suite, tf.variant, len(tf.packages))
+    build_rootfs(tf, root)
+    for name in wanted:
+        log.info("compose %s: feature %s", ref, name)
+        features.get(name).install(root)
+    _add_files(tf, base, root)
+    _add_app_images(tf, root)
+    manifest = read_manifest(root)
+    to_atoll_layout(root)
+    log.info("compose %s: committing %d packages", ref, len(manifest))
+    with repo.lock.shared():  # gc cannot take the new commit before the ref points at it
+        return _commit_rootfs(tf, repo, ref, wanted, tfhash, root, manifest, start)
+
+
+def _commit_rootfs(tf: Treefile, repo: Repo, ref: str, wanted: list[str], tfhash: str,
+                   root: Path, manifest: list[dict[str, str]], start: float) -> ComposeResult:
+    old = repo.refs().get(ref)
+    cid = repo.commit_dir(
+        root, parent=old, version=tf.version, subject=tf.subject or f"compose {ref}",
+        timestamp=tf.source_date_epoch, manifest=manifest, link=True,
+        metadata={"treefile_sha256": tfhash, "suite": tf.suite, "features": wanted},
+    )
+    changed = True
+    if old is not None and repo.has(old, "commit"):
+        prev = repo.read_commit(old)
+        new = repo.read_commit(cid)
+        if prev.tree == new.tree and prev.metadata == new.metadata \
+                and prev.version == new.version:
+            cid, changed = old, False
+    if changed:
+        repo.set_ref(ref, cid)
+    return ComposeResult(cid, ref, changed, time.monotonic() - start, len(manifest))

@@ -13,15 +13,24 @@ CLI maps each branch to an exit code in one place (``atoll.cli``).
     │   └── MetadataExpiredError
     ├── DownloadError       network and transfer problems
     ├── HostStateError      the sysroot or host is not in a state that allows this
+    │   ├── BusyError       another atoll command holds the lock (try again)
+    │   └── DiskFullError   a filesystem filled up; nothing was changed
     ├── RuntimeBackendError a container runtime, etcd, or another daemon failed
     └── ToolError           an external command failed (argv, exit code, stderr)
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
 __all__ = [
     "AtollError",
+    "BusyError",
     "CorruptObjectError",
+    "DiskFullError",
     "DownloadError",
     "HostStateError",
     "InputError",
@@ -61,12 +70,56 @@ class InputError(AtollError):
 
 
 class SpecError(InputError):
-    """A YAML spec failed validation; ``problems`` are ``file:line: field: problem`` lines."""
+    """A spec failed validation; ``problems`` are ``file:line: field: problem`` lines.
 
-    def __init__(self, problems: list[str], *, resolution: str | None = None):
-        brief = problems[0] if len(problems) == 1 else f"{len(problems)} problems in spec"
-        super().__init__(brief, details="\n".join(problems), resolution=resolution)
-        self.problems = problems
+    ``located`` holds the same problems as ``SpecError.Problem`` records (``line`` is
+    None for a format without lines, e.g. ``file: field: problem`` from a TOML config);
+    ``to_dict`` (the ``--json`` error) lists them under ``problems``. One problem is the
+    brief itself; several are briefed as ``N problems in FILE`` with one detail line each.
+    """
+
+    @dataclass(frozen=True)
+    class Problem:
+        """One located problem: ``file:line: field: problem``."""
+
+        file: str
+        line: int | None
+        field: str
+        problem: str
+
+        def __str__(self) -> str:
+            where = self.file if self.line is None else f"{self.file}:{self.line}"
+            return f"{where}: {self.field}: {self.problem}"
+
+        @classmethod
+        def parse(cls, text: str) -> SpecError.Problem:
+            """A problem given as a line of text, split into its parts where it can be."""
+            m = re.match(r"(?P<file>.+?):(?P<line>\d+): (?P<field>.+?): (?P<problem>.*)", text,
+                         re.DOTALL)
+            m = m or re.match(r"(?P<file>.+?): (?P<field>.+?): (?P<problem>.*)", text, re.DOTALL)
+            if m is None:
+                return cls("", None, "", text)
+            line = m.groupdict().get("line")
+            return cls(m["file"], int(line) if line else None, m["field"], m["problem"])
+
+    def __init__(
+        self, problems: Sequence[str | SpecError.Problem], *, resolution: str | None = None
+    ):
+        self.located = [
+            p if isinstance(p, SpecError.Problem) else SpecError.Problem.parse(p)
+            for p in problems
+        ]
+        self.problems = [str(p) for p in problems]
+        files = {p.file for p in self.located}
+        if len(self.problems) == 1:
+            brief, details = self.problems[0], None
+        else:
+            where = files.pop() if len(files) == 1 and "" not in files else "the spec"
+            brief, details = f"{len(self.problems)} problems in {where}", "\n".join(self.problems)
+        super().__init__(brief, details=details, resolution=resolution)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "problems": [asdict(p) for p in self.located]}
 
 
 class StoreError(AtollError):
@@ -91,6 +144,14 @@ class DownloadError(AtollError):
 
 class HostStateError(AtollError):
     """The sysroot or host is not in a state that allows the operation."""
+
+
+class BusyError(HostStateError):
+    """Another atoll command holds the sysroot or repository lock; trying again later works."""
+
+
+class DiskFullError(HostStateError):
+    """A filesystem filled up during a write; what was half-written has been removed."""
 
 
 class RuntimeBackendError(AtollError):

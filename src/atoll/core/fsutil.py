@@ -2,29 +2,89 @@
 
 Temp file in the same directory, fsync, ``os.replace``, fsync the directory;
 the temp file is removed on error. Symlink swaps follow the same pattern.
+Temp files are created 0600 and get their final mode only once complete.
+
+Durability points (``syncfs``, and files made durable one by one) can be
+traced for crash tests: with ``ATOLL_TRACE_SYNC=FILE`` in the environment,
+each appends ``<time_ns> syncfs-begin|syncfs-end|durable <path>`` to FILE, so
+a test that kills a command can tell which files a power cut could have
+lost (see tests/integration/powerloss.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from atoll.core import canonjson
+from atoll.core.errors import DiskFullError
 
 __all__ = [
     "atomic_symlink",
     "atomic_write",
     "atomic_write_json",
+    "copy_data",
+    "copy_private",
+    "disk_full",
+    "free_bytes",
     "fsync_dir",
     "open_atomic",
     "read_json",
+    "read_xattrs",
     "sha256_file",
+    "syncfs",
+    "trace_durable",
 ]
+
+_TRACE = os.environ.get("ATOLL_TRACE_SYNC")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _trace(event: str, path: str | os.PathLike[str]) -> None:
+    if _TRACE:
+        line = f"{time.time_ns()} {event} {os.path.abspath(path)}\n".encode()
+        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def trace_durable(path: str | os.PathLike[str]) -> None:
+    """Note (for crash tests) that ``path`` was just made durable on its own."""
+    _trace("durable", path)
+
+
+def syncfs(path: Path) -> None:
+    """Flush the whole filesystem holding ``path`` (one sync per transaction, as OSTree)."""
+    _trace("syncfs-begin", path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+    _trace("syncfs-end", path)
+
+
+def read_xattrs(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """A file's extended attributes (not following symlinks); {} where unsupported."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return {}
+        raise
+    return {name: os.getxattr(path, name, follow_symlinks=False) for name in names}
 
 
 def fsync_dir(path: Path) -> None:
@@ -36,13 +96,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def free_bytes(path: Path) -> int:
+    """Bytes available to unprivileged writers on the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full(exc: OSError, where: Path, what: str) -> DiskFullError | None:
+    """The one-line error for a full disk (ENOSPC, EDQUOT), or None for other errors.
+
+    ``what`` says what was being written ("commit site/db", "download"); the
+    resolution says what can be freed.
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    try:
+        free = f"{free_bytes(where) // (1 << 20)} MiB free"
+    except OSError:
+        free = "no space left"
+    return DiskFullError(
+        f"disk full during {what}: {where} ({free}); nothing was changed",
+        resolution="free space and run the command again: `atoll store gc` removes "
+        "unreferenced objects, `atoll undeploy N` old deployments, "
+        "`atoll store refs --delete REF` unused refs")
+
+
 @contextlib.contextmanager
 def open_atomic(path: Path, mode: int = 0o644, *, sync: bool = True) -> Iterator[Any]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:  # mkstemp: 0600 until complete
             yield fh
             fh.flush()
             os.fchmod(fh.fileno(), mode)
@@ -55,6 +140,7 @@ def open_atomic(path: Path, mode: int = 0o644, *, sync: bool = True) -> Iterator
         raise
     if sync:
         fsync_dir(path.parent)
+        trace_durable(path)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, sync: bool = True) -> None:
@@ -99,3 +185,38 @@ def atomic_symlink(target: str, link: Path) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(link.parent)
+    trace_durable(link)
+
+
+def copy_data(src_fd: int, dst_fd: int) -> None:
+    """Copy the rest of ``src_fd`` to ``dst_fd``: in the kernel (``copy_file_range``,
+    reflinks where the filesystem has them), else by reading and writing."""
+    try:
+        while os.copy_file_range(src_fd, dst_fd, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    os.lseek(src_fd, 0, os.SEEK_SET)
+    os.lseek(dst_fd, 0, os.SEEK_SET)
+    os.ftruncate(dst_fd, 0)
+    while chunk := os.read(src_fd, 1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst_fd, view):]
+
+
+def copy_private(src: Path, dest: Path) -> None:
+    """Copy a file's content to a new file ``dest`` created 0600 (``O_EXCL``): a copy of
+    a secret is never readable by others, even while it is being written."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with open(src, "rb") as fh:
+            copy_data(fh.fileno(), fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dest)
+        raise
+    os.close(fd)

@@ -451,6 +451,11 @@ def apply_delta(repo: Repo, path: Path, *, expect: tuple[str, str] | None = None
         CorruptObjectError: the delta is malformed or rebuilds an object whose
             id does not match (nothing of it is kept).
     """
+    with repo.transaction(f"import of delta {path.name}"):
+        return _apply_delta(repo, path, expect)
+
+
+def _apply_delta(repo: Repo, path: Path, expect: tuple[str, str] | None) -> str:
     with open(path, "rb") as fh:
         hdr = read_header(fh)
         if expect is not None and (hdr.from_commit, hdr.to_commit) != expect:
@@ -490,6 +495,8 @@ def apply_delta(repo: Repo, path: Path, *, expect: tuple[str, str] | None = None
 def repo_missing(repo: Repo, commit: str, pending: dict[tuple[str, str], bytes]) -> list[str]:
     """Objects ``commit`` reaches that neither ``repo`` nor ``pending`` hold."""
     raw = pending.get((commit, "commit"))
+    if raw is None and repo.has(commit, "commit"):
+        raw = repo.read_meta_object(commit, "commit")
     if raw is None:
         return [f"commit {commit}"]
     stack = [Commit.from_bytes(raw).tree]

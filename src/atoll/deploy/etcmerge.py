@@ -20,15 +20,15 @@ default remains readable in ``/usr/etc``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from atoll.core.errors import HostStateError
-from atoll.core.fsutil import sha256_file
-from atoll.store.repo import read_xattrs
+from atoll.core.fsutil import copy_private, read_xattrs, sha256_file
+from atoll.core.text import printable
 
 __all__ = ["MergePlan", "Sig", "apply_plan", "plan_merge", "scan"]
 
@@ -45,7 +45,12 @@ class Sig:
 
 
 def scan(root: Path) -> dict[str, Sig]:
-    """Signatures of every path below ``root`` (relative, '/'-separated)."""
+    """Signatures of every path below ``root`` (relative, '/'-separated).
+
+    A live /etc changes while it is read (services create and delete temp
+    files): a path that vanishes between listing and reading is treated as
+    deleted by the host.
+    """
     out: dict[str, Sig] = {}
     if not root.is_dir():
         return out
@@ -53,17 +58,27 @@ def scan(root: Path) -> dict[str, Sig]:
         for name in dirnames + filenames:
             p = os.path.join(dirpath, name)
             rel = os.path.relpath(p, root)
-            st = os.lstat(p)
-            mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISDIR(st.st_mode):
-                out[rel] = Sig("d", mode, st.st_uid, st.st_gid, "")
-            elif stat.S_ISLNK(st.st_mode):
-                out[rel] = Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(p))
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = Sig("f", mode, st.st_uid, st.st_gid, sha256_file(Path(p)))
+            try:
+                sig = _sig(p)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone meanwhile
+            if sig is not None:
+                out[rel] = sig
         # symlinks to directories are listed in dirnames: do not descend into them
         dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
     return out
+
+
+def _sig(p: str) -> Sig | None:
+    st = os.lstat(p)
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        return Sig("d", mode, st.st_uid, st.st_gid, "")
+    if stat.S_ISLNK(st.st_mode):
+        return Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(p))
+    if stat.S_ISREG(st.st_mode):
+        return Sig("f", mode, st.st_uid, st.st_gid, sha256_file(Path(p)))
+    return None  # sockets, fifos: runtime state, not configuration
 
 
 @dataclass(frozen=True)
@@ -118,25 +133,39 @@ def plan_merge(old: dict[str, Sig], cur: dict[str, Sig], new: dict[str, Sig]) ->
 
 
 def _copy_one(src_root: Path, dest_root: Path, rel: str, dest_real: str) -> None:
+    """Copy one path as it is now (a path the host deleted meanwhile is skipped).
+
+    Files are created 0600 and get their mode once complete: a copy of
+    /etc/shadow is never readable by others, even for a moment.
+    """
     src = src_root / rel
     dest = dest_root / rel
     parent = os.path.realpath(dest.parent)
     if parent != dest_real and not parent.startswith(dest_real + os.sep):
-        raise HostStateError(f"/etc merge: {rel} would be written outside the deployment")
-    st = os.lstat(src)
-    if stat.S_ISDIR(st.st_mode):
-        os.mkdir(dest, 0o700)
-        os.chown(dest, st.st_uid, st.st_gid)
-        os.chmod(dest, stat.S_IMODE(st.st_mode))
-    elif stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(src), dest)
-        os.lchown(dest, st.st_uid, st.st_gid)
-    else:
-        shutil.copyfile(src, dest, follow_symlinks=False)
-        os.chown(dest, st.st_uid, st.st_gid)
-        os.chmod(dest, stat.S_IMODE(st.st_mode))
-    for k, v in read_xattrs(src).items():
-        os.setxattr(dest, k, v, follow_symlinks=False)
+        raise HostStateError(f"/etc merge: {printable(rel)} would be written outside the "
+                             "deployment")
+    try:
+        st = os.lstat(src)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(dest, 0o700)
+            os.chown(dest, st.st_uid, st.st_gid)
+            os.chmod(dest, stat.S_IMODE(st.st_mode))
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dest)
+            os.lchown(dest, st.st_uid, st.st_gid)
+        elif stat.S_ISREG(st.st_mode):
+            copy_private(src, dest)
+            os.chown(dest, st.st_uid, st.st_gid)
+            os.chmod(dest, stat.S_IMODE(st.st_mode))
+        else:
+            return
+        for k, v in read_xattrs(src).items():
+            os.setxattr(dest, k, v, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        # the host removed it (or its directory) since the scan: as deleted
+        with contextlib.suppress(OSError):
+            if os.path.lexists(dest) and not os.path.isdir(dest):
+                os.unlink(dest)
 
 
 def apply_plan(plan: MergePlan, cur_root: Path, new_root: Path, dest: Path) -> None:

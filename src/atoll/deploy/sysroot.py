@@ -6,28 +6,37 @@ boot configuration is written to the *inactive* ``boot/loader.N`` directory,
 and only then does the ``boot/loader`` symlink swap (one rename). A process
 killed before the swap leaves the old configuration in force; the next
 deploy removes the leftovers (staging dirs, deployment dirs no loader lists).
+
+One writer at a time: every change to deployments and the boot pointer holds
+the sysroot lock ``atoll/lock`` (exclusive; see :mod:`atoll.core.lock`), and
+the host store's lock (shared) while it imports and checks out, so that
+``store gc`` cannot remove objects a deployment is about to reference.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from atoll.core import canonjson
 from atoll.core.errors import HostStateError, InputError
-from atoll.core.fsutil import atomic_symlink, atomic_write_json, fsync_dir, read_json
+from atoll.core.fsutil import atomic_symlink, atomic_write_json, fsync_dir, read_json, syncfs
+from atoll.core.lock import FileLock
 from atoll.deploy import plan
 from atoll.deploy.bootloader import get_writer
 from atoll.deploy.etcmerge import apply_plan, plan_merge, scan
 from atoll.store.checkout import checkout
-from atoll.store.repo import Repo, syncfs
+from atoll.store.repo import Repo
+from atoll.store.tree import etc_layout_problem
 
 __all__ = ["Deployment", "Sysroot"]
 
@@ -72,6 +81,29 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a Sysroot method on an initialised sysroot, holding its lock (exclusive,
+    reentrant).
+
+    Raises:
+        HostStateError: not a sysroot (nothing is created). BusyError: locked.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
+        assert isinstance(self, Sysroot)
+        self.check()
+        with self.lock.exclusive():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 class Sysroot:
     """A host root directory managed by atoll."""
 
@@ -83,11 +115,17 @@ class Sysroot:
         self.boot = self.root / "boot"
         self.loader_link = self.boot / "loader"
         self.var = self.root / "var"
+        self.lock = FileLock(self.atoll / "lock", f"the sysroot {self.root}")
 
     # -- setup ---------------------------------------------------------
 
     def init(self, *, bootloader: str | None = None) -> None:
         """Create an empty sysroot (idempotent)."""
+        self.atoll.mkdir(parents=True, exist_ok=True)
+        with self.lock.exclusive():
+            self._init(bootloader)
+
+    def _init(self, bootloader: str | None) -> None:
         for d in (self.deploy_dir, self.state, self.boot, self.var, self.root / "run"):
             d.mkdir(parents=True, exist_ok=True)
         Repo.create(self.atoll / "repo")
@@ -176,6 +214,7 @@ class Sysroot:
 
     # -- operations ------------------------------------------------------
 
+    @_locked
     def cleanup(self) -> list[str]:
         """Remove what a killed deploy left behind; returns what was removed."""
         self.check()
@@ -225,32 +264,32 @@ class Sysroot:
     def _prepare(self, rev: str, repo: Repo | None) -> Deployment:
         """Import (if needed), verify and check out ``rev`` as ``deploy/<id>`` (no /etc yet)."""
         own = self.repo
-        if repo is not None and repo.path.resolve() != own.path.resolve():
-            commit = repo.resolve(rev)
-            log.info("deploy: importing commit %s from %s", commit[:12], repo.path)
-            own.pull_local(repo, commit)
-            if rev in repo.refs():
-                own.set_ref(rev, commit)
-        commit = own.resolve(rev)
-        c = own.read_commit(commit)
-        serial = self._next_serial(commit)
-        dep_id = f"{commit}.{serial}"
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.deploy_dir))
-        tree = staging / "tree"
-        try:
-            log.info("deploy %s: checking out commit %s", dep_id[:16], commit[:12])
-            checkout(own, commit, tree, verify=True)
-            shutil.rmtree(tree / "etc")
-            (tree / "etc").mkdir()
-            kdirs = sorted(p.parent.name for p in (tree / "usr/lib/modules").glob("*/vmlinuz"))
-            syncfs(self.deploy_dir)
-            os.rename(tree, self.deploy_dir / dep_id)
-            fsync_dir(self.deploy_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        ref = next((name for name, cid in own.refs().items() if name == rev and cid == commit),
-                   None)
-        own.set_ref(dep_id, commit, namespace="deploy")
+        with own.lock.shared():
+            if repo is not None and repo.path.resolve() != own.path.resolve():
+                commit = repo.resolve(rev)
+                log.info("deploy: importing commit %s from %s", commit[:12], repo.path)
+                own.pull_local(repo, commit)
+                if rev in repo.refs():
+                    own.set_ref(rev, commit)
+            commit = own.resolve(rev)
+            c = own.read_commit(commit)
+            serial = self._next_serial(commit)
+            dep_id = f"{commit}.{serial}"
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.deploy_dir))
+            tree = staging / "tree"
+            try:
+                log.info("deploy %s: checking out commit %s", dep_id[:16], commit[:12])
+                checkout(own, commit, tree, verify=True)
+                _etc_layout(tree)
+                kdirs = sorted(p.parent.name for p in (tree / "usr/lib/modules").glob("*/vmlinuz"))
+                syncfs(self.deploy_dir)
+                os.rename(tree, self.deploy_dir / dep_id)
+                fsync_dir(self.deploy_dir)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            ref = next((name for name, cid in own.refs().items() if name == rev and cid == commit),
+                       None)
+            own.set_ref(dep_id, commit, namespace="deploy")
         return Deployment(
             id=dep_id, commit=commit, serial=serial, ref=ref, version=c.version,
             created=_now(), kernel=kdirs[-1] if kdirs else None, origin=ref,
@@ -260,7 +299,7 @@ class Sysroot:
         """(Re)write ``dep``'s /etc as the 3-way merge against ``base``; idempotent."""
         root = self.deployment_path(dep)
         etc = root / "etc"
-        shutil.rmtree(etc)
+        shutil.rmtree(etc, ignore_errors=True)
         etc.mkdir()
         if base is not None and base.id != dep.id:
             base_root = self.deployment_path(base)
@@ -286,6 +325,7 @@ class Sysroot:
                           etc_conflicts=list(dep.etc_conflicts))
         return dep
 
+    @_locked
     def deploy(self, rev: str, *, repo: Repo | None = None) -> Deployment:
         """Deploy ``rev`` (a ref or commit) as the next boot.
 
@@ -303,6 +343,7 @@ class Sysroot:
         self.cleanup()
         return dep
 
+    @_locked
     def stage(self, rev: str, *, repo: Repo | None = None) -> Deployment:
         """Prepare ``rev`` (verify, check out) without making it the next boot.
 
@@ -319,6 +360,7 @@ class Sysroot:
         self.cleanup()
         return dep
 
+    @_locked
     def finalize(self) -> Deployment:
         """Make the staged deployment the next boot (/etc merged now, as late as possible).
 
@@ -342,6 +384,7 @@ class Sysroot:
             self._staged_path().unlink()
             fsync_dir(self.state)
 
+    @_locked
     def rollback(self) -> list[Deployment]:
         """Make the previous deployment the next boot; returns the new order."""
         current = self.deployments()
@@ -363,6 +406,7 @@ class Sysroot:
             raise InputError(f"no deployment with index {index} (there are {len(current)})")
         return current
 
+    @_locked
     def undeploy(self, index: int) -> Deployment:
         current = self._index(index)
         dep = current[index]
@@ -373,8 +417,35 @@ class Sysroot:
         self.cleanup()
         return dep
 
+    @_locked
     def pin(self, index: int, pinned: bool = True) -> Deployment:
         current = self._index(index)
         current[index] = current[index].with_(pinned=pinned)
         self.write_loader(current)
         return current[index]
+
+
+def _etc_layout(tree: Path) -> None:
+    """Give a fresh checkout the deploy layout: the image's /etc in ``usr/etc`` (a lone
+    ``/etc``, from a commit made elsewhere, is moved there) and an empty ``etc/`` for the
+    merge. No /etc at all gives an empty one.
+
+    Raises:
+        InputError: /etc is a symlink or not a directory, or /etc and /usr/etc both hold files.
+    """
+    etc, usr_etc = tree / "etc", tree / "usr/etc"
+    kind = None
+    if os.path.lexists(etc):
+        kind = "symlink" if etc.is_symlink() else ("dir" if etc.is_dir() else "other")
+    has_usr_etc = usr_etc.is_dir() and not usr_etc.is_symlink()
+    problem = etc_layout_problem(kind, kind == "dir" and not any(etc.iterdir()), has_usr_etc)
+    if problem:
+        raise InputError(f"cannot deploy this commit: {problem}",
+                         resolution="commit the tree again with atoll (it moves a lone /etc "
+                         "to /usr/etc)")
+    if kind == "dir" and not has_usr_etc:
+        usr_etc.parent.mkdir(exist_ok=True)
+        os.rename(etc, usr_etc)
+    elif kind == "dir":
+        etc.rmdir()
+    etc.mkdir(mode=0o755)

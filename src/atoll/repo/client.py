@@ -17,7 +17,6 @@ metadata, store and ``update.json`` as they were.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
@@ -35,14 +34,23 @@ from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
 
 from atoll.core import canonjson
 from atoll.core.errors import (
-    CorruptObjectError,
+    BusyError,
+    DiskFullError,
     DownloadError,
     HostStateError,
     InputError,
     MetadataExpiredError,
     RepositoryError,
+    StoreError,
 )
-from atoll.core.fsutil import atomic_symlink, atomic_write, atomic_write_json, read_json
+from atoll.core.fsutil import (
+    atomic_symlink,
+    atomic_write,
+    atomic_write_json,
+    disk_full,
+    free_bytes,
+    read_json,
+)
 from atoll.repo.fetch import HttpFetcher, RangeFetcher
 from atoll.repo.plan import ChannelInfo, Plan, choose
 from atoll.repo.publish import ref_target
@@ -152,11 +160,6 @@ def _tuf_errors(what: str) -> Iterator[None]:
                               ) from exc
 
 
-def _free(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 class UpdateClient:
     """``update check`` / ``update download`` for one remote of a host."""
 
@@ -224,7 +227,12 @@ class UpdateClient:
         return self.remote.url + "targets/" + target_url_path(tf.path, tf.hashes["sha256"])
 
     def _download(self, tf: TargetFile) -> Path:
-        """Download a target into staging, resuming a partial file; verify it whole."""
+        """Download a target into staging, resuming a partial file; verify it whole.
+
+        A resumed file that does not verify (its first part was damaged, e.g. by a
+        power cut before it reached the disk) is fetched again from byte 0, once; a
+        fresh download that does not verify is refused as tampered.
+        """
         self.staging.mkdir(parents=True, exist_ok=True)
         name = tf.hashes["sha256"]
         done = self.staging / f"{name}.target"
@@ -237,41 +245,67 @@ class UpdateClient:
                     pass
             done.unlink()
         part = self.staging / f"{name}.part"
+        for attempt in range(2):
+            resumed = self._fetch_part(tf, part)
+            with open(part, "rb") as fh:
+                try:
+                    tf.verify_length_and_hashes(fh)
+                    break
+                except tuf_exc.LengthOrHashMismatchError as exc:
+                    size = part.stat().st_size
+                    if size < tf.length:
+                        raise DownloadError(
+                            f"download of {tf.path} was cut short ({size} of {tf.length} "
+                            "bytes)", resolution="run `atoll update download` again: it "
+                            "resumes") from exc
+                    part.unlink()
+                    if resumed and attempt == 0:
+                        log.warning("%s: the resumed download does not verify; "
+                                    "downloading it again from the start", tf.path)
+                        continue
+                    raise RepositoryError(
+                        f"{tf.path}: downloaded bytes do not match the signed hash; refused",
+                        resolution="the server or network path serves tampered files") from exc
+        os.replace(part, done)
+        return done
+
+    def _fetch_part(self, tf: TargetFile, part: Path) -> bool:
+        """Fetch what ``part`` lacks of ``tf``; returns whether it resumed earlier bytes.
+
+        A server that ignores ``Range`` (answers 200 from byte 0) is handled by
+        writing from the start; either way no more than the signed length is accepted.
+        """
         have = part.stat().st_size if part.exists() else 0
         if have > tf.length:
             part.unlink()
             have = 0
-        if have < tf.length:
-            with _tuf_errors(f"download {tf.path}"):
-                offset, chunks = self.fetcher.fetch_range(self._url(tf), have, None,
-                                                          tf.length - (have if have else 0))
-                mode = "ab" if offset == have and have else "wb"
-                try:
-                    with open(part, mode) as fh:
-                        for chunk in chunks:
-                            fh.write(chunk)
-                except OSError as exc:
-                    if exc.errno == errno.ENOSPC:
-                        raise HostStateError(
-                            f"disk full while downloading {tf.path} to {self.staging}",
-                            resolution="free space and run `atoll update download` again "
-                            "(it resumes)") from exc
-                    raise
-        with open(part, "rb") as fh:
+        if have == tf.length:
+            return have > 0
+        with _tuf_errors(f"download {tf.path}"):
+            offset, chunks = self.fetcher.fetch_range(self._url(tf), have, None, tf.length)
+            if offset not in (0, have):
+                raise tuf_exc.DownloadError(f"{tf.path}: server answered from byte {offset}")
+            if offset == 0 and have:
+                log.info("%s: the server ignores HTTP ranges; downloading from the start",
+                         tf.path)
+            limit = tf.length - offset
+            got = 0
             try:
-                tf.verify_length_and_hashes(fh)
-            except tuf_exc.LengthOrHashMismatchError as exc:
-                size = part.stat().st_size
-                if size < tf.length:
-                    raise DownloadError(
-                        f"download of {tf.path} was cut short ({size} of {tf.length} bytes)",
-                        resolution="run `atoll update download` again: it resumes") from exc
-                part.unlink()
-                raise RepositoryError(
-                    f"{tf.path}: downloaded bytes do not match the signed hash; refused",
-                    resolution="the server or network path serves tampered files") from exc
-        os.replace(part, done)
-        return done
+                with open(part, "ab" if offset else "wb") as fh:
+                    for chunk in chunks:
+                        got += len(chunk)
+                        if got > limit:
+                            raise tuf_exc.DownloadLengthMismatchError(
+                                f"{tf.path}: server sent more than the signed length "
+                                f"({tf.length} bytes)")
+                        fh.write(chunk)
+            except OSError as exc:
+                full = disk_full(exc, self.staging, f"download of {tf.path}")
+                if full is not None:
+                    raise HostStateError(full.brief, resolution="free space and run "
+                                         "`atoll update download` again (it resumes)") from exc
+                raise
+        return bool(offset and have)
 
     def _fetch_verified(self, path: str) -> bytes:
         tf = self._targetinfo(path)
@@ -327,7 +361,8 @@ class UpdateClient:
         pack_len = self._targetinfo(info.pack).length
         idx = None
         chunk_lengths: dict[int, int] | None = None
-        have = repo is not None and repo.has(info.commit, "commit")
+        have = repo is not None and repo.has(info.commit, "commit") \
+            and repo.is_complete(info.commit)
         if not have and not lengths and repo is not None:
             idx = PackIndex.from_bytes(self._fetch_verified(info.index))
             missing = {(o[0], o[1]) for o in idx.objects if not repo.has(o[0], o[1])}
@@ -445,33 +480,48 @@ class UpdateClient:
 
     def _download_locked(self) -> dict[str, Any]:
         from atoll.repo import pull
+        from atoll.store.checkout import bad_objects
 
         try:
             self._open()
             view = self._check()
             channel = view["channel"]
             info = ChannelInfo.from_custom(self._targetinfo(ref_target(channel)).custom, channel)
-            repo = self._repo()
-            plan, idx = self._plan(info, repo)
-            if plan.method != "none":
-                self._check_space(plan, info)
-                files = pull.fetch(self, info, plan, idx)
-                repo = repo or Repo.create(self.store_path)
-                try:
-                    pull.import_into(repo, info, plan, files)
-                except (CorruptObjectError, HostStateError) as exc:
-                    if plan.method != "delta":
-                        raise
-                    # The delta itself was verified; but a file the host rebuilds (a
-                    # recompressed initrd) did not match its id, or a patch base is gone
-                    # from the store. Fetch the objects still missing instead.
-                    log.warning("delta did not apply (%s); fetching missing objects", exc)
-                    plan, idx = self._plan(info, repo, no_delta=True)
+            repo = self._repo()  # None on a host that never downloaded: created on import
+            with contextlib.ExitStack() as stack:  # the store's lock (shared): gc waits
+                if repo is not None:
+                    stack.enter_context(repo.lock.shared())
+                if repo is not None and repo.has(info.commit, "commit"):
+                    # Downloaded before: make sure it is whole (damage from a disk, or a
+                    # power cut under an older atoll); damaged objects go to quarantine
+                    # and are fetched again below.
+                    bad = bad_objects(repo, info.commit)
+                    if bad:
+                        log.warning("%d damaged or missing object(s) of %s: fetching them "
+                                    "again", len(bad), info.commit[:12])
+                plan, idx = self._plan(info, repo)
+                if plan.method != "none":
+                    self._check_space(plan, info)
                     files = pull.fetch(self, info, plan, idx)
-                    pull.import_into(repo, info, plan, files)
-                shutil.rmtree(self.staging, ignore_errors=True)
-            assert repo is not None
-            repo.set_ref(f"{self.remote.name}/{channel}", info.commit, namespace="remotes")
+                    repo = repo or Repo.create(self.store_path)
+                    stack.enter_context(repo.lock.shared())
+                    try:
+                        pull.import_into(repo, info, plan, files)
+                    except (BusyError, DiskFullError):
+                        raise
+                    except (StoreError, HostStateError) as exc:
+                        if plan.method != "delta":
+                            raise
+                        # The delta itself was verified; but a file the host rebuilds (a
+                        # recompressed initrd) did not match its id, or a patch base is
+                        # gone from the store. Fetch the objects still missing instead.
+                        log.warning("delta did not apply (%s); fetching missing objects", exc)
+                        plan, idx = self._plan(info, repo, no_delta=True)
+                        files = pull.fetch(self, info, plan, idx)
+                        pull.import_into(repo, info, plan, files)
+                    shutil.rmtree(self.staging, ignore_errors=True)
+                assert repo is not None
+                repo.set_ref(f"{self.remote.name}/{channel}", info.commit, namespace="remotes")
             self._record(view, downloaded=True)
             self._commit_metadata()
             return view | {"downloaded": True, "ref": f"remotes/{self.remote.name}/{channel}",
@@ -489,7 +539,7 @@ class UpdateClient:
         else:
             checks = [(self.staging, need_stage), (store_dev, need_store)]
         for path, need in checks:
-            free = _free(path)
+            free = free_bytes(path)
             if free < need:
                 raise HostStateError(
                     f"not enough free space in {path}: need {need} bytes, {free} free",

@@ -26,8 +26,6 @@ the last N commits of ``history`` stay.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +121,7 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         return PublishResult(ref, commit_id, False, targets_version=targets.version)
     history = ([prev["commit"], *list(prev.get("history", []))]) if prev else []
     history = history[:HISTORY]
-    work = Path(tempfile.mkdtemp(prefix="publish-", dir=repo.tmp))
-    try:
+    with repo.lock.shared(), repo.staging_dir("publish-") as work:
         add: list[tuple[str, Path, dict[str, Any]]] = []
         pack, index = f"packs/{commit_id}.pack", f"packs/{commit_id}.index"
         idx = write_pack(repo, commit_id, work / "pack", work / "index", level=level)
@@ -174,8 +171,6 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         result.targets = {p: new_targets.targets[p].length for p, _, _ in add}
         result.targets_version = new_targets.version
         return result
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def resign_timestamp(storage: Storage, keys: KeyDir, *, expires: list[str] | None = None) -> int:

@@ -5,12 +5,17 @@ relative to its parent directory fd with ``O_NOFOLLOW``, names are checked
 (no ``..``, ``/`` or NUL), and only regular files, symlinks and directories
 are created. A hostile tree (absolute symlinks pointing outside, ``..``
 entries, device nodes) therefore cannot write outside the destination.
-With ``verify=True`` every file object is re-hashed first (in parallel), so a
-corrupt object is refused before anything is created.
+With ``verify=True`` every object is re-hashed first (in parallel), so a
+corrupt object is refused (and quarantined) before anything is created.
+
+Hardlinks have limits: empty files are created, not linked (every empty
+file of a tree is the same object), and a file object whose link count is
+exhausted (``EMLINK``: ext4 allows 65,000) is copied with its metadata.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -18,20 +23,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from atoll.core.errors import CorruptObjectError, StoreError
+from atoll.core.fsutil import copy_data, read_xattrs
 from atoll.core.log import Progress
-from atoll.store.objects import DirMeta, check_name
-from atoll.store.repo import WORKERS, Repo
+from atoll.store.objects import DirMeta, FileMeta, check_name
+from atoll.store.repo import REPAIR_HINT, WORKERS, Repo
 
-__all__ = ["checkout", "verify_commit"]
+__all__ = ["bad_objects", "checkout", "verify_commit"]
 
 
-def verify_commit(repo: Repo, commit: str) -> None:
-    """Re-hash every object of ``commit``.
-
-    Raises:
-        CorruptObjectError: naming each corrupt or missing object.
-    """
-    objs = repo.reachable(commit, parents=False)
+def bad_objects(repo: Repo, commit: str) -> list[str]:
+    """Re-hash every object of ``commit``; quarantine and return (``"kind id"``) those
+    that are damaged or missing."""
+    try:
+        objs = repo.reachable(commit, parents=False)
+    except StoreError as exc:  # a damaged (now quarantined) or missing dirtree/commit
+        return [exc.brief]
     files = sorted(oid for oid, kind in objs if kind == "file")
     bad: list[str] = []
     for oid, kind in objs:
@@ -49,11 +55,24 @@ def verify_commit(repo: Repo, commit: str) -> None:
             progress.advance()
             if not ok:
                 bad.append(f"file {oid}")
+                repo.quarantine(oid, "file", "content does not match its id")
+    return sorted(bad)
+
+
+def verify_commit(repo: Repo, commit: str) -> None:
+    """Re-hash every object of ``commit``.
+
+    Raises:
+        CorruptObjectError: naming each corrupt or missing object (the damaged ones
+            are quarantined, so that the next pull or commit writes them again).
+    """
+    bad = bad_objects(repo, commit)
     if bad:
         raise CorruptObjectError(
-            f"commit {commit[:12]}: {len(bad)} corrupt or missing object(s)",
-            details="\n".join(sorted(bad)[:50]),
-            resolution="run `atoll store fsck` and pull or re-compose the commit",
+            f"commit {commit[:12]}: {len(bad)} damaged or missing object(s), moved to "
+            "quarantine; nothing was changed",
+            details="\n".join(bad[:50]),
+            resolution=REPAIR_HINT,
         )
 
 
@@ -67,22 +86,49 @@ def _apply_dirmeta(fd: int, meta: DirMeta) -> None:
 def checkout(repo: Repo, commit: str, dest: Path, *, verify: bool = True) -> None:
     """Materialise ``commit`` at ``dest`` (which must not exist) as hardlinks.
 
+    Holds the repository lock (shared), so gc cannot remove objects meanwhile.
+
     Raises:
         StoreError: ``dest`` exists, an object is missing, or the tree is unsafe.
-        CorruptObjectError: ``verify`` found a corrupt object.
+        CorruptObjectError: ``verify`` found a damaged object.
     """
     dest = Path(dest)
-    if verify:
-        verify_commit(repo, commit)
-    c = repo.read_commit(commit)
-    os.mkdir(dest, 0o700)
-    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    objects = os.fspath(repo.objects)
+    with repo.lock.shared():
+        if verify:
+            verify_commit(repo, commit)
+        c = repo.read_commit(commit)
+        os.mkdir(dest, 0o700)
+        root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        objects = os.fspath(repo.objects)
+        try:
+            _checkout_tree(repo, objects, c.tree, root_fd)
+            _apply_dirmeta(root_fd, c.root)
+        finally:
+            os.close(root_fd)
+
+
+def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
+    """Create ``name`` as a copy of the file object ``src`` (owner, mode, xattrs)."""
+    meta = FileMeta.from_stat(st, read_xattrs(src))
+    if meta.kind == "lnk":
+        os.symlink(os.readlink(src), name, dir_fd=dir_fd)
+        os.chown(name, meta.uid, meta.gid, dir_fd=dir_fd, follow_symlinks=False)
+        path = f"/proc/self/fd/{dir_fd}/{name}"
+        for k, v in meta.xattrs.items():
+            os.setxattr(path, k, v, follow_symlinks=False)
+        return
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dir_fd)
     try:
-        _checkout_tree(repo, objects, c.tree, root_fd)
-        _apply_dirmeta(root_fd, c.root)
+        if st.st_size:
+            with open(src, "rb") as fh:
+                copy_data(fh.fileno(), fd)
+        os.fchown(fd, meta.uid, meta.gid)
+        os.fchmod(fd, meta.mode)
+        for k, v in meta.xattrs.items():
+            os.setxattr(fd, k, v)
     finally:
-        os.close(root_fd)
+        os.close(fd)
 
 
 def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int) -> None:
@@ -103,9 +149,15 @@ def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int) -> None:
                 st = os.lstat(src)
             except FileNotFoundError:
                 raise StoreError(f"file object {entry.id} is missing",
-                                 resolution="run `atoll store fsck`") from None
+                                 resolution=REPAIR_HINT) from None
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 raise StoreError(f"file object {entry.id} is not a regular file or symlink")
-            os.link(src, name, dst_dir_fd=dir_fd, follow_symlinks=False)
-
-
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                _copy_object(src, name, dir_fd, st)  # every empty file is one object
+                continue
+            try:
+                os.link(src, name, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno != errno.EMLINK:
+                    raise
+                _copy_object(src, name, dir_fd, st)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atoll.core import canonjson
-from atoll.core.errors import StoreError
+from atoll.core.errors import CorruptObjectError, StoreError
 
 __all__ = [
     "FILE_PREFIX",
@@ -137,17 +137,40 @@ def dirtree_bytes(entries: list[DirEntry]) -> bytes:
     return canonjson.dumps({"entries": {e.name: e.to_json() for e in entries}})
 
 
+def _object_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not is_object_id(value):
+        raise CorruptObjectError(f"{what}: {value!r} is not an object id")
+    return value
+
+
 def parse_dirtree(data: bytes) -> list[DirEntry]:
-    raw = canonjson.loads(data)
+    """Parse a dirtree object's bytes.
+
+    Raises:
+        CorruptObjectError: not canonical JSON of the expected shape, an unsafe name,
+            or an entry id that is not an object id.
+    """
+    try:
+        raw = canonjson.loads(data)
+        items = sorted(raw["entries"].items())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptObjectError(f"malformed dirtree object: {exc}") from exc
     out = []
-    for name, ent in sorted(raw["entries"].items()):
-        check_name(name)
-        if ent["t"] == "d":
-            out.append(DirEntry(name, True, ent["id"], DirMeta.from_json(ent["meta"])))
-        elif ent["t"] == "f":
-            out.append(DirEntry(name, False, ent["id"]))
-        else:
-            raise StoreError(f"unknown dirtree entry type {ent['t']!r} for {name!r}")
+    for name, ent in items:
+        try:
+            check_name(name)
+            kind = ent["t"]
+            oid = _object_id(ent["id"], f"dirtree entry {name!r}")
+            if kind == "d":
+                out.append(DirEntry(name, True, oid, DirMeta.from_json(ent["meta"])))
+            elif kind == "f":
+                out.append(DirEntry(name, False, oid))
+            else:
+                raise CorruptObjectError(f"unknown dirtree entry type {kind!r} for {name!r}")
+        except CorruptObjectError:
+            raise
+        except (StoreError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CorruptObjectError(f"malformed dirtree entry {name!r}: {exc}") from exc
     return out
 
 
@@ -181,17 +204,24 @@ class Commit:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Commit:
-        raw = canonjson.loads(data)
-        return cls(
-            tree=raw["tree"],
-            root=DirMeta.from_json(raw["root"]),
-            parent=raw.get("parent"),
-            version=raw.get("version", ""),
-            timestamp=int(raw.get("timestamp", 0)),
-            subject=raw.get("subject", ""),
-            manifest=tuple(raw.get("manifest", ())),
-            metadata=raw.get("metadata", {}),
-        )
+        """Raises: CorruptObjectError: not a commit object."""
+        try:
+            raw = canonjson.loads(data)
+            parent = raw.get("parent")
+            return cls(
+                tree=_object_id(raw["tree"], "commit tree"),
+                root=DirMeta.from_json(raw["root"]),
+                parent=None if parent is None else _object_id(parent, "commit parent"),
+                version=str(raw.get("version", "")),
+                timestamp=int(raw.get("timestamp", 0)),
+                subject=str(raw.get("subject", "")),
+                manifest=tuple(dict(p) for p in raw.get("manifest", ())),
+                metadata=dict(raw.get("metadata", {})),
+            )
+        except CorruptObjectError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CorruptObjectError(f"malformed commit object: {exc}") from exc
 
     def packages(self) -> dict[str, dict[str, str]]:
         return {p["name"]: p for p in self.manifest}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from atoll.core.errors import StoreError
 from atoll.core.log import Progress
 from atoll.store.objects import Commit, DirEntry
 from atoll.store.repo import WORKERS, Repo
@@ -94,6 +96,8 @@ class FsckReport:
     checked: int = 0
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    incomplete: dict[str, str] = field(default_factory=dict)  # ref -> commit
+    quarantined: int = 0
 
     @property
     def ok(self) -> bool:
@@ -101,64 +105,89 @@ class FsckReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"checked": self.checked, "corrupt": self.corrupt, "missing": self.missing,
+                "incomplete_refs": self.incomplete, "quarantined": self.quarantined,
                 "ok": self.ok}
 
 
 def fsck(repo: Repo) -> FsckReport:
-    """Re-hash every object; check that every ref's commit is complete."""
+    """Re-hash every object; check that every ref's commit is complete.
+
+    Damaged objects are moved to quarantine (the next pull or commit that needs
+    them writes them again; ``store fsck --repair`` fetches them on a host).
+    """
     report = FsckReport()
-    objs = list(repo.iter_objects())
-    files = [oid for oid, kind in objs if kind == "file"]
-    progress = Progress("fsck", len(objs))
-    for oid, kind in objs:
-        if kind == "file":
-            continue
-        data = repo.object_path(oid, kind).read_bytes()
-        report.checked += 1
-        progress.advance()
-        if hashlib.sha256(data).hexdigest() != oid:
-            report.corrupt.append(f"{kind} {oid}")
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64), strict=True):
+    with repo.lock.shared():
+        objs = list(repo.iter_objects())
+        files = [oid for oid, kind in objs if kind == "file"]
+        progress = Progress("fsck", len(objs))
+        for oid, kind in objs:
+            if kind == "file":
+                continue
             report.checked += 1
             progress.advance()
-            if not ok:
-                report.corrupt.append(f"file {oid}")
-    progress.finish()
-    present = set(objs)
-    for name, cid in repo.all_refs().items():
-        if (cid, "commit") not in present:
-            report.missing.append(f"commit {cid} (ref {name})")
-            continue
-        try:
-            needed = repo.reachable(cid, parents=False)
-        except Exception as exc:  # a corrupt dirtree: already reported above
-            report.missing.append(f"commit {cid} (ref {name}): unreadable: {exc}")
-            continue
-        for oid, kind in sorted(needed - present):
-            report.missing.append(f"{kind} {oid} (ref {name})")
+            try:
+                data = repo.object_path(oid, kind).read_bytes()
+            except FileNotFoundError:
+                continue  # removed meanwhile (quarantined by a reader)
+            if hashlib.sha256(data).hexdigest() != oid:
+                report.corrupt.append(f"{kind} {oid}")
+                repo.quarantine(oid, kind, "content does not match its id")
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64),
+                               strict=True):
+                report.checked += 1
+                progress.advance()
+                if not ok:
+                    report.corrupt.append(f"file {oid}")
+                    repo.quarantine(oid, "file", "content does not match its id")
+        progress.finish()
+        for name, cid in repo.all_refs().items():
+            gaps = repo.missing(cid)
+            if gaps:
+                report.incomplete[name] = cid
+            report.missing += [f"{kind} {oid} (ref {name})" for oid, kind in gaps]
+        report.quarantined = len(repo.quarantined())
     report.corrupt.sort()
     return report
 
 
 def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
-    """Delete every object that no ref (heads, deployments...) reaches."""
-    keep: set[tuple[str, str]] = set()
-    for cid in repo.all_refs().values():
-        keep |= repo.reachable(cid, parents=True)
-    removed = freed = 0
-    for oid, kind in list(repo.iter_objects()):
-        if (oid, kind) in keep:
-            continue
-        path = repo.object_path(oid, kind)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
+    """Delete every object that no ref (heads, remotes, deployments) reaches, the
+    quarantine, and unlocked staging leftovers. Holds the repository exclusively.
+
+    Raises:
+        CorruptObjectError / StoreError: a reachable dirtree or commit is damaged or
+            missing (what lies below it is unknown): nothing is deleted.
+        BusyError: a writer holds the repository for longer than the lock wait.
+    """
+    with repo.lock.exclusive():
+        keep: set[tuple[str, str]] = set()
+        for name, cid in repo.all_refs().items():
+            try:
+                keep |= repo.reachable(cid, parents=True)
+            except StoreError as exc:
+                raise type(exc)(
+                    f"gc: ref {name} reaches a damaged or missing object; nothing was deleted",
+                    details=exc.brief, resolution=exc.resolution) from exc
+        removed = freed = 0
+        doomed = []
+        for oid, kind in list(repo.iter_objects()):
+            if (oid, kind) in keep:
+                continue
+            try:
+                st = os.lstat(repo.object_path(oid, kind))
+            except FileNotFoundError:
+                continue
+            doomed.append((oid, kind))
+            removed += 1
+            if st.st_nlink <= 1:
+                freed += st.st_size
+        quarantined = repo.quarantined()
         if not dry_run:
-            os.unlink(path)
-        removed += 1
-        if st.st_nlink <= 1:
-            freed += st.st_size
-    leftovers = 0 if dry_run else repo.clean_tmp()
-    return {"removed": removed, "freed_bytes": freed, "kept": len(keep), "tmp_cleaned": leftovers}
+            repo.remove_objects(doomed)
+            for name in quarantined:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(repo.quarantine_dir / name)
+        leftovers = 0 if dry_run else repo.clean_tmp()
+    return {"removed": removed, "freed_bytes": freed, "kept": len(keep),
+            "tmp_cleaned": leftovers, "quarantine_emptied": len(quarantined)}

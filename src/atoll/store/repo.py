@@ -1,30 +1,42 @@
-"""The repository: objects, refs, and committing a directory.
+"""The repository: objects, refs, transactions, and committing a directory.
 
 On-disk layout::
 
     repo/
     ├── config.json                 {"version": 1, "mode": "bare"}
+    ├── lock                        flock: shared by writers, exclusive for gc (atoll.core.lock)
     ├── objects/ab/<62 hex>.file    file object: the file itself, with its mode,
     │                               owner and xattrs (a symlink is a symlink), so
     │                               checkouts are hardlinks
     ├── objects/ab/<62 hex>.dirtree canonical JSON
     ├── objects/ab/<62 hex>.commit  canonical JSON
     ├── refs/heads/<name>           a branch: commit id + newline
+    ├── refs/remotes/<remote>/<ch>  what `update download` pulled (delivery layer)
     ├── refs/deploy/<deployment>    kept by the deploy layer so gc keeps deployed commits
-    └── tmp/                        staging; anything here is garbage after a crash
+    ├── quarantine/<id>.<kind>.<t>  objects that failed verification (kept for inspection;
+    │                               gc empties it)
+    └── tmp/                        0700; staging: txn-*/ (a transaction's objects),
+                                    compose-*/, publish-*/; each staging dir is flock'ed
+                                    by its writer, so cleaners skip dirs in use
 
-Objects are written to ``tmp/`` and renamed into place (a committed object is
-read-only and never rewritten). Before a ref moves, the filesystem is synced
-(``syncfs``), so a ref never points at an object that is not durable; the ref
-itself is written atomically (temp, fsync, rename, fsync dir).
+Write order (OSTree's): a transaction writes its new objects into its own
+staging dir in ``tmp/`` (each created 0600, then given its final owner, mode
+and xattrs), syncs the filesystem once, renames them into ``objects/``
+(files, then dirtrees, then commits) and syncs again. An object in
+``objects/`` is therefore always complete and durable before any ref can
+point at it, and a power cut leaves at worst garbage in ``tmp/``.
+
+An object that fails verification anywhere (deploy, pull, fsck) is moved to
+``quarantine/``; the next commit or pull that needs it writes it again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
+import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -32,16 +44,25 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from atoll.core import canonjson
 from atoll.core.errors import CorruptObjectError, InputError, StoreError
-from atoll.core.fsutil import atomic_write, fsync_dir
+from atoll.core.fsutil import (
+    atomic_write,
+    copy_private,
+    disk_full,
+    fsync_dir,
+    read_xattrs,
+    syncfs,
+)
+from atoll.core.lock import FileLock
 from atoll.core.log import Progress
+from atoll.core.text import printable
 from atoll.store.objects import (
     Commit,
     DirEntry,
@@ -52,52 +73,66 @@ from atoll.store.objects import (
     is_object_id,
     parse_dirtree,
 )
+from atoll.store.tree import Tree, scan
 
-__all__ = ["KINDS", "Repo", "read_xattrs"]
+__all__ = ["KINDS", "TMP_GRACE", "Repo", "read_xattrs", "syncfs"]
+
+log = logging.getLogger("atoll.store")
 
 KINDS = ("file", "dirtree", "commit")
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _CHUNK = 1 << 20
 WORKERS = max(2, os.cpu_count() or 2)
+TMP_GRACE = 120.0  # seconds: an unlocked tmp/ entry younger than this may be in use
+REPAIR_HINT = ("on a host, run `atoll update download` or `atoll store fsck --repair`; "
+               "in a build repository, commit or compose the tree again")
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+def write_file_meta(path: str, meta: FileMeta) -> None:
+    """Give a freshly created file or symlink its owner, mode and xattrs (chown first:
+    it clears setuid bits)."""
+    os.lchown(path, meta.uid, meta.gid)
+    if meta.kind == "reg":
+        os.chmod(path, meta.mode)
+    for k, v in meta.xattrs.items():
+        os.setxattr(path, k, v, follow_symlinks=False)
 
 
-def syncfs(path: Path) -> None:
-    """Flush the filesystem holding ``path`` (what OSTree does before moving a ref)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+@contextlib.contextmanager
+def locked_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new private (0700) directory in ``parent``, flock'ed for as long as it is used
+    and removed afterwards, whatever happens. Cleaners skip it while it is locked."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if _libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
     finally:
+        shutil.rmtree(path, ignore_errors=True)
         os.close(fd)
 
 
-def read_xattrs(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False) if dir_fd is None else os.listxattr(
-            _fd_path(dir_fd, path), follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EPERM):
-            return {}
-        raise
-    out = {}
-    for name in names:
-        p = path if dir_fd is None else _fd_path(dir_fd, path)
-        out[name] = os.getxattr(p, name, follow_symlinks=False)
-    return out
-
-
-def _fd_path(dir_fd: int, name: str | os.PathLike[str]) -> str:
-    return f"/proc/self/fd/{dir_fd}/{os.fspath(name)}"
-
-
 @dataclass
-class CommitStats:
-    files: int = 0
-    new_objects: int = 0
-    bytes_written: int = 0
+class _Txn:
+    """Objects staged by one transaction, not yet in ``objects/``."""
+
+    dir: Path
+    staged: dict[tuple[str, str], Path] = field(default_factory=dict)
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+
+    def path_for(self, oid: str, kind: str) -> Path:
+        return self.dir / f"{oid}.{kind}"
+
+    def tmp_for(self, oid: str, kind: str) -> str:
+        return os.fspath(self.dir / f".{oid}.{kind}.{threading.get_ident()}")
+
+    def add(self, tmp: str, oid: str, kind: str) -> None:
+        """Move a complete temp file to its staged name (another thread may have staged
+        the same object: same content, the rename replaces it harmlessly)."""
+        dest = self.path_for(oid, kind)
+        os.rename(tmp, dest)
+        with self.mutex:
+            self.staged[(oid, kind)] = dest
 
 
 class Repo:
@@ -108,6 +143,10 @@ class Repo:
         self.objects = self.path / "objects"
         self.refs_dir = self.path / "refs"
         self.tmp = self.path / "tmp"
+        self.quarantine_dir = self.path / "quarantine"
+        self.lock = FileLock(self.path / "lock", f"repository {self.path}")
+        self._txn: _Txn | None = None
+        self._txn_depth = 0
 
     # -- lifecycle -----------------------------------------------------
 
@@ -115,10 +154,11 @@ class Repo:
     def create(cls, path: Path) -> Repo:
         repo = cls(path)
         if (repo.path / "config.json").exists():
-            return repo
+            return cls.open(path)
         repo.path.mkdir(parents=True, exist_ok=True)
-        for d in (repo.objects, repo.refs_dir / "heads", repo.tmp):
+        for d in (repo.objects, repo.refs_dir / "heads"):
             d.mkdir(parents=True, exist_ok=True)
+        repo.tmp.mkdir(mode=0o700, exist_ok=True)
         atomic_write(repo.path / "config.json", canonjson.dumps({"mode": "bare", "version": 1}))
         return repo
 
@@ -130,162 +170,328 @@ class Repo:
                 f"{path}: not an atoll repository",
                 resolution="create one with `atoll store init --repo DIR` or compose into it",
             )
-        repo.tmp.mkdir(exist_ok=True)
+        with contextlib.suppress(PermissionError):  # a reader without write access
+            repo.tmp.mkdir(mode=0o700, exist_ok=True)
+            if stat.S_IMODE(os.stat(repo.tmp).st_mode) != 0o700:
+                os.chmod(repo.tmp, 0o700)  # repositories made before tmp/ was private
         return repo
 
-    def clean_tmp(self, older_than: float = 0.0) -> int:
-        """Remove staging leftovers (from a killed process); returns how many."""
+    @contextlib.contextmanager
+    def staging_dir(self, prefix: str) -> Iterator[Path]:
+        """A private, locked directory in ``tmp/`` (compose and publish build there, on
+        the store's filesystem, so files can be hardlinked in)."""
+        with locked_dir(self.tmp, prefix) as path:
+            yield path
+
+    def clean_tmp(self, older_than: float = TMP_GRACE) -> int:
+        """Remove staging leftovers of killed processes; returns how many.
+
+        An entry is removed when nobody holds its lock and it is older than
+        ``older_than`` seconds (the grace period covers a writer between creating
+        its directory and locking it).
+        """
         n = 0
         now = time.time()
-        for entry in os.scandir(self.tmp):
-            with contextlib.suppress(FileNotFoundError):
+        try:
+            entries = list(os.scandir(self.tmp))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
                 if now - entry.stat(follow_symlinks=False).st_mtime < older_than:
                     continue
                 if entry.is_dir(follow_symlinks=False):
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # in use
+                    finally:
+                        os.close(fd)
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     os.unlink(entry.path)
                 n += 1
+            except FileNotFoundError:
+                continue
         return n
+
+    # -- transactions --------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, what: str = "write") -> Iterator[None]:
+        """Stage new objects, then make them durable and visible at once.
+
+        Holds the repository lock (shared) throughout. Nested calls join the
+        outer transaction. On error nothing reaches ``objects/``.
+
+        Raises:
+            HostStateError: the disk filled (staged objects are removed).
+            BusyError: ``store gc`` holds the repository.
+        """
+        with self.lock.shared():
+            if self._txn is not None:
+                self._txn_depth += 1
+                try:
+                    yield
+                finally:
+                    self._txn_depth -= 1
+                return
+            try:
+                with locked_dir(self.tmp, "txn-") as tdir:
+                    self._txn = _Txn(tdir)
+                    try:
+                        yield
+                        self._publish(self._txn)
+                    finally:
+                        self._txn = None
+            except OSError as exc:
+                full = disk_full(exc, self.path, what)
+                if full is not None:
+                    raise full from exc
+                raise
+
+    def _publish(self, txn: _Txn) -> None:
+        if not txn.staged:
+            return
+        syncfs(self.path)  # every staged object is durable before it gets its name
+        order = {"file": 0, "dirtree": 1, "commit": 2}
+        made: set[str] = set()
+        for (oid, kind), src in sorted(txn.staged.items(), key=lambda kv: order[kv[0][1]]):
+            dest = self.object_path(oid, kind)
+            if oid[:2] not in made:
+                dest.parent.mkdir(exist_ok=True)
+                made.add(oid[:2])
+            if os.path.lexists(dest):
+                continue  # another writer placed the same object meanwhile
+            os.rename(src, dest)
+        syncfs(self.path)  # the names are durable before any ref points at them
+
+    def _stage(self) -> _Txn:
+        if self._txn is None:
+            raise RuntimeError("objects are written inside Repo.transaction()")
+        return self._txn
 
     # -- objects -------------------------------------------------------
 
     def object_path(self, oid: str, kind: str) -> Path:
         return self.objects / oid[:2] / f"{oid[2:]}.{kind}"
 
+    def _locate(self, oid: str, kind: str) -> Path:
+        """Where the object is: ``objects/``, or staged in the running transaction."""
+        txn = self._txn
+        if txn is not None:
+            staged = txn.staged.get((oid, kind))
+            if staged is not None:
+                return staged
+        return self.object_path(oid, kind)
+
     def has(self, oid: str, kind: str) -> bool:
+        """True when the object is in ``objects/`` (complete, by the write order) or staged
+        in this repository's running transaction."""
+        txn = self._txn
+        if txn is not None and (oid, kind) in txn.staged:
+            return True
         return os.path.lexists(self.object_path(oid, kind))
 
-    def _place(self, tmp: str, oid: str, kind: str) -> bool:
-        dest = self.object_path(oid, kind)
+    def quarantine(self, oid: str, kind: str, reason: str) -> bool:
+        """Move a damaged object out of ``objects/`` (into ``quarantine/``); returns
+        whether it was there. The next commit or pull that needs it writes it again."""
+        src = self.object_path(oid, kind)
+        self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+        dest = self.quarantine_dir / f"{oid}.{kind}.{time.time_ns()}"
         try:
-            os.rename(tmp, dest)  # overwrites an identical object at worst: same content
+            os.rename(src, dest)
         except FileNotFoundError:
-            dest.parent.mkdir(exist_ok=True)
-            os.rename(tmp, dest)
+            return False
+        log.warning("store: %s object %s failed verification (%s): moved to %s",
+                    kind, oid, reason, self.quarantine_dir)
         return True
 
+    def quarantined(self) -> list[str]:
+        """Names of the quarantined objects (``<id>.<kind>.<time_ns>``)."""
+        try:
+            return sorted(os.listdir(self.quarantine_dir))
+        except FileNotFoundError:
+            return []
+
     def write_meta_object(self, data: bytes, kind: str) -> str:
-        """Store a dirtree or commit object; returns its id."""
+        """Stage a dirtree or commit object; returns its id. An existing copy that does
+        not match its id is quarantined and written again."""
         oid = hashlib.sha256(data).hexdigest()
         if self.has(oid, kind):
-            return oid
-        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=f"{kind}-")
+            try:
+                self.read_meta_object(oid, kind)
+                return oid
+            except StoreError:
+                pass  # damaged (now quarantined) or gone: write it again
+        txn = self._stage()
+        tmp = txn.tmp_for(oid, kind)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(tmp, 0o644)
-        self._place(tmp, oid, kind)
+        txn.add(tmp, oid, kind)
         return oid
 
     def read_meta_object(self, oid: str, kind: str) -> bytes:
+        """The bytes of a dirtree or commit object, verified against its id.
+
+        Raises:
+            StoreError: the object is missing.
+            CorruptObjectError: it does not match its id (it is quarantined).
+        """
         try:
-            return self.object_path(oid, kind).read_bytes()
+            data = self._locate(oid, kind).read_bytes()
         except FileNotFoundError:
             raise StoreError(
                 f"{kind} object {oid} is missing from {self.path}",
-                resolution="pull the commit again, or run `atoll store fsck`",
-            ) from None
+                resolution=REPAIR_HINT) from None
+        if hashlib.sha256(data).hexdigest() != oid:
+            self.quarantine(oid, kind, "content does not match its id")
+            raise CorruptObjectError(
+                f"{kind} object {oid} in {self.path} is damaged (moved to quarantine)",
+                resolution=REPAIR_HINT)
+        return data
 
     def read_dirtree(self, oid: str) -> list[DirEntry]:
-        return parse_dirtree(self.read_meta_object(oid, "dirtree"))
+        """Raises: StoreError (missing), CorruptObjectError (damaged or malformed)."""
+        data = self.read_meta_object(oid, "dirtree")
+        try:
+            return parse_dirtree(data)
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(f"dirtree object {oid}: {exc.brief}",
+                                     resolution=REPAIR_HINT) from exc
 
     def read_commit(self, oid: str) -> Commit:
-        return Commit.from_bytes(self.read_meta_object(oid, "commit"))
+        """Raises: StoreError (missing), CorruptObjectError (damaged or malformed)."""
+        data = self.read_meta_object(oid, "commit")
+        try:
+            return Commit.from_bytes(data)
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(f"commit object {oid}: {exc.brief}",
+                                     resolution=REPAIR_HINT) from exc
+
+    def _existing_matches(self, oid: str, meta: FileMeta, size: int) -> bool:
+        """Whether the stored copy of a file object looks whole (type, size, owner, mode).
+
+        A cheap check (one lstat) that catches empty and short objects, e.g. from a
+        power cut under an older atoll or a damaged disk; a wrong byte is caught by
+        verification (deploy, fsck).
+        """
+        path = self._locate(oid, "file")
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        kind = "lnk" if stat.S_ISLNK(st.st_mode) else ("reg" if stat.S_ISREG(st.st_mode) else "")
+        ok = (kind == meta.kind and st.st_size == size and st.st_uid == meta.uid
+              and st.st_gid == meta.gid
+              and (kind == "lnk" or stat.S_IMODE(st.st_mode) == meta.mode))
+        if not ok:
+            self.quarantine(oid, "file", f"size {st.st_size}, expected {size}" if
+                            st.st_size != size else "owner, mode or type differs from its id")
+        return ok
 
     def write_file_object(self, src: str, st: os.stat_result, xattrs: dict[str, bytes],
                           *, link: bool = False) -> tuple[str, int]:
-        """Hash and store one file or symlink; returns (id, bytes written)."""
+        """Hash and stage one file or symlink; returns (id, bytes written)."""
         meta = FileMeta.from_stat(st, xattrs)
         h = file_hasher(meta)
         if meta.kind == "lnk":
             target = os.readlink(src)
             h.update(os.fsencode(target))
             oid = h.hexdigest()
-            if self.has(oid, "file"):
+            if self.has(oid, "file") and self._existing_matches(
+                    oid, meta, len(os.fsencode(target))):
                 return oid, 0
-            tmp = os.path.join(self.tmp, f"lnk-{oid}-{threading.get_ident()}")
+            txn = self._stage()
+            tmp = txn.tmp_for(oid, "file")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             os.symlink(target, tmp)
-            os.lchown(tmp, meta.uid, meta.gid)
-            for k, v in meta.xattrs.items():
-                os.setxattr(tmp, k, v, follow_symlinks=False)
-            self._place(tmp, oid, "file")
+            write_file_meta(tmp, meta)
+            txn.add(tmp, oid, "file")
             return oid, 0
         with open(src, "rb") as fh:
             while chunk := fh.read(_CHUNK):
                 h.update(chunk)
         oid = h.hexdigest()
-        if self.has(oid, "file"):
+        if self.has(oid, "file") and self._existing_matches(oid, meta, st.st_size):
             return oid, 0
-        tmp = os.path.join(self.tmp, f"reg-{oid}-{threading.get_ident()}")
+        txn = self._stage()
+        tmp = txn.tmp_for(oid, "file")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if link:
+        if link and st.st_size:
             # The caller hands over a throwaway tree (compose): hardlink, no copy.
-            os.link(src, tmp)
-        else:
-            shutil.copyfile(src, tmp)
-            os.chown(tmp, meta.uid, meta.gid)
-            os.chmod(tmp, meta.mode)
-            for k, v in meta.xattrs.items():
-                os.setxattr(tmp, k, v)
-        self._place(tmp, oid, "file")
+            try:
+                os.link(src, tmp)
+                txn.add(tmp, oid, "file")
+                return oid, st.st_size
+            except OSError as exc:
+                if exc.errno not in (errno.EMLINK, errno.EXDEV):
+                    raise
+        copy_private(Path(src), Path(tmp))
+        write_file_meta(tmp, meta)
+        txn.add(tmp, oid, "file")
         return oid, st.st_size
 
     def import_file_object(self, oid: str, meta: FileMeta, content: bytes) -> None:
-        """Store a file object received from elsewhere, verifying its id first."""
+        """Stage a file object received from elsewhere, verifying its id first.
+
+        Raises:
+            CorruptObjectError: the content does not match ``oid``.
+        """
         h = file_hasher(meta)
         h.update(content)
         if h.hexdigest() != oid:
             raise CorruptObjectError(f"file object {oid}: content does not match its id")
-        if self.has(oid, "file"):
+        if self.has(oid, "file") and self._existing_matches(oid, meta, len(content)):
             return
-        tmp = os.path.join(self.tmp, f"imp-{oid}-{threading.get_ident()}")
+        txn = self._stage()
+        tmp = txn.tmp_for(oid, "file")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if meta.kind == "lnk":
             os.symlink(os.fsdecode(content), tmp)
-            os.lchown(tmp, meta.uid, meta.gid)
         else:
-            with open(tmp, "wb") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(content)
-            os.chown(tmp, meta.uid, meta.gid)
-            os.chmod(tmp, meta.mode)
-        for k, v in meta.xattrs.items():
-            os.setxattr(tmp, k, v, follow_symlinks=False)
-        self._place(tmp, oid, "file")
+        write_file_meta(tmp, meta)
+        txn.add(tmp, oid, "file")
 
     def file_meta(self, oid: str) -> FileMeta:
-        path = self.object_path(oid, "file")
+        path = self._locate(oid, "file")
         st = os.lstat(path)
         return FileMeta.from_stat(st, read_xattrs(path))
 
     def read_file_content(self, oid: str) -> bytes:
-        path = self.object_path(oid, "file")
+        path = self._locate(oid, "file")
         if os.path.islink(path):
             return os.fsencode(os.readlink(path))
         return path.read_bytes()
 
     def verify_file(self, oid: str) -> bool:
-        """Re-hash one file object; True when it matches its id."""
-        path = self.object_path(oid, "file")
+        """Re-hash one file object; True when it matches its id (False when missing)."""
+        path = self._locate(oid, "file")
         try:
             st = os.lstat(path)
             meta = FileMeta.from_stat(st, read_xattrs(path))
+            h = file_hasher(meta)
+            if meta.kind == "lnk":
+                h.update(os.fsencode(os.readlink(path)))
+            else:
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(_CHUNK):
+                        h.update(chunk)
         except (OSError, StoreError):
             return False
-        h = file_hasher(meta)
-        if meta.kind == "lnk":
-            h.update(os.fsencode(os.readlink(path)))
-        else:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    h.update(chunk)
         return bool(h.hexdigest() == oid)
 
     def iter_objects(self) -> Iterator[tuple[str, str]]:
-        """Every (id, kind) in the store."""
+        """Every (id, kind) in ``objects/``."""
         if not self.objects.is_dir():
             return
         for sub in sorted(os.scandir(self.objects), key=lambda e: e.name):
@@ -301,7 +507,7 @@ class Repo:
     @staticmethod
     def check_ref(name: str) -> str:
         if not _REF_RE.match(name) or ".." in name:
-            raise InputError(f"invalid ref name {name!r}",
+            raise InputError(f"invalid ref name {printable(name)!r}",
                              resolution="use letters, digits, '.', '_', '-' and '/' separators")
         return name
 
@@ -309,17 +515,35 @@ class Repo:
         return self.refs_dir / namespace / self.check_ref(name)
 
     def set_ref(self, name: str, commit: str | None, namespace: str = "heads") -> None:
+        """Point a ref at ``commit`` (None: delete it), atomically and durably.
+
+        Objects reach ``objects/`` only durably (see the module docstring), so the
+        ref never points at an object a power cut could lose.
+
+        Raises:
+            StoreError: the commit object is missing.
+        """
         path = self._ref_path(name, namespace)
-        if commit is None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                fsync_dir(path.parent)
-            return
-        if not self.has(commit, "commit"):
-            raise StoreError(f"cannot point ref {name} at missing commit {commit}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        syncfs(self.path)
-        atomic_write(path, commit.encode() + b"\n")
+        with self.lock.shared():
+            if commit is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    fsync_dir(path.parent)
+                    self._prune_ref_dirs(path.parent, self.refs_dir / namespace)
+                return
+            if not self.has(commit, "commit"):
+                raise StoreError(f"cannot point ref {name} at missing commit {commit}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, commit.encode() + b"\n")
+
+    @staticmethod
+    def _prune_ref_dirs(d: Path, top: Path) -> None:
+        while d != top and d.is_relative_to(top):
+            try:
+                d.rmdir()
+            except OSError:
+                return
+            d = d.parent
 
     def refs(self, namespace: str = "heads") -> dict[str, str]:
         base = self.refs_dir / namespace
@@ -331,7 +555,8 @@ class Repo:
                 if f.startswith("."):
                     continue
                 p = Path(dirpath) / f
-                out[str(p.relative_to(base))] = p.read_text().strip()
+                with contextlib.suppress(FileNotFoundError):
+                    out[str(p.relative_to(base))] = p.read_text().strip()
         return dict(sorted(out.items()))
 
     def all_refs(self) -> dict[str, str]:
@@ -355,7 +580,7 @@ class Repo:
                 return matches[0]
             if len(matches) > 1:
                 raise InputError(f"{rev}: ambiguous commit prefix")
-        raise InputError(f"{rev}: no such ref or commit in {self.path}",
+        raise InputError(f"{printable(rev)}: no such ref or commit in {self.path}",
                          resolution="list them with `atoll store refs`")
 
     def _iter_prefix(self, prefix: str) -> Iterator[tuple[str, str]]:
@@ -385,129 +610,116 @@ class Repo:
     ) -> str:
         """Commit the tree at ``src``; returns the commit id.
 
+        The tree is checked whole before anything is written (see
+        :func:`atoll.store.tree.scan`): names must be UTF-8, only regular files,
+        symlinks and directories; a lone ``/etc`` is committed as ``/usr/etc``.
+
         Args:
             ref: move this ref to the new commit (its old target becomes the parent).
             link: hardlink files into the store instead of copying (``src`` is throwaway).
             skip: relative paths whose *contents* are not committed (kept as empty dirs).
 
         Raises:
-            StoreError: a device node, socket or fifo is in the tree.
+            InputError: a name is not UTF-8, a special file, or a layout atoll refuses
+                (nothing was written).
+            HostStateError: the disk filled (nothing was committed).
         """
         src = Path(src)
         if ref is not None:
             self.check_ref(ref)
-            if parent is None:
+        tree = scan(src, skip=skip)
+        with self.lock.shared():  # held until the ref points at the commit (gc waits)
+            cid = self._commit_tree(src, tree, ref=ref, parent=parent, link=link, commit=Commit(
+                tree="", root=tree.dirs[""], parent=None, version=version,
+                timestamp=int(time.time()) if timestamp is None else timestamp,
+                subject=subject, manifest=tuple(manifest or ()), metadata=metadata or {}))
+            if ref is not None:
+                self.set_ref(ref, cid)
+        return cid
+
+    def _commit_tree(self, src: Path, tree: Tree, *, ref: str | None, parent: str | None,
+                     link: bool, commit: Commit) -> str:
+        with self.transaction(f"commit of {printable(src)}"):
+            if ref is not None and parent is None:
                 parent = self.refs().get(ref)
-        self.clean_tmp(older_than=3600)
-        files: list[tuple[str, os.stat_result]] = []
-        dirs: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(src):
-            rel = os.path.relpath(dirpath, src)
-            rel = "" if rel == "." else rel
-            dirs.append(rel)
-            if rel in skip:
-                dirnames[:] = []
-                continue
-            for name in dirnames[:]:
-                p = os.path.join(dirpath, name)
-                if os.path.islink(p):  # os.walk lists symlinks to dirs as dirs
-                    dirnames.remove(name)
-                    filenames.append(name)
-            for name in filenames:
-                p = os.path.join(dirpath, name)
-                st = os.lstat(p)
-                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                    raise StoreError(
-                        f"{os.path.join(rel, name)}: special file (device node, socket or fifo)",
-                        resolution="atoll images hold regular files, symlinks and directories; "
-                        "device nodes are created at boot by devtmpfs",
-                    )
-                files.append((os.path.join(rel, name) if rel else name, st))
-        progress = Progress(f"commit {src.name or src}", len(files))
-        ids: dict[str, str] = {}
+            self.clean_tmp()
+            progress = Progress(f"commit {src.name or src}", len(tree.files))
+            ids: dict[str, str] = {}
 
-        def one(item: tuple[str, os.stat_result]) -> tuple[str, str]:
-            relpath, st = item
-            p = os.path.join(src, relpath)
-            oid, _ = self.write_file_object(p, st, read_xattrs(p), link=link)
-            return relpath, oid
+            def one(item: tuple[str, str, os.stat_result]) -> tuple[str, str]:
+                relpath, real, st = item
+                p = os.path.join(src, real)
+                oid, _ = self.write_file_object(p, st, read_xattrs(p), link=link)
+                return relpath, oid
 
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for relpath, oid in pool.map(one, files, chunksize=64):
-                ids[relpath] = oid
-                progress.advance()
-        progress.finish()
-        # Build dirtrees bottom-up.
+            with ThreadPoolExecutor(WORKERS) as pool:
+                for relpath, oid in pool.map(one, tree.files, chunksize=64):
+                    ids[relpath] = oid
+                    progress.advance()
+            progress.finish()
+            return self._write_trees(tree.dirs, ids, commit, parent)
+
+    def _write_trees(self, dirs: dict[str, DirMeta], ids: dict[str, str], commit: Commit,
+                     parent: str | None) -> str:
+        """Stage the dirtrees (bottom-up) and the commit; returns the commit id."""
         children: dict[str, list[DirEntry]] = {d: [] for d in dirs}
         for relpath, oid in ids.items():
             parent_dir, _, name = relpath.rpartition("/")
             children[parent_dir].append(DirEntry(name, False, oid))
         tree_ids: dict[str, str] = {}
-        metas: dict[str, DirMeta] = {}
         for d in sorted(dirs, key=lambda x: x.count("/") if x else -1, reverse=True):
-            p = os.path.join(src, d) if d else os.fspath(src)
-            st = os.lstat(p)
-            metas[d] = DirMeta(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, read_xattrs(p))
             entries = sorted(children[d], key=lambda e: e.name)
             tree_ids[d] = self.write_meta_object(dirtree_bytes(entries), "dirtree")
             if d:
                 parent_dir, _, name = d.rpartition("/")
-                children[parent_dir].append(DirEntry(name, True, tree_ids[d], metas[d]))
-        commit = Commit(
-            tree=tree_ids[""],
-            root=metas[""],
-            parent=parent,
-            version=version,
-            timestamp=int(time.time()) if timestamp is None else timestamp,
-            subject=subject,
-            manifest=tuple(manifest or ()),
-            metadata=metadata or {},
-        )
-        cid = self.write_meta_object(commit.to_bytes(), "commit")
-        if ref is not None:
-            self.set_ref(ref, cid)
-        else:
-            syncfs(self.path)
-        return cid
+                children[parent_dir].append(DirEntry(name, True, tree_ids[d], dirs[d]))
+        full = Commit(tree=tree_ids[""], root=commit.root, parent=parent,
+                      version=commit.version, timestamp=commit.timestamp,
+                      subject=commit.subject, manifest=commit.manifest,
+                      metadata=commit.metadata)
+        return self.write_meta_object(full.to_bytes(), "commit")
 
     # -- local pull ------------------------------------------------------
 
     def pull_local(self, other: Repo, commit: str) -> int:
         """Import ``commit`` and its objects from another local repo; returns objects copied.
 
-        Objects are hardlinked when both repos share a filesystem, else copied
-        with their metadata. Dirtrees and the commit come last, so a partial
-        import never makes the commit look complete.
+        Objects are hardlinked when both repos share a filesystem (and the link count
+        allows), else copied with their metadata. They become visible together, at
+        the end of the transaction (the commit last).
         """
-        needed = other.reachable(commit, parents=False)
-        copied = 0
-        files = [oid for oid, kind in needed if kind == "file" and not self.has(oid, "file")]
+        with other.lock.shared(), self.transaction(f"import of {commit[:12]}"):
+            needed = other.reachable(commit, parents=False)
+            copied = 0
+            files = [oid for oid, kind in needed if kind == "file" and not self.has(oid, "file")]
+            txn = self._stage()
 
-        def one(oid: str) -> None:
-            src = os.fspath(other.object_path(oid, "file"))
-            tmp = os.path.join(self.tmp, f"pull-{oid}-{threading.get_ident()}")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            try:
-                os.link(src, tmp, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                st = os.lstat(src)
-                meta = FileMeta.from_stat(st, read_xattrs(src))
-                self.import_file_object(oid, meta, other.read_file_content(oid))
-                return
-            self._place(tmp, oid, "file")
+            def one(oid: str) -> None:
+                src = os.fspath(other.object_path(oid, "file"))
+                tmp = txn.tmp_for(oid, "file")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                try:
+                    if os.lstat(src).st_size == 0:
+                        raise OSError(errno.EMLINK, "empty files are copied")
+                    os.link(src, tmp, follow_symlinks=False)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EMLINK):
+                        raise
+                    st = os.lstat(src)
+                    meta = FileMeta.from_stat(st, read_xattrs(src))
+                    self.import_file_object(oid, meta, other.read_file_content(oid))
+                    return
+                txn.add(tmp, oid, "file")
 
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for _ in pool.map(one, files, chunksize=64):
-                copied += 1
-        for kind in ("dirtree", "commit"):
-            for oid, k in needed:
-                if k == kind and not self.has(oid, kind):
-                    self.write_meta_object(other.read_meta_object(oid, kind), kind)
+            with ThreadPoolExecutor(WORKERS) as pool:
+                for _ in pool.map(one, files, chunksize=64):
                     copied += 1
-        syncfs(self.path)
+            for kind in ("dirtree", "commit"):
+                for oid, k in needed:
+                    if k == kind and not self.has(oid, kind):
+                        self.write_meta_object(other.read_meta_object(oid, kind), kind)
+                        copied += 1
         return copied
 
     # -- walking -------------------------------------------------------
@@ -521,7 +733,11 @@ class Repo:
                 yield from self.walk(entry.id, path + "/")
 
     def reachable(self, commit: str, *, parents: bool = True) -> set[tuple[str, str]]:
-        """Every (id, kind) needed for ``commit`` (and its parents if asked and present)."""
+        """Every (id, kind) needed for ``commit`` (and its parents if asked and present).
+
+        Raises:
+            StoreError: a dirtree is missing. CorruptObjectError: one is damaged.
+        """
         seen: set[tuple[str, str]] = set()
         trees_done: set[str] = set()
         cid: str | None = commit
@@ -542,3 +758,45 @@ class Repo:
                         seen.add((e.id, "file"))
             cid = c.parent if parents else None
         return seen
+
+    def missing(self, commit: str) -> list[tuple[str, str]]:
+        """The objects ``commit`` needs that are not in the store (a missing dirtree is
+        listed itself; what is below it is unknown). Damaged dirtrees are quarantined
+        and listed as missing."""
+        out: list[tuple[str, str]] = []
+        if not self.has(commit, "commit"):
+            return [(commit, "commit")]
+        try:
+            c = self.read_commit(commit)
+        except CorruptObjectError:
+            return [(commit, "commit")]
+        stack, done = [c.tree], set()
+        while stack:
+            t = stack.pop()
+            if t in done:
+                continue
+            done.add(t)
+            try:
+                entries = self.read_dirtree(t)
+            except CorruptObjectError:
+                out.append((t, "dirtree"))
+                continue
+            except StoreError:
+                out.append((t, "dirtree"))
+                continue
+            for e in entries:
+                if e.is_dir:
+                    stack.append(e.id)
+                elif not self.has(e.id, "file"):
+                    out.append((e.id, "file"))
+        return sorted(set(out))
+
+    def is_complete(self, commit: str) -> bool:
+        return not self.missing(commit)
+
+    def remove_objects(self, objs: Iterable[tuple[str, str]]) -> None:
+        """Unlink objects (gc; the caller holds the exclusive lock)."""
+        for oid, kind in objs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.object_path(oid, kind))
+

@@ -1,0 +1,44 @@
+"""Names made safe to print in line-based output (status, logs, Checkmk sections).
+
+A file name may hold any byte but ``/`` and NUL: a newline in a name must not
+start a new line of a Checkmk section, a tab must not shift a column, and an
+undecodable byte must not raise. :func:`printable` escapes them the way
+``ls -b`` and Python do: ``\\n``, ``\\t``, ``\\\\``, ``\\xNN``.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["printable"]
+
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
+        return f"\\x{code:02x}"
+    if 0xD800 <= code <= 0xDFFF or code in (0x2028, 0x2029, 0x85):
+        return f"\\u{code:04x}"
+    return ch
+
+
+def printable(name: str | bytes | os.PathLike[str]) -> str:
+    """``name`` with control characters, backslashes and undecodable bytes escaped.
+
+    Accepts a str (possibly holding surrogate escapes from ``os.fsdecode``),
+    bytes (decoded with surrogateescape) or a path.
+    """
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "surrogateescape")
+    text = os.fspath(name)
+    if isinstance(text, bytes):  # a PathLike that returns bytes
+        text = text.decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_escape(c) for c in text)
