@@ -75,13 +75,11 @@ ENV_NOT_SECRET = frozenset({
     "MYSQL_RANDOM_ROOT_PASSWORD",
     "MYSQL_ONETIME_PASSWORD",
     "MARIADB_ALLOW_EMPTY_ROOT_PASSWORD",
-    "MARIADB_ALLOW_EMPTY_PASSWORD",
     "MARIADB_RANDOM_ROOT_PASSWORD",
+    # Bitnami images: the same flag, unprefixed
+    "ALLOW_EMPTY_PASSWORD",
     # PostgreSQL image: the pg_hba method ("scram-sha-256", "trust"), not a credential
     "POSTGRES_HOST_AUTH_METHOD",
-    # MySQL/MariaDB server settings passed as variables by some images
-    "DEFAULT_AUTHENTICATION_PLUGIN",
-    "MYSQL_AUTH_PLUGIN",
 })
 # Capabilities an app may ask for: anything that lets it leave its box is refused.
 _FORBIDDEN_CAPS = {

@@ -8,11 +8,15 @@ that layer's own CLI module. Exit codes are chosen here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import json
 import logging
+import os
 import pkgutil
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ EXIT_CODES: list[tuple[type[errors.AtollError], int]] = [
     (errors.StoreError, 3),
     (errors.RepositoryError, 4),
     (errors.DownloadError, 6),
+    (errors.BusyError, 75),  # EX_TEMPFAIL: another command holds the lock; try again
     (errors.HostStateError, 7),
     (errors.RuntimeBackendError, 8),
     (errors.ToolError, 9),
@@ -68,11 +73,43 @@ def _common(parser: argparse.ArgumentParser) -> None:
 FAST_PATH = {"checkmk-agent": "monitor", "metrics": "monitor", "fleetlock": "fleetlock"}
 
 
+# Global options are accepted anywhere on the command line (before or after the
+# subcommand, as systemctl and rpm-ostree accept them); they are moved to the front.
+GLOBAL_FLAGS = frozenset({"--json", "--debug", "-q", "--quiet", "--no-wait"})
+GLOBAL_VALUED = frozenset({"--sysroot", "--lock-timeout"})
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in atoll (the traceback with --debug)
+
+
+def hoist_globals(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every global option moved before the subcommand (not after ``--``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            rest += argv[i:]
+            break
+        name = tok.split("=", 1)[0]
+        if name in GLOBAL_VALUED:
+            if "=" in tok or i + 1 == len(argv):
+                front.append(tok)
+            else:
+                front += [tok, argv[i + 1]]
+                i += 1
+        elif tok in GLOBAL_FLAGS:
+            front.append(tok)
+        else:
+            rest.append(tok)
+        i += 1
+    return front + rest
+
+
 def _command_of(argv: Sequence[str]) -> str | None:
     """The subcommand name in ``argv`` (skipping global options and their values)."""
-    it = iter(argv)
+    it = iter(hoist_globals(argv))
     for tok in it:
-        if tok == "--sysroot":
+        if tok in GLOBAL_VALUED:
             next(it, None)
         elif not tok.startswith("-"):
             return tok
@@ -88,8 +125,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--sysroot", type=Path, default=Path("/"),
                         help="the host's root directory (default: /)")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    parser.add_argument("--debug", action="store_true", help="log every command atoll runs")
+    parser.add_argument("--debug", action="store_true",
+                        help="log every command atoll runs; tracebacks for internal errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="fail at once (exit 75) when another atoll command holds the "
+                        "sysroot or repository lock, instead of waiting")
+    parser.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+                        help="how long to wait for a lock another command holds (default: "
+                        "1800)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     import atoll.cli as pkg
@@ -104,29 +148,73 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _report(args: argparse.Namespace | None, exc: errors.AtollError, code: int) -> None:
+    if args is not None and getattr(args, "json", False):
+        print(json.dumps(exc.to_dict() | {"exit_code": code}, indent=2, sort_keys=True))
+    print(f"error: {exc.brief}", file=sys.stderr)
+    if exc.details:
+        for line in exc.details.splitlines():
+            print(f"  {line}", file=sys.stderr)
+    if exc.resolution:
+        print(f"hint: {exc.resolution}", file=sys.stderr)
+
+
+def os_error(exc: OSError) -> errors.AtollError:
+    """The atoll error for an OSError no layer turned into one (one line, a hint)."""
+    where = exc.filename if exc.filename is not None else None
+    what = f"{exc.strerror or exc}" + (f": {where}" if where else "")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return errors.HostStateError(
+            f"permission denied: {what}" if exc.errno != errno.EROFS else what,
+            resolution="run as root (sudo atoll ...)" if os.geteuid() != 0 else
+            "check the file's permissions and mounts")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.DiskFullError(f"disk full: {what}",
+                                    resolution="free space and run the command again")
+    return errors.HostStateError(what, resolution="run with --debug for the traceback")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = hoist_globals(list(sys.argv[1:] if argv is None else argv))
     command = _command_of(argv)
     parser = build_parser(FAST_PATH.get(command or ""))
     args = parser.parse_args(argv)
     setup_logging(debug=args.debug, quiet=args.quiet)
+    if args.no_wait or args.lock_timeout is not None:
+        from atoll.core import lock
+
+        lock.set_wait(0.0 if args.no_wait else max(0.0, args.lock_timeout))
     handler: Handler = args.handler
     try:
         rc = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except errors.AtollError as exc:
         code = exit_code_for(exc)
-        if args.json:
-            print(json.dumps(exc.to_dict() | {"exit_code": code}, indent=2, sort_keys=True))
-        print(f"error: {exc.brief}", file=sys.stderr)
-        if exc.details:
-            for line in exc.details.splitlines():
-                print(f"  {line}", file=sys.stderr)
-        if exc.resolution:
-            print(f"hint: {exc.resolution}", file=sys.stderr)
+        _report(args, exc, code)
         return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `atoll status --json | head -1`: the reader left; end quietly, as cat does.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:
+        if args.debug:
+            traceback.print_exc()
+        err = os_error(exc)
+        code = exit_code_for(err)
+        _report(args, err, code)
+        return code
+    except Exception as exc:  # a bug: one line, and the traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        _report(args, errors.AtollError(
+            f"internal error: {type(exc).__name__}: {exc}",
+            resolution="this is a bug in atoll; run again with --debug for the traceback "
+            "and report it"), EXIT_INTERNAL)
+        return EXIT_INTERNAL
     return rc or 0
 
 

@@ -18,13 +18,22 @@ def _ts(t: int) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def repo_path(args: argparse.Namespace) -> Path:
+    """``--repo``, else the sysroot's own store."""
+    return Path(args.repo) if args.repo else Path(args.sysroot) / "atoll" / "repo"
+
+
+def _open(args: argparse.Namespace) -> Repo:
+    return Repo.open(repo_path(args))
+
+
 def cmd_init(args: argparse.Namespace) -> None:
-    repo = Repo.create(args.repo)
+    repo = Repo.create(repo_path(args))
     emit(args, {"repo": str(repo.path)}, f"initialised repo {repo.path}")
 
 
 def cmd_commit(args: argparse.Namespace) -> None:
-    repo = Repo.create(args.repo)
+    repo = Repo.create(repo_path(args))
     cid = repo.commit_dir(args.tree, ref=args.ref, version=args.version or "",
                           subject=args.subject or f"commit {args.tree}")
     emit(args, {"commit": cid, "ref": args.ref}, f"{cid}  ({args.ref})")
@@ -36,7 +45,7 @@ def _commit_json(cid: str, c: Any) -> dict[str, Any]:
 
 
 def cmd_log(args: argparse.Namespace) -> None:
-    repo = Repo.open(args.repo)
+    repo = _open(args)
     entries = ops.log(repo, repo.resolve(args.rev), limit=args.limit)
     data = [_commit_json(cid, c) for cid, c in entries]
     emit(args, data, lambda: "\n\n".join(
@@ -45,7 +54,7 @@ def cmd_log(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    repo = Repo.open(args.repo)
+    repo = _open(args)
     cid = repo.resolve(args.rev)
     c = repo.read_commit(cid)
     data = _commit_json(cid, c) | {"tree": c.tree, "manifest": list(c.manifest)}
@@ -63,7 +72,7 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_refs(args: argparse.Namespace) -> None:
-    repo = Repo.open(args.repo)
+    repo = _open(args)
     refs = repo.all_refs() if args.all else repo.refs()
     emit(args, refs, lambda: "\n".join(f"{cid}  {name}" for name, cid in refs.items()))
 
@@ -81,7 +90,7 @@ def render_diff(d: dict[str, Any]) -> str:
 
 
 def cmd_diff(args: argparse.Namespace) -> None:
-    repo = Repo.open(args.repo)
+    repo = _open(args)
     d = ops.diff(repo, repo.resolve(args.old), repo.resolve(args.new))
 
     def human() -> str:
@@ -97,27 +106,42 @@ def cmd_diff(args: argparse.Namespace) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    repo = Repo.open(args.repo)
+    repo = _open(args)
     report = ops.fsck(repo)
-    emit(args, report.to_json(), lambda: "\n".join(
+    notes: list[str] = []
+    if args.repair and report.incomplete:
+        own = (Path(args.sysroot) / "atoll" / "repo").resolve()
+        if repo.path.resolve() == own:
+            from atoll.repo.client import repair_from_remotes
+
+            repaired, notes = repair_from_remotes(Path(args.sysroot), report.incomplete)
+            if repaired:
+                report = ops.fsck(repo)
+        else:
+            notes = [f"{ref}: commit {cid[:12]}: commit or compose the tree again"
+                     for ref, cid in sorted(report.incomplete.items())]
+    data = report.to_json() | ({"unrepaired": notes} if args.repair else {})
+    emit(args, data, lambda: "\n".join(
         [f"checked {report.checked} objects"]
-        + [f"corrupt: {x}" for x in report.corrupt]
+        + [f"corrupt (quarantined): {x}" for x in report.corrupt]
         + [f"missing: {x}" for x in report.missing]
+        + [f"not repaired: {x}" for x in notes]
         + (["ok"] if report.ok else [])))
     if not report.ok:
         if not getattr(args, "json", False):
             raise CorruptObjectError(
                 f"fsck: {len(report.corrupt)} corrupt, {len(report.missing)} missing object(s)",
-                resolution="re-pull or re-compose the affected commits; `atoll store gc` "
-                "removes unreferenced ones")
+                resolution="on a host: `atoll store fsck --repair` fetches what a remote still "
+                "serves; in a build repository: commit or compose the tree again")
         return 3
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
-    repo = Repo.open(args.repo)
+    repo = _open(args)
     res = ops.gc(repo, dry_run=args.dry_run)
-    emit(args, res, f"removed {res['removed']} objects, freed {res['freed_bytes']} bytes"
+    emit(args, res, f"removed {res['removed']} objects, freed {res['freed_bytes']} bytes, "
+         f"emptied the quarantine ({res['quarantine_emptied']})"
          + (" (dry run)" if args.dry_run else ""))
 
 
@@ -129,7 +153,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     def add(name: str, fn: Callable[[argparse.Namespace], int | None], help: str
             ) -> argparse.ArgumentParser:
         sp: argparse.ArgumentParser = ss.add_parser(name, help=help)
-        sp.add_argument("--repo", type=Path, required=True, help="repository directory")
+        sp.add_argument("--repo", type=Path,
+                        help="repository directory (default: the sysroot's store, "
+                        "SYSROOT/atoll/repo)")
         common(sp)
         sp.set_defaults(handler=fn)
         return sp
@@ -152,6 +178,8 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp.add_argument("old")
     sp.add_argument("new")
     sp.add_argument("--files", action="store_true", help="list every changed file")
-    add("fsck", cmd_fsck, "re-hash every object; report corrupt and missing ones")
+    sp = add("fsck", cmd_fsck, "re-hash every object; quarantine damaged ones, report missing ones")
+    sp.add_argument("--repair", action="store_true",
+                    help="fetch what incomplete commits lack from the host's remotes")
     sp = add("gc", cmd_gc, "delete objects no ref or deployment reaches")
     sp.add_argument("--dry-run", action="store_true")

@@ -353,8 +353,10 @@ def _user_loc(loc: Loc, lines: Lines, missing: bool) -> Loc:
     probe: Loc = ()
     for i, part in enumerate(loc):
         probe = (*probe, part)
+        # a class name (FileSpec), a type (str, list[str]) or pydantic's "[key]"
         is_tag = isinstance(part, str) and (
-            part[:1].isupper() or "[" in part or part in _TYPE_TAGS)
+            "[" in part or part in _TYPE_TAGS
+            or (part[:1].isupper() and part.isalnum() and not part.isupper()))
         if probe in lines or not is_tag or (missing and i == len(loc) - 1):
             out.append(part)
         else:

@@ -29,7 +29,14 @@ from typing import Any, ParamSpec, TypeVar
 
 from atoll.core import canonjson
 from atoll.core.errors import HostStateError, InputError
-from atoll.core.fsutil import atomic_symlink, atomic_write_json, fsync_dir, read_json, syncfs
+from atoll.core.fsutil import (
+    atomic_symlink,
+    atomic_write_json,
+    disk_full,
+    fsync_dir,
+    read_json,
+    syncfs,
+)
 from atoll.core.lock import FileLock
 from atoll.deploy import plan
 from atoll.deploy.bootloader import get_writer
@@ -99,7 +106,13 @@ def _locked(fn: Callable[P, R]) -> Callable[P, R]:
         assert isinstance(self, Sysroot)
         self.check()
         with self.lock.exclusive():
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except OSError as exc:
+                full = disk_full(exc, self.root, fn.__name__)
+                if full is None:
+                    raise
+                raise full from exc
 
     return wrapper
 

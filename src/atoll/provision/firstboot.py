@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.core.errors import SpecError
-from atoll.core.fsutil import atomic_write, atomic_write_json, read_json
+from atoll.core.fsutil import atomic_write, atomic_write_json, copy_private, read_json
 from atoll.core.run import run
 from atoll.provision.apply import PHASES, RECORD, apply_config, config_sha256
 from atoll.provision.config import load_host_config
@@ -45,14 +45,25 @@ def _copy_seed(device: Path, dest: Path) -> Path:
     try:
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.copytree(mnt / "atoll", dest)
+        copy_tree_private(mnt / "atoll", dest)
     finally:
         run(["umount", mnt], check=False)
-    for dirpath, _, files in os.walk(dest):
-        os.chmod(dirpath, 0o700)
-        for f in files:
-            os.chmod(os.path.join(dirpath, f), 0o600)
     return dest / "host-config.yaml"
+
+
+def copy_tree_private(src: Path, dest: Path) -> None:
+    """Copy a seed's files (secrets among them) so that no one else can read them at any
+    moment: directories 0700, files created 0600 (symlinks and special files skipped)."""
+    dest.mkdir(mode=0o700)
+    for dirpath, dirnames, files in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        for d in dirnames:
+            if not os.path.islink(os.path.join(dirpath, d)):
+                (dest / rel / d).mkdir(mode=0o700)
+        for f in files:
+            p = Path(dirpath) / f
+            if p.is_file() and not p.is_symlink():
+                copy_private(p, dest / rel / f)
 
 
 def _find_config(root: Path, state: Path, seed_dir: Path | None, phases: tuple[str, ...]

@@ -16,6 +16,7 @@ device by label, mounts it read-only, copies ``atoll/`` to
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def build_seed(config: Path, out: Path, *, size_kib: int = 2048) -> dict[str, in
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.unlink(missing_ok=True)
     run(["mkfs.vfat", "-C", "-n", LABEL, tmp, str(size_kib)], what="create the seed filesystem")
+    os.chmod(tmp, 0o600)  # still empty: the secrets go in only once no one else can read it
     made: set[str] = set()
     with tempfile.TemporaryDirectory() as td:
         for name, content in sorted(files.items()):

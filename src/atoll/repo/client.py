@@ -57,7 +57,15 @@ from atoll.repo.publish import ref_target
 from atoll.repo.tufrepo import target_url_path
 from atoll.store.repo import Repo
 
-__all__ = ["Remote", "UpdateClient", "add_remote", "load_remote", "read_update_state"]
+__all__ = [
+    "Remote",
+    "UpdateClient",
+    "add_remote",
+    "list_remotes",
+    "load_remote",
+    "read_update_state",
+    "repair_from_remotes",
+]
 
 log = logging.getLogger("atoll.update")
 
@@ -131,6 +139,35 @@ def load_remote(sysroot: Path, name: str) -> Remote:
         raise InputError(f"no remote {name!r} on {sysroot}",
                          resolution="add one: atoll remote add NAME URL --root root.json")
     return Remote(str(raw["name"]), str(raw["url"]), raw.get("channel"), d)
+
+
+def list_remotes(sysroot: Path) -> list[Remote]:
+    """Every remote configured on the host, by name."""
+    base = state_dir(sysroot) / "remotes"
+    out = []
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        if (d / "remote.json").is_file():
+            out.append(load_remote(sysroot, d.name))
+    return out
+
+
+def repair_from_remotes(sysroot: Path, incomplete: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Fetch what the store lacks of ``incomplete`` ({ref: commit}) from the host's
+    remotes: a commit a remote still serves is downloaded again (verified, only the
+    missing objects). Returns (repaired commits, messages about the others)."""
+    wanted = set(incomplete.values())
+    repaired: list[str] = []
+    for remote in list_remotes(sysroot):
+        client = UpdateClient(sysroot, remote.name)
+        target = client.check()["target"]["commit"]
+        if target in wanted:
+            UpdateClient(sysroot, remote.name).download()
+            repaired.append(target)
+            wanted.discard(target)
+    others = [f"{ref}: commit {cid[:12]} is not served by any remote now; deploy another "
+              "commit and remove this one, or commit/compose it again"
+              for ref, cid in sorted(incomplete.items()) if cid in wanted]
+    return repaired, others
 
 
 def read_update_state(sysroot: Path) -> dict[str, Any]:
