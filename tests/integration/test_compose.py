@@ -90,5 +90,5 @@ def test_cli_malformed_treefile(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "atoll.cli", "compose", str(tf), "--repo",
                         str(tmp_path / "repo")], capture_output=True, text=True)
     assert r.returncode == 2
-    assert f"{tf}:3: variant: Input should be" in r.stderr
+    assert f"{tf}:3: variant: expected one of:" in r.stderr
     assert not (tmp_path / "repo").exists()

@@ -85,7 +85,7 @@ def test_invalid_config_is_refused_and_nothing_changes(host: tuple[Sysroot, Path
     with pytest.raises(SpecError) as exc:
         first_boot(root, sr.root, seed_dir=seed)
     assert exc.value.problems[0].endswith(
-        "host-config.yaml:4: users.0.ssh_authorized_keys: Value error, each key is an OpenSSH "
+        "host-config.yaml:4: users.0.ssh_authorized_keys: each key is an OpenSSH "
         "public key line: 'TYPE BASE64 [comment]'")
     after = snapshot(root)
     record = after.pop("var/lib/atoll/provision/applied.json")
@@ -150,5 +150,5 @@ def test_bake_refuses_a_bad_config_and_writes_nothing(host: tuple[Sysroot, Path]
     before = snapshot(root)
     with pytest.raises(SpecError) as exc:
         bake_config(bad, root)
-    assert exc.value.problems[0].startswith(f"{bad}:1: hostname: Value error")
+    assert exc.value.problems[0].startswith(f"{bad}:1: hostname: ")
     assert snapshot(root) == before

@@ -64,3 +64,95 @@ def test_nothing_is_written_below_a_symlink() -> None:
     p = plan_merge(old, cur, new)
     assert "d/added" not in p.take_new + p.keep_current
     assert "d/added" in p.conflicts
+
+
+# -- a live /etc: paths that vanish between listing and reading (exact points) ---------
+
+
+def test_scan_treats_a_file_deleted_while_listing_as_deleted(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import atoll.deploy.etcmerge as em
+
+    (tmp_path / "keep").write_text("k")
+    (tmp_path / "gone").write_text("g")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir/inner").write_text("i")
+    real = em.sha256_file
+
+    def vanish(path):  # type: ignore[no-untyped-def]
+        if path.name in ("gone", "inner"):
+            path.unlink()  # the service removed it after os.walk listed it
+        return real(path)
+
+    monkeypatch.setattr(em, "sha256_file", vanish)
+    sigs = em.scan(tmp_path)
+    assert set(sigs) == {"keep", "dir"}
+
+
+def test_apply_plan_skips_a_file_deleted_after_planning(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from atoll.deploy.etcmerge import apply_plan, scan
+
+    cur, new, dest = tmp_path / "cur", tmp_path / "new", tmp_path / "dest"
+    for d in (cur, new, dest):
+        d.mkdir()
+    (cur / "tmpfile").write_text("host's temp")
+    (cur / "sub").mkdir()
+    (cur / "sub/x").write_text("x")
+    (new / "hostname").write_text("image")
+    plan = plan_merge({}, scan(cur), scan(new))
+    assert "tmpfile" in plan.keep_current and "sub/x" in plan.keep_current
+    (cur / "tmpfile").unlink()  # gone between the plan and the copy
+    (cur / "sub/x").unlink()
+    (cur / "sub").rmdir()
+    apply_plan(plan, cur, new, dest)
+    assert sorted(os.listdir(dest)) == ["hostname"]
+
+
+# -- properties (Hypothesis, derandomized: see tests/conftest.py) -----------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_names = st.sampled_from(["a", "b", "c", "d/x", "d/y", "e"])
+_sigs = st.one_of(st.none(), st.sampled_from([f("1"), f("2"), f("3"), f("1", 0o600),
+                                               Sig("l", 0o777, 0, 0, "t")]))
+_trees = st.dictionaries(_names, _sigs).map(lambda d: {k: v for k, v in d.items() if v})
+
+
+def _with_dirs(tree: dict[str, Sig]) -> dict[str, Sig]:
+    out = dict(tree)
+    if any(p.startswith("d/") for p in tree):
+        out["d"] = D
+    return out
+
+
+@given(_trees, _trees, _trees)
+def test_merge_never_overwrites_what_the_host_changed(old: dict[str, Sig], cur: dict[str, Sig],
+                                                     new: dict[str, Sig]) -> None:
+    old, cur, new = _with_dirs(old), _with_dirs(cur), _with_dirs(new)
+    p = plan_merge(old, cur, new)
+    chosen = set(p.take_new) | set(p.keep_current)
+    assert not set(p.take_new) & set(p.keep_current)
+    for path in set(old) | set(cur) | set(new):
+        if D in (old.get(path), cur.get(path), new.get(path)):
+            continue  # directories are structure: recreated for a new file below them
+        host_changed = cur.get(path) != old.get(path)
+        image_changed = new.get(path) != old.get(path)
+        if host_changed:
+            # the host's version (or its deletion) wins; never the image's
+            assert path not in p.take_new
+            if path in cur and path in chosen:
+                assert path in p.keep_current
+        if host_changed and image_changed and cur.get(path) != new.get(path) and not (
+                cur.get(path) == new.get(path) == D) and path != "d":
+            assert path in p.conflicts
+        if not host_changed and path in new and path not in p.conflicts:
+            assert path in p.take_new or path in p.conflicts
+    # what is written has its parent directory written too, as a directory
+    for path in chosen:
+        if "/" in path:
+            parent = path.rsplit("/", 1)[0]
+            assert parent in chosen
+            src = new if parent in p.take_new else cur
+            assert src[parent].kind == "d"

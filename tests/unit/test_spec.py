@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import field_validator
 
 from atoll.cli import main
 from atoll.compose.treefile import Treefile, load_treefile
@@ -15,6 +18,7 @@ from atoll.core.spec import (
     MAX_DEPTH,
     MAX_NODES,
     MAX_SPEC_BYTES,
+    Spec,
     line_of,
     load_spec,
     load_spec_text,
@@ -95,7 +99,7 @@ def test_billion_laughs_is_refused_before_it_expands(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(20)
 def test_too_many_aliases() -> None:
-    text = "ref: &r a\nversion: '1'\nx:\n" + "".join(f"  - *r\n" for _ in range(MAX_ALIASES + 1))
+    text = "ref: &r a\nversion: '1'\nx:\n" + "  - *r\n" * (MAX_ALIASES + 1)
     assert _problems(text) == [
         f"t.yaml:{4 + MAX_ALIASES}: (top level): more than {MAX_ALIASES:,} aliases "
         "(the limit for a spec)"
@@ -161,7 +165,7 @@ def test_invalid_utf8_names_line_and_column(tmp_path: Path) -> None:
         ("\x7f", "U+007F (DEL)"),
         ("\x9b", "U+009B (a control character)"),
         ("\ufffe", "U+FFFE (non-character)"),
-        ("\ud800", "U+D800"),
+        ("\ud800", "U+D800 (a lone surrogate)"),
     ],
 )
 def test_characters_yaml_refuses_are_located(tmp_path: Path, char: str, name: str) -> None:
@@ -318,3 +322,22 @@ def test_line_of_finds_fields_and_survives_bad_files(tmp_path: Path) -> None:
     path.write_bytes(b"\xff")
     assert line_of(path, ("files",)) == 1
     assert line_of(tmp_path / "missing.yaml", ("x",)) == 1
+
+
+class _Fragile(Spec):
+    """A model whose validator assumes its input is text (as a buggy one might)."""
+
+    name: Any = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        return re.match("x", v)
+
+
+def test_a_validator_that_crashes_still_gives_a_located_problem() -> None:
+    with pytest.raises(SpecError) as exc:
+        load_spec_text("\n\nname: {a: 1}\n", _Fragile, "f.yaml")
+    (problem,) = exc.value.problems
+    assert problem.startswith("f.yaml:3: (top level): a check failed on this input (TypeError: ")
+    assert problem.endswith("report this as a bug in atoll")

@@ -8,6 +8,7 @@ otherwise valid treefiles are always reported, naming both lines.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,10 @@ treefiles = st.fixed_dictionaries(
 
 
 def _dump(data: dict[str, Any], flow: bool) -> str:
-    return yaml.safe_dump(data, default_flow_style=None if flow else False, sort_keys=False,
-                          width=1000)
+    """Block YAML; with ``flow``, one ``key: <JSON>`` line per key (JSON is flow YAML)."""
+    if flow:
+        return "".join(f"{key}: {json.dumps(value)}\n" for key, value in data.items())
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False, width=1000)
 
 
 @given(tf=treefiles, flow=st.booleans(), pick=st.integers(min_value=0))
@@ -138,9 +141,11 @@ def test_duplicate_nested_key_is_reported(tf: dict[str, Any], pick: int, field: 
     lines = text.splitlines()
     start = lines.index("files:") + 1
     # block style: each entry starts with "- "; its keys follow, indented by two
-    entries = [i for i in range(start, len(lines)) if lines[i].startswith("- ")]
+    stop = next((i for i in range(start, len(lines)) if not lines[i].startswith(("- ", "  "))),
+                len(lines))
+    entries = [i for i in range(start, stop) if lines[i].startswith("- ")]
     begin = entries[index]
-    end = entries[index + 1] if index + 1 < len(entries) else len(lines)
+    end = entries[index + 1] if index + 1 < len(entries) else stop
     first = next(i for i in range(begin, end) if lines[i][2:].startswith(f"{field}:")) + 1
     again = _dump({field: files[index][field]}, False).rstrip("\n")
     lines.insert(end, "  " + again)

@@ -60,12 +60,24 @@ class Policy:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Policy:
+        """Raises: ValueError: a field has the wrong value or type."""
         mode = d.get("mode", "check")
         if mode not in MODES:
             raise ValueError(f"mode: must be one of {', '.join(MODES)}")
-        windows = tuple(d.get("windows", ()))
+        raw = d.get("windows", ())
+        if isinstance(raw, str) or not isinstance(raw, list | tuple) or not all(
+                isinstance(w, str) for w in raw):
+            raise ValueError("windows: expected a list of 'DAYS HH:MM-HH:MM [ZONE]' strings")
+        windows = tuple(raw)
         for w in windows:
             parse_window(w)
+        try:
+            return cls._build(d, mode, windows)
+        except TypeError as exc:
+            raise ValueError(f"a field has the wrong type: {exc}") from exc
+
+    @classmethod
+    def _build(cls, d: dict[str, Any], mode: Mode, windows: tuple[str, ...]) -> Policy:
         return cls(mode=mode, windows=windows,
                    check_interval_s=int(d.get("check_interval_s", 3600)),
                    jitter_s=int(d.get("jitter_s", 300)), fleet_lock=d.get("fleet_lock"),

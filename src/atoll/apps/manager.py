@@ -42,7 +42,7 @@ from atoll.apps.spec import (
 )
 from atoll.core import fsutil
 from atoll.core.errors import HostStateError, InputError, RuntimeBackendError
-from atoll.core.spec import load_spec_text
+from atoll.core.spec import load_spec_text, read_spec_text
 
 __all__ = [
     "InstalledApp",
@@ -100,7 +100,7 @@ def load_installed(sysroot: Path, app: str) -> InstalledApp:
             f"app {app!r} is not installed",
             resolution="see `atoll app list`; install it with `atoll app install`",
         )
-    spec = load_spec_text(paths.spec.read_text(), AppSpec, str(paths.spec))
+    spec = load_spec_text(read_spec_text(paths.spec), AppSpec, str(paths.spec))
     return InstalledApp(app, paths, spec, state)
 
 

@@ -31,7 +31,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from atoll.core.errors import InputError
-from atoll.core.spec import Spec, load_spec, load_spec_text
+from atoll.core.spec import Spec, load_spec_text, read_spec_text
 
 __all__ = [
     "APP_NAME_RE",
@@ -464,8 +464,8 @@ def load_app_spec(path: Path) -> tuple[AppSpec, str]:
         InputError: the file cannot be read.
         SpecError: ``file:line: field: problem`` for each problem.
     """
-    spec = load_spec(path, AppSpec)
-    return spec, Path(path).read_text()
+    text = read_spec_text(path)  # read once: the model and the text are the same bytes
+    return load_spec_text(text, AppSpec, str(path)), text
 
 
 def validate_app_name(name: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.cli import emit
+from atoll.core.text import printable
 from atoll.deploy.status import host_status
 from atoll.deploy.sysroot import Sysroot
 from atoll.store.repo import Repo
@@ -26,7 +27,7 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     lines = [f"deployed {dep.id} (version {dep.version}): boots next"]
     if dep.etc_conflicts:
         lines.append("/etc conflicts (host's version kept; image default in /usr/etc):")
-        lines += [f"  {p}" for p in dep.etc_conflicts]
+        lines += [f"  {printable(p)}" for p in dep.etc_conflicts]
     emit(args, dep.to_json(), "\n".join(lines))
 
 
@@ -41,7 +42,8 @@ def render_status(st: dict[str, Any]) -> str:
                      f"[{d['role']}]{pin}")
         lines.append(f"      ref {d['ref'] or '-'}  created {d['created']}")
         if d["etc_conflicts"]:
-            lines.append(f"      /etc conflicts: {', '.join(d['etc_conflicts'])}")
+            lines.append("      /etc conflicts: "
+                         + ", ".join(printable(p) for p in d["etc_conflicts"]))
     lb = st.get("last_boot")
     if lb:
         lines.append(f"last boot: {lb['result']} ({lb['deployment'] or '?'}) {lb['reason']}")

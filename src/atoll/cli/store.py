@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from atoll.cli import emit
-from atoll.core.errors import CorruptObjectError
+from atoll.core.errors import CorruptObjectError, InputError
+from atoll.core.text import printable
 from atoll.store import ops
 from atoll.store.repo import Repo
 
@@ -73,6 +74,22 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def cmd_refs(args: argparse.Namespace) -> None:
     repo = _open(args)
+    if args.delete:
+        deleted = []
+        for name in args.delete:
+            ns, _, rest = name.partition("/")
+            namespace, ref = (ns, rest) if ns in ("heads", "remotes", "deploy") else ("heads", name)
+            if namespace == "deploy":
+                raise InputError(f"{name}: deployment refs go with their deployment",
+                                 resolution="remove the deployment: atoll undeploy N")
+            if ref not in repo.refs(namespace):
+                raise InputError(f"{name}: no such ref", resolution="list them with "
+                                 "`atoll store refs --all`")
+            repo.set_ref(ref, None, namespace=namespace)
+            deleted.append(name)
+        emit(args, {"deleted": deleted}, "\n".join(f"deleted {n}" for n in deleted)
+             + "\n(objects only they reached are freed by `atoll store gc`)")
+        return
     refs = repo.all_refs() if args.all else repo.refs()
     emit(args, refs, lambda: "\n".join(f"{cid}  {name}" for name, cid in refs.items()))
 
@@ -98,8 +115,9 @@ def cmd_diff(args: argparse.Namespace) -> None:
         if args.files:
             f = d["files"]
             text += "\n" + "\n".join(
-                [f"A {x}" for x in f["added"]] + [f"D {x}" for x in f["removed"]]
-                + [f"M {x}" for x in f["changed"]])
+                [f"A {printable(x)}" for x in f["added"]]
+                + [f"D {printable(x)}" for x in f["removed"]]
+                + [f"M {printable(x)}" for x in f["changed"]])
         return text
 
     emit(args, d, human)
@@ -173,7 +191,11 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp.add_argument("rev")
     sp.add_argument("--packages", action="store_true", help="list the package manifest")
     sp = add("refs", cmd_refs, "list refs")
-    sp.add_argument("--all", action="store_true", help="include deployment refs")
+    sp.add_argument("--all", action="store_true",
+                    help="include remote and deployment refs (prefixed remotes/, deploy/)")
+    sp.add_argument("--delete", nargs="+", metavar="REF",
+                    help="delete refs (a branch, or remotes/REMOTE/CHANNEL); `store gc` then "
+                    "frees what only they reached")
     sp = add("diff", cmd_diff, "files and packages changed between two commits")
     sp.add_argument("old")
     sp.add_argument("new")

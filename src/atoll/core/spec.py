@@ -47,8 +47,10 @@ __all__ = [
     "read_spec_text",
 ]
 
-# The biggest real specs (a treefile listing a few thousand packages) are ~100 KiB and
-# ~10,000 values; the limits leave 10x room and keep the worst case well under a second.
+# Real specs are a few KiB with a few hundred values (a treefile naming every package of a
+# large image: a few thousand), and use aliases a handful of times. The limits leave ample
+# room and bound the worst case: a 1 MiB file parses in ~3 s (pure-Python YAML, no expansion);
+# 100,000 values made by aliases from a small file validate in ~0.1 s.
 MAX_SPEC_BYTES = 1024 * 1024
 MAX_ALIASES = 1_000
 MAX_NODES = 100_000
@@ -67,7 +69,8 @@ _TAG_NAMES = {"int": "integer", "float": "number", "bool": "boolean", "timestamp
 # The characters YAML accepts (yaml.reader.Reader.NON_PRINTABLE is the complement).
 _NOT_YAML = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # line breaks as YAML counts them
-_CHAR_NAMES = {0: "NUL", 0x1B: "ESC", 0x7F: "DEL", 0xFEFF: "BOM", 0xFFFE: "non-character"}
+_CHAR_NAMES = {0: "NUL", 0x1B: "ESC", 0x7F: "DEL", 0xFFFE: "non-character",
+               0xFFFF: "non-character"}
 # The type names pydantic adds to an error location for union members and dict keys.
 _TYPE_TAGS = {"str", "int", "float", "bool", "bytes", "none", "list", "dict", "set", "tuple"}
 
@@ -90,7 +93,8 @@ def _position(text: str, index: int) -> tuple[int, int]:
 
 
 def _too_big(source: str) -> SpecError:
-    limit = f"larger than 1 MiB: a spec may be at most {MAX_SPEC_BYTES:,} bytes"
+    limit = f"larger than {MAX_SPEC_BYTES / 2**20:g} MiB: a spec may be at most " \
+        f"{MAX_SPEC_BYTES:,} bytes"
     return SpecError([Problem(source, 1, "(top level)", limit)])
 
 
@@ -101,7 +105,8 @@ def _check_text(text: str, source: str) -> None:
     if bad:
         line, column = _position(text, bad.start())
         code = ord(bad.group())
-        name = _CHAR_NAMES.get(code, "a control character" if code < 0xA0 else "")
+        name = _CHAR_NAMES.get(code, "a control character" if code < 0xA0 else
+                               "a lone surrogate" if 0xD800 <= code < 0xE000 else "")
         what = f"U+{code:04X}" + (f" ({name})" if name else "")
         raise SpecError([Problem(source, line, "(encoding)",
                                  f"character {what} at column {column} is not allowed in YAML")])
@@ -239,7 +244,8 @@ class _Walk:
             return _UNREADABLE
         try:
             value = self._keys.construct_object(node)
-        except Exception:  # an unreadable key: construction reports it with its line
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError,
+                LookupError):  # an unreadable key: construction reports it with its line
             self._keys = yaml.constructor.SafeConstructor()
             return _UNREADABLE
         return value if isinstance(value, Hashable) else _UNREADABLE
@@ -498,6 +504,12 @@ def load_spec_text(text: str, model: type[M], source: str) -> M:
         spec = model.model_validate(data)
     except ValidationError as exc:
         problems += _validation_problems(exc, walk.lines, source)
+    except (TypeError, AttributeError, LookupError, ArithmeticError) as exc:
+        # A validator that assumed the shape of its input (a bug to fix in that model): the
+        # user still gets a located problem, never a traceback.
+        problems.append(Problem(source, root, "(top level)", _clean(
+            f"a check failed on this input ({type(exc).__name__}: {exc}); fix the "
+            "values of the wrong type, and report this as a bug in atoll")))
     if problems:
         raise SpecError(_tidy(problems))
     return spec

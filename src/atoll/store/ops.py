@@ -142,10 +142,10 @@ def fsck(repo: Repo) -> FsckReport:
                     repo.quarantine(oid, "file", "content does not match its id")
         progress.finish()
         for name, cid in repo.all_refs().items():
-            gaps = repo.missing(cid)
+            gaps = repo.gaps(cid)
             if gaps:
                 report.incomplete[name] = cid
-            report.missing += [f"{kind} {oid} (ref {name})" for oid, kind in gaps]
+            report.missing += [f"{kind} {oid} (ref {name}): {why}" for oid, kind, why in gaps]
         report.quarantined = len(repo.quarantined())
     report.corrupt.sort()
     return report
@@ -164,6 +164,10 @@ def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
         keep: set[tuple[str, str]] = set()
         for name, cid in repo.all_refs().items():
             try:
+                if not repo.has(cid, "commit"):
+                    raise StoreError(f"commit object {cid} is missing",
+                                     resolution="run `atoll store fsck --repair` (a host), "
+                                     f"or delete the ref: atoll store refs --delete {name}")
                 keep |= repo.reachable(cid, parents=True)
             except StoreError as exc:
                 raise type(exc)(

@@ -360,7 +360,7 @@ class Repo:
         try:
             return parse_dirtree(data)
         except CorruptObjectError as exc:
-            raise CorruptObjectError(f"dirtree object {oid}: {exc.brief}",
+            raise CorruptObjectError(f"dirtree object {oid} is malformed: {exc.brief}",
                                      resolution=REPAIR_HINT) from exc
 
     def read_commit(self, oid: str) -> Commit:
@@ -369,7 +369,7 @@ class Repo:
         try:
             return Commit.from_bytes(data)
         except CorruptObjectError as exc:
-            raise CorruptObjectError(f"commit object {oid}: {exc.brief}",
+            raise CorruptObjectError(f"commit object {oid} is malformed: {exc.brief}",
                                      resolution=REPAIR_HINT) from exc
 
     def _existing_matches(self, oid: str, meta: FileMeta, size: int) -> bool:
@@ -760,16 +760,26 @@ class Repo:
         return seen
 
     def missing(self, commit: str) -> list[tuple[str, str]]:
-        """The objects ``commit`` needs that are not in the store (a missing dirtree is
-        listed itself; what is below it is unknown). Damaged dirtrees are quarantined
-        and listed as missing."""
-        out: list[tuple[str, str]] = []
+        """The objects ``commit`` needs that are not in the store, or not readable (a
+        missing dirtree is listed itself; what is below it is unknown). Damaged dirtrees
+        are quarantined on the way."""
+        return [(oid, kind) for oid, kind, _ in self.gaps(commit)]
+
+    def gaps(self, commit: str) -> list[tuple[str, str, str]]:
+        """Like :meth:`missing`, with why: ``(id, kind, "missing" | "damaged" | "malformed")``."""
+        out: set[tuple[str, str, str]] = set()
+
+        def why(exc: StoreError) -> str:
+            if not isinstance(exc, CorruptObjectError):
+                return "missing"
+            return "malformed" if "malformed" in exc.brief else "damaged"
+
         if not self.has(commit, "commit"):
-            return [(commit, "commit")]
+            return [(commit, "commit", "missing")]
         try:
             c = self.read_commit(commit)
-        except CorruptObjectError:
-            return [(commit, "commit")]
+        except StoreError as exc:
+            return [(commit, "commit", why(exc))]
         stack, done = [c.tree], set()
         while stack:
             t = stack.pop()
@@ -778,18 +788,15 @@ class Repo:
             done.add(t)
             try:
                 entries = self.read_dirtree(t)
-            except CorruptObjectError:
-                out.append((t, "dirtree"))
-                continue
-            except StoreError:
-                out.append((t, "dirtree"))
+            except StoreError as exc:
+                out.add((t, "dirtree", why(exc)))
                 continue
             for e in entries:
                 if e.is_dir:
                     stack.append(e.id)
                 elif not self.has(e.id, "file"):
-                    out.append((e.id, "file"))
-        return sorted(set(out))
+                    out.add((e.id, "file", "missing"))
+        return sorted(out)
 
     def is_complete(self, commit: str) -> bool:
         return not self.missing(commit)
