@@ -1,16 +1,25 @@
 """Benchmark atoll's Checkmk agent: output wall time and the serving process's memory.
 
-    .venv/bin/python bench/bench_checkmk_agent.py [--runs 20] [--requests 200] [--with-db]
+    .venv/bin/python bench/bench_checkmk_agent.py [--runs 20] [--requests 200] [--burst 3000]
+        [--with-db]
 
 Prints:
 - wall time of a full agent output, in process (warm: what the TCP agent pays
   per request when its cache is cold) and as a fresh ``atoll checkmk-agent``
   process (what an SSH datasource program pays), median and max;
+- a burst of ``--burst`` connections from 8 client threads against
+  ``atoll checkmk-agent serve --max-clients 8``: wall time, connections per
+  second, how many were answered busy (a client reconnecting before the
+  server has released its previous slot), and the server's RSS before and
+  after (tests/integration/test_monitor_server.py asserts only that every
+  answer is whole or a logged busy and that memory stays bounded: the speed
+  and the busy share depend on what else the machine runs);
 - with ``--with-db``: the same with one MariaDB app installed, back to back and
   5 s apart (Docker's stats endpoint answers at its collector's next tick, up
   to 1 s, while a previous request keeps the collector running) (atoll's image,
   ``atoll/mariadb:bookworm``, must be loaded in Docker; the app lives in a
-  temporary sysroot and is removed afterwards);
+  temporary sysroot and is removed afterwards), and the mk_mysql sections alone
+  (``mysql_section``, what tests/integration/test_monitor_mysql.py runs);
 - resident memory (VmRSS) of ``atoll checkmk-agent serve`` after N requests,
   and of the same server started from the library alone (without the ``atoll``
   command's discovery of every layer's CLI module), to show where memory goes.
@@ -70,17 +79,21 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError):
+            fetch(port)
+            return
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"server did not start: {proc.args}")
+        time.sleep(0.1)
+
+
 def serve_rss(argv: list[str], port: int, requests: int) -> tuple[float, float]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError):
-                fetch(port)
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"server did not start: {argv}")
-            time.sleep(0.1)
+        wait_listening(proc, port)
         first = rss_mb(proc.pid)
         for _ in range(requests):
             fetch(port)
@@ -91,11 +104,50 @@ def serve_rss(argv: list[str], port: int, requests: int) -> tuple[float, float]:
         proc.wait(timeout=15)
 
 
-def time_with_db(runs: int, gap: float = 0.0) -> list[float]:
+def serve_burst(argv: list[str], port: int, connections: int,
+                clients: int = 8) -> tuple[float, int, int, float, float]:
+    """``connections`` requests from ``clients`` threads; a busy answer is asked again.
+
+    Returns (seconds, full answers, busy answers, RSS MB before, RSS MB after).
+    """
+    import threading
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(proc, port)
+        before = rss_mb(proc.pid)
+        counts = {"full": 0, "busy": 0}
+        lock = threading.Lock()
+
+        def client(n: int) -> None:
+            for _ in range(n):
+                while True:
+                    got = fetch(port)
+                    with lock:
+                        counts["full" if got else "busy"] += 1
+                    if got:
+                        break
+
+        threads = [threading.Thread(target=client, args=(connections // clients,))
+                   for _ in range(clients)]
+        t = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        took = time.perf_counter() - t
+        return took, counts["full"], counts["busy"], before, rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def time_with_db(runs: int, gap: float = 0.0) -> tuple[list[float], list[float]]:
     import tempfile
 
     from atoll import apps
     from atoll.apps.runtime import get_runtime
+    from atoll.monitor.mysql import mysql_section
 
     spec = Path(apps.__file__).parent / "specs" / "mariadb.yaml"
     rt = get_runtime("docker")
@@ -105,23 +157,27 @@ def time_with_db(runs: int, gap: float = 0.0) -> list[float]:
         try:
             agent = Agent(AgentConfig())
             agent.output()
-            times = []
+            times, alone = [], []
             for _ in range(runs):
                 time.sleep(gap)
                 t = time.perf_counter()
                 out = agent.output()
                 times.append(time.perf_counter() - t)
                 assert f"[[{name}]]\nmysqld is alive" in out, "the database did not answer"
+                t = time.perf_counter()
+                mysql_section()
+                alone.append(time.perf_counter() - t)
             agent.close()
         finally:
             apps.remove(Path(tmp), name, runtime=rt)
-    return times
+    return times, alone
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--burst", type=int, default=3000, help="connections in the burst (0: skip)")
     ap.add_argument("--with-db", action="store_true", help="also time it with one MariaDB app")
     args = ap.parse_args()
 
@@ -149,6 +205,12 @@ def main() -> int:
     port = free_port()
     lean_first, lean_rss = serve_rss([sys.executable, "-c", LEAN_SERVER, str(port)], port,
                                      args.requests)
+    burst = None
+    if args.burst:
+        port = free_port()
+        burst = serve_burst([sys.executable, "-m", "atoll.cli", "checkmk-agent", "serve",
+                             "--listen", "127.0.0.1", "--port", str(port), "--only-from",
+                             "127.0.0.1", "--max-clients", "8"], port, args.burst)
 
     med = statistics.median(warm)
     print(f"agent output: {size} bytes")
@@ -162,12 +224,19 @@ def main() -> int:
           f"ratio {cli_rss / TARGET_RSS_MB:.2f})")
     print(f"RSS library-only server: {lean_first:.1f} MB at start, {lean_rss:.1f} MB after "
           f"{args.requests} requests (ratio {lean_rss / TARGET_RSS_MB:.2f})")
+    if burst is not None:
+        took, full, busy, before, after = burst
+        print(f"burst: {full} connections from 8 clients, --max-clients 8: {took:.2f} s "
+              f"({full / took:.0f}/s), {busy} answered busy ({100 * busy / (full + busy):.1f}%); "
+              f"RSS {before:.1f} -> {after:.1f} MB")
     if args.with_db:
         for gap, what in ((0.0, "back to back"), (5.0, "5 s apart, like a poll")):
-            db = time_with_db(args.runs if gap == 0 else 5, gap)
+            db, alone = time_with_db(args.runs if gap == 0 else 5, gap)
             print(f"full output with one MariaDB app, {what}: median "
                   f"{statistics.median(db) * 1000:.1f} ms, max {max(db) * 1000:.1f} ms  "
                   f"(target <= 1000 ms: ratio {statistics.median(db):.2f})")
+            print(f"mk_mysql sections alone, {what}: median "
+                  f"{statistics.median(alone) * 1000:.1f} ms, max {max(alone) * 1000:.1f} ms")
     print("anchor: Checkmk's check_mk_agent.linux is not available here (no Debian package, "
           "no download allowed): comparison skipped")
     return 0

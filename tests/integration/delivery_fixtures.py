@@ -2,23 +2,27 @@
 
 Supports ``Range`` (206) like any CDN. ``server.faults`` maps a path suffix to
 a fault: ``("truncate", n)`` closes the connection after n bytes, ``("endless",)``
-streams zeros forever, ``("tamper",)`` flips a byte, ``("replace", data)``
-serves other bytes, ``("hang",)`` never answers, ``("hook", fn)`` calls ``fn()``
-before serving normally (to fill a disk mid-download).
+streams zeros until the client hangs up (or ``ENDLESS_CAP`` bytes, which a
+client that bounds its downloads never reads; ``srv.endless_sent`` counts what
+went out), ``("tamper",)`` flips a byte, ``("replace", data)`` serves other
+bytes, ``("hang",)`` never answers (until the server stops, or
+``srv.hang_seconds``), ``("hook", fn)`` calls ``fn()`` before serving normally
+(to fill a disk mid-download, or hold a download until the test releases it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Published", "WwwServer", "serve_www"]
+__all__ = ["ENDLESS_CAP", "Published", "WwwServer", "serve_www"]
+
+ENDLESS_CAP = 1 << 30  # bytes; far beyond any signed length and the socket buffers
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -33,7 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv.requests.append((rel, self.headers.get("Range")))
         fault = next((f for suffix, f in srv.faults.items() if rel.endswith(suffix)), None)
         if fault and fault[0] == "hang":
-            time.sleep(srv.hang_seconds)
+            srv.stopping.wait(srv.hang_seconds)
             return
         if fault and fault[0] == "hook":
             fault[1]()
@@ -60,10 +64,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault[0] == "endless":
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()
+            # a byte cap, not a time limit: however slow the machine, a client that
+            # reads without bound is caught reading all of it
+            chunk = b"\0" * 65536
             with contextlib.suppress(OSError):
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    self.wfile.write(b"\0" * 65536)
+                while srv.endless_sent.get(rel, 0) < ENDLESS_CAP:
+                    self.wfile.write(chunk)
+                    with srv.lock:
+                        srv.endless_sent[rel] = srv.endless_sent.get(rel, 0) + len(chunk)
             return
         self.send_header("Content-Length", str(len(body)))
         if status == 206:
@@ -85,7 +93,10 @@ class _Server(ThreadingHTTPServer):
         self.root = root
         self.faults: dict[str, tuple[Any, ...]] = {}
         self.requests: list[tuple[str, str | None]] = []
-        self.hang_seconds = 10.0
+        self.hang_seconds = 600.0  # a deadline only: serve_www's end releases every hang
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.endless_sent: dict[str, int] = {}  # path -> bytes of endless data sent
 
 
 @dataclass
@@ -113,6 +124,7 @@ def serve_www(root: Path) -> Iterator[WwwServer]:
     try:
         yield WwwServer(srv, f"http://127.0.0.1:{srv.server_address[1]}/")
     finally:
+        srv.stopping.set()
         srv.shutdown()
         srv.server_close()
         t.join(timeout=5)

@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,16 +216,22 @@ def test_agent_killed_mid_download_resumes(site: tuple[Site, WwwServer],
     assert subprocess.run(once, env=env, capture_output=True).returncode == 0  # check
     before = snapshot_dirs(s.host, ("atoll/repo",))
     served = len(server.requests)
-    for suffix in (".pack", ".delta"):  # the download is under way when the server answers
-        server.faults[suffix] = ("hook", lambda: time.sleep(3))
-    proc = subprocess.Popen(once, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # the server holds the download until the agent is killed (an event, not a sleep:
+    # however slow the machine, the kill lands while the download is under way)
+    release = threading.Event()
+    for suffix in (".pack", ".delta"):
+        server.faults[suffix] = ("hook", lambda: release.wait(120))
+    proc = subprocess.Popen(once, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not any(p.endswith((".pack", ".delta")) for p, _ in server.requests[served:]):
-        assert time.monotonic() < deadline and proc.poll() is None, "no download started"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the agent and the download it runs
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.endswith((".pack", ".delta")) for p, _ in server.requests[served:]):
+            assert time.monotonic() < deadline and proc.poll() is None, "no download started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the agent and the download it runs
+        proc.wait()
+    finally:
+        release.set()
     # nothing reached the store; the next run completes the download
     assert snapshot_dirs(s.host, ("atoll/repo",)) == before
     server.faults.clear()

@@ -25,6 +25,9 @@ from tests.unit.test_monitor_conformance import check_agent_output
 ATOLL = [sys.executable, "-m", "atoll.cli"]
 LINUX_SECTIONS = {"check_mk", "uptime", "mem", "cpu", "kernel", "df", "mounts", "lnx_if",
                   "diskstat", "ps_lnx", "local"}
+# Failure deadlines only (what a broken server would exceed), never expectations of speed.
+STARTUP_DEADLINE = 60.0
+BURST_DEADLINE = 300.0
 
 
 def fetch(port: int, source: str | None = None, timeout: float = 10.0) -> bytes:
@@ -53,18 +56,25 @@ def rss_kib(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def serving(*extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def serving(log: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``atoll checkmk-agent serve`` on a free port; its log (stderr) goes to ``log``.
+
+    A file, not a pipe nobody reads: a burst of busy warnings must never fill a
+    pipe and stall the server.
+    """
     port = free_port()
-    proc = subprocess.Popen([*ATOLL, "checkmk-agent", "serve", "--listen", "127.0.0.1",
-                             "--port", str(port), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with log.open("wb") as err:
+        proc = subprocess.Popen([*ATOLL, "checkmk-agent", "serve", "--listen", "127.0.0.1",
+                                 "--port", str(port), *extra],
+                                stdout=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + STARTUP_DEADLINE
         while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(OSError):
+                fetch(port, timeout=30)  # read it all: a connection dropped early logs a failure
                 break
-            assert time.monotonic() < deadline, "agent did not listen within 20s"
+            assert time.monotonic() < deadline, f"agent did not listen within {STARTUP_DEADLINE}s"
             time.sleep(0.1)
         yield proc, port
     finally:
@@ -76,11 +86,19 @@ def serving(*extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
             proc.wait()
 
 
+def check_complete(data: bytes) -> None:
+    """A full agent output: well-formed, and not cut short (it ends with the agent's status)."""
+    text = data.decode()
+    assert text.startswith("<<<check_mk>>>\n"), text[:200]
+    check_agent_output(text)
+    last = text.rstrip("\n").rsplit("\n", 1)[-1]
+    assert text.endswith("\n") and '"atoll agent"' in last, text[-300:]
+
+
 def test_stdout_agent_is_complete_and_parses() -> None:
-    t = time.monotonic()
+    # its speed is measured by bench/bench_checkmk_agent.py (fresh process); 60 s is a deadline
     out = subprocess.run([*ATOLL, "checkmk-agent"], capture_output=True, check=True,
                          timeout=60).stdout.decode()
-    assert time.monotonic() - t < 20
     sections = check_agent_output(out)
     assert {n for _, n in sections} >= LINUX_SECTIONS
     assert "systemd_units" not in {n for _, n in sections}  # PID 1 is not systemd here
@@ -112,49 +130,68 @@ def test_tcp_agent_serves_allowed_and_refuses_others(caplog: pytest.LogCaptureFi
         agent.close()
 
 
-def test_thousands_of_connections_stay_responsive_and_bounded() -> None:
-    """3000 connections from 8 client threads; the serving process's RSS stays bounded."""
-    with serving("--only-from", "127.0.0.1,::1", "--max-clients", "8") as (proc, port):
-        first = fetch(port)
-        check_agent_output(first.decode())
-        rss_start = rss_kib(proc.pid)
-        errors: list[str] = []
-        counts = {"ok": 0, "busy": 0}
-        lock = threading.Lock()
-        deadline = time.monotonic() + 90
+def test_thousands_of_connections_stay_responsive_and_bounded(tmp_path: Path) -> None:
+    """3000 requests from 8 client threads against 8 slots.
 
-        def client(n: int) -> None:
-            for _ in range(n):
-                if time.monotonic() > deadline:
-                    errors.append("time budget exceeded")
-                    return
-                try:
-                    data = fetch(port, timeout=10)
-                except OSError as exc:
-                    errors.append(repr(exc))
-                    continue
-                with lock:
-                    counts["ok" if data.startswith(b"<<<check_mk>>>") else "busy"] += 1
+    Every answer is the full agent output or a busy refusal (the connection
+    closed without data, and logged as such); a request refused as busy is
+    asked again and gets its full output in the end; the serving process's RSS
+    stays bounded, and it answers in full once the burst is over. How many
+    answers are busy, and how fast the burst goes, depend on what else the
+    machine runs: bench/bench_checkmk_agent.py measures those, this test
+    asserts neither.
+    """
+    log = tmp_path / "agent.log"
+    answers: dict[bytes, int] = {}  # each distinct answer (b"": busy), how often
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def ask(port: int) -> bytes:
+        data = fetch(port, timeout=30)
+        with lock:
+            answers[data] = answers.get(data, 0) + 1
+        return data
+
+    with serving(log, "--only-from", "127.0.0.1,::1", "--max-clients", "8") as (proc, port):
+        check_complete(ask(port))
+        rss_start = rss_kib(proc.pid)
+        deadline = time.monotonic() + BURST_DEADLINE
+
+        def client(requests: int) -> None:
+            try:
+                for _ in range(requests):
+                    while not ask(port):  # busy: ask again
+                        if time.monotonic() > deadline:
+                            errors.append(f"still busy after {BURST_DEADLINE}s")
+                            return
+            except OSError as exc:
+                errors.append(repr(exc))
 
         threads = [threading.Thread(target=client, args=(375,)) for _ in range(8)]
-        t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
-            t.join(120)
-        elapsed = time.monotonic() - t0
+            t.join(max(deadline - time.monotonic(), 0) + 60)
+        assert not any(t.is_alive() for t in threads), "clients still running at the deadline"
         assert not errors, errors[:5]
-        assert counts["ok"] + counts["busy"] == 3000
-        assert counts["ok"] >= 2900, counts  # 8 clients, 8 slots: (almost) never busy
         rss_end = rss_kib(proc.pid)
-        # still responsive: one more request answers quickly with a full output
-        t1 = time.monotonic()
-        last = fetch(port)
-        assert time.monotonic() - t1 < 5.0
-        assert last.startswith(b"<<<check_mk>>>") and b"<<<local:sep(0)>>>" in last
-        print(f"3000 connections in {elapsed:.1f}s ({counts}); RSS {rss_start} -> {rss_end} KiB")
-        assert rss_end - rss_start < 20 * 1024, (rss_start, rss_end)
-        assert rss_end < 100 * 1024
+        # once the burst is over the server answers in full again (the last clients'
+        # slots may still be finishing: a busy answer meanwhile is allowed)
+        settle = time.monotonic() + 60
+        while not ask(port):
+            assert time.monotonic() < settle, "the server stays busy after the burst"
+            time.sleep(0.05)
+    busy = answers.pop(b"", 0)
+    print(f"{sum(answers.values())} full answers, {busy} busy; RSS {rss_start} -> {rss_end} KiB")
+    assert sum(answers.values()) == 1 + 3000 + 1  # the first, the burst's, the last
+    for data in answers:  # the cache shares one output per second: few distinct ones
+        check_complete(data)
+    # every empty answer was a deliberate busy refusal, and no answer failed
+    logged = log.read_text().splitlines()
+    assert sum(line.endswith("too many clients") for line in logged) == busy
+    assert not [line for line in logged if line.startswith("serving ")], logged[:5]
+    assert rss_end - rss_start < 20 * 1024, (rss_start, rss_end)
+    assert rss_end < 100 * 1024
 
 
 def test_metrics_commands(tmp_path: Path) -> None:
@@ -173,7 +210,7 @@ def test_metrics_commands(tmp_path: Path) -> None:
     proc = subprocess.Popen([*ATOLL, "metrics", "serve", "--listen", f"127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + STARTUP_DEADLINE
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 
@@ -160,38 +162,52 @@ def test_registry() -> None:
         open_backend("etcd", "127.0.0.1:2379")
 
 
-class _SlowStore(MemoryBackend):
-    """Each write takes a while, like an fsync: changes pile up behind it."""
+class _GatedStore(MemoryBackend):
+    """Writes wait until ``gate`` opens, like a slow fsync: changes pile up behind one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()  # a write has started
+        self.gate = threading.Event()
 
     def store(self, group: str, sem: Semaphore, version: int) -> int | None:
-        import time
-
-        time.sleep(0.01)
+        self.writing.set()
+        self.gate.wait(60)  # a deadline only: the test opens it
         return super().store(group, sem, version)
 
 
 def test_concurrent_changes_share_transactions_and_all_apply() -> None:
-    import threading
-
-    backend = _SlowStore()
+    backend = _GatedStore()
     results: dict[str, LockOutcome] = {}
-    barrier = threading.Barrier(40)
 
     def take(cid: str) -> None:
-        barrier.wait(timeout=10)
         results[cid] = backend.update("g", 25, lambda s: recursive_lock(s, cid, T0))
 
-    threads = [threading.Thread(target=take, args=(f"h{i:02d}",)) for i in range(40)]
-    for t in threads:
+    first = threading.Thread(target=take, args=("h00",))
+    first.start()
+    assert backend.writing.wait(30), "the first change was not written"
+    # 39 more arrive while that transaction is in flight; wait (polling the commit
+    # queue, not sleeping) until all of them are queued behind it, then let it finish
+    others = [threading.Thread(target=take, args=(f"h{i:02d}",)) for i in range(1, 40)]
+    for t in others:
         t.start()
-    for t in threads:
-        t.join(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while len(backend._queues.get("g", [])) < 39:
+            assert time.monotonic() < deadline, "the changes did not all queue within 30 s"
+            time.sleep(0.01)
+    finally:
+        backend.gate.set()
+    for t in [first, *others]:
+        t.join(timeout=60)
     outcomes = sorted(o.value for o in results.values())
     assert outcomes.count("acquired") == 25 and outcomes.count("full") == 15
+    assert results["h00"] is LockOutcome.ACQUIRED
     sem, _ = backend.load("g")
     assert sem is not None and len(sem.holders) == 25
     assert {h.id for h in sem.holders} == {c for c, o in results.items() if o.value == "acquired"}
-    assert backend.writes < 25  # group commit: fewer transactions than granted locks
+    # group commit: the first change's transaction, then one for the 39 queued behind it
+    assert backend.writes == 2
 
 
 def test_a_write_by_another_process_is_never_missed() -> None:

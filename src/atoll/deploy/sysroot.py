@@ -29,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from atoll.core import canonjson
 from atoll.core.errors import HostStateError, InputError
+from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
     atomic_symlink,
     atomic_write_json,
@@ -36,6 +37,7 @@ from atoll.core.fsutil import (
     fsync_dir,
     read_json,
     syncfs,
+    trace_durable,
 )
 from atoll.core.lock import FileLock
 from atoll.deploy import plan
@@ -197,6 +199,7 @@ class Sysroot:
             os.fsync(fd)
         finally:
             os.close(fd)
+        trace_durable(self.state / "events.jsonl")
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -223,6 +226,7 @@ class Sysroot:
             get_writer(name)(self.root, new_dir, entries)
         syncfs(self.boot)
         fsync_dir(new_dir)
+        crash_point("deploy:loader")
         atomic_symlink(nxt, self.loader_link)
 
     # -- operations ------------------------------------------------------
@@ -293,6 +297,7 @@ class Sysroot:
             try:
                 log.info("deploy %s: checking out commit %s", dep_id[:16], commit[:12])
                 checkout(own, commit, tree, verify=True)
+                crash_point("deploy:checkout")
                 _etc_layout(tree)
                 kdirs = sorted(p.parent.name for p in (tree / "usr/lib/modules").glob("*/vmlinuz"))
                 syncfs(self.deploy_dir)

@@ -43,6 +43,7 @@ from atoll.core.errors import (
     RepositoryError,
     StoreError,
 )
+from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
     atomic_symlink,
     atomic_write,
@@ -50,6 +51,7 @@ from atoll.core.fsutil import (
     disk_full,
     free_bytes,
     read_json,
+    syncfs,
 )
 from atoll.repo.fetch import HttpFetcher, RangeFetcher
 from atoll.repo.plan import ChannelInfo, Plan, choose
@@ -229,6 +231,7 @@ class UpdateClient:
 
     def _commit_metadata(self) -> None:
         assert self._work is not None
+        syncfs(self._work)  # ngclient writes without fsync: durable before it is trusted
         old = os.readlink(self.remote.metadata)
         atomic_symlink(self._work.name, self.remote.metadata)
         shutil.rmtree(self.remote.dir / old, ignore_errors=True)
@@ -540,6 +543,7 @@ class UpdateClient:
                 if plan.method != "none":
                     self._check_space(plan, info)
                     files = pull.fetch(self, info, plan, idx)
+                    crash_point("download:fetched")
                     repo = repo or Repo.create(self.store_path)
                     stack.enter_context(repo.lock.shared())
                     try:

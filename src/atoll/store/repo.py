@@ -52,6 +52,7 @@ from typing import Any
 
 from atoll.core import canonjson
 from atoll.core.errors import CorruptObjectError, InputError, StoreError
+from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
     atomic_write,
     copy_private,
@@ -254,7 +255,9 @@ class Repo:
     def _publish(self, txn: _Txn) -> None:
         if not txn.staged:
             return
+        crash_point("txn:staged")
         syncfs(self.path)  # every staged object is durable before it gets its name
+        crash_point("txn:synced")
         order = {"file": 0, "dirtree": 1, "commit": 2}
         made: set[str] = set()
         for (oid, kind), src in sorted(txn.staged.items(), key=lambda kv: order[kv[0][1]]):
@@ -265,6 +268,7 @@ class Repo:
             if os.path.lexists(dest):
                 continue  # another writer placed the same object meanwhile
             os.rename(src, dest)
+        crash_point("txn:placed")
         syncfs(self.path)  # the names are durable before any ref points at them
 
     def _stage(self) -> _Txn:
@@ -633,6 +637,7 @@ class Repo:
                 tree="", root=tree.dirs[""], parent=None, version=version,
                 timestamp=int(time.time()) if timestamp is None else timestamp,
                 subject=subject, manifest=tuple(manifest or ()), metadata=metadata or {}))
+            crash_point("commit:ref")
             if ref is not None:
                 self.set_ref(ref, cid)
         return cid
