@@ -9,13 +9,16 @@ import http.client
 import json
 import threading
 import urllib.parse
+from collections.abc import Callable
 
 import pytest
 
 from atoll.core.errors import DownloadError, InputError, StoreError
 from atoll.fleet.backends import Backend
 from atoll.fleet.client import FleetLockClient, FleetLockError
+from atoll.fleet.protocol import ClientParams, ProtocolError
 from atoll.fleet.rollout import HostState, host_ids, run_rollout
+from atoll.fleet.semaphore import LockOutcome
 from atoll.fleet.server import FleetLockServer
 from atoll.fleet.service import FleetLockService
 from tests.integration import fleet_fixtures
@@ -25,6 +28,9 @@ from tests.services import free_port
 fleet_etcd = fleet_fixtures.fleet_etcd
 fleet_backend = fleet_fixtures.fleet_backend
 fleet_server = fleet_fixtures.fleet_server
+
+# the rollouts below take a few seconds; this is only where a stuck one fails
+ROLLOUT_DEADLINE = 300.0
 
 
 def raw_post(server: FleetLockServer, path: str, body: bytes,
@@ -135,11 +141,48 @@ def test_client_errors(fleet_server: FleetLockServer) -> None:
     assert (err.value.status, err.value.kind) == (404, "not_found")
 
 
+def watch_pre_reboot(server: FleetLockServer, monkeypatch: pytest.MonkeyPatch,
+                     on_grant: Callable[[str], None] = lambda cid: None) -> threading.Event:
+    """Call ``on_grant(id)`` for each slot the server grants; the event: it refused one."""
+    refused = threading.Event()
+    pre_reboot = server.service.pre_reboot
+
+    def watched(params: ClientParams) -> LockOutcome:
+        try:
+            outcome = pre_reboot(params)
+        except ProtocolError as exc:
+            if exc.kind == "failed_lock_semaphore_full":
+                refused.set()
+            raise
+        on_grant(params.id)
+        return outcome
+
+    monkeypatch.setattr(server.service, "pre_reboot", watched)
+    return refused
+
+
 def test_hundreds_of_agents_roll_through_k_slots(fleet_server: FleetLockServer,
-                                                 fleet_backend: Backend) -> None:
+                                                 fleet_backend: Backend,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = watch_pre_reboot(fleet_server, monkeypatch)
+    # The first four hosts keep their slots until all four hold one at once and the server
+    # has refused another agent a fifth: the wave fills its slots and agents contend for
+    # them however the threads are scheduled (events, not the luck of timing).
+    first_four = threading.Barrier(4, timeout=120)
+    arrived: list[str] = []
+    lock = threading.Lock()
+
+    def on_health(host: str) -> None:
+        with lock:
+            arrived.append(host)
+            first = len(arrived) <= 4
+        if first:
+            first_four.wait()
+            assert refused.wait(120), "no agent was refused while all four slots were held"
+
     report = run_rollout(fleet_server.url, host_ids(240), 4, group="wave",
                          reboot_seconds=0.03, poll_seconds=0.01, workers=24,
-                         deadline_seconds=60)
+                         deadline_seconds=ROLLOUT_DEADLINE, on_health=on_health)
     assert report.violations == [] and report.max_concurrent == 4
     assert report.count(HostState.DONE) == 240
     assert set(report.versions.values()) == {"new"}
@@ -148,10 +191,25 @@ def test_hundreds_of_agents_roll_through_k_slots(fleet_server: FleetLockServer,
 
 
 def test_failed_host_keeps_slot_stops_wave_and_operator_releases(
-        fleet_server: FleetLockServer, fleet_backend: Backend) -> None:
+        fleet_server: FleetLockServer, fleet_backend: Backend,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once host-0030 holds a slot, the other holders wait (holding theirs) until it has
+    # failed: the hosts still waiting for a slot then are sure to be halted, however the
+    # threads are scheduled.
+    granted, failed = threading.Event(), threading.Event()
+    watch_pre_reboot(fleet_server, monkeypatch,
+                     lambda cid: granted.set() if cid == "host-0030" else None)
+
+    def on_health(host: str) -> None:
+        if host == "host-0030":
+            failed.set()  # its health check fails: the wave stops as this returns
+        elif granted.is_set():
+            assert failed.wait(120), "host-0030 never reached its health check"
+
     report = run_rollout(fleet_server.url, host_ids(120), 4, group="wave",
                          reboot_seconds=0.03, poll_seconds=0.01, workers=16,
-                         failing={"host-0030"}, deadline_seconds=60)
+                         failing={"host-0030"}, deadline_seconds=ROLLOUT_DEADLINE,
+                         on_health=on_health)
     assert report.states["host-0030"] is HostState.FAILED
     assert report.violations == [] and report.count(HostState.HALTED) > 0
     assert report.count(HostState.PENDING) == report.count(HostState.REBOOTING) == 0

@@ -40,6 +40,7 @@ from atoll.core.fsutil import (
     trace_durable,
 )
 from atoll.core.lock import FileLock
+from atoll.core.text import printable
 from atoll.deploy import plan
 from atoll.deploy.bootloader import get_writer
 from atoll.deploy.etcmerge import apply_plan, plan_merge, scan
@@ -328,7 +329,7 @@ class Sysroot:
         apply_plan(merge, cur, root / "usr/etc", etc)
         if merge.conflicts:
             log.warning("deploy: /etc conflicts kept as the host had them: %s",
-                        ", ".join(merge.conflicts))
+                        ", ".join(printable(p) for p in merge.conflicts))
         syncfs(self.deploy_dir)
         return dep.with_(etc_conflicts=list(merge.conflicts))
 

@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from atoll.core.text import printable
 from atoll.monitor.facts import HostFacts
 
 __all__ = [
@@ -58,8 +59,8 @@ class LocalCheck:
     def line(self) -> str:
         """The line Checkmk's local check parser reads."""
         perf = "|".join(self.perfdata) if self.perfdata else "-"
-        name = self.name.replace('"', "'")
-        summary = " ".join(self.summary.split())  # one line, no tabs
+        name = printable(self.name).replace('"', "'")
+        summary = " ".join(printable(self.summary).split())  # one line, control chars escaped
         return f'{self.state} "{name}" {perf} {summary}'
 
 
