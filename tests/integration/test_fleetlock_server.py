@@ -193,9 +193,11 @@ def test_hundreds_of_agents_roll_through_k_slots(fleet_server: FleetLockServer,
 def test_failed_host_keeps_slot_stops_wave_and_operator_releases(
         fleet_server: FleetLockServer, fleet_backend: Backend,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Once host-0030 holds a slot, the other holders wait (holding theirs) until it has
-    # failed: the hosts still waiting for a slot then are sure to be halted, however the
-    # threads are scheduled.
+    # As many agents as slots, so host-0030 gets one as soon as its turn comes (with more,
+    # it could lose the race for a free slot again and again until the wave is nearly
+    # through); once it holds one, the other holders wait (holding theirs) until it has
+    # failed. The hosts not yet started are then sure to be halted, however the threads
+    # are scheduled. (Agents contending for slots: the test above.)
     granted, failed = threading.Event(), threading.Event()
     watch_pre_reboot(fleet_server, monkeypatch,
                      lambda cid: granted.set() if cid == "host-0030" else None)
@@ -207,7 +209,7 @@ def test_failed_host_keeps_slot_stops_wave_and_operator_releases(
             assert failed.wait(120), "host-0030 never reached its health check"
 
     report = run_rollout(fleet_server.url, host_ids(120), 4, group="wave",
-                         reboot_seconds=0.03, poll_seconds=0.01, workers=16,
+                         reboot_seconds=0.03, poll_seconds=0.01, workers=4,
                          failing={"host-0030"}, deadline_seconds=ROLLOUT_DEADLINE,
                          on_health=on_health)
     assert report.states["host-0030"] is HostState.FAILED
