@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -79,13 +81,13 @@ def containers(docker_url: str, busybox_image: str) -> Iterator[dict[str, Any]]:
 
 
 def test_containers_are_piggyback_hosts(docker_url: str, containers: dict[str, Any]) -> None:
-    out = docker_section(docker_url)
+    out = docker_section(docker_url)  # mk_docker's default: the short container id
     sections = check_agent_output(out)
     docs = [json.loads(r[0]) for r in sections[("", "docker_node_info")].rows
             if not r[0].startswith("@")]
     info = docs[0]  # later lines may report containers that other tests removed meanwhile
     assert info["Containers"] >= 3
-    name = containers["app"].name
+    name = containers["app"].id[:12]
     for sec in ("docker_container_node_name", "docker_container_status",
                 "docker_container_labels", "docker_container_network", "docker_container_mem",
                 "docker_container_cpu", "docker_container_diskstat"):
@@ -94,13 +96,34 @@ def test_containers_are_piggyback_hosts(docker_url: str, containers: dict[str, A
     assert status["Status"] == "running" and status["ImageTags"] == [IMAGE]
     labels = json.loads(sections[(name, "docker_container_labels")].rows[-1][0])
     assert labels["io.atoll.app"] == f"monitest{containers['tag']}"
-    stopped = containers["stopped"].name
+    stopped = containers["stopped"].id[:12]
     assert (stopped, "docker_container_status") in sections
     assert (stopped, "docker_container_mem") not in sections  # not running: no stats
     assert f"<<<<{name}>>>>\n" in out
     # every piggyback block is closed
     opened = [ln for ln in out.splitlines() if ln.startswith("<<<<") and ln != "<<<<>>>>"]
     assert len(opened) == out.splitlines().count("<<<<>>>>")
+
+
+@pytest.mark.parametrize("option", ["short", "long", "name"])
+def test_piggyback_names_follow_mk_dockers_container_id_option(
+        docker_url: str, containers: dict[str, Any], option: str, tmp_path: Path) -> None:
+    """A host already set up for mk_docker (its docker.cfg) keeps receiving data under the
+    same piggyback host names."""
+    app = containers["app"]
+    want = {"short": app.id[:12], "long": app.id, "name": app.name}[option]
+    (tmp_path / "etc/check_mk").mkdir(parents=True)
+    (tmp_path / "etc/check_mk/docker.cfg").write_text(
+        f"[DOCKER]\nbase_url: {docker_url}\ncontainer_id: {option}\n")
+    p = subprocess.run([sys.executable, "-m", "atoll.cli", "--sysroot", str(tmp_path),
+                        "checkmk-agent", "--docker-url", docker_url], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    hosts = {ln[4:-4] for ln in p.stdout.splitlines()
+             if ln.startswith("<<<<") and ln != "<<<<>>>>"}
+    assert want in hosts
+    others = {"short": app.id[:12], "long": app.id, "name": app.name}
+    assert not ({v for k, v in others.items() if k != option} & hosts)
 
 
 def test_database_apps_get_mysql_sections(docker_url: str, containers: dict[str, Any]) -> None:
@@ -125,7 +148,7 @@ def test_full_agent_with_containers(docker_url: str, containers: dict[str, Any])
     finally:
         agent.close()
     sections = check_agent_output(out)
-    assert (containers["app"].name, "docker_container_status") in sections
+    assert (containers["app"].id[:12], "docker_container_status") in sections
     assert ("", "mysql_ping") in sections and ("", "uptime") in sections
 
 

@@ -61,7 +61,22 @@ def _agent_config(args: argparse.Namespace, only_from: str | None = None) -> Age
         section_timeout=args.section_timeout,
         app_timeout=max(args.section_timeout, 10.0),
         only_from=parse_only_from(only_from),
+        container_id=_container_id(args),
     )
+
+
+def _container_id(args: argparse.Namespace) -> str:
+    """``--container-id``, else mk_docker's ``docker.cfg`` (``$MK_CONFDIR``, default
+    /etc/check_mk, under the sysroot) when it exists, else ``short`` (mk_docker's default)."""
+    if args.container_id:
+        return str(args.container_id)
+    import os
+
+    from atoll.monitor.docker_sections import read_docker_cfg
+
+    confdir = os.environ.get("MK_CONFDIR") or str(Path(args.sysroot) / "etc/check_mk")
+    cfg = Path(confdir) / "docker.cfg"
+    return read_docker_cfg(cfg) if cfg.is_file() else "short"
 
 
 def _checkmk_agent(args: argparse.Namespace) -> int:
@@ -129,6 +144,10 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     cmk.add_argument("--docker-url", default=DEFAULT_DOCKER_URL, help="the Docker daemon")
     cmk.add_argument("--section-timeout", type=float, default=5.0,
                      help="seconds each section may take (default 5)")
+    cmk.add_argument("--container-id", choices=["short", "long", "name"],
+                     help="piggyback host names of containers, as mk_docker's option: short "
+                     "id (default), long id, or name; default: container_id from mk_docker's "
+                     "$MK_CONFDIR/docker.cfg when it exists")
     cmk.set_defaults(handler=_checkmk_agent)
     cmk_sub = cmk.add_subparsers(dest="action", metavar="ACTION")
     serve = cmk_sub.add_parser("serve", help="serve the agent output on TCP (classic pull agent)")

@@ -75,6 +75,8 @@ class AgentConfig:
         app_timeout: seconds the Docker and MySQL sections may take.
         only_from: the TCP allowlist shown in the header.
         policy: local check thresholds.
+        container_id: piggyback names of containers, as mk_docker's option of that
+            name: ``short`` (12 hex digits of the id, its default), ``long`` or ``name``.
     """
 
     sysroot: Path = Path("/")
@@ -84,6 +86,7 @@ class AgentConfig:
     app_timeout: float = 10.0
     only_from: OnlyFrom = field(default_factory=OnlyFrom)
     policy: LocalCheckPolicy = field(default_factory=LocalCheckPolicy)
+    container_id: str = "short"
 
 
 def default_sections(config: AgentConfig, src: HostSource | None = None) -> list[SectionSpec]:
@@ -107,9 +110,8 @@ def default_sections(config: AgentConfig, src: HostSource | None = None) -> list
     ]
     specs.append(SectionSpec("mysql", lambda: mysql_section(config.docker_url, config.app_timeout),
                              config.app_timeout))
-    specs.append(SectionSpec("docker", lambda: docker_section(config.docker_url,
-                                                              config.app_timeout),
-                             config.app_timeout))
+    specs.append(SectionSpec("docker", lambda: docker_section(
+        config.docker_url, config.app_timeout, config.container_id), config.app_timeout))
     return specs
 
 

@@ -30,11 +30,12 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from atoll.core.errors import RuntimeBackendError
+from atoll.core.errors import InputError, RuntimeBackendError
 from atoll.monitor.source import SectionSkipped
 
 __all__ = [
     "APP_LABEL",
+    "CONTAINER_IDS",
     "DEFAULT_DOCKER_URL",
     "DOCKER_ERRORS",
     "ROLE_LABEL",
@@ -42,6 +43,8 @@ __all__ = [
     "app_containers",
     "docker_client",
     "docker_section",
+    "piggyback_name",
+    "read_docker_cfg",
     "render_docker_section",
 ]
 
@@ -128,11 +131,52 @@ def _disk_usage_rows(data: dict[str, Any]) -> list[str]:
     return rows
 
 
+CONTAINER_IDS = ("short", "long", "name")
+
+
+def piggyback_name(attrs: dict[str, Any], container_id: str = "short") -> str:
+    """The piggyback host name of a container, as mk_docker's ``container_id`` option
+    chooses it: ``short`` (default) the first 12 hex digits of its id, ``long`` the
+    whole id, ``name`` its name."""
+    if container_id == "name":
+        return str(attrs.get("Name", "")).lstrip("/")
+    if container_id == "long":
+        return str(attrs["Id"])
+    return str(attrs["Id"])[:12]
+
+
+def read_docker_cfg(path: Path) -> str:
+    """``container_id`` from an mk_docker ``docker.cfg`` (ini: ``[DOCKER]`` or no section),
+    so that a host already set up for mk_docker keeps its piggyback names.
+
+    Raises:
+        InputError: the file is not an ini file, or names an unknown value.
+    """
+    import configparser
+
+    parser = configparser.ConfigParser({"container_id": "short"})
+    try:
+        text = path.read_text()
+        try:
+            parser.read_string(text, source=str(path))
+        except configparser.MissingSectionHeaderError:
+            parser.read_string("[DEFAULT]\n" + text, source=str(path))
+    except (OSError, configparser.Error, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read mk_docker's config: {exc}") from exc
+    section = "DOCKER" if parser.has_section("DOCKER") else "DEFAULT"
+    value = parser.get(section, "container_id").strip()
+    if value not in CONTAINER_IDS:
+        raise InputError(f"{path}: container_id: {value!r} is not one of "
+                         f"{', '.join(CONTAINER_IDS)}")
+    return value
+
+
 def _container_sections(
-    container: Any, stats: dict[str, Any] | None, node_name: str, vinfo: dict[str, Any]
+    container: Any, stats: dict[str, Any] | None, node_name: str, vinfo: dict[str, Any],
+    container_id: str = "short",
 ) -> str:
-    name = container.name
     attrs = container.attrs
+    name = piggyback_name(attrs, container_id)
     out = render_docker_section("container_node_name", [json.dumps({"NodeName": node_name})],
                                 vinfo, name)
     status = dict(attrs.get("State", {}))
@@ -161,8 +205,10 @@ def _container_sections(
     return out
 
 
-def docker_section(url: str = DEFAULT_DOCKER_URL, timeout: float = 10.0) -> str:
-    """All Docker sections of this host (node sections, then piggybacked containers).
+def docker_section(url: str = DEFAULT_DOCKER_URL, timeout: float = 10.0,
+                   container_id: str = "short") -> str:
+    """All Docker sections of this host (node sections, then piggybacked containers,
+    named as ``container_id`` says: see :func:`piggyback_name`).
 
     Raises:
         SectionSkipped: this is not a Docker host (no socket, no dockerd).
@@ -202,7 +248,7 @@ def docker_section(url: str = DEFAULT_DOCKER_URL, timeout: float = 10.0) -> str:
             try:
                 fut = stats.get(container.id)
                 data = fut.result(timeout=timeout) if fut is not None else None
-                out += _container_sections(container, data, node, vinfo)
+                out += _container_sections(container, data, node, vinfo, container_id)
             except docker.errors.NotFound:
                 continue  # removed since it was listed
             except DOCKER_ERRORS as exc:  # TimeoutError is an OSError
