@@ -54,6 +54,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = bytes(b)
         start, end, status = 0, len(data) - 1, 200
         rng = self.headers.get("Range")
+        if fault and fault[0] == "norange":
+            rng = None  # a server that ignores Range: 200 and the whole file
         if rng and rng.startswith("bytes="):
             a, _, b_ = rng[6:].partition("-")
             start = int(a) if a else 0
@@ -159,4 +161,25 @@ def snapshot_dirs(root: Path, subs: tuple[str, ...] = ("atoll/repo", "atoll/stat
                 else:
                     content = b""
                 out[str(p.relative_to(root))] = (st.st_mode, st.st_size, content)
+    return out
+
+
+def snapshot_host(sysroot: Path) -> dict[str, tuple[int, int, bytes | str]]:
+    """Every path under atoll/repo and atoll/state with its mode, size and content, but
+    the trusted TUF metadata: TUF keeps each role as soon as it verifies, even when the
+    operation fails later (``trusted_versions`` says which roles a test expects)."""
+    return {k: v for k, v in snapshot_dirs(sysroot).items()
+            if "/metadata" not in k.partition("atoll/state/remotes/")[2]}
+
+
+def trusted_versions(sysroot: Path, remote: str = "origin") -> dict[str, int]:
+    """The version of each role the host trusts for ``remote`` (absent roles left out)."""
+    from tuf.api.metadata import Metadata
+
+    d = sysroot / "atoll/state/remotes" / remote / "metadata"
+    out = {}
+    for role in ("root", "timestamp", "snapshot", "targets"):
+        p = d / f"{role}.json"
+        if p.exists():
+            out[role] = int(Metadata.from_bytes(p.read_bytes()).signed.version)
     return out

@@ -22,7 +22,12 @@ from atoll.core.errors import DownloadError, HostStateError
 from atoll.repo.client import UpdateClient
 from atoll.repo.fetch import HttpFetcher
 from atoll.store.repo import Repo
-from tests.integration.delivery_fixtures import ENDLESS_CAP, WwwServer, serve_www, snapshot_dirs
+from tests.integration.delivery_fixtures import (
+    ENDLESS_CAP,
+    WwwServer,
+    serve_www,
+    snapshot_host,
+)
 
 
 def make_tree(root: Path, version: int, *, big: int = 0) -> Path:
@@ -92,9 +97,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 def refused(env: Env, action: str, code: int) -> None:
-    before = snapshot_dirs(env.host)
+    before = snapshot_host(env.host)
     assert env.update(action) == code
-    assert snapshot_dirs(env.host) == before
+    assert snapshot_host(env.host) == before
 
 
 def test_pull_by_delta_over_http(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,7 +178,7 @@ def test_unreachable_server_exit_6_quickly(env: Env) -> None:
     the check; the 120 s wait is a deadline for a broken timeout, not a speed.
     """
     env.server.faults["timestamp.json"] = ("hang",)
-    before = snapshot_dirs(env.host)
+    before = snapshot_host(env.host)
     client = UpdateClient(env.host, fetcher=HttpFetcher(connect_timeout=1, read_timeout=1))
     raised: list[BaseException] = []
 
@@ -188,7 +193,7 @@ def test_unreachable_server_exit_6_quickly(env: Env) -> None:
     worker.join(120)
     assert not worker.is_alive(), "the check is still waiting for a server that never answers"
     assert len(raised) == 1 and isinstance(raised[0], DownloadError), raised
-    assert snapshot_dirs(env.host) == before
+    assert snapshot_host(env.host) == before
 
 
 def test_below_threshold_and_revoked_key(env: Env) -> None:
@@ -249,10 +254,10 @@ def test_disk_full_during_download_then_retry(env: Env, small_fs: Path) -> None:
             fh.write(b"\0" * (3 << 20))
 
     env.server.faults[".pack"] = ("hook", fill)
-    before = snapshot_dirs(env.host)
+    before = snapshot_host(env.host)
     with pytest.raises(HostStateError, match="disk full"):
         UpdateClient(env.host).download()
-    assert snapshot_dirs(env.host) == before
+    assert snapshot_host(env.host) == before
     os.unlink(small_fs / "filler")
     del env.server.faults[".pack"]
     assert env.update("download") == 0
@@ -264,8 +269,20 @@ def test_free_space_checked_before_download(env: Env, small_fs: Path) -> None:
     os.symlink(small_fs, env.host / "atoll/cache")
     env.commit_and_publish(3, big=3_000_000)
     env.server.requests.clear()
-    before = snapshot_dirs(env.host)
+    before = snapshot_host(env.host)
     with pytest.raises(HostStateError, match="not enough free space"):
         UpdateClient(env.host).download()
-    assert snapshot_dirs(env.host) == before
+    assert snapshot_host(env.host) == before
     assert not any(p.endswith((".delta", ".pack")) for p, _ in env.server.requests)
+
+
+def test_resume_from_a_server_that_ignores_ranges(env: Env) -> None:
+    delta = env.target(f"{env.commits[0]}-{env.commits[1]}.delta")
+    full = (env.www / delta).stat().st_size
+    env.server.faults[".delta"] = ("truncate", full // 2)
+    assert env.update("download") == 6  # cut short: a download error, resumable
+    env.server.faults[".delta"] = ("norange",)
+    env.server.requests.clear()
+    assert env.update("download") == 0
+    assert env.host_ref() == env.commits[1]
+    assert any(path.endswith(".delta") and rng for path, rng in env.server.requests)

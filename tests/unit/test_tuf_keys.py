@@ -13,7 +13,7 @@ from tuf.api.metadata import Metadata
 
 from atoll.core.errors import InputError
 from atoll.repo.keys import KeyDir, Policy, parse_duration
-from atoll.repo.publish import init_repository, resign_timestamp, rotate_keys
+from atoll.repo.publish import init_repository, refresh_repository, rotate_keys
 from atoll.repo.storage import DirStorage, MemStorage
 
 
@@ -61,7 +61,7 @@ def test_timestamp_needs_only_online_keys(tmp_path: Path) -> None:
     st = MemStorage()
     init_repository(st, keys)
     shutil.move(tmp_path / "keys/root", tmp_path / "offline-root")  # root key taken offline
-    assert resign_timestamp(st, keys) == 2
+    assert refresh_repository(st, keys)["resigned"] == {"timestamp": 2}
     with pytest.raises(InputError, match="no root keys"):
         rotate_keys(st, keys, "timestamp")
     shutil.move(tmp_path / "offline-root", tmp_path / "keys/root")

@@ -58,11 +58,13 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _timestamp(args: argparse.Namespace) -> int:
     from atoll.repo.keys import KeyDir
-    from atoll.repo.publish import resign_timestamp
+    from atoll.repo.publish import refresh_repository
     from atoll.repo.storage import DirStorage
 
-    version = resign_timestamp(DirStorage(args.to), KeyDir(args.keys), expires=args.expires)
-    emit(args, {"timestamp_version": version}, f"timestamp.json version {version}")
+    out = refresh_repository(DirStorage(args.to), KeyDir(args.keys), expires=args.expires)
+    emit(args, out, lambda: "re-signed " + ", ".join(
+        f"{role} v{v}" for role, v in sorted(out["resigned"].items()))
+        + "; expires " + ", ".join(f"{r} {t}" for r, t in sorted(out["expires"].items())))
     return 0
 
 
@@ -105,7 +107,8 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     common(p)
     p.set_defaults(handler=_publish)
 
-    p = sub.add_parser("timestamp", help="re-sign timestamp.json (run from cron)")
+    p = sub.add_parser("timestamp", help="keep the repository fresh: re-sign the timestamp, "
+                       "and snapshot and targets near expiry (run from cron, e.g. hourly)")
     p.add_argument("--to", type=Path, required=True)
     p.add_argument("--keys", type=Path, required=True)
     expires(p)

@@ -3,15 +3,15 @@
 Host layout::
 
     <sysroot>/atoll/state/
-    ├── remotes/<name>/remote.json        {"name", "url", "channel"}
+    ├── remotes/<name>/remote.json        {"name", "url", "channel", "metadata_url", ...}
     ├── remotes/<name>/metadata -> metadata.N   trusted TUF metadata (swapped atomically)
     └── update.json                       what is available / downloaded (canonical JSON)
     <sysroot>/atoll/cache/downloads/<name>/   staging: partial and verified downloads
 
-Every operation refreshes TUF metadata in a copy of the trusted metadata
-directory; the copy replaces the trusted one (a symlink swap) only when the
-whole operation succeeded, so a refused update leaves the host's trusted
-metadata, store and ``update.json`` as they were.
+Every operation refreshes TUF metadata as the TUF client workflow says: each
+role is kept as soon as it verifies, even when a later step fails (see
+``UpdateClient._keep_verified``); a refused update leaves the host's store,
+deployments and ``update.json`` as they were. Remotes: :mod:`atoll.repo.remotes`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ from atoll.core.errors import (
 from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
     atomic_symlink,
-    atomic_write,
     atomic_write_json,
     disk_full,
     free_bytes,
@@ -56,10 +55,12 @@ from atoll.core.fsutil import (
 from atoll.repo.fetch import HttpFetcher, RangeFetcher
 from atoll.repo.plan import ChannelInfo, Plan, choose
 from atoll.repo.publish import ref_target
+from atoll.repo.remotes import Remote, add_remote, list_remotes, load_remote, state_dir
 from atoll.repo.tufrepo import target_url_path
 from atoll.store.repo import Repo
 
 __all__ = [
+    "SUPPORTED_HASHES",
     "Remote",
     "UpdateClient",
     "add_remote",
@@ -69,88 +70,16 @@ __all__ = [
     "repair_from_remotes",
 ]
 
+# Hash algorithms a target may list (TUF lets a repository choose; hashlib's names).
+SUPPORTED_HASHES = ("sha256", "sha512", "sha384", "sha224", "blake2b", "blake2s")
+_HEX = re.compile(r"^[0-9a-f]{32,128}$")
+
 log = logging.getLogger("atoll.update")
-
-
-def state_dir(sysroot: Path) -> Path:
-    return Path(sysroot) / "atoll" / "state"
 
 
 def _iso(ts: float | datetime) -> str:
     dt = ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts, UTC)
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Remote:
-    """A configured update server."""
-
-    name: str
-    url: str
-    channel: str | None
-    dir: Path
-
-    @property
-    def metadata(self) -> Path:
-        return self.dir / "metadata"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.url, "channel": self.channel}
-
-
-def add_remote(sysroot: Path, name: str, url: str, root_json: Path,
-               channel: str | None = None) -> Remote:
-    """Store a remote and its trusted root (the start of the host's chain of trust).
-
-    Raises:
-        InputError: bad name or URL, unreadable or invalid root.json, or the remote exists.
-    """
-    Repo.check_ref(name)
-    if "/" in name:
-        raise InputError(f"remote name {name!r} must not contain '/'")
-    if not url.startswith(("http://", "https://")):
-        raise InputError(f"{url}: not an http(s) URL")
-    try:
-        data = Path(root_json).read_bytes()
-        md = Metadata.from_bytes(data)
-    except (OSError, ValueError, tuf_exc.RepositoryError) as exc:
-        raise InputError(f"{root_json}: not a TUF root metadata file", details=str(exc)) from exc
-    if md.signed.type != "root":
-        raise InputError(f"{root_json}: is {md.signed.type} metadata, not root")
-    try:
-        md.verify_delegate("root", md)
-    except tuf_exc.UnsignedMetadataError as exc:
-        raise InputError(f"{root_json}: root is not signed by its own keys") from exc
-    d = state_dir(sysroot) / "remotes" / name
-    if (d / "remote.json").exists():
-        raise InputError(f"remote {name} exists", resolution="remove it first")
-    mdir = d / "metadata.0"
-    mdir.mkdir(parents=True, exist_ok=True)
-    atomic_write(mdir / "root.json", data)
-    atomic_symlink("metadata.0", d / "metadata")
-    remote = Remote(name, url.rstrip("/") + "/", channel, d)
-    atomic_write_json(d / "remote.json", remote.to_json())
-    return remote
-
-
-def load_remote(sysroot: Path, name: str) -> Remote:
-    """Raises: InputError: no such remote."""
-    d = state_dir(sysroot) / "remotes" / name
-    raw = read_json(d / "remote.json")
-    if raw is None:
-        raise InputError(f"no remote {name!r} on {sysroot}",
-                         resolution="add one: atoll remote add NAME URL --root root.json")
-    return Remote(str(raw["name"]), str(raw["url"]), raw.get("channel"), d)
-
-
-def list_remotes(sysroot: Path) -> list[Remote]:
-    """Every remote configured on the host, by name."""
-    base = state_dir(sysroot) / "remotes"
-    out = []
-    for d in sorted(base.iterdir()) if base.is_dir() else []:
-        if (d / "remote.json").is_file():
-            out.append(load_remote(sysroot, d.name))
-    return out
 
 
 def repair_from_remotes(sysroot: Path, incomplete: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -185,8 +114,9 @@ def _tuf_errors(what: str) -> Iterator[None]:
         raise MetadataExpiredError(
             f"{what}: the update server's signed metadata has expired",
             details=str(exc),
-            resolution="the publisher must re-sign (atoll timestamp); if the server is "
-            "current, someone may be replaying old metadata (freeze attack)") from exc
+            resolution="the publisher must refresh the repository: `atoll timestamp --to WWW "
+            "--keys KEYS` (re-signs every online role near expiry; run it from cron); if it "
+            "is fresh, someone may be replaying old metadata (a freeze attack)") from exc
     except tuf_exc.DownloadError as exc:
         raise DownloadError(f"{what}: download failed: {exc}",
                             resolution="check the network and the remote URL; retry later") \
@@ -197,6 +127,23 @@ def _tuf_errors(what: str) -> Iterator[None]:
                               resolution="the server or the network path is serving tampered, "
                               "rolled-back or mismatched metadata; do not apply updates from it"
                               ) from exc
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """Whether two metadata directories hold the same files (names, link targets, bytes)."""
+    def listing(root: Path) -> dict[str, bytes]:
+        out = {}
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                p = Path(dirpath) / name
+                rel = str(p.relative_to(root))
+                out[rel] = os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+        return out
+
+    try:
+        return listing(a) == listing(b)
+    except OSError:
+        return False
 
 
 class UpdateClient:
@@ -212,7 +159,15 @@ class UpdateClient:
         self._work: Path | None = None
         self._updater: Updater | None = None
 
-    # -- trusted metadata, transactional ------------------------------
+    # -- trusted metadata ----------------------------------------------
+    #
+    # TUF's client workflow keeps each role as soon as it verifies (root, then
+    # timestamp, snapshot, targets), so that a newer root (revoked keys), a newer
+    # timestamp (freeze protection) and the version floors survive a later failure.
+    # ngclient writes only verified metadata, into a copy of the trusted directory;
+    # the copy replaces the trusted one (synced, then a symlink swap) after every
+    # refresh, whether the operation then succeeds or fails. The store, the
+    # deployments and update.json change only when the whole operation succeeds.
 
     def _open(self) -> Updater:
         cur = self.remote.metadata
@@ -221,26 +176,31 @@ class UpdateClient:
         work = self.remote.dir / f"metadata.{serial}"
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(self.remote.dir / target, work, symlinks=True)
-        self._work = work
+        self._work = work  # a whole copy: from here on it holds only verified metadata
         cfg = UpdaterConfig(app_user_agent="atoll")
-        self._updater = Updater(str(work), self.remote.url + "metadata/", None,
-                                self.remote.url + "targets/", self.fetcher, cfg, bootstrap=None)
+        self._updater = Updater(str(work), self.remote.metadata_base, None,
+                                self.remote.targets_base, self.fetcher, cfg, bootstrap=None)
         with _tuf_errors("update check"):
             self._updater.refresh()
         return self._updater
 
-    def _commit_metadata(self) -> None:
-        assert self._work is not None
-        syncfs(self._work)  # ngclient writes without fsync: durable before it is trusted
+    def _keep_verified(self) -> None:
+        """Make what ngclient verified in this run the trusted metadata (see above)."""
+        if self._work is None:
+            return
+        work, self._work = self._work, None
         old = os.readlink(self.remote.metadata)
-        atomic_symlink(self._work.name, self.remote.metadata)
+        if _same_files(self.remote.dir / old, work):  # nothing new verified: keep the old
+            shutil.rmtree(work, ignore_errors=True)
+            return
+        syncfs(work)  # ngclient writes without fsync: durable before it is trusted
+        atomic_symlink(work.name, self.remote.metadata)
         shutil.rmtree(self.remote.dir / old, ignore_errors=True)
-        self._work = None
 
-    def _discard(self) -> None:
-        if self._work is not None:
-            shutil.rmtree(self._work, ignore_errors=True)
-            self._work = None
+    def _trusted_root(self) -> Any:
+        assert self._updater is not None
+        root = self._work / "root.json" if self._work else self.remote.metadata / "root.json"
+        return Metadata.from_bytes(root.read_bytes()).signed
 
     def _expires(self) -> str | None:
         assert self._work is not None
@@ -261,10 +221,30 @@ class UpdateClient:
             raise RepositoryError(f"{path} is not in the signed metadata of {self.remote.name}",
                                   resolution="check the channel name; only signed targets are "
                                   "ever downloaded")
+        unsupported = sorted(set(tf.hashes) - set(SUPPORTED_HASHES))
+        if unsupported or not tf.hashes:
+            raise RepositoryError(
+                f"{path}: the signed metadata lists hash algorithm(s) atoll does not "
+                f"support: {', '.join(unsupported) or '(none)'}",
+                resolution=f"publish targets with one of {', '.join(SUPPORTED_HASHES)}")
+        for algo, value in tf.hashes.items():
+            if not _HEX.match(value):
+                raise RepositoryError(f"{path}: {algo} hash {value!r} is not hexadecimal")
         return tf
 
+    @staticmethod
+    def _hash(tf: TargetFile) -> str:
+        """The hash that names a target: the first one listed (python-tuf's choice for
+        consistent-snapshot file names); sha256 when it is listed."""
+        return str(tf.hashes.get("sha256") or next(iter(tf.hashes.values())))
+
     def _url(self, tf: TargetFile) -> str:
-        return self.remote.url + "targets/" + target_url_path(tf.path, tf.hashes["sha256"])
+        """Where a target is: hash-prefixed when the root says ``consistent_snapshot``
+        (TUF spec 5.7.3), else under its own path."""
+        if self._trusted_root().consistent_snapshot:
+            first = str(next(iter(tf.hashes.values())))
+            return self.remote.targets_base + target_url_path(tf.path, first)
+        return self.remote.targets_base + tf.path
 
     def _download(self, tf: TargetFile) -> Path:
         """Download a target into staging, resuming a partial file; verify it whole.
@@ -274,7 +254,7 @@ class UpdateClient:
         fresh download that does not verify is refused as tampered.
         """
         self.staging.mkdir(parents=True, exist_ok=True)
-        name = tf.hashes["sha256"]
+        name = self._hash(tf)
         done = self.staging / f"{name}.target"
         if done.exists():
             with open(done, "rb") as fh:
@@ -445,10 +425,9 @@ class UpdateClient:
             self._open()
             view = self._check()
             self._record(view)
-            self._commit_metadata()
             return view
         finally:
-            self._discard()
+            self._keep_verified()
 
     def _check(self) -> dict[str, Any]:
         from atoll.repo.plan import package_view
@@ -564,11 +543,10 @@ class UpdateClient:
                 assert repo is not None
                 repo.set_ref(f"{self.remote.name}/{channel}", info.commit, namespace="remotes")
             self._record(view, downloaded=True)
-            self._commit_metadata()
             return view | {"downloaded": True, "ref": f"remotes/{self.remote.name}/{channel}",
                            "download_bytes": plan.download_bytes, "method": plan.method}
         finally:
-            self._discard()
+            self._keep_verified()
 
     def _check_space(self, plan: Plan, info: ChannelInfo) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)

@@ -38,10 +38,12 @@ from atoll.repo.storage import Storage
 from atoll.repo.tufrepo import TufRepository
 from atoll.store.repo import Repo
 
-__all__ = ["HISTORY", "PublishResult", "init_repository", "publish", "ref_target"]
+__all__ = ["HISTORY", "PublishResult", "init_repository", "publish", "ref_target",
+           "refresh_repository"]
 
 log = logging.getLogger("atoll.publish")
 HISTORY = 10
+ROOT_WARN_DAYS = 30
 
 
 def ref_target(ref: str) -> str:
@@ -173,10 +175,30 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         return result
 
 
-def resign_timestamp(storage: Storage, keys: KeyDir, *, expires: list[str] | None = None) -> int:
-    """Re-sign ``timestamp.json`` with a fresh expiry (for cron); returns its new version."""
+def refresh_repository(storage: Storage, keys: KeyDir, *,
+                       expires: list[str] | None = None) -> dict[str, Any]:
+    """Keep the whole repository fresh (``atoll timestamp``, run from cron): re-sign the
+    timestamp, and snapshot and targets when less than half their lifetime is left.
+
+    Returns:
+        {"resigned": {role: version}, "expires": {role: ISO time},
+         "root_expires_in_days": N} (root is offline: it is never re-signed here).
+
+    Raises:
+        RepositoryError: no repository in ``storage``.
+        InputError: the online keys are missing.
+    """
     tuf = TufRepository(storage, keys.policy().override(expires or []))
-    return int(tuf.resign_timestamp(keys.signers("timestamp")).version)
+    resigned = tuf.refresh(online_signers(keys))
+    exp = tuf.expiries()
+    days = (exp["root"] - tuf.now()).total_seconds() / 86400
+    if days < ROOT_WARN_DAYS:
+        log.warning("root.json expires in %.0f days: sign a new root with the offline root "
+                    "keys (atoll keys rotate root --keys KEYS --to WWW) before it does, or "
+                    "every host stops updating", days)
+    return {"resigned": resigned,
+            "expires": {r: e.strftime("%Y-%m-%dT%H:%M:%SZ") for r, e in exp.items()},
+            "root_expires_in_days": int(days)}
 
 
 def rotate_keys(storage: Storage, keys: KeyDir, role: str, *, count: int | None = None,

@@ -188,6 +188,58 @@ class TufRepository:
         self._publish_targets(targets, online)
         return targets
 
+    def refresh(self, online: Mapping[str, Sequence[Signer]], *, margin: float = 0.5,
+                ) -> dict[str, int]:
+        """Keep every online role fresh: re-sign targets and snapshot when less than
+        ``margin`` of their lifetime is left (a new targets version re-signs the snapshot,
+        a new snapshot the timestamp), and the timestamp always. Signed targets (images,
+        CVE data) keep their content; their metadata gets new versions and expiries.
+
+        Returns:
+            {role: new version} for each role re-signed.
+
+        Raises:
+            RepositoryError: the directory holds no repository (nothing is written).
+        """
+        if not self.exists() or not self.storage.exists("metadata/timestamp.json"):
+            raise RepositoryError("no TUF repository here (metadata/root.json and "
+                                  "metadata/timestamp.json are missing)",
+                                  resolution="give --to the directory `atoll keys init` and "
+                                  "`atoll publish` wrote")
+        now = _now()
+
+        def stale(role: str, expires: datetime) -> bool:
+            return expires - now < self.policy.expiry(role) * margin
+
+        before = self.versions()
+        targets = self.targets().signed
+        if stale("targets", targets.expires):
+            self._publish_targets(targets, online)  # re-signs snapshot and timestamp
+        elif stale("snapshot", self.snapshot().signed.expires):
+            self._publish_snapshot(None, online)  # re-signs the timestamp
+        else:
+            self.resign_timestamp(online["timestamp"])
+        after = self.versions()
+        return {role: v for role, v in after.items() if v != before.get(role)}
+
+    @staticmethod
+    def now() -> datetime:
+        """The time metadata expiries are counted from (a seam for tests)."""
+        return _now()
+
+    def versions(self) -> dict[str, int]:
+        """The current version of each online role."""
+        ts = self.timestamp().signed
+        snap = self.snapshot().signed
+        return {"timestamp": ts.version, "snapshot": snap.version,
+                "targets": snap.meta["targets.json"].version}
+
+    def expiries(self) -> dict[str, datetime]:
+        """When each role's current metadata expires."""
+        return {"root": self.root().signed.expires, "targets": self.targets().signed.expires,
+                "snapshot": self.snapshot().signed.expires,
+                "timestamp": self.timestamp().signed.expires}
+
     def rotate(self, role: str, old_root: Sequence[Signer], new_keys: Sequence[Signer],
                online: Mapping[str, Sequence[Signer]], threshold: int | None = None) -> int:
         """Replace every key of ``role`` with ``new_keys`` in a new root version.
