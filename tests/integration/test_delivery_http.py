@@ -286,3 +286,28 @@ def test_resume_from_a_server_that_ignores_ranges(env: Env) -> None:
     assert env.update("download") == 0
     assert env.host_ref() == env.commits[1]
     assert any(path.endswith(".delta") and rng for path, rng in env.server.requests)
+
+
+def test_remote_list_show_remove(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    host = str(env.host)
+    capsys.readouterr()
+    assert main(["--json", "--sysroot", host, "remote", "list"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["origin"]
+    assert main(["--json", "--sysroot", host, "remote", "show", "origin"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["targets_base"] == env.server.url + "targets/"
+    assert shown["trusted"]["root"]["version"] == 1 and shown["trusted"]["timestamp"]["expires"]
+    # a second remote for the same server, targets from another base URL
+    assert main(["-q", "--sysroot", host, "remote", "add", "mirror", env.server.url,
+                 "--root", str(env.www / "metadata/root.json"), "--targets-url",
+                 env.server.url + "targets/"]) == 0
+    assert main(["-q", "--sysroot", host, "update", "check", "--remote", "mirror"]) == 0
+    assert main(["-q", "--sysroot", host, "remote", "add", "mirror", env.server.url,
+                 "--root", str(env.www / "metadata/root.json")]) == 2  # exists
+    assert main(["-q", "--sysroot", host, "remote", "remove", "mirror"]) == 0
+    assert main(["-q", "--sysroot", host, "remote", "show", "mirror"]) == 2
+    assert not (env.host / "atoll/state/remotes/mirror").exists()
+    assert main(["-q", "--sysroot", host, "remote", "add", "bad", "ftp://x/", "--root",
+                 str(env.www / "metadata/root.json")]) == 2

@@ -68,6 +68,7 @@ __all__ = [
     "load_remote",
     "read_update_state",
     "repair_from_remotes",
+    "trusted_metadata",
 ]
 
 # Hash algorithms a target may list (TUF lets a repository choose; hashlib's names).
@@ -99,6 +100,19 @@ def repair_from_remotes(sysroot: Path, incomplete: dict[str, str]) -> tuple[list
               "commit and remove this one, or commit/compose it again"
               for ref, cid in sorted(incomplete.items()) if cid in wanted]
     return repaired, others
+
+
+def trusted_metadata(remote: Remote) -> dict[str, dict[str, Any]]:
+    """{role: {"version", "expires"}} of the metadata a host trusts for ``remote``."""
+    out: dict[str, dict[str, Any]] = {}
+    for role in ("root", "timestamp", "snapshot", "targets"):
+        p = remote.metadata / f"{role}.json"
+        try:
+            signed = Metadata.from_bytes(p.read_bytes()).signed
+        except (OSError, ValueError, tuf_exc.RepositoryError):
+            continue
+        out[role] = {"version": signed.version, "expires": _iso(signed.expires)}
+    return out
 
 
 def read_update_state(sysroot: Path) -> dict[str, Any]:
