@@ -60,7 +60,7 @@ class LocalCheck:
         """The line Checkmk's local check parser reads."""
         perf = "|".join(self.perfdata) if self.perfdata else "-"
         name = printable(self.name).replace('"', "'")
-        summary = " ".join(printable(self.summary).split())  # one line, control chars escaped
+        summary = printable(" ".join(self.summary.split()))  # one line, controls escaped
         return f'{self.state} "{name}" {perf} {summary}'
 
 
@@ -159,7 +159,7 @@ def _etc_check(facts: HostFacts) -> LocalCheck:
     perf = (f"etc_conflicts={n};1",)
     if not n:
         return LocalCheck(OK, name, "no /etc merge conflicts", perf)
-    shown = ", ".join(facts.etc_conflicts[:5]) + (", ..." if n > 5 else "")
+    shown = ", ".join(printable(p) for p in facts.etc_conflicts[:5]) + (", ..." if n > 5 else "")
     return LocalCheck(WARN, name, f"{n} /etc merge conflict(s): {shown}", perf)
 
 
