@@ -1,6 +1,7 @@
 """FleetLock benchmark: lock/unlock round trips, and a 1,000-host rollout vs the ideal.
 
-    .venv/bin/python -m bench.bench_fleetlock [--hosts 1000] [--slots 50] [--reboot 2.0]
+    .venv/bin/python -m bench.bench_fleetlock [--hosts 1000] [--slots 50] [--reboot 2.0] \
+        [--round-trips 300]
 
 Starts a real etcd (tests/services.py) and FleetLock servers on 127.0.0.1 over
 etcd and over the embedded sqlite backend, each its own process (``atoll

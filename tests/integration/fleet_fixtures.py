@@ -14,13 +14,13 @@ import etcd3gw
 import pytest
 
 from atoll.fleet.backends import Backend, open_backend
-from atoll.fleet.backends.etcd import KEY_PREFIX
+from atoll.fleet.backends.etcd import KEY_PREFIX, LEGACY_PREFIX
 from atoll.fleet.config import FleetConfig
 from atoll.fleet.server import FleetLockServer
 from atoll.fleet.service import FleetLockService
 from tests.services import etcd
 
-__all__ = ["GROUPS", "fleet_backend", "fleet_etcd", "fleet_server"]
+__all__ = ["GROUPS", "etcd_client", "fleet_backend", "fleet_etcd", "fleet_server"]
 
 # default: 1 slot (the protocol's default), db: 2 slots (the race), wave: 4 slots (rollouts)
 GROUPS = {"default": 1, "db": 2, "wave": 4}
@@ -33,13 +33,20 @@ def fleet_etcd() -> Iterator[str]:
         yield url
 
 
+def etcd_client(url: str) -> etcd3gw.Etcd3Client:
+    """A plain etcd client (the gateway, as a test's hands on the store) for ``url``."""
+    host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
+    return etcd3gw.Etcd3Client(host=host, port=int(port))
+
+
 @pytest.fixture(params=["etcd", "embedded"])
 def fleet_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Each backend in turn, empty: etcd (the FleetLock prefix deleted) or a new sqlite file."""
+    """Each backend in turn, empty: etcd (the FleetLock prefixes deleted) or a new sqlite file."""
     if request.param == "etcd":
         url: str = request.getfixturevalue("fleet_etcd")
-        host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
-        etcd3gw.Etcd3Client(host=host, port=int(port)).delete_prefix(KEY_PREFIX)
+        client = etcd_client(url)
+        client.delete_prefix(KEY_PREFIX)
+        client.delete_prefix(LEGACY_PREFIX)
         backend = open_backend("etcd", url)
     else:
         backend = open_backend("embedded", str(tmp_path / "locks.db"))

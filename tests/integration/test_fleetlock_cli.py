@@ -114,7 +114,7 @@ def test_status_and_release_on_etcd(fleet_etcd: str, capsys: pytest.CaptureFixtu
 
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[lock]\ndefault_slots = 0\n')
+    bad.write_text('[lock]\ndefault_slots = -1\n')
     db = str(tmp_path / "l.db")
     rc, _, err = run(capsys, "fleetlock", "serve", "--embedded", db, "--config", str(bad))
     assert rc == 2 and f"{bad}: lock.default_slots: must be an integer" in err
@@ -123,3 +123,51 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(capsys, "fleetlock", "status", "--etcd", f"http://127.0.0.1:{free_port()}")
     assert rc == 8 and "etcd at http://127.0.0.1:" in err
     assert not Path(db).exists()  # nothing was created by the refused commands
+
+
+AIRLOCK_EXAMPLE = ROOT / "tests/data/airlock/config.toml"
+
+
+def test_serve_with_airlocks_config(fleet_etcd: str, tmp_path: Path) -> None:
+    # airlock's example, changed only where this machine differs: the etcd and the port
+    port = free_port()
+    text = AIRLOCK_EXAMPLE.read_text()
+    text = text.replace('"http://127.0.0.1:2379"', f'"{fleet_etcd}"').replace(
+        "port = 3333", f"port = {port}")
+    assert text.count(fleet_etcd) == 1 and text.count(f"port = {port}") == 1
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.Popen(  # no --etcd, no --listen: [etcd3] and [service] say where
+        [sys.executable, "-m", "atoll.cli", "fleetlock", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        wait_port(port, proc)
+        client = FleetLockClient(f"http://127.0.0.1:{port}")
+        client.pre_reboot("w1", "workers")
+        client.pre_reboot("w2", "workers")  # default_slots = 2 for workers
+        client.pre_reboot("c1", "controllers")
+        with pytest.raises(FleetLockError, match="semaphore currently full"):
+            client.pre_reboot("c2", "controllers")  # slots = 1
+        for cid, group in (("w1", "workers"), ("w2", "workers"), ("c1", "controllers")):
+            client.steady_state(cid, group)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+    assert "status: airlock's metrics service is not part of atoll" in err.decode()
+
+
+def test_airlocks_example_with_the_command_line_in_charge(
+        fleet_etcd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "--json", "fleetlock", "status", "--config",
+                       str(AIRLOCK_EXAMPLE), "--etcd", fleet_etcd)
+    assert rc == 0
+    groups = {g["group"]: g["total_slots"] for g in json.loads(out)["groups"]}
+    assert {k: groups[k] for k in ("default", "workers", "controllers")} == {
+        "default": 2, "workers": 2, "controllers": 1}
+    assert "etcd3.endpoints not used: --etcd given on the command line" in err
+    rc, _, err = run(capsys, "fleetlock", "status")
+    assert rc == 2 and "no FleetLock store given" in err

@@ -117,6 +117,10 @@ def test_protocol_errors_exact(fleet_server: FleetLockServer, fleet_backend: Bac
             "value": "failed to validate client identity: empty client group"}),
         (good, b'{"client_params": {"id": "n1", "group": "nope"}}', 400, {
             "kind": "unknown_group", "value": "unknown group 'nope'"}),
+        # a lone surrogate was a 500 "internal error" once the store tried to encode it
+        (good, b'{"client_params": {"id": "\\ud800", "group": "default"}}', 400, {
+            "kind": "invalid_client_identity",
+            "value": "failed to validate client identity: client ID is not valid Unicode"}),
     ]
     for headers, body, status, error in cases:
         got_status, ctype, got = raw_post(fleet_server, path, body, headers)

@@ -13,7 +13,9 @@ from atoll.fleet.config import FleetConfig
 from atoll.fleet.protocol import ClientParams, ProtocolError, parse_client_params
 from atoll.fleet.semaphore import Semaphore
 from atoll.fleet.service import FleetLockService
+from tests.conftest import ROOT
 
+DATA = ROOT / "tests/data/airlock"
 H = {"fleet-lock-protocol": "true"}
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
@@ -23,6 +25,10 @@ def body(id: object = "node-a", group: object = "default") -> bytes:
 
 
 def test_zincati_request_parses() -> None:
+    assert parse_client_params(H, (DATA / "request-body.json").read_bytes()) == \
+        ClientParams("c988d2509fdf5cdcbed39037c56406fb", "default")  # airlock's example
+    assert parse_client_params(H, body("\0 \u00e9" + "x" * 1020, "db_primary nodes")) == \
+        ClientParams("\0 \u00e9" + "x" * 1020, "db_primary nodes")  # valid text: accepted
     assert parse_client_params({"Fleet-Lock-Protocol": "true"}, body("c988", "workers")) == \
         ClientParams("c988", "workers")
     assert ClientParams("c988", "workers").to_body() == \
@@ -40,6 +46,17 @@ def test_zincati_request_parses() -> None:
     (H, body(group=""), "empty client group"),
     (H, body(id=7), "client ID is not a string"),
     (H, body(group=["x"]), "client group is not a string"),
+    (H, body(group=None), "empty client group"),
+    # a lone surrogate is not Unicode text (it was a 500 "internal error")
+    (H, b'{"client_params": {"id": "\\ud800", "group": "default"}}',
+     "client ID is not valid Unicode"),
+    (H, b'{"client_params": {"id": "a", "group": "x\\udfff"}}',
+     "client group is not valid Unicode"),
+    (H, b"\xff{}", "body is not UTF-8"),
+    (H, body().decode().encode("utf-16"), "body is not UTF-8"),  # Python would guess it
+    (H, b"[" * 60000, "body is not JSON: nested too deeply"),
+    (H, b"9" * 5000, "body is not JSON"),  # more digits than Python converts
+    (H, body(id="x" * 1025), "client ID longer than 1024 characters"),
 ])
 def test_bad_requests_are_invalid_client_identity(headers: dict[str, str], raw: bytes,
                                                  why: str) -> None:
@@ -84,7 +101,11 @@ def test_protocol_errors(path: str) -> None:
         "value": "failed to validate client identity: empty client ID"})
     assert answer(svc, path, body(group="nope")) == (400, {
         "kind": "unknown_group", "value": "unknown group 'nope'"})
-    assert answer(svc, path, body(), method="GET")[0] == 405
+    assert answer(svc, path, body(), method="GET") == (405, {
+        "kind": "method_not_allowed", "value": f"GET {path}: use POST"})
+    with pytest.raises(ProtocolError) as err:
+        svc.route("PUT", path)
+    assert err.value.headers == {"Allow": "POST"}
     assert answer(svc, path, b"x" * (64 * 1024 + 1))[1] == {
         "kind": "request_too_large", "value": "body over 65536 bytes"}
     assert answer(svc, "/v2" + path[3:], body())[1] == {
@@ -143,3 +164,25 @@ def test_status_endpoint() -> None:
         "group": "default", "total_slots": 1, "configured": True,
         "holders": [{"id": "a", "since": "2026-11-26T12:00:00Z", "held_seconds": 0}]}
     assert svc.handle("POST", "/atoll/v1/status", {}, b"")[0] == 405
+
+
+def test_a_bug_is_a_json_500_internal_error(monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    svc = service()
+
+    def broken(params: ClientParams) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(svc, "pre_reboot", broken)
+    assert answer(svc, "/v1/pre-reboot", body()) == (500, {
+        "kind": "internal_error", "value": "internal error; see the FleetLock server's log"})
+    assert "ZeroDivisionError: a bug" in caplog.text  # the traceback is in the log
+
+
+def test_status_of_holders_airlock_wrote() -> None:
+    svc = service()
+    svc.backend.store("db", Semaphore.from_json(b'{"total_slots":2,"holders":["x"]}',
+                                                where="k"), 0)
+    _, out = svc.handle("GET", "/atoll/v1/status", {}, b"")
+    assert json.loads(out)["groups"][0]["holders"] == [
+        {"id": "x", "since": None, "held_seconds": None}]

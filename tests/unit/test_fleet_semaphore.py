@@ -1,4 +1,4 @@
-"""The FleetLock semaphore, its config and the backend CAS loop (pure, in memory)."""
+"""The FleetLock semaphore, its stored form (airlock's) and the backend CAS loop (in memory)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ import time
 
 import pytest
 
-from atoll.core.errors import InputError, RuntimeBackendError, SpecError, StoreError
+from atoll.core.errors import InputError, RuntimeBackendError, StoreError
 from atoll.fleet.backends import Backend, open_backend
 from atoll.fleet.backends.memory import MemoryBackend
-from atoll.fleet.config import FleetConfig, load_config, parse_config
 from atoll.fleet.semaphore import (
+    Holder,
     LockOutcome,
     Semaphore,
+    merge,
     recursive_lock,
     unlock_if_held,
 )
+from tests.conftest import ROOT
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+DATA = ROOT / "tests/data/airlock"
 
 
 def test_lock_is_recursive_and_counting() -> None:
@@ -35,6 +38,14 @@ def test_lock_is_recursive_and_counting() -> None:
     assert out is LockOutcome.FULL and full == sem and sem.free == 0
     # a holder still gets its "yes" when the semaphore is full
     assert recursive_lock(sem, "a", T0)[1] is LockOutcome.ALREADY_HELD
+
+
+def test_zero_slots_freeze_a_group() -> None:
+    # airlock accepts slots = 0: nobody new gets a slot; holders still release
+    sem = Semaphore(0, (Holder("a", T0),))
+    assert recursive_lock(sem, "b", T0)[1] is LockOutcome.FULL
+    assert recursive_lock(sem, "a", T0)[1] is LockOutcome.ALREADY_HELD
+    assert unlock_if_held(sem, "a") == (Semaphore(0), True)
 
 
 def test_unlock_if_held() -> None:
@@ -56,52 +67,58 @@ def test_lowered_slots_keep_holders_but_refuse_new() -> None:
 
 
 def test_json_round_trip_and_layout() -> None:
+    # airlock's form (struct order, compact, holders sorted), with atoll's since beside it
     sem, _ = recursive_lock(Semaphore(3), "node-1", T0)
+    sem, _ = recursive_lock(sem, "node-0", T0 + dt.timedelta(seconds=5))
     raw = sem.to_json()
-    assert raw == b'{"holders":[{"id":"node-1","since":"2026-11-26T12:00:00Z"}],"total_slots":3}'
+    assert raw == (b'{"total_slots":3,"holders":["node-0","node-1"],"atoll_since":'
+                   b'{"node-0":"2026-11-26T12:00:05Z","node-1":"2026-11-26T12:00:00Z"}}')
     assert Semaphore.from_json(raw, where="k") == sem
 
 
-@pytest.mark.parametrize("raw", [b"", b"[]", b'{"total_slots": -1, "holders": []}',
+def test_airlock_value_is_read_and_written_byte_exact() -> None:
+    airlock = (DATA / "semaphore.json").read_bytes()
+    sem = Semaphore.from_json(airlock, where="k")
+    assert sem == Semaphore(2, (Holder("a"), Holder("b")))  # since unknown
+    assert sem.to_json() == airlock  # nothing atoll adds when it knows no since
+    assert Semaphore(2).to_json() == b'{"total_slots":2,"holders":[]}'
+    # what airlock writes after its own changes: atoll_since dropped; null holders (Go nil)
+    assert Semaphore.from_json(b'{"total_slots":1,"holders":null}', where="k") == Semaphore(1)
+    # airlock ignores unknown fields; so does atoll (beyond its own)
+    assert Semaphore.from_json(b'{"holders":["b","a","a"],"total_slots":2,"x":1}',
+                               where="k") == sem  # sorted, one slot per id
+    # an unreadable atoll_since entry is an unknown since, never a broken group
+    assert Semaphore.from_json(b'{"total_slots":2,"holders":["a","b"],"atoll_since":'
+                               b'{"a":"yesterday","b":7,"gone":"2026-11-26T12:00:00Z"}}',
+                               where="k") == sem
+
+
+def test_atoll_old_form_is_still_read() -> None:
+    old = b'{"holders":[{"id":"node-1","since":"2026-11-26T12:00:00Z"}],"total_slots":3}'
+    sem = Semaphore.from_json(old, where="k")
+    assert sem == Semaphore(3, (Holder("node-1", T0),))
+    assert sem.to_json() == (b'{"total_slots":3,"holders":["node-1"],'
+                             b'"atoll_since":{"node-1":"2026-11-26T12:00:00Z"}}')
+
+
+def test_merge_keeps_every_holder() -> None:
+    new = Semaphore(2, (Holder("air"), Holder("both")))
+    old = Semaphore(5, (Holder("both", T0), Holder("old", T0)))
+    assert merge(new, old) == Semaphore(2, (Holder("air"), Holder("both", T0),
+                                            Holder("old", T0)))
+
+
+@pytest.mark.parametrize("raw", [b"", b"[]", b"null", b'{"total_slots": -1, "holders": []}',
                                  b'{"total_slots": 1, "holders": [{"id": "a"}]}',
-                                 b'{"total_slots": true, "holders": []}'])
+                                 b'{"total_slots": true, "holders": []}',
+                                 b'{"total_slots": 2.0, "holders": []}',
+                                 b'{"total_slots": 18446744073709551616, "holders": []}',
+                                 b'{"total_slots": 1, "holders": [1]}',
+                                 b'{"total_slots": 1, "holders": "a"}',
+                                 b'{"total_slots": 1}', b"[" * 5000])
 def test_corrupt_state_is_a_store_error(raw: bytes) -> None:
     with pytest.raises(StoreError, match="at /atoll/x is not a semaphore"):
         Semaphore.from_json(raw, where="/atoll/x")
-
-
-def test_config_default_and_airlock_format(tmp_path: object) -> None:
-    assert load_config(None).groups == {"default": 1}
-    cfg = parse_config({"lock": {"default_slots": 2, "groups": [
-        {"name": "workers"}, {"name": "controllers", "slots": 1}]}}, "f.toml")
-    assert cfg.groups == {"default": 2, "workers": 2, "controllers": 1}
-    assert cfg.slots("nope") is None
-
-
-def test_config_file(tmp_path: pytest.TempPathFactory) -> None:
-    from pathlib import Path
-
-    path = Path(str(tmp_path)) / "fleetlock.toml"
-    path.write_text('[lock]\ndefault_group_name = "db"\n[[lock.groups]]\nname = "web"\nslots = 5\n')
-    assert load_config(path) == FleetConfig({"db": 1, "web": 5})
-    path.write_text("[lock\n")
-    with pytest.raises(InputError, match="not valid TOML"):
-        load_config(path)
-    with pytest.raises(InputError, match="cannot read"):
-        load_config(path.with_name("missing.toml"))
-
-
-def test_config_errors_say_where() -> None:
-    with pytest.raises(SpecError) as err:
-        parse_config({"service": {}, "lock": {"default_slots": 0, "bogus": 1, "groups": [
-            {"name": "bad/name"}, {"slots": 2}, {"name": "default"}]}}, "f.toml")
-    problems = err.value.problems
-    assert "f.toml: service: unknown table; only [lock] is read" in problems
-    assert "f.toml: lock.bogus: unknown setting" in problems
-    assert any(p.startswith("f.toml: lock.default_slots: must be an integer") for p in problems)
-    assert any(p.startswith("f.toml: lock.groups[0].name: must match") for p in problems)
-    assert "f.toml: lock.groups[1].name: missing" in problems
-    assert "f.toml: lock.groups[2].name: group 'default' defined twice" in problems
 
 
 class _Conflicting(MemoryBackend):
@@ -160,6 +177,13 @@ def test_registry() -> None:
         open_backend("embedded", "/nonexistent-dir/locks.db")
     with pytest.raises(InputError, match="not an http"):
         open_backend("etcd", "127.0.0.1:2379")
+    with pytest.raises(InputError, match="not an http"):  # every endpoint of a list
+        open_backend("etcd", "http://127.0.0.1:2379,127.0.0.1:2380")
+    with pytest.raises(InputError, match="no etcd endpoint given"):
+        open_backend("etcd", " , ")
+    with pytest.raises(InputError, match=r"etcd client certificate /nonexistent\.pem: cannot load"):
+        open_backend("etcd", "https://127.0.0.1:1", client_cert="/nonexistent.pem",
+                     client_key="/nonexistent.key")  # refused before any connection
 
 
 class _GatedStore(MemoryBackend):

@@ -1,7 +1,8 @@
 """The FleetLock service: protocol requests and operator commands over a backend.
 
-``FleetLockService.handle`` turns one HTTP request (method, path, headers,
-body) into a status and a body; the HTTP server around it only moves bytes.
+``FleetLockService.route`` (which endpoint; pure) and ``.answer`` (the
+request's effect: blocking backend I/O) turn one HTTP request into a status and
+a body; ``.handle`` does both. The HTTP server around it only moves bytes.
 Operators use ``status`` (holders per group, with since-when) and ``release``
 (free a dead host's slot).
 """
@@ -23,7 +24,10 @@ from atoll.fleet.protocol import (
     ClientParams,
     ProtocolError,
     encode_body,
+    internal_error,
     parse_client_params,
+    route,
+    too_large,
 )
 from atoll.fleet.semaphore import (
     Holder,
@@ -34,12 +38,14 @@ from atoll.fleet.semaphore import (
     utcnow,
 )
 
-__all__ = ["STATUS_PATH", "FleetLockService", "GroupStatus"]
+__all__ = ["ENDPOINTS", "STATUS_PATH", "FleetLockService", "GroupStatus"]
 
 log = logging.getLogger("atoll.fleet")
 
 # Read-only view of the holders for dashboards and `atoll fleetlock status --server`.
 STATUS_PATH = "/atoll/v1/status"
+# Every path the server answers, with its one method.
+ENDPOINTS = {PRE_REBOOT: "POST", STEADY_STATE: "POST", STATUS_PATH: "GET"}
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,13 @@ class GroupStatus:
     configured: bool
 
     def to_dict(self, now: dt.datetime) -> dict[str, object]:
-        return {
-            "group": self.group,
-            "total_slots": self.total_slots,
-            "configured": self.configured,
-            "holders": [h.to_dict() | {"held_seconds": int((now - h.since).total_seconds())}
-                        for h in self.holders],
-        }
+        """JSON form; a holder's ``since`` and ``held_seconds`` are null when unknown."""
+        holders: list[dict[str, object]] = []
+        for h in self.holders:
+            held = None if h.since is None else int((now - h.since).total_seconds())
+            holders.append({**h.to_dict(), "held_seconds": held})
+        return {"group": self.group, "total_slots": self.total_slots,
+                "configured": self.configured, "holders": holders}
 
 
 class FleetLockService:
@@ -88,14 +94,14 @@ class FleetLockService:
             outcome = self.backend.update(
                 params.group, slots, lambda sem: recursive_lock(sem, params.id, now))
         except AtollError as exc:
-            log.error("pre-reboot %s/%s: %s", params.group, params.id, exc.brief)
+            log.error("pre-reboot %r/%r: %s", params.group, params.id, exc.brief)
             raise ProtocolError(500, "failed_lock",
                                 f"failed to lock semaphore: {exc.brief}") from exc
         if outcome is LockOutcome.FULL:
             raise ProtocolError(500, "failed_lock_semaphore_full",
                                 f"semaphore currently full, all {slots} slots of group "
                                 f"{params.group!r} are locked already")
-        log.info("pre-reboot %s/%s: %s", params.group, params.id, outcome.value)
+        log.info("pre-reboot %r/%r: %s", params.group, params.id, outcome.value)
         return outcome
 
     def steady_state(self, params: ClientParams) -> bool:
@@ -110,39 +116,59 @@ class FleetLockService:
                                        lambda sem: unlock_if_held(sem, params.id),
                                        read_first=False)
         except AtollError as exc:
-            log.error("steady-state %s/%s: %s", params.group, params.id, exc.brief)
+            log.error("steady-state %r/%r: %s", params.group, params.id, exc.brief)
             raise ProtocolError(500, "failed_lock",
                                 f"failed to release any semaphore lock: {exc.brief}") from exc
-        log.info("steady-state %s/%s: %s", params.group, params.id,
+        log.info("steady-state %r/%r: %s", params.group, params.id,
                  "released" if held else "held nothing")
         return held
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str],
-               body: bytes) -> tuple[int, bytes]:
-        """Answer one HTTP request: ``(status, body)``; never raises ProtocolError."""
-        path = path.split("?", 1)[0]
-        try:
-            if path == STATUS_PATH:
-                if method != "GET":
-                    raise ProtocolError(405, "method_not_allowed", f"{method} {path}: use GET")
+    def route(self, method: str, path: str) -> str:
+        """The endpoint of a request (pure; the query string is ignored).
+
+        Raises:
+            ProtocolError: 404 unknown path, 405 wrong method (with ``Allow``).
+        """
+        return route(method, path.split("?", 1)[0], ENDPOINTS)
+
+    def answer(self, endpoint: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        """Answer a request to ``endpoint`` (from ``route``): ``(status, body)``.
+
+        Blocks on the backend (etcd, sqlite): the HTTP server calls it in a
+        worker thread.
+
+        Raises:
+            ProtocolError: what the client is told (400, 413, 500).
+        """
+        if endpoint == STATUS_PATH:
+            try:
                 now = self.clock()
                 return 200, encode_body({"groups": [g.to_dict(now) for g in self.status()]})
-            if path not in (PRE_REBOOT, STEADY_STATE):
-                raise ProtocolError(404, "not_found", f"no such endpoint: {path}")
-            if method != "POST":
-                raise ProtocolError(405, "method_not_allowed", f"{method} {path}: use POST")
-            if len(body) > MAX_BODY:
-                raise ProtocolError(413, "request_too_large", f"body over {MAX_BODY} bytes")
-            params = parse_client_params(headers, body)
-            if path == PRE_REBOOT:
-                self.pre_reboot(params)
-            else:
-                self.steady_state(params)
-            return 200, b""
+            except AtollError as exc:  # the backend failed
+                raise ProtocolError(500, "failed_lock", exc.brief) from exc
+        if len(body) > MAX_BODY:
+            raise too_large()
+        params = parse_client_params(headers, body)
+        if endpoint == PRE_REBOOT:
+            self.pre_reboot(params)
+        else:
+            self.steady_state(params)
+        return 200, b""
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str],
+               body: bytes) -> tuple[int, bytes]:
+        """Answer one HTTP request: ``(status, body)``; never raises.
+
+        A bug is a 500 ``internal_error`` (logged with its traceback), never
+        an exception out of here.
+        """
+        try:
+            return self.answer(self.route(method, path), headers, body)
         except ProtocolError as exc:
             return exc.status, exc.body()
-        except AtollError as exc:  # status reads: the backend failed
-            return 500, ProtocolError(500, "failed_lock", exc.brief).body()
+        except Exception:
+            log.exception("FleetLock %s %r: internal error", method, path)
+            return internal_error().status, internal_error().body()
 
     def status(self) -> list[GroupStatus]:
         """Every configured group, plus stored groups no longer configured, with holders."""
@@ -169,12 +195,13 @@ class FleetLockService:
         if sem is None or holder is None:
             raise InputError(f"{client_id!r} holds no slot in group {group!r}",
                              resolution="see the holders with `atoll fleetlock status`")
-        slots = self.config.slots(group) or sem.total_slots
+        configured = self.config.slots(group)
+        slots = sem.total_slots if configured is None else configured
 
         def change(current: Semaphore) -> tuple[Semaphore, bool]:
             return unlock_if_held(current, client_id)
 
         self.backend.update(group, slots, change)
         log.warning("released slot of %r in group %r (held since %s)", client_id, group,
-                    holder.to_dict()["since"])
+                    holder.to_dict()["since"] or "an unknown time")
         return holder

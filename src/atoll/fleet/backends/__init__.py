@@ -1,20 +1,20 @@
 """Where FleetLock semaphores live: a small interface and a registry.
 
 A backend stores one semaphore per group and offers compare-and-swap on it:
-``load`` returns the semaphore and an opaque version (0: absent), ``store``
+``load`` returns the semaphore and an opaque integer version (0: absent), ``store``
 writes only if the version is still the one loaded. ``update`` builds the
 read-modify-write loop on top, bounded in attempts and time, so every change
 is one atomic transaction in the store.
 
 Registered backends (``open_backend(kind, location)``):
 
-========== ================================= =====================================
-kind       location                          module
-========== ================================= =====================================
-etcd       ``http://127.0.0.1:2379``         ``atoll.fleet.backends.etcd``
-embedded   a sqlite file, e.g. ``locks.db``  ``atoll.fleet.backends.embedded``
-memory     ignored (tests, simulations)      ``atoll.fleet.backends.memory``
-========== ================================= =====================================
+========== =================================== =====================================
+kind       location                            module
+========== =================================== =====================================
+etcd       ``http://127.0.0.1:2379[,URL...]``  ``atoll.fleet.backends.etcd``
+embedded   a sqlite file, e.g. ``locks.db``    ``atoll.fleet.backends.embedded``
+memory     ignored (tests, simulations)        ``atoll.fleet.backends.memory``
+========== =================================== =====================================
 """
 
 from __future__ import annotations
@@ -178,8 +178,9 @@ class Backend(abc.ABC):
         self.close()
 
 
-def open_backend(kind: str, location: str = "") -> Backend:
-    """Open a registered backend.
+def open_backend(kind: str, location: str = "", **options: Any) -> Backend:
+    """Open a registered backend; ``options`` go to its constructor (etcd: ``timeout``,
+    ``client_cert``, ``client_key``).
 
     Raises:
         InputError: unknown kind, or a location the backend cannot use.
@@ -190,5 +191,5 @@ def open_backend(kind: str, location: str = "") -> Backend:
         raise InputError(f"unknown fleet lock backend {kind!r}",
                          resolution=f"use one of: {', '.join(sorted(BACKENDS))}")
     module_name, _, cls_name = target.partition(":")
-    cls: Callable[[str], Backend] = getattr(importlib.import_module(module_name), cls_name)
-    return cls(location)
+    cls: Callable[..., Backend] = getattr(importlib.import_module(module_name), cls_name)
+    return cls(location, **options)

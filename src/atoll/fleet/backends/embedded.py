@@ -1,13 +1,17 @@
 """FleetLock state for one site without etcd: a sqlite file.
 
-Layout of the file (one row per group; ``value`` is the semaphore's canonical
-JSON, the same as etcd's, see ``atoll.fleet.backends.etcd``)::
+Layout of the file (one row per group; ``value`` is the semaphore's JSON, the
+same as in etcd: airlock's form, see ``atoll.fleet.semaphore``)::
 
     CREATE TABLE semaphore (
-        grp     TEXT PRIMARY KEY,   -- group name
-        value   TEXT NOT NULL,      -- {"holders":[{"id":..,"since":..}],"total_slots":N}
+        grp     TEXT PRIMARY KEY,   -- group name, as configured (any string)
+        value   TEXT NOT NULL,      -- {"total_slots":N,"holders":[..],"atoll_since":{..}}
         version INTEGER NOT NULL    -- bumped on every write; compare-and-swap on it
     );
+
+Rows written by older atoll versions (``{"holders":[{"id":..,"since":..}],
+"total_slots":N}``) are read as they are and rewritten in the current form by
+the group's next write; the table itself is unchanged.
 
 sqlite makes each write atomic and durable (WAL journal, ``synchronous=FULL``);
 the CAS on ``version`` lets ``atoll fleetlock release`` run beside a serving
