@@ -169,7 +169,8 @@ def snapshot_host(sysroot: Path) -> dict[str, tuple[int, int, bytes | str]]:
     the trusted TUF metadata: TUF keeps each role as soon as it verifies, even when the
     operation fails later (``trusted_versions`` says which roles a test expects)."""
     return {k: v for k, v in snapshot_dirs(sysroot).items()
-            if "/metadata" not in k.partition("atoll/state/remotes/")[2]}
+            if "/metadata" not in k.partition("atoll/state/remotes/")[2]
+            and not k.endswith("/lock")}  # lock files are not state (atoll.core.lock)
 
 
 def trusted_versions(sysroot: Path, remote: str = "origin") -> dict[str, int]:

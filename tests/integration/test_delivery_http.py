@@ -6,10 +6,12 @@ Every refused update must leave the host's store and state byte-for-byte alone.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -311,3 +313,41 @@ def test_remote_list_show_remove(env: Env, capsys: pytest.CaptureFixture[str]) -
     assert not (env.host / "atoll/state/remotes/mirror").exists()
     assert main(["-q", "--sysroot", host, "remote", "add", "bad", "ftp://x/", "--root",
                  str(env.www / "metadata/root.json")]) == 2
+
+
+def test_downloading_twice_then_apply_on_a_host_without_deployments(env: Env) -> None:
+    """A second download does not make the host look up to date (it runs nothing yet):
+    apply still finds the downloaded commit."""
+    assert main(["-q", "--sysroot", str(env.host), "init"]) == 0
+    assert env.update("download") == 0
+    assert env.update("download") == 0
+    state = json.loads((env.host / "atoll/state/update.json").read_text())
+    assert state["state"] == "downloaded" and state["commit"] == env.commits[1]
+    assert main(["-q", "--sysroot", str(env.host), "update", "apply"]) == 0
+    from atoll.deploy.sysroot import Sysroot
+
+    assert Sysroot(env.host).deployments()[0].commit == env.commits[1]
+
+
+def test_retry_after_a_cut_counts_what_the_cache_already_holds(tmp_path: Path) -> None:
+    """Killed once the pack was downloaded (OOM killer, power cut): on a nearly full
+    disk, the retry needs only what the import adds, not the download again."""
+    www = tmp_path / "www"
+    www.mkdir()
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=11m", "tmpfs", str(small)], check=True)
+    try:
+        with serve_www(www) as server:
+            env = Env(tmp_path, server)
+            env.host = small / "host"
+            env.commit_and_publish(1, big=4 << 20)  # random: the pack is ~4 MiB, like the tree
+            env.add_remote()
+            p = subprocess.run([sys.executable, "-m", "atoll.cli", "-q", "--sysroot",
+                                str(env.host), "update", "download"], capture_output=True,
+                               env=dict(os.environ, ATOLL_CRASH_AT="download:fetched"))
+            assert p.returncode == -9  # killed with the pack in the cache
+            assert env.update("download") == 0
+            assert env.host_ref() == env.commits[0]
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

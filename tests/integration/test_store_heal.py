@@ -10,6 +10,7 @@ The table in docs/store-integrity.md says which command detects and repairs each
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -108,7 +109,7 @@ def test_damage_is_refused_then_healed_by_committing_again(
     else:
         assert p.returncode == 3, p.stderr
         assert json.loads(p.stdout)["error"] in ("StoreError", "CorruptObjectError")
-        assert "fsck --repair" in p.stderr
+        assert "commit the tree again" in p.stderr  # a branch: the hint for its kind
         left = set(repo.iter_objects())
         assert left == set(objects_before) - {(oid, kind)}, "gc deleted objects"
 
@@ -214,3 +215,51 @@ def test_hostile_dirtree_is_a_corrupt_object_not_a_traceback(tmp_path: Path) -> 
             assert p.returncode == 3, p.stderr
             assert "dirtree" in p.stdout + p.stderr and "malformed" in p.stdout + p.stderr
         repo.set_ref(f"bad/{i}", None)
+
+
+def test_fsck_and_gc_agree_about_damaged_history(build: tuple[Sysroot, Path, str, str]) -> None:
+    """A damaged dirtree only an older commit (history behind a ref) needs: fsck and gc
+    agree: the ref's own commit is whole, gc runs (warning that it cannot keep that
+    history), fsck is clean afterwards."""
+    sr, _, v1, v2 = build
+    repo = sr.repo
+    sr.undeploy(1) if len(sr.deployments()) > 1 else None
+    repo.set_ref(sr.deployments()[0].id, None, namespace="deploy")  # only heads/site/base
+    repo.set_ref(sr.deployments()[0].id, v2, namespace="deploy")
+    oid = pick(repo, v1, "dirtree", not_in=v2)
+    damage(repo.object_path(oid, "dirtree"), "short")
+    p = atoll("--sysroot", str(sr.root), "store", "gc")
+    assert p.returncode == 0, p.stderr
+    assert "history commit" in p.stderr
+    assert atoll("--sysroot", str(sr.root), "store", "fsck").returncode == 0
+
+
+def test_store_log_of_a_missing_commit_says_so(build: tuple[Sysroot, Path, str, str]) -> None:
+    sr, _, _, v2 = build
+    os.unlink(sr.repo.object_path(v2, "commit"))
+    p = atoll("--sysroot", str(sr.root), "store", "log", "site/base")
+    assert p.returncode == 3 and "missing" in p.stderr, p.stderr
+
+
+def test_a_fifo_in_place_of_an_object_never_hangs_a_reader(
+        build: tuple[Sysroot, Path, str, str]) -> None:
+    sr, _, _, v2 = build
+    repo = sr.repo
+    oid = pick(repo, v2, "dirtree")
+    path = repo.object_path(oid, "dirtree")
+    path.unlink()
+    os.mkfifo(path)
+    p = subprocess.run([sys.executable, "-m", "atoll.cli", "--sysroot", str(sr.root), "--json",
+                        "store", "fsck"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 3, p.stderr
+    assert f"dirtree {oid}" in json.loads(p.stdout)["corrupt"]
+    assert any(n.startswith(oid) for n in repo.quarantined())
+
+
+def test_gc_hint_for_a_damaged_deployment_names_a_command_that_works(
+        build: tuple[Sysroot, Path, str, str]) -> None:
+    sr, _, v1, _ = build
+    damage(sr.repo.object_path(v1, "commit"), "short")
+    p = atoll("--sysroot", str(sr.root), "store", "gc")
+    assert p.returncode == 3
+    assert "undeploy" in p.stderr and "refs --delete deploy/" not in p.stderr

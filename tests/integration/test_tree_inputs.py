@@ -325,8 +325,6 @@ def test_disk_full_during_download(tmp_path: Path) -> None:
 def test_temp_files_are_private_while_written(tmp_path: Path) -> None:
     """A copy of /etc/shadow in the store's tmp/ is never readable by others: tmp/ is
     0700 and every staged file is created 0600 before its content is written."""
-    from atoll.core import fsutil
-
     repo = Repo.create(tmp_path / "repo")
     assert stat.S_IMODE(os.stat(repo.tmp).st_mode) == 0o700
     os.chmod(repo.tmp, 0o755)  # a repository made by an older atoll
@@ -335,22 +333,25 @@ def test_temp_files_are_private_while_written(tmp_path: Path) -> None:
     secret = tmp_path / "shadow"
     secret.write_text("root:$6$hash:19000::::::\n")
     os.chmod(secret, 0o640)
-    seen: list[int] = []
-    real = fsutil.copy_data
+    import atoll.store.repo as store_repo
 
-    def spy(src_fd: int, dst_fd: int) -> None:
-        seen.append(stat.S_IMODE(os.fstat(dst_fd).st_mode))
-        real(src_fd, dst_fd)
+    seen: list[int] = []
+    real = store_repo._copy_hashing
+
+    def spy(src: str, dest: str, h: object) -> int:
+        n = real(src, dest, h)
+        seen.append(stat.S_IMODE(os.lstat(dest).st_mode))  # whole, before its final mode
+        return n
 
     old_umask = os.umask(0)
     try:
-        fsutil.copy_data = spy  # type: ignore[assignment]
+        store_repo._copy_hashing = spy  # type: ignore[assignment]
         tree = tmp_path / "tree"
         (tree / "usr/etc").mkdir(parents=True)
         os.link(secret, tree / "usr/etc/shadow")
         repo.commit_dir(tree, ref="t/s")
     finally:
-        fsutil.copy_data = real  # type: ignore[assignment]
+        store_repo._copy_hashing = real  # type: ignore[assignment]
         os.umask(old_umask)
     assert seen == [0o600]
     oid = next(e.id for _, e in repo.walk(repo.read_commit(repo.refs()["t/s"]).tree)
@@ -381,3 +382,87 @@ def test_refused_inputs_raise_input_error_in_the_library(sr: Sysroot, tmp_path: 
     tree = _layout_tree(tmp_path / "t", etc="dir", usr_etc=True)
     with pytest.raises(InputError):
         sr.repo.commit_dir(tree, ref="x/y")
+
+
+_SCRIBBLE = """
+import os, sys, time
+f = open(sys.argv[1], "r+b")
+size = os.fstat(f.fileno()).st_size
+open(sys.argv[2], "w").close()
+i = 0
+while True:
+    f.seek((i * 7919 * 4096) % (size - 4096))
+    f.write(os.urandom(4096))
+    f.flush()
+    i += 1
+"""
+
+
+def test_a_file_changing_while_committed_gives_objects_that_match_their_ids(
+        sr: Sysroot, tmp_path: Path) -> None:
+    """A log or a database written to during `store commit`: whatever is read is stored
+    under the id of what was read, so the store stays whole."""
+    tree = make_tree(tmp_path / "tree", files=20)
+    live = tree / "usr/lib/live.db"
+    live.write_bytes(os.urandom(64 << 20))
+    started = tmp_path / "started"
+    writer = subprocess.Popen([sys.executable, "-c", _SCRIBBLE, str(live), str(started)])
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert writer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        for _ in range(3):
+            p = atoll("--sysroot", str(sr.root), "store", "commit", str(tree), "--ref", "t/live")
+            assert p.returncode == 0, p.stderr
+    finally:
+        writer.kill()
+        writer.wait()
+    assert ops.fsck(sr.repo).ok
+    assert sr.deploy("t/live").commit == sr.repo.refs()["t/live"]
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("usr-symlink", "/usr is not a directory"),
+    ("usr-file", "/usr is not a directory"),
+    ("usr-etc-file", "/usr/etc is not a directory"),
+    ("usr-etc-symlink", "/usr/etc is a symlink"),
+])
+def test_etc_layouts_that_would_drop_something(sr: Sysroot, tmp_path: Path, case: str,
+                                               message: str) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hostname").write_text("h\n")
+    if case == "usr-symlink":
+        os.symlink("/tmp", tree / "usr")
+    elif case == "usr-file":
+        (tree / "usr").write_text("payload\n")
+    elif case == "usr-etc-file":
+        (tree / "usr").mkdir()
+        (tree / "usr/etc").write_text("f\n")
+    else:
+        (tree / "usr").mkdir()
+        os.symlink("../etc", tree / "usr/etc")
+    p = atoll("--sysroot", str(sr.root), "store", "commit", str(tree), "--ref", "t/x")
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert list(sr.repo.iter_objects()) == []
+
+
+def test_trees_nested_too_deep_are_refused_at_commit(sr: Sysroot, tmp_path: Path) -> None:
+    from atoll.store.tree import MAX_DEPTH
+
+    tree = tmp_path / "tree"
+    deep = tree / "usr/etc"
+    deep.mkdir(parents=True)
+    fd = os.open(deep, os.O_RDONLY)
+    try:
+        for _ in range(MAX_DEPTH + 5):  # deeper than PATH_MAX allows by name: use dir fds
+            os.mkdir("d", dir_fd=fd)
+            nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+    p = atoll("--sysroot", str(sr.root), "store", "commit", str(tree), "--ref", "t/deep")
+    assert p.returncode == 2 and f"deeper than {MAX_DEPTH} levels" in p.stderr, p.stderr
+    assert list(sr.repo.iter_objects()) == []

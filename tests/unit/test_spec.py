@@ -341,3 +341,28 @@ def test_a_validator_that_crashes_still_gives_a_located_problem() -> None:
     (problem,) = exc.value.problems
     assert problem.startswith("f.yaml:3: (top level): a check failed on this input (TypeError: ")
     assert problem.endswith("report this as a bug in atoll")
+
+
+def test_escaped_surrogates_and_controls_in_values_are_located() -> None:
+    problems = _problems('ref: a/b\nversion: "\\ud800"\nsubject: "a\\x00b"\n')
+    assert problems == [
+        "t.yaml:2: version: a lone surrogate (not valid Unicode) is not allowed in a value",
+        "t.yaml:3: subject: control character U+0000 is not allowed in a value",
+    ]
+
+
+def test_one_line_fields_refuse_line_breaks() -> None:
+    problems = _problems('ref: a/b\nversion: "1.0\\n<<<local>>>"\n')
+    assert problems == ["t.yaml:2: version: must be one line (no line breaks or tabs)"]
+
+
+def test_host_config_keys_and_ntp_are_one_line(tmp_path: Path) -> None:
+    from atoll.provision.config import HostConfig
+
+    text = ('hostname: db01\nntp: ["pool\\nmalicious"]\nusers:\n  - name: ops\n'
+            '    ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA x\\nssh-rsa B"]\n')
+    with pytest.raises(SpecError) as exc:
+        load_spec_text(text, HostConfig, "h.yaml")
+    assert "h.yaml:2: ntp.0: must be one line (no line breaks or tabs)" in exc.value.problems
+    assert any(p.startswith("h.yaml:5: users.0.ssh_authorized_keys.0: must be one line")
+               for p in exc.value.problems), exc.value.problems

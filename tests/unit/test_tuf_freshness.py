@@ -61,7 +61,7 @@ def test_hosts_keep_updating_with_only_the_cron_command(tmp_path: Path, clock: C
     # one refresh fixes it (the timestamp and the expired snapshot are re-signed)
     out = refresh_repository(sim.storage, sim.keys)
     assert set(out["resigned"]) == {"timestamp", "snapshot"}
-    assert sim.client().check()["up_to_date"]
+    assert sim.client().check()["downloaded"]
     # cron (here every 3 days) until the offline root's year is over: never expired,
     # nothing republished (root itself is re-signed offline: see the next tests)
     resigned_targets = 0
@@ -70,7 +70,7 @@ def test_hosts_keep_updating_with_only_the_cron_command(tmp_path: Path, clock: C
         out = refresh_repository(sim.storage, sim.keys)
         resigned_targets += "targets" in out["resigned"]
         view = sim.client().check()
-        assert view["up_to_date"] and view["target"]["commit"] == sim.commits[0]
+        assert view["downloaded"] and view["target"]["commit"] == sim.commits[0]
     assert resigned_targets >= 360 // 45 - 1  # targets (90 d) re-signed at half-life
 
 
@@ -117,7 +117,7 @@ def test_publishing_an_unchanged_commit_with_short_expiries(tmp_path: Path,
         sim.client().check()
     refresh_repository(sim.storage, sim.keys,
                        expires=["targets=2d", "snapshot=1d", "timestamp=1h"])
-    assert sim.client().check()["up_to_date"]
+    assert sim.client().check()["downloaded"]
 
 
 def test_timestamp_on_a_directory_without_a_repository_changes_nothing(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_fresh_host_pulls_whole_pack_then_delta(sim: Sim) -> None:
 
     verify_commit(host, b)
     again = sim.client().check()
-    assert again["up_to_date"] and again["method"] == "none"
+    assert again["downloaded"] and again["method"] == "none"
 
 
 def test_host_without_from_commit_fetches_missing_chunks(sim: Sim) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from atoll import __version__
 from atoll.core import errors
 from atoll.core.log import setup_logging
+from atoll.core.text import printable
 
 __all__ = ["EXIT_CODES", "emit", "main"]
 
@@ -131,7 +132,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--no-wait", action="store_true",
                         help="fail at once (exit 75) when another atoll command holds the "
                         "sysroot or repository lock, instead of waiting")
-    parser.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+    parser.add_argument("--lock-timeout", metavar="SECONDS",
                         help="how long to wait for a lock another command holds (default: "
                         "1800)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -162,10 +163,11 @@ def _report(args: argparse.Namespace | None, exc: errors.AtollError, code: int) 
 def os_error(exc: OSError) -> errors.AtollError:
     """The atoll error for an OSError no layer turned into one (one line, a hint)."""
     where = exc.filename if exc.filename is not None else None
-    what = f"{exc.strerror or exc}" + (f": {where}" if where else "")
+    what = f"{exc.strerror or exc}" + (f": {printable(str(where))}" if where else "")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return errors.HostStateError(
-            f"permission denied: {what}" if exc.errno != errno.EROFS else what,
+            (f"permission denied: {printable(str(where))}" if where else "permission denied")
+            if exc.errno != errno.EROFS else what,
             resolution="run as root (sudo atoll ...)" if os.geteuid() != 0 else
             "check the file's permissions and mounts")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -180,12 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(FAST_PATH.get(command or ""))
     args = parser.parse_args(argv)
     setup_logging(debug=args.debug, quiet=args.quiet)
-    if args.no_wait or args.lock_timeout is not None:
-        from atoll.core import lock
-
-        lock.set_wait(0.0 if args.no_wait else max(0.0, args.lock_timeout))
     handler: Handler = args.handler
     try:
+        if args.no_wait or args.lock_timeout is not None:
+            from atoll.core import lock
+
+            lock.set_wait(0.0 if args.no_wait else
+                          lock.parse_seconds(args.lock_timeout, "--lock-timeout"))
         rc = handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except errors.AtollError as exc:

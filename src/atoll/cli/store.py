@@ -125,8 +125,9 @@ def cmd_diff(args: argparse.Namespace) -> None:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     repo = _open(args)
-    report = ops.fsck(repo)
+    found = report = ops.fsck(repo)
     notes: list[str] = []
+    repaired: list[str] = []
     if args.repair and report.incomplete:
         own = (Path(args.sysroot) / "atoll" / "repo").resolve()
         if repo.path.resolve() == own:
@@ -138,13 +139,21 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         else:
             notes = [f"{ref}: commit {cid[:12]}: commit or compose the tree again"
                      for ref, cid in sorted(report.incomplete.items())]
-    data = report.to_json() | ({"unrepaired": notes} if args.repair else {})
-    emit(args, data, lambda: "\n".join(
-        [f"checked {report.checked} objects"]
-        + [f"corrupt (quarantined): {x}" for x in report.corrupt]
-        + [f"missing: {x}" for x in report.missing]
-        + [f"not repaired: {x}" for x in notes]
-        + (["ok"] if report.ok else [])))
+    data = report.to_json()
+    if args.repair:
+        data |= {"found": found.to_json(), "repaired": repaired, "unrepaired": notes}
+
+    def human() -> str:
+        lines = [f"checked {found.checked} objects"]
+        lines += [f"corrupt (quarantined): {x}" for x in found.corrupt]
+        lines += [f"missing: {x}" for x in found.missing]
+        lines += [f"repaired: commit {c[:12]} (fetched again)" for c in repaired]
+        if repaired:
+            lines += [f"still missing: {x}" for x in report.missing]
+        lines += [f"not repaired: {x}" for x in notes]
+        return "\n".join(lines + (["ok"] if report.ok else []))
+
+    emit(args, data, human)
     if not report.ok:
         if not getattr(args, "json", False):
             raise CorruptObjectError(

@@ -29,7 +29,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from atoll.core import canonjson
 from atoll.core.errors import InputError
-from atoll.core.spec import Spec, load_spec
+from atoll.core.spec import SingleLine, Spec, load_spec
 
 __all__ = ["FileSpec", "Treefile", "load_treefile", "treefile_hash"]
 
@@ -67,8 +67,8 @@ class FileSpec(Spec):
 
 
 class Treefile(Spec):
-    ref: str = Field(description="ref the commit goes to, e.g. site/base")
-    version: str = Field(description="human version recorded in the commit")
+    ref: SingleLine = Field(description="ref the commit goes to, e.g. site/base")
+    version: SingleLine = Field(description="human version recorded in the commit")
     suite: str = Field("bookworm", description="Debian or Ubuntu suite")
     mirror: str = Field("http://deb.debian.org/debian", description="apt mirror URL")
     security_mirror: str = Field("http://deb.debian.org/debian-security",
@@ -90,7 +90,7 @@ class Treefile(Spec):
         "(/usr/share/atoll/app-images), for hosts with no registry; needs the docker feature",
     )
     source_date_epoch: int = Field(1700000000, ge=0, description="timestamp for reproducibility")
-    subject: str = ""
+    subject: SingleLine = ""
 
     @field_validator("packages")
     @classmethod

@@ -102,20 +102,24 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def disk_full(exc: OSError, where: Path, what: str) -> DiskFullError | None:
-    """The one-line error for a full disk (ENOSPC, EDQUOT), or None for other errors.
+def disk_full(exc: OSError, where: Path, what: str, *,
+              unchanged: str = "nothing was changed") -> DiskFullError | None:
+    """The one-line error for a full disk (ENOSPC: no space or no inodes left; EDQUOT),
+    or None for other errors.
 
-    ``what`` says what was being written ("commit site/db", "download"); the
+    ``what`` says what was being written ("commit of site/db", "download"); the
+    brief ends with ``unchanged`` (what the caller guarantees is as it was) and the
     resolution says what can be freed.
     """
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
     try:
-        free = f"{free_bytes(where) // (1 << 20)} MiB free"
+        st = os.statvfs(where)
+        free = f"{st.f_bavail * st.f_frsize // (1 << 20)} MiB and {st.f_favail} inodes free"
     except OSError:
         free = "no space left"
     return DiskFullError(
-        f"disk full during {what}: {where} ({free}); nothing was changed",
+        f"disk full during {what}: {where} ({free}); {unchanged}",
         resolution="free space and run the command again: `atoll store gc` removes "
         "unreferenced objects, `atoll undeploy N` old deployments, "
         "`atoll store refs --delete REF` unused refs")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -38,9 +39,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atoll.core.errors import BusyError
+from atoll.core.errors import BusyError, InputError
 
-__all__ = ["DEFAULT_WAIT", "FileLock", "holders", "set_wait", "wait_seconds"]
+__all__ = ["DEFAULT_WAIT", "FileLock", "holders", "parse_seconds", "set_wait", "wait_seconds"]
 
 log = logging.getLogger("atoll.lock")
 
@@ -56,14 +57,33 @@ def set_wait(seconds: float | None) -> None:
     _wait = seconds
 
 
+def parse_seconds(text: str, what: str) -> float:
+    """A wait in seconds: a finite number >= 0 (capped at what threads can wait).
+
+    Raises:
+        InputError: not such a number.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{what} {text!r} is not a number of seconds (0 or more)",
+                         resolution="e.g. --lock-timeout 60; --no-wait for 0")
+    return min(value, threading.TIMEOUT_MAX)
+
+
 def wait_seconds() -> float:
-    """The wait in force: :func:`set_wait`, else ``ATOLL_LOCK_TIMEOUT``, else the default."""
+    """The wait in force: :func:`set_wait`, else ``ATOLL_LOCK_TIMEOUT``, else the default.
+
+    Raises:
+        InputError: ``ATOLL_LOCK_TIMEOUT`` is not a number of seconds.
+    """
     if _wait is not None:
         return _wait
     env = os.environ.get("ATOLL_LOCK_TIMEOUT")
     if env:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(env))
+        return parse_seconds(env, "ATOLL_LOCK_TIMEOUT")
     return DEFAULT_WAIT
 
 
@@ -208,6 +228,10 @@ class FileLock:
 def _human(seconds: float) -> str:
     if seconds <= 0:
         return "not at all"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     if seconds < 120:
         return f"{seconds:.0f}s"
-    return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 86400:.0f} days"

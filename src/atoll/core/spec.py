@@ -27,10 +27,10 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from atoll.core.errors import InputError, SpecError
@@ -40,11 +40,13 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_NODES",
     "MAX_SPEC_BYTES",
+    "SingleLine",
     "Spec",
     "line_of",
     "load_spec",
     "load_spec_text",
     "read_spec_text",
+    "single_line",
 ]
 
 # Real specs are a few KiB with a few hundred values (a treefile naming every package of a
@@ -479,6 +481,48 @@ def _tidy(problems: list[Problem]) -> list[Problem]:
 # --- the entry points ---------------------------------------------------------------------
 
 
+# In values, YAML escapes ("\\ud800", "\\x00") can make what the file's bytes may not hold.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _unsafe_strings(value: object, loc: Loc, lines: Lines, source: str) -> list[Problem]:
+    """A problem for every string (key or value) holding a lone surrogate or a control
+    character other than tab and newline: they cannot be written to files, logs or
+    command lines safely."""
+    out: list[Problem] = []
+    items: list[tuple[object, object]] = []
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    elif isinstance(value, str):
+        bad = _UNSAFE.search(value)
+        if bad:
+            code = ord(bad.group())
+            what = "a lone surrogate (not valid Unicode)" if 0xD800 <= code < 0xE000 else \
+                f"control character U+{code:04X}"
+            out.append(Problem(source, _line_for(loc, lines), _field(loc) if loc else
+                               "(top level)", f"{what} is not allowed in a value"))
+        return out
+    for key, item in items:
+        here = (*loc, key if isinstance(key, (str, int)) else str(key))
+        if isinstance(key, str):
+            out += _unsafe_strings(key, here, lines, source)
+        out += _unsafe_strings(item, here, lines, source)
+    return out
+
+
+def single_line(value: str) -> str:
+    """A pydantic ``AfterValidator``: refuse line breaks and tabs in a one-line field
+    (a version, a key, a host name), which would inject lines where it is written."""
+    if any(c in value for c in "\n\r\t\x85\u2028\u2029"):
+        raise ValueError("must be one line (no line breaks or tabs)")
+    return value
+
+
+SingleLine = Annotated[str, AfterValidator(single_line)]
+
+
 def load_spec_text(text: str, model: type[M], source: str) -> M:
     """Parse YAML ``text`` (named ``source`` in errors) into ``model``.
 
@@ -499,7 +543,7 @@ def load_spec_text(text: str, model: type[M], source: str) -> M:
         raise SpecError([Problem(source, root, "(top level)", "the file is empty")])
     if not isinstance(data, dict):
         raise SpecError([Problem(source, root, "(top level)", "expected a mapping of fields")])
-    problems = list(walk.duplicates)
+    problems = list(walk.duplicates) + _unsafe_strings(data, (), walk.lines, source)
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:

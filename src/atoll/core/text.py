@@ -13,6 +13,10 @@ import os
 __all__ = ["printable"]
 
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+# line and paragraph separators, and the bidirectional controls that make a name
+# display as another (U+202E shows "exe.txt" for "txt.exe")
+_INVISIBLE = frozenset([0x2028, 0x2029, 0x85, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                        *range(0x2066, 0x206A)])
 
 
 def _escape(ch: str) -> str:
@@ -23,7 +27,7 @@ def _escape(ch: str) -> str:
         return f"\\x{code - 0xDC00:02x}"
     if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
         return f"\\x{code:02x}"
-    if 0xD800 <= code <= 0xDFFF or code in (0x2028, 0x2029, 0x85):
+    if 0xD800 <= code <= 0xDFFF or code in _INVISIBLE:
         return f"\\u{code:04x}"
     return ch
 
@@ -39,6 +43,6 @@ def printable(name: str | bytes | os.PathLike[str]) -> str:
     text = os.fspath(name)
     if isinstance(text, bytes):  # a PathLike that returns bytes
         text = text.decode("utf-8", "surrogateescape")
-    if text.isprintable() and "\\" not in text:
+    if text.isprintable() and "\\" not in text and not any(ord(c) in _INVISIBLE for c in text):
         return text
     return "".join(_escape(c) for c in text)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from atoll.core import canonjson
-from atoll.core.errors import HostStateError, InputError
+from atoll.core.errors import CorruptObjectError, HostStateError, InputError
 from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
     atomic_symlink,
@@ -46,7 +46,7 @@ from atoll.deploy.bootloader import get_writer
 from atoll.deploy.etcmerge import apply_plan, plan_merge, scan
 from atoll.store.checkout import checkout
 from atoll.store.repo import Repo
-from atoll.store.tree import etc_layout_problem
+from atoll.store.tree import etc_layout_problem, path_kind
 
 __all__ = ["Deployment", "Sysroot"]
 
@@ -112,7 +112,8 @@ def _locked(fn: Callable[P, R]) -> Callable[P, R]:
             try:
                 return fn(*args, **kwargs)
             except OSError as exc:
-                full = disk_full(exc, self.root, fn.__name__)
+                full = disk_full(exc, self.root, fn.__name__, unchanged="the deployments and "
+                                 "the boot pointer are as they were")
                 if full is None:
                     raise
                 raise full from exc
@@ -289,7 +290,7 @@ class Sysroot:
                 own.pull_local(repo, commit)
                 if rev in repo.refs():
                     own.set_ref(rev, commit)
-            commit = own.resolve(rev)
+            commit, origin = own.resolve_ref(rev)
             c = own.read_commit(commit)
             serial = self._next_serial(commit)
             dep_id = f"{commit}.{serial}"
@@ -297,7 +298,12 @@ class Sysroot:
             tree = staging / "tree"
             try:
                 log.info("deploy %s: checking out commit %s", dep_id[:16], commit[:12])
-                checkout(own, commit, tree, verify=True)
+                try:
+                    checkout(own, commit, tree, verify=True)
+                except CorruptObjectError as exc:
+                    if repo is None or repo.path.resolve() == own.path.resolve():
+                        raise
+                    raise _from_source(exc, repo) from exc
                 crash_point("deploy:checkout")
                 _etc_layout(tree)
                 kdirs = sorted(p.parent.name for p in (tree / "usr/lib/modules").glob("*/vmlinuz"))
@@ -306,12 +312,10 @@ class Sysroot:
                 fsync_dir(self.deploy_dir)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            ref = next((name for name, cid in own.refs().items() if name == rev and cid == commit),
-                       None)
             own.set_ref(dep_id, commit, namespace="deploy")
         return Deployment(
-            id=dep_id, commit=commit, serial=serial, ref=ref, version=c.version,
-            created=_now(), kernel=kdirs[-1] if kdirs else None, origin=ref,
+            id=dep_id, commit=commit, serial=serial, ref=origin, version=c.version,
+            created=_now(), kernel=kdirs[-1] if kdirs else None, origin=origin,
         )
 
     def _merge_etc(self, dep: Deployment, base: Deployment | None) -> Deployment:
@@ -453,11 +457,11 @@ def _etc_layout(tree: Path) -> None:
         InputError: /etc is a symlink or not a directory, or /etc and /usr/etc both hold files.
     """
     etc, usr_etc = tree / "etc", tree / "usr/etc"
-    kind = None
-    if os.path.lexists(etc):
-        kind = "symlink" if etc.is_symlink() else ("dir" if etc.is_dir() else "other")
-    has_usr_etc = usr_etc.is_dir() and not usr_etc.is_symlink()
-    problem = etc_layout_problem(kind, kind == "dir" and not any(etc.iterdir()), has_usr_etc)
+    kind, usr_kind = path_kind(etc), path_kind(tree / "usr")
+    usr_etc_kind = path_kind(usr_etc) if usr_kind == "dir" else None
+    has_usr_etc = usr_etc_kind == "dir"
+    problem = etc_layout_problem(kind, kind == "dir" and not any(etc.iterdir()), usr_etc_kind,
+                                 usr_kind)
     if problem:
         raise InputError(f"cannot deploy this commit: {problem}",
                          resolution="commit the tree again with atoll (it moves a lone /etc "
@@ -468,3 +472,16 @@ def _etc_layout(tree: Path) -> None:
     elif kind == "dir":
         etc.rmdir()
     etc.mkdir(mode=0o755)
+
+
+def _from_source(exc: CorruptObjectError, source: Repo) -> CorruptObjectError:
+    """A damaged object imported from ``source`` (deploy --repo): it is damaged there too
+    (imports hardlink), so quarantine it there and say which repository to repair."""
+    for line in (exc.details or "").splitlines():
+        kind, _, oid = line.partition(" ")
+        if kind == "file" and source.has(oid, "file") and not source.verify_file(oid):
+            source.quarantine(oid, "file", "content does not match its id")
+    return CorruptObjectError(
+        exc.brief, details=exc.details,
+        resolution=f"the commit came from {source.path}, which holds damaged objects: run "
+        f"`atoll store fsck --repo {source.path}`, then commit or compose the tree again there")

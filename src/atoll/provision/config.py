@@ -37,7 +37,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from atoll.agent.policy import Policy
-from atoll.core.spec import Spec, line_of, load_spec
+from atoll.core.spec import SingleLine, Spec, line_of, load_spec
 
 __all__ = ["HostConfig", "load_host_config"]
 
@@ -47,7 +47,7 @@ _HOST = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 class User(Spec):
     name: str
-    ssh_authorized_keys: list[str] = Field(default_factory=list)
+    ssh_authorized_keys: list[SingleLine] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
     shell: str = "/bin/bash"
     sudo: bool = Field(False, description="may run any command as root without a password "
@@ -138,7 +138,7 @@ class Limit(Spec):
 class HostConfig(Spec):
     hostname: str
     timezone: str = "UTC"
-    ntp: list[str] = Field(default_factory=list)
+    ntp: list[SingleLine] = Field(default_factory=list)
     users: list[User] = Field(default_factory=list)
     network: Network = Field(default_factory=Network)
     apps: list[AppEntry] = Field(default_factory=list)

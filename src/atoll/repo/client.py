@@ -17,7 +17,6 @@ deployments and ``update.json`` as they were. Remotes: :mod:`atoll.repo.remotes`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -52,6 +51,7 @@ from atoll.core.fsutil import (
     read_json,
     syncfs,
 )
+from atoll.core.lock import FileLock
 from atoll.repo.fetch import HttpFetcher, RangeFetcher
 from atoll.repo.plan import ChannelInfo, Plan, choose
 from atoll.repo.publish import ref_target
@@ -360,9 +360,9 @@ class UpdateClient:
                              resolution="add the remote again with --channel NAME")
         return str(next(iter(chans)))
 
-    def current_commit(self, repo: Repo | None, channel: str) -> str | None:
-        """What the host runs: the booted deployment, else the one that boots next, else
-        (a host without deployments) the commit last downloaded from this remote."""
+    def current_commit(self) -> str | None:
+        """What the host runs: the booted deployment, else the one that boots next
+        (None on a host without deployments: it runs nothing atoll deployed)."""
         sysroot = self.sysroot
         deps = read_json(sysroot / "boot" / "loader" / "deployments.json") or {}
         listed = [d for d in deps.get("deployments", []) if isinstance(d, dict)]
@@ -374,10 +374,6 @@ class UpdateClient:
                     return str(d["commit"])
         if listed:
             return str(listed[0]["commit"])
-        if repo is not None:
-            ref = repo.refs("remotes").get(f"{self.remote.name}/{channel}")
-            if ref and repo.has(ref, "commit"):
-                return ref
         return None
 
     def _repo(self) -> Repo | None:
@@ -413,16 +409,9 @@ class UpdateClient:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self.remote.dir, os.O_RDONLY | os.O_DIRECTORY)  # lock the remote's dir
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise HostStateError(f"another `atoll update` is running for {self.remote.name}",
-                                     resolution="wait for it to finish") from None
+        """One `atoll update` per remote at a time (waits, or BusyError: atoll.core.lock)."""
+        with FileLock(self.remote.dir / "lock", f"remote {self.remote.name}").exclusive():
             yield
-        finally:
-            os.close(fd)
 
     def check(self) -> dict[str, Any]:
         """Refresh metadata and say what an update would bring (nothing is downloaded
@@ -452,11 +441,15 @@ class UpdateClient:
             raise RepositoryError(f"signed channel pointer names {info.ref}, expected {channel}")
         repo = self._repo()
         plan, _ = self._plan(info, repo)
-        current = self.current_commit(repo, channel)
+        current = self.current_commit()
         new_manifest = canonjson.loads(self._fetch_verified(info.manifest))
+        # package changes against what the host runs; on a host without deployments,
+        # against what it downloaded from this channel before
+        base = current or (repo.refs("remotes").get(f"{self.remote.name}/{channel}")
+                           if repo is not None else None)
         old_manifest = None
-        if current and repo is not None and repo.has(current, "commit"):
-            old_manifest = [dict(p) for p in repo.read_commit(current).manifest]
+        if base and repo is not None and repo.has(base, "commit"):
+            old_manifest = [dict(p) for p in repo.read_commit(base).manifest]
         return {
             "remote": self.remote.name, "channel": channel, "current": current,
             "target": {"commit": info.commit, "version": info.version,
@@ -566,7 +559,10 @@ class UpdateClient:
         self.staging.mkdir(parents=True, exist_ok=True)
         store_dev = self.store_path if self.store_path.exists() else self.store_path.parent
         store_dev.mkdir(parents=True, exist_ok=True)
-        need_stage, need_store = plan.download_bytes, plan.unpacked
+        # what an earlier, interrupted run already put in the download cache is not
+        # needed again (a verified *.target, a *.part, fetched chunks)
+        have = sum(e.stat().st_size for e in self.staging.rglob("*") if e.is_file())
+        need_stage, need_store = max(0, plan.download_bytes - have), plan.unpacked
         if os.stat(self.staging).st_dev == os.stat(store_dev).st_dev:
             checks = [(self.staging, need_stage + need_store)]
         else:
@@ -576,5 +572,6 @@ class UpdateClient:
             if free < need:
                 raise HostStateError(
                     f"not enough free space in {path}: need {need} bytes, {free} free",
-                    resolution="free space (atoll store gc, remove old deployments) and retry")
+                    resolution="free space (`atoll store gc`, `atoll undeploy N` for old "
+                    "deployments, `atoll cleanup`) and run the command again")
 

@@ -27,6 +27,7 @@ from atoll.core.fsutil import copy_data, read_xattrs
 from atoll.core.log import Progress
 from atoll.store.objects import DirMeta, FileMeta, check_name
 from atoll.store.repo import REPAIR_HINT, WORKERS, Repo
+from atoll.store.tree import MAX_DEPTH
 
 __all__ = ["bad_objects", "checkout", "verify_commit"]
 
@@ -131,7 +132,11 @@ def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
         os.close(fd)
 
 
-def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int) -> None:
+def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int, depth: int = 1) -> None:
+    if depth > MAX_DEPTH:
+        raise StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} levels",
+                         resolution="atoll refuses such trees at commit; this commit was made "
+                         "elsewhere")
     for entry in repo.read_dirtree(tree):
         name = check_name(entry.name)
         if entry.is_dir:
@@ -139,7 +144,7 @@ def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int) -> None:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
-                _checkout_tree(repo, objects, entry.id, fd)
+                _checkout_tree(repo, objects, entry.id, fd, depth + 1)
                 _apply_dirmeta(fd, entry.meta)
             finally:
                 os.close(fd)

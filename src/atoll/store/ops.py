@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,11 +17,17 @@ from atoll.store.repo import WORKERS, Repo
 
 __all__ = ["FsckReport", "TreeDiff", "diff", "fsck", "gc", "log", "package_changes"]
 
+logger = logging.getLogger("atoll.store")
+
 
 def log(repo: Repo, commit: str, limit: int = 50) -> list[tuple[str, Commit]]:
-    """The commit and its ancestors present in the store, newest first."""
-    out: list[tuple[str, Commit]] = []
-    cid: str | None = commit
+    """The commit and its ancestors present in the store, newest first.
+
+    Raises:
+        StoreError: ``commit`` itself is missing (or CorruptObjectError: damaged).
+    """
+    out: list[tuple[str, Commit]] = [(commit, repo.read_commit(commit))]
+    cid: str | None = out[0][1].parent
     while cid and len(out) < limit and repo.has(cid, "commit"):
         c = repo.read_commit(cid)
         out.append((cid, c))
@@ -126,8 +133,8 @@ def fsck(repo: Repo) -> FsckReport:
             report.checked += 1
             progress.advance()
             try:
-                data = repo.object_path(oid, kind).read_bytes()
-            except FileNotFoundError:
+                data = repo.raw_meta_object(oid, kind)
+            except StoreError:
                 continue  # removed meanwhile (quarantined by a reader)
             if hashlib.sha256(data).hexdigest() != oid:
                 report.corrupt.append(f"{kind} {oid}")
@@ -141,14 +148,56 @@ def fsck(repo: Repo) -> FsckReport:
                     report.corrupt.append(f"file {oid}")
                     repo.quarantine(oid, "file", "content does not match its id")
         progress.finish()
+        quarantined = {n.split(".")[0] for n in repo.quarantined()}
         for name, cid in repo.all_refs().items():
             gaps = repo.gaps(cid)
             if gaps:
                 report.incomplete[name] = cid
-            report.missing += [f"{kind} {oid} (ref {name}): {why}" for oid, kind, why in gaps]
+            report.missing += [
+                f"{kind} {oid} (ref {name}): "
+                + ("damaged (quarantined)" if why == "missing" and oid in quarantined else why)
+                for oid, kind, why in gaps]
         report.quarantined = len(repo.quarantined())
     report.corrupt.sort()
     return report
+
+
+def _gc_hint(ref: str) -> str:
+    """What repairs a ref whose commit is not whole, by kind of ref."""
+    ns, _, name = ref.partition("/")
+    if ns == "deploy":
+        return ("a deployment's commit: on a host `atoll store fsck --repair` fetches it when a "
+                "remote still serves it; else deploy another commit and remove this "
+                "deployment (`atoll undeploy N`, `atoll status` shows N)")
+    if ns == "remotes":
+        return ("`atoll store fsck --repair` or `atoll update download` fetches it again; or "
+                f"drop the ref: atoll store refs --delete {ref}")
+    return (f"compose or commit the tree again (`--ref {name}`), or drop the ref: "
+            f"atoll store refs --delete {name}")
+
+
+def _history(repo: Repo, commit: str) -> set[tuple[str, str]]:
+    """Objects of the commits behind ``commit`` (its parents), as far as they can be read.
+
+    History is kept when it is whole; a damaged parent (its dirtree quarantined) is
+    history gc cannot read: what lies below it is not protected. The ref's own commit
+    always is (gc refuses when it is not whole).
+    """
+    out: set[tuple[str, str]] = set()
+    seen = {commit}
+    nxt = repo.read_commit(commit).parent
+    while nxt and nxt not in seen and repo.has(nxt, "commit"):
+        current: str = nxt
+        seen.add(current)
+        try:
+            out |= repo.reachable(current, parents=False)
+            nxt = repo.read_commit(current).parent
+        except StoreError as exc:
+            logger.warning("gc: history commit %s is not whole (%s): its objects are not kept",
+                           current[:12], exc.brief)
+            out.add((current, "commit"))
+            break
+    return out
 
 
 def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
@@ -163,16 +212,15 @@ def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
     with repo.lock.exclusive():
         keep: set[tuple[str, str]] = set()
         for name, cid in repo.all_refs().items():
-            try:
+            try:  # what the ref needs (to deploy, to roll back): it must be whole
                 if not repo.has(cid, "commit"):
-                    raise StoreError(f"commit object {cid} is missing",
-                                     resolution="run `atoll store fsck --repair` (a host), "
-                                     f"or delete the ref: atoll store refs --delete {name}")
-                keep |= repo.reachable(cid, parents=True)
+                    raise StoreError(f"commit object {cid} is missing")
+                keep |= repo.reachable(cid, parents=False)
             except StoreError as exc:
                 raise type(exc)(
                     f"gc: ref {name} reaches a damaged or missing object; nothing was deleted",
-                    details=exc.brief, resolution=exc.resolution) from exc
+                    details=exc.brief, resolution=_gc_hint(name)) from exc
+            keep |= _history(repo, cid)
         removed = freed = 0
         doomed = []
         for oid, kind in list(repo.iter_objects()):

@@ -55,7 +55,6 @@ from atoll.core.errors import CorruptObjectError, InputError, StoreError
 from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
     atomic_write,
-    copy_private,
     disk_full,
     fsync_dir,
     read_xattrs,
@@ -97,6 +96,44 @@ def write_file_meta(path: str, meta: FileMeta) -> None:
         os.chmod(path, meta.mode)
     for k, v in meta.xattrs.items():
         os.setxattr(path, k, v, follow_symlinks=False)
+
+
+class _NotRegular(OSError):
+    pass
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; a fifo, socket or device is refused (never blocks)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotRegular(f"{path}: not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def _copy_hashing(src: str, dest: str, h: Any) -> int:
+    """Copy ``src`` to a new file ``dest`` (created 0600), feeding every byte copied to
+    ``h``; returns the bytes copied."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    n = 0
+    try:
+        with open(src, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                n += len(chunk)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dest)
+        raise
+    os.close(fd)
+    return n
 
 
 @contextlib.contextmanager
@@ -338,6 +375,26 @@ class Repo:
         txn.add(tmp, oid, kind)
         return oid
 
+    def raw_meta_object(self, oid: str, kind: str) -> bytes:
+        """The stored bytes of a dirtree or commit object, unverified (b"" when what is
+        stored is not a regular file: a fifo, a directory, a symlink never blocks a reader).
+
+        Raises:
+            StoreError: the object is missing.
+        """
+        try:
+            return _read_regular(self._locate(oid, kind))
+        except FileNotFoundError:
+            raise StoreError(
+                f"{kind} object {oid} is missing from {self.path}",
+                resolution=REPAIR_HINT) from None
+        except _NotRegular:
+            return b""
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.ENXIO):
+                return b""
+            raise
+
     def read_meta_object(self, oid: str, kind: str) -> bytes:
         """The bytes of a dirtree or commit object, verified against its id.
 
@@ -345,12 +402,7 @@ class Repo:
             StoreError: the object is missing.
             CorruptObjectError: it does not match its id (it is quarantined).
         """
-        try:
-            data = self._locate(oid, kind).read_bytes()
-        except FileNotFoundError:
-            raise StoreError(
-                f"{kind} object {oid} is missing from {self.path}",
-                resolution=REPAIR_HINT) from None
+        data = self.raw_meta_object(oid, kind)
         if hashlib.sha256(data).hexdigest() != oid:
             self.quarantine(oid, kind, "content does not match its id")
             raise CorruptObjectError(
@@ -436,10 +488,24 @@ class Repo:
             except OSError as exc:
                 if exc.errno not in (errno.EMLINK, errno.EXDEV):
                     raise
-        copy_private(Path(src), Path(tmp))
-        write_file_meta(tmp, meta)
+        # The id is computed again from the bytes actually copied: a file that changes
+        # while it is committed (a log, a database) gives an object that matches its id.
+        h = file_hasher(meta)
+        size = _copy_hashing(src, tmp, h)
+        copied = h.hexdigest()
+        if copied != oid:
+            log.warning("store: %s changed while it was committed; committing what was "
+                        "read", printable(src))
+            oid = copied
+            if self.has(oid, "file"):
+                os.unlink(tmp)
+                return oid, 0
+            tmp2 = txn.tmp_for(oid, "file")
+            os.rename(tmp, tmp2)
+            tmp = tmp2
+        write_file_meta(tmp, FileMeta(meta.kind, meta.mode, meta.uid, meta.gid, meta.xattrs))
         txn.add(tmp, oid, "file")
-        return oid, st.st_size
+        return oid, size
 
     def import_file_object(self, oid: str, meta: FileMeta, content: bytes) -> None:
         """Stage a file object received from elsewhere, verifying its id first.
@@ -510,8 +576,8 @@ class Repo:
 
     @staticmethod
     def check_ref(name: str) -> str:
-        if not _REF_RE.match(name) or ".." in name:
-            raise InputError(f"invalid ref name {printable(name)!r}",
+        if not _REF_RE.fullmatch(name) or ".." in name:
+            raise InputError(f"invalid ref name '{printable(name)}'",
                              resolution="use letters, digits, '.', '_', '-' and '/' separators")
         return name
 
@@ -572,20 +638,75 @@ class Repo:
         return out
 
     def resolve(self, rev: str) -> str:
-        """A ref name, a full commit id or a unique prefix (>= 8) -> commit id."""
-        heads = self.refs("heads")
-        if rev in heads:
-            return heads[rev]
+        """A revision -> commit id (see :meth:`resolve_ref`)."""
+        return self.resolve_ref(rev)[0]
+
+    def resolve_ref(self, rev: str) -> tuple[str, str | None]:
+        """A revision -> (commit id, the ref it names in origin form, or None).
+
+        Revisions (as ``rpm-ostree``/git spell them)::
+
+            site/db                a branch (refs/heads), else a remote ref ending so
+            origin:site/db         remote ref remotes/origin/site/db ("REMOTE:CHANNEL")
+            heads/site/db, remotes/origin/site/db, deploy/<id>   a ref by namespace
+            <64 hex> | <8+ hex>    a commit id, or a unique prefix of one
+            REV~N                  the Nth parent of REV
+
+        The origin form is ``name`` for a branch and ``remote:channel`` for a remote ref.
+
+        Raises:
+            InputError: unknown, ambiguous, or an ancestor that is not in the store.
+        """
+        base, sep, steps = rev.rpartition("~")
+        if sep and steps.isdigit() and base:
+            cid, _ = self.resolve_ref(base)
+            for n in range(int(steps)):
+                parent = self.read_commit(cid).parent
+                if parent is None or not self.has(parent, "commit"):
+                    raise InputError(f"{printable(rev)}: commit {cid[:12]} has no parent "
+                                     f"in {self.path} (ancestor {n + 1} of {steps})")
+                cid = parent
+            return cid, None
+        found = self._named_ref(rev)
+        if found is not None:
+            return found
         if is_object_id(rev) and self.has(rev, "commit"):
-            return rev
+            return rev, None
         if len(rev) >= 8 and all(c in "0123456789abcdef" for c in rev):
             matches = [oid for oid, kind in self._iter_prefix(rev) if kind == "commit"]
             if len(matches) == 1:
-                return matches[0]
+                return matches[0], None
             if len(matches) > 1:
                 raise InputError(f"{rev}: ambiguous commit prefix")
         raise InputError(f"{printable(rev)}: no such ref or commit in {self.path}",
-                         resolution="list them with `atoll store refs`")
+                         resolution="list them with `atoll store refs --all` (remote refs: "
+                         "REMOTE:CHANNEL, e.g. origin:site/db)")
+
+    def _named_ref(self, rev: str) -> tuple[str, str] | None:
+        if ":" in rev:
+            remote, _, channel = rev.partition(":")
+            cid = self.refs("remotes").get(f"{remote}/{channel}")
+            return (cid, rev) if cid else None
+        ns, _, rest = rev.partition("/")
+        if ns in ("heads", "remotes", "deploy") and rest:
+            cid = self.refs(ns).get(rest)
+            if cid is None:
+                return None
+            origin = rest if ns == "heads" else (
+                ":".join(rest.split("/", 1)) if ns == "remotes" else None)
+            return cid, origin or rest
+        heads = self.refs("heads")
+        if rev in heads:
+            return heads[rev], rev
+        matches = [(name, cid) for name, cid in self.refs("remotes").items()
+                   if name.split("/", 1)[-1] == rev]
+        if len(matches) == 1:
+            return matches[0][1], ":".join(matches[0][0].split("/", 1))
+        if len(matches) > 1:
+            raise InputError(f"{rev}: several remotes have this channel: "
+                             + ", ".join(":".join(n.split("/", 1)) for n, _ in matches),
+                             resolution="name one: REMOTE:CHANNEL")
+        return None
 
     def _iter_prefix(self, prefix: str) -> Iterator[tuple[str, str]]:
         sub = self.objects / prefix[:2]
@@ -631,6 +752,10 @@ class Repo:
         src = Path(src)
         if ref is not None:
             self.check_ref(ref)
+        for what, text in (("version", version), ("subject", subject)):
+            if not text.isprintable():
+                raise InputError(f"{what} '{printable(text)}': control characters are not "
+                                 "allowed (it is printed in status, logs and boot menus)")
         tree = scan(src, skip=skip)
         with self.lock.shared():  # held until the ref points at the commit (gc waits)
             cid = self._commit_tree(src, tree, ref=ref, parent=parent, link=link, commit=Commit(
@@ -654,7 +779,12 @@ class Repo:
             def one(item: tuple[str, str, os.stat_result]) -> tuple[str, str]:
                 relpath, real, st = item
                 p = os.path.join(src, real)
-                oid, _ = self.write_file_object(p, st, read_xattrs(p), link=link)
+                try:
+                    oid, _ = self.write_file_object(p, st, read_xattrs(p), link=link)
+                except PermissionError as exc:
+                    raise InputError(f"{printable(real)}: cannot read: permission denied",
+                                     resolution="commit as root (a system tree holds files "
+                                     "only root can read); nothing was committed") from exc
                 return relpath, oid
 
             with ThreadPoolExecutor(WORKERS) as pool:

@@ -9,10 +9,12 @@ What a tree from "any tool" may hold, and what atoll makes of it:
   sockets are refused (devtmpfs makes device nodes at boot);
 * ``/etc`` (OSTree's rule): the image's defaults live in ``/usr/etc``; a lone
   ``/etc`` is committed as ``/usr/etc``; a non-empty ``/etc`` beside
-  ``/usr/etc`` is refused (one would be dropped), so is an ``/etc`` that is a
-  symlink or not a directory; an empty ``/etc`` beside ``/usr/etc`` (a mount
+  ``/usr/etc`` is refused (one would be dropped), so is an ``/etc`` or
+  ``/usr/etc`` that is a symlink or not a directory, and a lone ``/etc`` when
+  ``/usr`` is not a directory; an empty ``/etc`` beside ``/usr/etc`` (a mount
   point, as compose leaves it) is kept; no ``/etc`` at all gives an empty one
-  at deploy.
+  at deploy;
+* depth: at most :data:`MAX_DEPTH` directory levels.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from atoll.core.fsutil import read_xattrs
 from atoll.core.text import printable
 from atoll.store.objects import DirMeta
 
-__all__ = ["Tree", "etc_layout_problem", "scan"]
+__all__ = ["MAX_DEPTH", "Tree", "etc_layout_problem", "path_kind", "scan"]
 
 MAX_PROBLEMS = 20
+MAX_DEPTH = 128  # directory levels; Debian's deepest paths are ~20 (checkout refuses deeper)
 
 
 @dataclass
@@ -41,21 +44,34 @@ class Tree:
     dirs: dict[str, DirMeta] = field(default_factory=dict)
 
 
-def etc_layout_problem(has_etc: str | None, etc_empty: bool, has_usr_etc: bool) -> str | None:
+def path_kind(path: str | os.PathLike[str]) -> str | None:
+    """None (absent), "dir", "symlink" or "other"."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
+
+
+def etc_layout_problem(etc: str | None, etc_empty: bool, usr_etc: str | None,
+                       usr: str | None = "dir") -> str | None:
     """Why a tree's /etc layout is refused (None: accepted). Pure.
 
-    ``has_etc``: None (absent), "dir", "symlink" or "other".
+    Each argument is what the path is: None (absent), "dir", "symlink" or "other".
     """
-    if has_etc is None:
-        return None
-    if has_etc == "symlink":
-        return "/etc is a symlink; atoll keeps the image's /etc in /usr/etc " \
-               "(make /etc a directory, or remove it)"
-    if has_etc != "dir":
-        return "/etc is not a directory"
-    if has_usr_etc and not etc_empty:
+    for name, kind in (("/etc", etc), ("/usr/etc", usr_etc)):
+        if kind == "symlink":
+            return f"{name} is a symlink; atoll keeps the image's /etc in /usr/etc " \
+                   f"(make {name} a directory, or remove it)"
+        if kind == "other":
+            return f"{name} is not a directory"
+    if etc == "dir" and usr_etc == "dir" and not etc_empty:
         return "the tree has both /etc and /usr/etc; one would be dropped " \
                "(put the image's configuration in one of them)"
+    if etc == "dir" and usr_etc is None and usr not in (None, "dir"):
+        return "/etc would move to /usr/etc, but /usr is not a directory"
     return None
 
 
@@ -78,20 +94,15 @@ def scan(src: Path, *, skip: frozenset[str] = frozenset()) -> Tree:
     if not stat.S_ISDIR(top.st_mode):
         raise InputError(f"{printable(root)}: not a directory")
     problems: list[str] = []
-    etc_kind: str | None = None
-    etc_empty = True
     etc_path = os.path.join(root, "etc")
-    if os.path.lexists(etc_path):
-        st = os.lstat(etc_path)
-        etc_kind = ("symlink" if stat.S_ISLNK(st.st_mode)
-                    else "dir" if stat.S_ISDIR(st.st_mode) else "other")
-        etc_empty = etc_kind == "dir" and not os.listdir(etc_path)
-    has_usr_etc = os.path.isdir(os.path.join(root, "usr/etc")) and not os.path.islink(
-        os.path.join(root, "usr/etc"))
-    problem = etc_layout_problem(etc_kind, etc_empty, has_usr_etc)
+    etc_kind = path_kind(etc_path)
+    etc_empty = etc_kind == "dir" and not os.listdir(etc_path)
+    usr_kind = path_kind(os.path.join(root, "usr"))
+    usr_etc_kind = path_kind(os.path.join(root, "usr/etc")) if usr_kind == "dir" else None
+    problem = etc_layout_problem(etc_kind, etc_empty, usr_etc_kind, usr_kind)
     if problem:
         problems.append(problem)
-    move_etc = etc_kind == "dir" and not has_usr_etc
+    move_etc = etc_kind == "dir" and usr_etc_kind is None
 
     def mapped(rel: str) -> str:
         if move_etc and (rel == "etc" or rel.startswith("etc/")):
@@ -100,7 +111,7 @@ def scan(src: Path, *, skip: frozenset[str] = frozenset()) -> Tree:
 
     tree = Tree()
     tree.dirs[""] = _dirmeta(root)
-    if move_etc and not os.path.isdir(os.path.join(root, "usr")):
+    if move_etc and usr_kind is None:
         tree.dirs["usr"] = DirMeta(0o755, 0, 0)
     stack = [""]
     while stack:
@@ -122,6 +133,10 @@ def scan(src: Path, *, skip: frozenset[str] = frozenset()) -> Tree:
                 continue
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
+                if path.count("/") + 1 >= MAX_DEPTH:
+                    problems.append(f"{printable(path)}: directories nested deeper than "
+                                    f"{MAX_DEPTH} levels")
+                    continue
                 tree.dirs[mapped(path)] = _dirmeta(entry.path)
                 stack.append(path)
             elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
