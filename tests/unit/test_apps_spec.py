@@ -190,6 +190,8 @@ SECRET_NAMES = [
     "JWTSECRET", "CLIENT_SECRETS", "GITHUB_TOKEN", "GHTOKEN", "VAULT_TOKEN", "ACCESS_TOKENS",
     "GOOGLE_APPLICATION_CREDENTIALS", "DB_CREDENTIAL", "REGISTRY_CREDS", "BASIC_AUTH",
     "AUTH_SALT", "WIFI_PSK", "KEYS", "backup_passphrase", "Db_Password", "secret", "key",
+    # a secret word at the end of one part: DBPASS, MYSQLPWD, SECRETKEY...
+    "DBPASS", "REDISPASS", "MYSQLPWD", "SECRETKEY", "CERTKEY", "dbPass",
 ]
 
 # Flags and settings that contain a secret word but are no secret.
@@ -204,6 +206,8 @@ HARMLESS_NAMES = [
     # a secret word inside another word is not a part of its own
     "KEYBOARD_LAYOUT", "MONKEY_COUNT", "PASSIVE_MODE", "COMPASS", "AUTHOR", "AUTHORITY_URL",
     "PRIVATEER", "TOKENIZER_PATH", "SECRETARY_EMAIL", "LANG", "MARIADB_AUTO_UPGRADE",
+    # KEY and PRIVATE name a secret only as the last part; English words ending in PASS
+    "KEY_BUFFER_SIZE", "PRIVATE_NETWORK", "BYPASS", "BYPASS_PROXY", "HOTKEY",
 ]
 
 

@@ -59,15 +59,23 @@ _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MEM_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-# Parts of an environment key that name a secret (the key split at "_", "-" and ".").
+# Parts of an environment key (split at "_", "-" and ".") that name a secret wherever
+# they stand (MYSQL_ROOT_PASSWORD, PASSWORD_ROOT, DB_PASS)...
 _SECRET_WORDS = frozenset({
-    "PASS", "PASSWD", "PASSWORD", "PASSWORDS", "PASSPHRASE", "PWD", "PW",
-    "SECRET", "SECRETS", "TOKEN", "TOKENS", "KEY", "KEYS", "APIKEY", "PRIVKEY",
-    "CREDENTIAL", "CREDENTIALS", "CREDS", "PRIVATE", "AUTH", "PSK", "SALT",
+    "PASS", "PASSWD", "PASSWORD", "PASSWORDS", "PASSPHRASE", "PWD",
+    "SECRET", "SECRETS", "TOKEN", "TOKENS", "APIKEY", "PRIVKEY",
+    "CREDENTIAL", "CREDENTIALS", "CREDS",
 })
-# Long words that also name a secret at the end of a part (DBPASSWORD, JWTSECRET...).
+# ... and words that name one only as the last part (API_KEY, TLS_PRIVATE, but
+# KEY_BUFFER_SIZE and PRIVATE_NETWORK are settings).
+_LAST_WORDS = frozenset({"KEY", "KEYS", "PRIVATE", "AUTH", "PSK", "SALT", "PW"})
+# Endings that name a secret inside one part (DBPASS, MYSQLPWD, JWTSECRET, CERTKEY).
 _SECRET_SUFFIXES = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "APIKEY",
                     "PRIVKEY", "CREDENTIAL", "CREDENTIALS")
+_LAST_SUFFIXES = ("KEY", "PASS", "PWD")
+# English words with those endings (COMPASS, BYPASS, MONKEY...): not secrets.
+_WORDS = frozenset({"COMPASS", "BYPASS", "SURPASS", "OVERPASS", "UNDERPASS", "TRESPASS",
+                    "MONKEY", "DONKEY", "TURKEY", "HOCKEY", "JOCKEY", "WHISKEY", "HOTKEY"})
 # Keys that contain a secret word but are harmless flags or settings of well-known images.
 ENV_NOT_SECRET = frozenset({
     # MySQL, MariaDB and Percona images: how the root password is chosen, never the password
@@ -110,11 +118,15 @@ def secret_env_word(key: str) -> str | None:
     upper = key.upper()
     if upper in ENV_NOT_SECRET or upper.endswith("_FILE"):
         return None
-    for part in re.split(r"[^A-Z0-9]+", upper):
-        if part in _SECRET_WORDS:
+    parts = [p for p in re.split(r"[^A-Z0-9]+", upper) if p]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part in _SECRET_WORDS or (last and part in _LAST_WORDS):
             return part
-        for word in _SECRET_SUFFIXES:
-            if part.endswith(word):
+        if part in _WORDS:
+            continue
+        for word in _SECRET_SUFFIXES + (_LAST_SUFFIXES if last else ()):
+            if part.endswith(word) and len(part) > len(word):
                 return word
     return None
 

@@ -20,8 +20,19 @@ def _ts(t: int) -> str:
 
 
 def repo_path(args: argparse.Namespace) -> Path:
-    """``--repo``, else the sysroot's own store."""
-    return Path(args.repo) if args.repo else Path(args.sysroot) / "atoll" / "repo"
+    """``--repo``, else the store of an initialised sysroot (never created by accident
+    under a mistyped ``--sysroot``).
+
+    Raises:
+        HostStateError: no ``--repo`` and the sysroot is not an atoll sysroot.
+    """
+    if args.repo:
+        return Path(args.repo)
+    from atoll.deploy.sysroot import Sysroot
+
+    sr = Sysroot(args.sysroot)
+    sr.check()
+    return sr.atoll / "repo"
 
 
 def _open(args: argparse.Namespace) -> Repo:

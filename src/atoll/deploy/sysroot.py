@@ -155,6 +155,11 @@ class Sysroot:
             (self.state / "bootloader").write_text(bootloader + "\n")
 
     def check(self) -> None:
+        """Raises: HostStateError: not an initialised sysroot (nothing is created)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise HostStateError(f"{self.root}: not a directory",
+                                 resolution="--sysroot names the host's root directory "
+                                 "(default /)")
         if not os.path.islink(self.loader_link) or not (self.atoll / "repo").is_dir():
             raise HostStateError(
                 f"{self.root}: not an atoll sysroot",

@@ -111,7 +111,13 @@ def add_remote(sysroot: Path, name: str, url: str, root_json: Path,
 
 
 def load_remote(sysroot: Path, name: str) -> Remote:
-    """Raises: InputError: no such remote."""
+    """Raises: InputError: no such remote. HostStateError: not an atoll host."""
+    if not (Path(sysroot) / "atoll").is_dir():
+        from atoll.core.errors import HostStateError
+
+        raise HostStateError(f"{sysroot}: not an atoll host (no {Path(sysroot) / 'atoll'})",
+                             resolution="check --sysroot; create one with "
+                             f"`atoll --sysroot {sysroot} init`")
     d = state_dir(sysroot) / "remotes" / name
     raw = read_json(d / "remote.json") if "/" not in name and name not in (".", "..") else None
     if raw is None:
