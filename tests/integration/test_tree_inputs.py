@@ -466,3 +466,77 @@ def test_trees_nested_too_deep_are_refused_at_commit(sr: Sysroot, tmp_path: Path
     p = atoll("--sysroot", str(sr.root), "store", "commit", str(tree), "--ref", "t/deep")
     assert p.returncode == 2 and f"deeper than {MAX_DEPTH} levels" in p.stderr, p.stderr
     assert list(sr.repo.iter_objects()) == []
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-m", "atoll.cli", *args], capture_output=True, text=True,
+                       cwd="/")
+    assert "Traceback" not in p.stderr, p.stderr
+    return p
+
+
+def test_an_unprivileged_user_gets_one_line_and_a_hint(tmp_path: Path) -> None:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="atoll-nobody-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        tree = base / "tree"
+        (tree / "usr/etc").mkdir(parents=True)
+        (tree / "usr/etc/shadow").write_text("secret\n")
+        os.chmod(tree / "usr/etc/shadow", 0o600)  # only root reads it
+        repo = base / "repo"
+        repo.mkdir()
+        os.chown(repo, 65534, 65534)
+        assert _as_nobody("store", "init", "--repo", str(repo)).returncode == 0
+        p = _as_nobody("store", "commit", str(tree), "--ref", "t/x", "--repo", str(repo))
+        assert p.returncode == 2 and "usr/etc/shadow: cannot read: permission denied" in p.stderr
+        assert "as root" in p.stderr
+        # a root-owned sysroot: every change says "run as root", nothing changes
+        sr = Sysroot(base / "host")
+        sr.init()
+        before = describe(base / "host")
+        for argv in (["deploy", "x"], ["rollback"], ["cleanup"], ["store", "gc"],
+                     ["policy", "set", "--mode", "check"]):
+            p = _as_nobody("--sysroot", str(sr.root), *argv)
+            assert p.returncode == 7, (argv, p.stderr)
+            assert "permission denied" in p.stderr and "run as root" in p.stderr, p.stderr
+        assert describe(base / "host") == before
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_refspecs_for_remote_refs_and_ancestors(sr: Sysroot, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree", files=5)
+    repo = sr.repo
+    a = repo.commit_dir(tree, ref="t/a")
+    (tree / "usr/etc/motd").write_text("b\n")
+    b = repo.commit_dir(tree, ref="t/a")
+    repo.set_ref("origin/site/db", b, namespace="remotes")
+    assert repo.resolve("t/a~1") == a and repo.resolve("origin:site/db~1") == a
+    assert repo.resolve_ref("origin:site/db") == (b, "origin:site/db")
+    assert repo.resolve_ref("remotes/origin/site/db") == (b, "origin:site/db")
+    assert repo.resolve_ref("site/db") == (b, "origin:site/db")  # a unique remote channel
+    dep = sr.deploy("origin:site/db")
+    assert dep.origin == "origin:site/db" and dep.commit == b
+    p = atoll("--sysroot", str(sr.root), "deploy", "t/a~5")
+    assert p.returncode == 2 and "has no parent" in p.stderr
+    p = atoll("--sysroot", str(sr.root), "deploy", "nope:site/db")
+    assert p.returncode == 2 and "REMOTE:CHANNEL" in p.stderr
+
+
+def test_damaged_object_from_another_repository_is_named_there(sr: Sysroot,
+                                                               tmp_path: Path) -> None:
+    other = Repo.create(tmp_path / "build")
+    tree = make_tree(tmp_path / "tree", files=5)
+    cid = other.commit_dir(tree, ref="t/b")
+    oid = next(e.id for _, e in other.walk(other.read_commit(cid).tree) if e.name == "f0001")
+    other.object_path(oid, "file").write_text("damaged")
+    p = atoll("--sysroot", str(sr.root), "deploy", "t/b", "--repo", str(other.path))
+    assert p.returncode == 3
+    assert f"store fsck --repo {other.path}" in p.stderr
+    assert any(n.startswith(oid) for n in other.quarantined())
+    assert not (tmp_path / "typo").exists()
+    p = atoll("--sysroot", str(tmp_path / "typo"), "store", "commit", str(tree), "--ref", "x")
+    assert p.returncode == 7 and not (tmp_path / "typo").exists()
