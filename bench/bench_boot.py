@@ -171,8 +171,8 @@ def apply_in_guest(image: Path, work: Path) -> dict[str, float]:
     events = {e["event"]: _epoch(e["time"]) for e in
               (json.loads(x) for x in re.findall(r"BENCH-EVENT (\{.*\})", text))}
     # events.jsonl has whole seconds: the split is +-1 s
-    return {"total": r["end"] - r["start"], "stage": events["stage"] - r["start"],
-            "finalize": events["deploy"] - events["stage"]}
+    return {"total": r["end"] - r["start"], "prepare": events["prepare"] - r["start"],
+            "finalize": events["deploy"] - events["prepare"]}
 
 
 def apply_on_host(sysroot: Path, work: Path) -> float:
@@ -191,8 +191,8 @@ def bench_apply(work: Path, runs: int) -> dict[str, Any]:
     sysroot, image = apply_setup(work)
     guest = [apply_in_guest(image, work) for _ in range(runs)]
     host = [apply_on_host(sysroot, work) for _ in range(runs)]
-    med = {k: statistics.median(g[k] for g in guest) for k in ("total", "stage", "finalize")}
-    return {"apply_guest_s": round(med["total"], 1), "apply_guest_stage_s": round(med["stage"]),
+    med = {k: statistics.median(g[k] for g in guest) for k in ("total", "prepare", "finalize")}
+    return {"apply_guest_s": round(med["total"], 1), "apply_guest_prepare_s": round(med["prepare"]),
             "apply_guest_finalize_s": round(med["finalize"]),
             "apply_host_s": round(statistics.median(host), 1),
             "apply_guest_times": [round(g["total"], 1) for g in guest],
@@ -253,7 +253,7 @@ def main() -> int:
     if "apply_guest_s" in result:
         r = result
         print(f"atoll update apply (v1 -> v2, median of {args.runs}): in the guest (TCG) "
-              f"{r['apply_guest_s']:.1f} s (stage ~{r['apply_guest_stage_s']} s, finalize "
+              f"{r['apply_guest_s']:.1f} s (prepare ~{r['apply_guest_prepare_s']} s, finalize "
               f"~{r['apply_guest_finalize_s']} s); on the host natively "
               f"{r['apply_host_s']:.1f} s")
     return 0

@@ -114,13 +114,13 @@ def test_stage_mode_customer_apply_and_fleet_slot(site: tuple[Site, WwwServer],
     v2 = s.publish(2)
     reboots: list[Path] = []
     AgentFiles(s.host).save_policy(AgentFiles(s.host).policy().from_json(
-        {"mode": "stage", "fleet_lock": fleetlock.url, "group": "db"}))
+        {"mode": "prepare", "fleet_lock": fleetlock.url, "group": "db"}))
     clock = Clock(WED)
     agent = Agent(s.host, host=Host(s.host, reboot=reboots.append), clock=clock)
-    assert [agent.tick().action for _ in range(4)] == ["check", "download", "stage", "none"]
-    staged = s.sr.staged()
-    assert staged is not None and staged.commit == v2
-    assert len(s.sr.deployments()) == 1  # staged, not the next boot
+    assert [agent.tick().action for _ in range(4)] == ["check", "download", "prepare", "none"]
+    prepared = s.sr.prepared()
+    assert prepared is not None and prepared.commit == v2
+    assert len(s.sr.deployments()) == 1  # prepared, not the next boot
     assert "waiting for the customer" in AgentFiles(s.host).load()["decisions"][-1]["reason"]
     # the customer applies through the CLI, which goes through the agent's socket
     server = serve_api(agent)
@@ -151,7 +151,7 @@ def test_window_and_cancelled_apply(site: tuple[Site, WwwServer]) -> None:
     s.publish(2)
     files = AgentFiles(s.host)
     files.save_policy(files.policy().from_json(
-        {"mode": "stage", "windows": ["Sat 02:00-04:00 UTC"]}))
+        {"mode": "prepare", "windows": ["Sat 02:00-04:00 UTC"]}))
     reboots: list[Path] = []
     clock = Clock(WED)
     agent = Agent(s.host, host=Host(s.host, reboot=reboots.append), clock=clock)
@@ -181,7 +181,7 @@ def test_apply_mode_applies_in_the_window_by_itself(site: tuple[Site, WwwServer]
     clock = Clock(WED)
     agent = Agent(s.host, host=Host(s.host, reboot=reboots.append), clock=clock)
     actions = [agent.tick().action for _ in range(4)]
-    assert actions == ["check", "download", "stage", "wait"]
+    assert actions == ["check", "download", "prepare", "wait"]
     clock.now = dt.datetime(2026, 12, 5, 2, 5, tzinfo=dt.UTC)
     assert agent.tick().action == "apply"
     assert s.sr.deployments()[0].commit == v2 and reboots == [s.host]
@@ -200,7 +200,7 @@ def test_off_mode_and_apply_at(site: tuple[Site, WwwServer]) -> None:
     assert (s.host / "atoll/state/update.json").stat().st_mtime > 0  # from the set-up only
     # the customer's own time: it checks, downloads and stages first, then waits for that time
     agent.request_apply("at", "2026-12-05T02:30:00+01:00", True)
-    assert [agent.tick().action for _ in range(4)] == ["check", "download", "stage", "wait"]
+    assert [agent.tick().action for _ in range(4)] == ["check", "download", "prepare", "wait"]
     clock.now = dt.datetime(2026, 12, 5, 1, 30, tzinfo=dt.UTC)
     assert agent.tick().action == "apply"
 
@@ -258,7 +258,7 @@ def test_replication_gate_holds_the_apply(site: tuple[Site, WwwServer],
 
     agent = Agent(s.host, host=Host(s.host, reboot=reboots.append, gate=gate), clock=Clock(WED))
     actions = [agent.tick() for _ in range(4)]
-    assert [d.action for d in actions] == ["check", "download", "stage", "wait"]
+    assert [d.action for d in actions] == ["check", "download", "prepare", "wait"]
     assert "replication gate: mariadb: replica lag 900 s" in actions[-1].reason
     assert reboots == [] and len(s.sr.deployments()) == 1
     assert next(h.holders for h in fleetlock.service.status() if h.group == "db") == ()

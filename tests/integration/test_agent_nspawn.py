@@ -4,7 +4,7 @@ update server on 127.0.0.1, the CLI on the host talking to the agent's socket.
 The composed boot tree gets the ``agent`` image feature (atoll and its
 dependencies in /usr/lib/atoll/python, atolld.service enabled), is committed
 and deployed in a sysroot, and booted with systemd-nspawn as the initramfs
-would lay it out. Then: stage mode checks, downloads and stages by itself; the
+would lay it out. Then: prepare mode checks, downloads and prepares by itself; the
 agent is killed (SIGKILL) in the middle of the download and systemd restarts
 it, and the download completes; an apply for the next window waits; a
 cancelled apply is gone.
@@ -74,7 +74,7 @@ def booted(agent_repo: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, objec
         (dep,) = make_sysroot(sysroot, agent_repo, ["test/agent"])
         assert main(["-q", "--sysroot", str(sysroot), "remote", "add", "origin", server.url,
                      "--root", str(www / "metadata/root.json"), "--channel", "site/base"]) == 0
-        assert main(["-q", "--sysroot", str(sysroot), "policy", "set", "--mode", "stage",
+        assert main(["-q", "--sysroot", str(sysroot), "policy", "set", "--mode", "prepare",
                      "--window", "Sat 02:00-04:00 UTC"]) == 0
         # v2: a small tree with a big file, so the download takes a while
         v2 = tmp_path / "v2"
@@ -123,7 +123,7 @@ def test_agent_in_a_container(booted: tuple[Path, Path, object], tmp_path: Path)
 
     server.faults[".pack"] = ("hook", slow_pack)  # type: ignore[attr-defined]
     wait_for("atolld's socket", lambda: api.running(sysroot), 180)
-    # stage mode: the agent checks and starts downloading by itself
+    # prepare mode: the agent checks and starts downloading by itself
     wait_for("the download to start", lambda: any(
         p.endswith(".pack") for p, _ in server.requests), 120)  # type: ignore[attr-defined]
     (old,) = pids_of("/usr/sbin/atolld")
@@ -133,8 +133,8 @@ def test_agent_in_a_container(booted: tuple[Path, Path, object], tmp_path: Path)
     gate["open"] = True
     # systemd restarts atolld (Restart=on-failure); it downloads again and stages
     wait_for("a new atolld", lambda: [p for p in pids_of("/usr/sbin/atolld") if p != old], 60)
-    wait_for("the update staged", lambda: (agent_status(sysroot)["host"] or {}).get(  # type: ignore[union-attr]
-        "staged"), 240)
+    wait_for("the update prepared", lambda: (agent_status(sysroot)["host"] or {}).get(  # type: ignore[union-attr]
+        "prepared"), 240)
     st = agent_status(sysroot)
     decisions = st["agent"]["decisions"]  # type: ignore[index]
     assert any("waiting for the customer" in d["reason"] for d in decisions)

@@ -151,9 +151,9 @@ def test_download_killed_and_power_cut(http: Env, tmp_path: Path) -> None:
         trace.unlink(missing_ok=True)
         # half the points on a whole pack (no delta: the host lost v1's objects), half delta
         if i % 2:
-            _ok(["--sysroot", str(env.host), "store", "refs", "--delete",
+            _ok(["store", "refs", "--repo", str(host_repo), "--delete",
                  "remotes/origin/site/base"])
-            _ok(["--sysroot", str(env.host), "store", "gc"])
+            _ok(["store", "gc", "--repo", str(host_repo)])
         _crash(args, trace, point)
         damaged_any += len(power_cut(trace, [env.host / "atoll"], rnd))
         _ok(args)  # the same command again reaches a deployable state

@@ -351,3 +351,58 @@ def test_retry_after_a_cut_counts_what_the_cache_already_holds(tmp_path: Path) -
             assert env.host_ref() == env.commits[0]
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_update_commands_are_idempotent_with_meaningful_exit_codes(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    from atoll.deploy.sysroot import Sysroot
+
+    host = str(env.host)
+    assert main(["-q", "--sysroot", host, "init"]) == 0
+    assert env.update("check") == 0  # v2 is new
+    assert env.update("download") == 0
+    capsys.readouterr()
+    assert main(["--json", "--sysroot", host, "update", "download"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is False  # already downloaded
+    assert main(["-q", "--sysroot", host, "update", "apply"]) == 0
+    capsys.readouterr()
+    assert env.update("check") == 77  # applied: nothing new
+    capsys.readouterr()
+    assert main(["--json", "--sysroot", host, "update", "apply"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] is False and "already applied" in out["note"]
+    sr = Sysroot(env.host)
+    assert len(sr.deployments()) == 1  # the second apply did not make a copy
+    (env.host / "run/atoll").mkdir(parents=True, exist_ok=True)
+    (env.host / "run/atoll/booted").write_text(sr.deployments()[0].id)
+    assert env.update("check") == 77  # runs the newest
+    capsys.readouterr()
+    assert main(["--sysroot", host, "update", "check"]) == 77
+    assert "up to date" in capsys.readouterr().out
+    # booted and newest: apply and download say so, change nothing (no loop)
+    assert main(["--json", "--sysroot", host, "update", "apply"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] is False and "already up to date" in out["note"]
+    assert main(["--json", "--sysroot", host, "update", "download"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is False
+    assert len(sr.deployments()) == 1
+
+
+def test_rebase_to_another_channel(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    v2 = env.commits[1]
+    env.repo.set_ref("site/lts", env.commits[0])
+    assert main(["-q", "publish", "site/lts", "--repo", str(env.repo.path), "--to",
+                 str(env.www), "--keys", str(env.keys), "--level", "3"]) == 0
+    host = str(env.host)
+    assert main(["-q", "--sysroot", host, "init"]) == 0
+    capsys.readouterr()
+    assert main(["--json", "--sysroot", host, "rebase", "origin:site/lts", "--download"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["channel"] == "site/lts" and out["prepared"]["commit"] == env.commits[0]
+    assert json.loads((env.host / "atoll/state/remotes/origin/remote.json").read_text())[
+        "channel"] == "site/lts"
+    # a channel the remote does not sign is refused; nothing changes
+    assert main(["-q", "--sysroot", host, "rebase", "origin:site/nope"]) == 4
+    assert json.loads((env.host / "atoll/state/remotes/origin/remote.json").read_text())[
+        "channel"] == "site/lts"
+    del v2

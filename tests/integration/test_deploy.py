@@ -166,22 +166,22 @@ def test_stage_then_finalize(env: tuple[Sysroot, Repo, Path]) -> None:
     boot(sr, d1.id)
     (tree / "usr/etc/motd").write_text("v2\n")
     repo.commit_dir(tree, ref="site/base", version="2")
-    staged = sr.stage("site/base")
-    # staged is prepared on disk but is not the next boot
-    assert sr.deployment_path(staged).is_dir()
+    prepared = sr.prepare("site/base")
+    # prepared on disk but not the next boot
+    assert sr.deployment_path(prepared).is_dir()
     assert [d.id for d in sr.deployments()] == [d1.id]
-    assert sr.staged() == staged
-    # a newer download replaces the staged one
+    assert sr.prepared() == prepared
+    # a newer download replaces the prepared one
     (tree / "usr/etc/motd").write_text("v3\n")
     repo.commit_dir(tree, ref="site/base", version="3")
-    newer = sr.stage("site/base")
-    assert newer.version == "3" and not sr.deployment_path(staged).exists()
+    newer = sr.prepare("site/base")
+    assert newer.version == "3" and not sr.deployment_path(prepared).exists()
     # the host changes /etc after staging: finalize merges as late as possible
     (sr.deployment_path(d1) / "etc/hostname").write_text("late-change\n")
     final = sr.finalize()
     assert [d.id for d in sr.deployments()] == [newer.id, d1.id]
     assert (sr.deployment_path(final) / "etc/hostname").read_text() == "late-change\n"
     assert (sr.deployment_path(final) / "etc/motd").read_text() == "v3\n"
-    assert sr.staged() is None
-    with pytest.raises(HostStateError, match="no staged update"):
+    assert sr.prepared() is None
+    with pytest.raises(HostStateError, match="no prepared update"):
         sr.finalize()

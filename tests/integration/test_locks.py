@@ -26,7 +26,7 @@ from tests.trees import describe, make_tree
 
 ROUNDS = 12
 # exit codes a racing command may legitimately end with: 0, bad input (an index that
-# another command removed), host state (nothing to roll back to / nothing staged)
+# another command removed), host state (nothing to roll back to / nothing prepared)
 ALLOWED = {0, 2, 7}
 
 
@@ -42,7 +42,7 @@ from atoll.core.errors import AtollError
 from atoll.deploy.sysroot import Sysroot
 sr = Sysroot(sys.argv[1])
 try:
-    sr.stage(sys.argv[3]) if sys.argv[2] == "stage" else sr.finalize()
+    sr.prepare(sys.argv[3]) if sys.argv[2] == "prepare" else sr.finalize()
 except AtollError as exc:
     print(exc.brief, file=sys.stderr)
     sys.exit(7)
@@ -67,10 +67,10 @@ def _check(sr: Sysroot, trees: dict[str, dict[str, tuple[object, ...]]]) -> None
         assert describe(sr.deployment_path(d) / "usr") == trees[d.commit], f"{d.id} incomplete"
     deploy_refs = set(sr.repo.refs("deploy"))
     assert {d.id for d in listed} <= deploy_refs, "a listed deployment lost its ref"
-    staged = sr.staged()
-    if staged is not None:
-        assert staged.id in deploy_refs
-        assert describe(sr.deployment_path(staged) / "usr") == trees[staged.commit]
+    prepared = sr.prepared()
+    if prepared is not None:
+        assert prepared.id in deploy_refs
+        assert describe(sr.deployment_path(prepared) / "usr") == trees[prepared.commit]
     report = ops.fsck(sr.repo)
     assert report.ok, report.to_json()
 
@@ -113,8 +113,8 @@ def test_racing_commands_leave_a_consistent_sysroot(
         ]
         rnd.shuffle(cmds)
         procs = [(name, _spawn(*argv)) for name, argv in cmds]
-        procs.insert(rnd.randrange(len(procs)), ("stage", _agent(
-            root, "stage", rnd.choice(["site/b", "site/c"]))))
+        procs.insert(rnd.randrange(len(procs)), ("prepare", _agent(
+            root, "prepare", rnd.choice(["site/b", "site/c"]))))
         procs.insert(rnd.randrange(len(procs)), ("finalize", _agent(root, "finalize")))
         for name, proc in procs:
             _, err = proc.communicate(timeout=300)

@@ -31,7 +31,7 @@ def test_agent_and_metrics_read_a_real_sysroot(tmp_path: Path) -> None:
     sr.record_event("boot", result="rolled-back", reason="health check db-writes failed",
                     deployment=d1.id)
     (sr.state / "update.json").write_text(json.dumps({
-        "state": "staged", "version": "2", "since": "2026-11-26T10:00:00Z",
+        "state": "pending", "version": "2", "since": "2026-11-26T10:00:00Z",
         "metadata_expires": "2099-01-01T00:00:00Z"}))
 
     out = subprocess.run([*ATOLL, "--sysroot", str(sr.root), "checkmk-agent"], check=True,
@@ -45,7 +45,8 @@ def test_agent_and_metrics_read_a_real_sysroot(tmp_path: Path) -> None:
         by_name["atoll etc merge"]
     assert by_name["atoll last boot"].startswith("2 ")
     assert "db-writes failed" in by_name["atoll last boot"]
-    assert by_name["atoll update"].startswith("0 ") and "staged" in by_name["atoll update"]
+    assert by_name["atoll update"].startswith("0 ")
+    assert "boots at the next reboot" in by_name["atoll update"]
     assert by_name["atoll update metadata"].startswith("0 ")
 
     prom = subprocess.run([*ATOLL, "--sysroot", str(sr.root), "metrics"], check=True,
@@ -54,7 +55,7 @@ def test_agent_and_metrics_read_a_real_sysroot(tmp_path: Path) -> None:
          for f in text_string_to_metric_families(prom) for s in f.samples}
     assert m[("atoll_host_status_available", ())] == 1
     assert m[("node_reboot_required", ())] == 1
-    assert m[("atoll_update_state", (("state", "staged"),))] == 1
+    assert m[("atoll_update_state", (("state", "pending"),))] == 1
     assert m[("atoll_last_boot_rolled_back", ())] == 1
     assert m[("atoll_etc_conflicts", ())] == 1
     assert any(k[0] == "atoll_info" and ("deployment", d1.id) in k[1] for k in m)

@@ -64,7 +64,8 @@ def test_apply_then_again_changes_nothing(host: tuple[Sysroot, Path], tmp_path: 
     assert (root / "etc/atoll/checkmk-agent.env").read_text() == \
         "ATOLL_CHECKMK_ONLY_FROM=10.0.0.5,127.0.0.1\n"
     pol = AgentFiles(sr.root).policy()
-    assert (pol.mode, pol.group, pol.windows) == ("stage", "db", ("Sat 02:00-04:00 Europe/Berlin",))
+    assert (pol.mode, pol.group, pol.windows) == (
+        "prepare", "db", ("Sat 02:00-04:00 Europe/Berlin",))
     before = snapshot(root)
     rec2 = apply_config(cfg, cfg_path, root, sr.root, phases=("system",))
     assert rec2["changes"] == []

@@ -80,7 +80,8 @@ def test_diff_lists_files_and_packages(repo: Repo, tmp_path: Path) -> None:
     assert d["packages"] == {
         "added": [{"name": "curl", "version": "7"}],
         "removed": [{"name": "gone", "version": "1"}],
-        "changed": [{"name": "bash", "old": "5.2-1", "new": "5.2-2"}],
+        "upgraded": [{"name": "bash", "old": "5.2-1", "new": "5.2-2"}],
+        "downgraded": [],
     }
     assert [cid for cid, _ in ops.log(repo, b)] == [b, a]
 
@@ -112,7 +113,7 @@ def test_fsck_reports_missing_objects(repo: Repo, tmp_path: Path) -> None:
     c = repo.read_commit(cid)
     some = next(e.id for _, e in repo.walk(c.tree) if not e.is_dir)
     repo.object_path(some, "file").unlink()
-    assert f"file {some} (ref heads/t/a)" in ops.fsck(repo).missing
+    assert f"file {some} (ref heads/t/a): missing" in ops.fsck(repo).missing
 
 
 def test_gc_removes_only_unreachable(repo: Repo, tmp_path: Path) -> None:
@@ -181,3 +182,20 @@ def test_device_node_object_is_refused(repo: Repo, tmp_path: Path) -> None:
         checkout(repo, cid, tmp_path / "co", verify=False)
     with pytest.raises(CorruptObjectError):
         checkout(repo, cid, tmp_path / "co2", verify=True)
+
+
+def test_commit_of_a_tree_with_a_dpkg_database_records_its_manifest(
+        repo: Repo, tmp_path: Path) -> None:
+    """A tree built by any tool (debootstrap, a container export) carries its packages:
+    diffs and `update check` show package changes for it too."""
+    tree = make_tree(tmp_path / "tree")
+    status = tree / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text("Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2\n"
+                      "Architecture: amd64\n\nPackage: gone\nStatus: deinstall ok "
+                      "config-files\nVersion: 1\n")
+    cid = repo.commit_dir(tree, ref="t/dpkg")
+    assert [(p["name"], p["version"]) for p in repo.read_commit(cid).manifest] == [
+        ("bash", "5.2.15-2")]
+    empty = repo.commit_dir(tree, ref="t/none", manifest=[])  # given: taken as given
+    assert repo.read_commit(empty).manifest == ()

@@ -149,6 +149,7 @@ def http_host(tmp_path: Path) -> Iterator[Env]:
         e = Env(tmp_path, server)
         e.commit_and_publish(1)
         e.add_remote()
+        Sysroot(e.host).init()
         assert e.update("download") == 0
         yield e
 

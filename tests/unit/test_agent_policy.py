@@ -31,63 +31,63 @@ def test_check_when_due() -> None:
 
 
 @pytest.mark.parametrize("mode, expected", [
-    ("check", "none"), ("download", "download"), ("stage", "download"), ("apply", "download")])
+    ("check", "none"), ("download", "download"), ("prepare", "download"), ("apply", "download")])
 def test_available_update_by_mode(mode: str, expected: str) -> None:
     d = decide(Policy(mode=mode), st(available="b" * 64), NOW)  # type: ignore[arg-type]
     assert d.action == expected
 
 
-@pytest.mark.parametrize("mode, expected", [("download", "none"), ("stage", "stage")])
+@pytest.mark.parametrize("mode, expected", [("download", "none"), ("prepare", "prepare")])
 def test_downloaded_update_by_mode(mode: str, expected: str) -> None:
     d = decide(Policy(mode=mode), st(available="b" * 64, downloaded="b" * 64), NOW)  # type: ignore[arg-type]
     assert d.action == expected
 
 
-def test_stage_mode_waits_for_the_customer() -> None:
-    s = st(available="b" * 64, downloaded="b" * 64, staged="b" * 64)
-    d = decide(Policy(mode="stage"), s, NOW)
+def test_prepare_mode_waits_for_the_customer() -> None:
+    s = st(available="b" * 64, downloaded="b" * 64, prepared="b" * 64)
+    d = decide(Policy(mode="prepare"), s, NOW)
     assert d.action == "none" and "waiting for the customer" in d.reason
     req = ApplyRequest("now", NOW)
-    assert decide(Policy(mode="stage"), st(staged="b" * 64, request=req), NOW).action == "apply"
+    assert decide(Policy(mode="prepare"), st(prepared="b" * 64, request=req), NOW).action == "apply"
 
 
-def test_request_in_check_mode_pulls_and_stages_first() -> None:
+def test_request_in_check_mode_pulls_and_prepares_first() -> None:
     req = ApplyRequest("now", NOW)
     assert decide(Policy(mode="check"), st(available="b" * 64, request=req), NOW).action \
         == "download"
     s = st(available="b" * 64, downloaded="b" * 64, request=req)
-    assert decide(Policy(mode="check"), s, NOW).action == "stage"
+    assert decide(Policy(mode="check"), s, NOW).action == "prepare"
 
 
 def test_apply_at_the_customers_time() -> None:
     at = NOW + dt.timedelta(hours=3)
-    s = st(staged="b" * 64, request=ApplyRequest("at", NOW, at))
-    d = decide(Policy(mode="stage", windows=("Sat 02:00-04:00 UTC",)), s, NOW)
+    s = st(prepared="b" * 64, request=ApplyRequest("at", NOW, at))
+    d = decide(Policy(mode="prepare", windows=("Sat 02:00-04:00 UTC",)), s, NOW)
     assert (d.action, d.at) == ("wait", at)
     assert d.wake == CHECKED + dt.timedelta(hours=1)  # it still checks on schedule meanwhile
-    assert decide(Policy(mode="stage"), s, at).action == "apply"
+    assert decide(Policy(mode="prepare"), s, at).action == "apply"
 
 
 def test_window_request_waits_for_the_window() -> None:
-    pol = Policy(mode="stage", windows=("Sat 02:00-04:00 Europe/Berlin",))
-    s = st(staged="b" * 64, request=ApplyRequest("window", NOW))
+    pol = Policy(mode="prepare", windows=("Sat 02:00-04:00 Europe/Berlin",))
+    s = st(prepared="b" * 64, request=ApplyRequest("window", NOW))
     d = decide(pol, s, NOW)
     assert d.action == "wait" and d.at == dt.datetime(2026, 12, 5, 1, 0, tzinfo=dt.UTC)
     inside = dt.datetime(2026, 12, 5, 1, 30, tzinfo=dt.UTC)
-    d = decide(pol, st(last_check=inside, staged="b" * 64, request=s.request), inside)
+    d = decide(pol, st(last_check=inside, prepared="b" * 64, request=s.request), inside)
     assert d.action == "apply" and "inside maintenance window" in d.reason
 
 
 def test_window_too_short_for_last_apply_is_skipped() -> None:
     pol = Policy(mode="apply", windows=("Sat 02:00-02:10 UTC", "Sun 02:00-04:00 UTC"))
-    s = st(staged="b" * 64, last_apply_s=900)
+    s = st(prepared="b" * 64, last_apply_s=900)
     d = decide(pol, s, NOW)
     assert d.action == "wait" and "skipped Sat 02:00-02:10 UTC" in d.reason
     assert d.at == dt.datetime(2026, 12, 6, 2, 0, tzinfo=dt.UTC)
 
 
-def test_apply_mode_without_windows_applies_when_staged() -> None:
-    assert decide(Policy(mode="apply"), st(staged="b" * 64), NOW).action == "apply"
+def test_apply_mode_without_windows_applies_when_prepared() -> None:
+    assert decide(Policy(mode="apply"), st(prepared="b" * 64), NOW).action == "apply"
 
 
 def test_pending_update_is_not_downloaded_again() -> None:
@@ -97,8 +97,29 @@ def test_pending_update_is_not_downloaded_again() -> None:
 
 def test_policy_json_validates() -> None:
     p = Policy.from_json({"mode": "stage", "windows": ["Sat 02:00-04:00 UTC"]})
+    assert p.mode == "prepare"  # the mode's first name, in policies written before
     assert Policy.from_json(p.to_json()) == p
     with pytest.raises(ValueError, match="mode"):
         Policy.from_json({"mode": "yolo"})
     with pytest.raises(ValueError, match="time zone"):
         Policy.from_json({"windows": ["Sat 02:00-04:00 Nowhere/Town"]})
+
+
+def test_apply_noop_says_why_nothing_is_to_be_done() -> None:
+    from atoll.agent.policy import apply_noop
+
+    never = AgentState(booted="c1")
+    assert apply_noop(never) is None  # never checked: the agent checks first
+    checked = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    up_to_date = AgentState(checked=checked, booted="c1")
+    assert apply_noop(up_to_date) == "already up to date (checked 2026-12-02 00:00 UTC): " \
+        "nothing to apply; `atoll update check` looks again"
+    assert apply_noop(up_to_date, "window") is None  # the agent checks again before
+    assert apply_noop(AgentState(last_check=checked, booted="c1", pending="c2"), "at") == \
+        "already applied: c2 boots next"
+    assert apply_noop(AgentState(last_check=checked, booted="c1", available="c2",
+                                 downloaded="c2", pending="c2")) == \
+        "already applied: c2 boots next"
+    assert apply_noop(AgentState(last_check=checked, booted="c1", available="c2")) is None
+    assert apply_noop(AgentState(last_check=checked, booted="c1", available="c2",
+                                 downloaded="c2", prepared="c2")) is None

@@ -38,7 +38,7 @@ def sample(**over: Any) -> dict[str, Any]:
         "etc_conflicts": [],
         "last_boot": {"result": "good", "reason": "", "time": "2026-11-26T08:00:00Z",
                       "deployment": "abc123.0", "acknowledged": True},
-        "update": {"state": "none", "version": "", "since": "2026-11-26T08:00:00Z",
+        "update": {"state": "up-to-date", "version": "", "since": "2026-11-26T08:00:00Z",
                    "metadata_expires": "2026-12-24T00:00:00Z"},
         "backups": [{"app": "shop", "last": "2026-11-26T03:00:00Z", "max_age_s": 86400}],
     }
@@ -120,12 +120,14 @@ def test_version_check() -> None:
 
 def test_update_states_and_since() -> None:
     assert states(parse_host_status(sample()))["atoll update"] == OK
-    for state in ("available", "downloaded", "staged"):
+    for state, words in (("available", "available"), ("downloaded", "downloaded"),
+                         ("prepared", "prepared"), ("pending", "boots at the next reboot"),
+                         ("staged", "boots at the next reboot")):  # staged: the old word
         f = parse_host_status(sample(update={"state": state, "version": "2026.11.2",
                                              "since": "2026-11-25T16:00:00Z"}))
         assert states(f)["atoll update"] == OK
         t = text(f, "atoll update")
-        assert state in t and "2026.11.2" in t and "since 2026-11-25T16:00:00Z (1d 0h)" in t
+        assert words in t and "2026.11.2" in t and "since 2026-11-25T16:00:00Z (1d 0h)" in t
     old = parse_host_status(sample(update={"state": "available", "version": "v",
                                            "since": "2026-10-01T00:00:00Z"}))
     assert states(old)["atoll update"] == WARN
@@ -157,7 +159,7 @@ def test_etc_conflicts_warn() -> None:
     ("2026-11-20T00:00:00Z", CRIT),
 ])
 def test_metadata_expiry(expires: str, state: int) -> None:
-    f = parse_host_status(sample(update={"state": "none", "metadata_expires": expires}))
+    f = parse_host_status(sample(update={"state": "up-to-date", "metadata_expires": expires}))
     assert states(f)["atoll update metadata"] == state
 
 
@@ -175,7 +177,7 @@ def test_backups_against_policy() -> None:
 
 def test_local_lines_parse_as_checkmk_local() -> None:
     f = parse_host_status(sample(etc_conflicts=['we"ird path'], update={
-        "state": "staged", "version": "v2", "since": "2026-11-26T10:00:00Z",
+        "state": "pending", "version": "v2", "since": "2026-11-26T10:00:00Z",
         "metadata_expires": "2026-11-27T00:00:00Z"}))
     out = render_local(host_checks(f, NOW))
     sections = check_agent_output(out)

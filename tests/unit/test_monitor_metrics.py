@@ -32,7 +32,7 @@ def expo(f: HostFacts, apps: tuple[AppContainer, ...] | None = None) -> dict[Any
 def test_full_host() -> None:
     f = parse_host_status(sample(
         pending=DEP | {"id": "new.0"},
-        update={"state": "staged", "version": "v2", "since": "2026-11-26T10:00:00Z",
+        update={"state": "pending", "version": "v2", "since": "2026-11-26T10:00:00Z",
                 "metadata_expires": "2026-12-24T00:00:00Z", "last_check": "2026-11-26T15:55:00Z"},
         last_boot={"result": "rolled-back", "reason": "x", "time": "2026-11-26T09:00:00Z",
                    "acknowledged": False},
@@ -47,8 +47,8 @@ def test_full_host() -> None:
     assert m[("atoll_info", (("channel", "stable"), ("commit", "abc123" * 10),
                              ("deployment", "abc123.0"), ("version", "2026.11.1")))] == 1
     assert m[("node_reboot_required", ())] == 1
-    assert m[("atoll_update_state", (("state", "staged"),))] == 1
-    assert m[("atoll_update_state", (("state", "none"),))] == 0
+    assert m[("atoll_update_state", (("state", "pending"),))] == 1
+    assert m[("atoll_update_state", (("state", "up-to-date"),))] == 0
     since = dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC).timestamp()
     assert m[("atoll_update_state_change_timestamp_seconds", ())] == since
     assert m[("atoll_update_last_check_timestamp_seconds", ())] == since + 5 * 3600 + 55 * 60
@@ -70,7 +70,7 @@ def test_full_host() -> None:
 def test_quiet_host_without_docker() -> None:
     m = expo(parse_host_status(sample()))
     assert m[("node_reboot_required", ())] == 0
-    assert m[("atoll_update_state", (("state", "none"),))] == 1
+    assert m[("atoll_update_state", (("state", "up-to-date"),))] == 1
     assert ("atoll_rollback_events_total", ()) not in m  # not reported by this deploy layer
     assert m[("atoll_backup_overdue", (("app", "shop"),))] == 0
     assert m[("atoll_docker_up", ())] == 0

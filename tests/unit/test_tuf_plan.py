@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from atoll.repo.plan import ChannelInfo, choose, compare_versions, merge_ranges, package_view
+from atoll.repo.plan import ChannelInfo, choose, merge_ranges
+from atoll.store.packages import compare_versions, package_view
 
 INFO = ChannelInfo("site/base", "c" * 64, "2", 0, {"a" * 64: "deltas/a-c.delta",
                                                     "b" * 64: "deltas/b-c.delta"},

@@ -11,7 +11,7 @@
 
 atolld's log also goes to the serial console (a unit drop-in in the test
 image, not in the product), so a test sees its decisions
-(``decision: download: ...``, ``decision: stage: ...``, ``decision: apply: ...``).
+(``decision: download: ...``, ``decision: prepare: ...``, ``decision: apply: ...``).
 """
 
 from __future__ import annotations

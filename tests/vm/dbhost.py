@@ -87,7 +87,7 @@ class Site:
         return self.dir / "id_ed25519"
 
     @classmethod
-    def write(cls, d: Path, *, url: str, root_json: Path, mode: str = "stage") -> Site:
+    def write(cls, d: Path, *, url: str, root_json: Path, mode: str = "prepare") -> Site:
         d.mkdir(parents=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ops@test",
                         "-f", d / "id_ed25519"], check=True)

@@ -82,7 +82,7 @@ def _stage_on_disk(disk: Path, mnt: Path, repo: Path, ref: str, check: str, body
     `update apply` do on the host), with a required check; the deployment id."""
     with mounted_root(disk, mnt) as root:
         sysroot = Sysroot(root)
-        sysroot.stage(ref, repo=Repo.open(repo))
+        sysroot.prepare(ref, repo=Repo.open(repo))
         dep = sysroot.finalize()
         add_check(root / "atoll/deploy" / dep.id, "required.d", check, body)
     return dep.id

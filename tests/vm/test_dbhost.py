@@ -3,7 +3,7 @@
 A blank image of examples/db-host.yaml with a host config baked in boots and
 provisions itself (hostname, an SSH key user, the MariaDB app from the image
 the OS ships, the Checkmk agent's only-from, the update remote and policy).
-Then, with rows in the database: an OS update (downloaded and staged by the
+Then, with rows in the database: an OS update (downloaded and prepared by the
 agent, applied by the "customer"), a manual rollback, and an update that
 breaks Docker, rolled back by boot-complete's database check by itself. The
 rows survive all of it. A second guest gets a bad config on a NoCloud seed:
@@ -111,21 +111,21 @@ def _rows(guest: Guest) -> int:
                         "'SELECT COUNT(*) FROM shop.orders'").strip())
 
 
-def _wait_staged(guest: Guest, commit: str, timeout: float = 900) -> dict[str, Any]:
-    """Until the agent has downloaded and staged ``commit``."""
+def _wait_prepared(guest: Guest, commit: str, timeout: float = 900) -> dict[str, Any]:
+    """Until the agent has downloaded and prepared ``commit``."""
     deadline = time.monotonic() + timeout
     st: dict[str, Any] = {}
     while time.monotonic() < deadline:
         st = _status(guest)
-        if (st.get("staged") or {}).get("commit") == commit:  # prepared; applied when told
+        if (st.get("prepared") or {}).get("commit") == commit:  # applied when told
             return st
         time.sleep(10)
-    raise AssertionError(f"{commit[:12]} not staged in {timeout:.0f}s: {st.get('update')}, "
-                         f"staged {st.get('staged')}")
+    raise AssertionError(f"{commit[:12]} not prepared in {timeout:.0f}s: {st.get('update')}, "
+                         f"prepared {st.get('prepared')}")
 
 
 def _apply_and_reboot(host: Host, world: World, version: str) -> int:
-    """The customer applies the staged update and reboots; console offset of the reboot."""
+    """The customer applies the prepared update and reboots; console offset of the reboot."""
     start = len(host.vm.console.read_bytes())
     host.guest.reboot_command("sudo atoll update apply --reboot")
     host.vm.wait_for(rf"ATOLL-INITRAMFS: mounted deployment {world.commits[version]}\.\d+",
@@ -154,7 +154,7 @@ def test_first_boot_provisions_the_host(host: Host) -> None:
     agent = json.loads(g.ok("sudo atoll --json agent status"))
     policy = agent["policy"]
     assert (policy["mode"], policy["remote"], policy["check_interval_s"]) == \
-        ("stage", "origin", 20)
+        ("prepare", "origin", 20)
     # the Checkmk agent answers on its port, to the host (10.0.2.2 in only-from)
     with socket.create_connection(("127.0.0.1", host.cmk_port), timeout=60) as s:
         s.settimeout(60)
@@ -185,7 +185,7 @@ def test_os_update_keeps_the_rows(host: Host, world: World) -> None:
 
     world.commits["v2"] = derive(world.pub, world.commits["v1"], "site/db", "2", v2)
     world.publish()
-    _wait_staged(host.guest, world.commits["v2"])
+    _wait_prepared(host.guest, world.commits["v2"])
     start = _apply_and_reboot(host, world, "v2")
     m = host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT, start)
     event = markers(host.vm.text()[start:m.end()], "BOOT-COMPLETE")[-1]
@@ -220,7 +220,7 @@ def test_update_that_breaks_the_database_rolls_back_by_itself(host: Host, world:
     world.commits["v3"] = derive(world.pub, world.commits["v2"], "site/db", "3", v3)
     world.publish()
     booted = _status(host.guest)["booted"]["id"]
-    _wait_staged(host.guest, world.commits["v3"])
+    _wait_prepared(host.guest, world.commits["v3"])
     start = _apply_and_reboot(host, world, "v3")
     m = host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}", 2 * BOOT, start)
     text = host.vm.text()[start:m.end()]

@@ -2,7 +2,7 @@
 with nothing done to recover it.
 
 The scenario is test_agent_update.py's: a guest booted from v1 whose atolld
-(policy mode apply) downloads v2 over TUF from serve_www() on the host, stages
+(policy mode apply) downloads v2 over TUF from serve_www() on the host, prepares
 it, applies it and reboots; v2's first boot ends with boot-complete. For each
 kill point:
 
@@ -22,12 +22,12 @@ kill point:
 Points are anchored to what the host observes, plus a delay: atolld's
 decisions on the serial console (a unit drop-in of the test image sends its
 log there), the first pack request the update server receives (for the
-exact point the server kills QEMU before it answers), the stage's progress
+exact point the server kills QEMU before it answers), the prepare's progress
 lines, the kernel's "reboot: Restarting system", v2's initramfs marker and
 boot-complete's start. The phase a point fell in is read back from the
 console after the kill (the last phase marker printed), not assumed from its
 name; the test asserts that the points run cover all three phases: download,
-apply (stage, finalize, shutdown) and v2's first boot.
+apply (prepare, finalize, shutdown) and v2's first boot.
 
 ``ATOLL_POWERCUT_POINTS=N`` runs the first N points by rank (default 5: what
 CI runs; each costs a partial run plus a recovery boot, ~2-3 min under TCG).
@@ -63,7 +63,7 @@ from tests.vm.conftest import mounted_root
 
 TIMEOUT = 900  # power-on to the point; power-on to the recovered boot's status
 
-DOWNLOAD, STAGE, APPLY = r"decision: download: ", r"decision: stage: ", r"decision: apply: "
+DOWNLOAD, PREPARE, APPLY = r"decision: download: ", r"decision: prepare: ", r"decision: apply: "
 RESTART = r"reboot: Restarting system"
 STOPPING_AGENT = r"Stopping .*atolld"
 MOUNTED_V2 = r"ATOLL-INITRAMFS: mounted deployment {c2}\."
@@ -73,8 +73,9 @@ PACK = "<pack request>"  # anchor: the update server receives a .pack (range) re
 
 
 def verified(tens: str) -> str:
-    """The stage's progress line once [tens]0% of the objects are verified."""
-    return rf"verify objects: \d+/\d+ \([{tens}]\d%\)"
+    """The prepare's progress line (atolld logs it) once [tens]0% of the objects are
+    verified."""
+    return rf"verify [0-9a-f]{{12}}: [\d,]+/[\d,]+ files \([{tens}]0%\)"
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,10 @@ POINTS = (
     Point(15, "download: pack +1 s", (PACK,), 1.0),
     Point(1, "download: import +3 s", (PACK,), 3.0),
     Point(10, "download: import +6 s", (PACK,), 6.0),
-    Point(13, "stage starts", (STAGE,), 0.5),
-    Point(16, "stage: 30% verified", (STAGE, verified("3-9")), 0.0),
-    Point(4, "stage: 60% verified", (STAGE, verified("6-9")), 0.0),
-    Point(9, "stage: checkout", (STAGE, verified("9")), 3.0),
+    Point(13, "prepare starts", (PREPARE,), 0.5),
+    Point(16, "prepare: 30% verified", (PREPARE, verified("3-9")), 0.0),
+    Point(4, "prepare: 60% verified", (PREPARE, verified("6-9")), 0.0),
+    Point(9, "prepare: checkout", (PREPARE, verified("9")), 3.0),
     Point(14, "finalize +0.3 s", (APPLY,), 0.3),
     Point(6, "finalize +1 s", (APPLY,), 1.0),
     Point(11, "finalize +2 s", (APPLY,), 2.0),
@@ -111,7 +112,7 @@ POINTS = (
     Point(20, "first boot: boot-complete", (RESTART, MOUNTED_V2, COMPLETE_STARTS), 1.0),
 )
 # Phase markers: a point is in the phase of the last one printed before the kill.
-PHASES = (("download", DOWNLOAD), ("apply", STAGE), ("first boot", RESTART),
+PHASES = (("download", DOWNLOAD), ("apply", PREPARE), ("first boot", RESTART),
           ("after", COMPLETE_V2))
 
 
@@ -207,11 +208,20 @@ def recover(vm: VM) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _is_object(path: Path, st: os.stat_result, obj: Path) -> bool:
-    """A checked-out file is a hardlink to its object; a symlink may be a copy
-    (``mkfs.ext4 -d``, which builds the image, does not keep hardlinked symlinks)."""
+    """A checked-out file is a hardlink to its object, or a copy with the same
+    content and metadata: empty files are created, not linked, and a file
+    whose object ran out of links (EMLINK) is copied. A symlink may be a copy
+    too (``mkfs.ext4 -d``, which builds the image, does not keep hardlinked
+    symlinks)."""
+    ost = os.lstat(obj)
     if stat.S_ISLNK(st.st_mode):
-        return obj.is_symlink() and os.readlink(obj) == os.readlink(path)
-    return st.st_ino == os.lstat(obj).st_ino
+        return stat.S_ISLNK(ost.st_mode) and os.readlink(obj) == os.readlink(path)
+    if st.st_ino == ost.st_ino:
+        return True
+    same_meta = (st.st_mode, st.st_uid, st.st_gid, st.st_size) == \
+        (ost.st_mode, ost.st_uid, ost.st_gid, ost.st_size)
+    return same_meta and stat.S_ISREG(st.st_mode) and \
+        (st.st_size == 0 or sha256_file(path) == sha256_file(obj))
 
 
 def deployment_problems(root: Path, repo: Repo) -> list[str]:

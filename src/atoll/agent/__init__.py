@@ -3,7 +3,7 @@
 - ``windows``: weekly maintenance windows with time zones (pure)
 - ``policy``: policy modes and the agent's decisions (pure)
 - ``state``: the agent's persistent state and decision log
-- ``host``: the actions, on a real sysroot (check, download, stage, apply, reboot)
+- ``host``: the actions, on a real sysroot (check, download, prepare, apply, reboot)
 - ``daemon``: the loop and the local API on a root-only Unix socket
 """
 

@@ -29,7 +29,15 @@ from typing import Any
 
 from atoll.agent.api import socket_path
 from atoll.agent.host import Host
-from atoll.agent.policy import ApplyRequest, Decision, Policy, decide
+from atoll.agent.policy import (
+    ApplyRequest,
+    Decision,
+    Policy,
+    apply_noop,
+    check_apply_request,
+    decide,
+)
+from atoll.core import progress
 from atoll.core.errors import AtollError, InputError
 from atoll.core.log import setup_logging
 
@@ -69,9 +77,9 @@ class Agent:
                     self.host.check(policy, now)
                 elif d.action == "download":
                     self.host.download(policy)
-                elif d.action == "stage":
+                elif d.action == "prepare":
                     assert st.downloaded is not None
-                    self.host.stage(st.downloaded)
+                    self.host.prepare(st.downloaded)
                 elif d.action == "apply":
                     req = st.request
                     self.host.apply(policy, reboot=req.reboot if req else True)
@@ -88,7 +96,7 @@ class Agent:
 
     def sleep_seconds(self, d: Decision, policy: Policy) -> float:
         now = self.clock()
-        if d.action in ("check", "download", "stage"):
+        if d.action in ("check", "download", "prepare"):
             return 0.0  # follow through at once
         wake = d.wake or now + dt.timedelta(seconds=policy.check_interval_s)
         jitter = random.uniform(0, policy.jitter_s) if d.action != "wait" or d.at is None else 0
@@ -116,11 +124,18 @@ class Agent:
             if when.tzinfo is None:
                 raise InputError("apply at: the time needs a UTC offset or zone")
         with self.lock:
+            policy, st = self.files.policy(), self.host.state()
+            check_apply_request(policy, kind)
+            noop = apply_noop(st, kind)
+            if noop is not None:
+                return {"request": None, "changed": False, "note": noop,
+                        "decision": Decision("none", noop).to_json()}
             self.files.set_request(ApplyRequest(kind, now, when, reboot))  # type: ignore[arg-type]
-            d = decide(self.files.policy(), self.host.state(), now)
+            d = decide(policy, self.host.state(), now)
             self.files.record(d, now)
         self.wakeup.set()
-        return {"request": self.files.load().get("request"), "decision": d.to_json()}
+        return {"request": self.files.load().get("request"), "decision": d.to_json(),
+                "changed": True}
 
     def cancel_apply(self) -> dict[str, Any]:
         with self.lock:
@@ -251,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(debug=args.debug)
+    progress.enable_log()  # the journal: a line per tenth of a download, verify...
     agent = Agent(args.sysroot)
     if args.once:
         d = agent.tick()

@@ -1,7 +1,7 @@
-"""What the agent does to a host: check, download, stage, apply, reboot, release the slot.
+"""What the agent does to a host: check, download, prepare, apply, reboot, release the slot.
 
 Everything goes through the layers that own it: the delivery client (verified
-pulls), the sysroot (stage, finalize), the apps layer (backups before an
+pulls), the sysroot (prepare, finalize), the apps layer (backups before an
 apply), the FleetLock client (reboot slots). A reboot is ``systemctl reboot``
 on a real host (sysroot ``/``); under any other sysroot it is recorded only.
 """
@@ -21,7 +21,7 @@ import atoll
 from atoll.agent.policy import AgentState, Policy
 from atoll.agent.replication import gate_host
 from atoll.agent.state import AgentFiles, iso
-from atoll.core.errors import HostStateError, error_class
+from atoll.core.errors import NOTHING_NEW, HostStateError, error_class
 from atoll.core.fsutil import read_json
 from atoll.core.run import run
 from atoll.deploy.sysroot import Sysroot
@@ -81,14 +81,16 @@ class Host:
         booted_id = self.sr.booted_id()
         booted = by_id[booted_id].commit if booted_id in by_id else None
         pending = deps[0].commit if deps and deps[0].id != booted_id else None
-        staged = self.sr.staged()
+        prepared = self.sr.prepared()
         last_check = agent.get("last_check")
+        checked = update.get("checked")
         return AgentState(
             last_check=dt.datetime.fromisoformat(last_check) if last_check else None,
+            checked=dt.datetime.fromisoformat(checked) if checked else None,
             available=update.get("commit") if update.get("state") in (
                 "available", "downloaded") else None,
             downloaded=update.get("commit") if update.get("state") == "downloaded" else None,
-            staged=staged.commit if staged else None,
+            prepared=prepared.commit if prepared else None,
             booted=booted,
             pending=pending,
             request=self.files.request(),
@@ -123,25 +125,25 @@ class Host:
             out: dict[str, Any] = json.loads(proc.stdout or b"{}")
         except ValueError:
             out = {}
-        if proc.returncode != 0:
+        if proc.returncode not in (0, NOTHING_NEW):  # 77: `update check` found nothing new
             cls = error_class(str(out.get("error")))
             raise cls(out.get("brief") or f"update {action} failed (exit {proc.returncode})",
                       details=out.get("details") or proc.stderr.decode(errors="replace")[-2000:],
                       resolution=out.get("resolution"))
         return out
 
-    def stage(self, commit: str) -> dict[str, Any]:
-        return self.sr.stage(commit).to_json()
+    def prepare(self, commit: str) -> dict[str, Any]:
+        return self.sr.prepare(commit).to_json()
 
     def apply(self, policy: Policy, *, reboot: bool = True) -> dict[str, Any]:
-        """Back up databases, take a fleet slot, make the staged update the next boot, reboot.
+        """Back up databases, take a fleet slot, make the prepared update the next boot, reboot.
 
         Raises:
-            HostStateError: nothing staged.
+            HostStateError: nothing prepared.
             FleetLockError: no slot (the caller retries later).
         """
-        if self.sr.staged() is None:
-            raise HostStateError("no staged update to apply")
+        if self.sr.prepared() is None:
+            raise HostStateError("no prepared update to apply")
         start = time.monotonic()
         if reboot and policy.reboot:
             denied = [(app, g) for app, g in self._gate(self.sysroot, policy.max_replica_lag_s)

@@ -6,9 +6,13 @@ Modes, as Zincati and the operations team name them:
 off      never check
 check    check on a schedule and report what is available
 download check, then pull and verify the update into the host's store
-stage    download, then prepare the deployment; apply only on the customer's command
-apply    stage, then apply (make it the next boot and reboot) in the next window
+prepare  download, then prepare the deployment (check it out, verified); apply only
+         on the customer's command ("stage" in policies written before: the same)
+apply    prepare, then apply (make it the next boot and reboot) in the next window
 ======== ============================================================
+
+The update states these lead to (docs/states.md): available, downloaded, prepared,
+pending (applied: boots next), then booted.
 
 Apply requests (the customer's command, any mode but off):
 
@@ -26,15 +30,21 @@ the Checkmk local checks.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from atoll.agent.windows import Window, next_window, parse_window
 
-__all__ = ["AgentState", "ApplyRequest", "Decision", "Policy", "decide"]
+__all__ = ["AgentState", "ApplyRequest", "Decision", "Policy", "apply_noop",
+           "check_apply_request", "decide"]
 
-Mode = Literal["off", "check", "download", "stage", "apply"]
-MODES: tuple[str, ...] = ("off", "check", "download", "stage", "apply")
+Mode = Literal["off", "check", "download", "prepare", "apply"]
+MODES: tuple[str, ...] = ("off", "check", "download", "prepare", "apply")
+_OLD_MODES = {"stage": "prepare"}  # policies written before the words were settled
+MIN_INTERVAL_S = 10  # a floor against busy loops; tests in QEMU use 20-30 s
+MAX_INTERVAL_S = 7 * 86400
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class Policy:
     def from_json(cls, d: dict[str, Any]) -> Policy:
         """Raises: ValueError: a field has the wrong value or type."""
         mode = d.get("mode", "check")
+        mode = _OLD_MODES.get(mode, mode) if isinstance(mode, str) else mode
         if mode not in MODES:
             raise ValueError(f"mode: must be one of {', '.join(MODES)}")
         raw = d.get("windows", ())
@@ -72,12 +83,27 @@ class Policy:
         for w in windows:
             parse_window(w)
         try:
-            return cls._build(d, mode, windows)
+            return cls._build(d, cast(Mode, mode), windows)
         except TypeError as exc:
             raise ValueError(f"a field has the wrong type: {exc}") from exc
 
     @classmethod
     def _build(cls, d: dict[str, Any], mode: Mode, windows: tuple[str, ...]) -> Policy:
+        interval, jitter = int(d.get("check_interval_s", 3600)), int(d.get("jitter_s", 300))
+        if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
+            raise ValueError(f"check interval: {interval} s is not between {MIN_INTERVAL_S} s "
+                             f"and {MAX_INTERVAL_S // 86400} days")
+        if jitter < 0:
+            raise ValueError("jitter: must be 0 or more seconds")
+        lock = d.get("fleet_lock")
+        if lock is not None and (not isinstance(lock, str) or not _URL.match(lock)):
+            raise ValueError(f"fleet lock: {lock!r} is not an http(s) URL")
+        group = d.get("group", "default")
+        if not isinstance(group, str) or not group.strip():
+            raise ValueError("group: must be a non-empty name")
+        lag = float(d.get("max_replica_lag_s", 60.0))
+        if not lag >= 0:
+            raise ValueError("max replica lag: must be 0 or more seconds")
         return cls(mode=mode, windows=windows,
                    check_interval_s=int(d.get("check_interval_s", 3600)),
                    jitter_s=int(d.get("jitter_s", 300)), fleet_lock=d.get("fleet_lock"),
@@ -108,10 +134,11 @@ class ApplyRequest:
 class AgentState:
     """What the agent knows (persisted by the daemon; commits identify versions)."""
 
-    last_check: dt.datetime | None = None
+    last_check: dt.datetime | None = None  # the agent's own: when the next is due
+    checked: dt.datetime | None = None     # the last check by anyone (update.json)
     available: str | None = None     # newest commit the remote offers
     downloaded: str | None = None    # newest commit verified in the host's store
-    staged: str | None = None        # commit of the staged deployment
+    prepared: str | None = None      # commit of the prepared deployment
     booted: str | None = None        # commit running now
     pending: str | None = None       # commit that boots next, when not the booted one
     request: ApplyRequest | None = None
@@ -121,7 +148,7 @@ class AgentState:
 
 @dataclass(frozen=True)
 class Decision:
-    action: Literal["none", "check", "download", "stage", "apply", "wait"]
+    action: Literal["none", "check", "download", "prepare", "apply", "wait"]
     reason: str
     wake: dt.datetime | None = None  # when to look again
     at: dt.datetime | None = None    # for "wait": when the apply is due
@@ -132,16 +159,54 @@ class Decision:
                 "at": self.at.isoformat() if self.at else None}
 
 
+def check_apply_request(policy: Policy, kind: str) -> None:
+    """Refuse an apply request that cannot mean anything.
+
+    Raises:
+        InputError: ``window`` while the policy has no maintenance windows.
+    """
+    if kind == "window" and not policy.windows:
+        from atoll.core.errors import InputError
+
+        raise InputError("no maintenance windows are configured",
+                         resolution="add one (atoll policy set --window 'Sat 02:00-04:00 "
+                         "Europe/Berlin'), or apply at a time (--at) or now")
+
+
+def apply_noop(st: AgentState, kind: str = "now") -> str | None:
+    """Why an apply request has nothing to do (None: it has something). Pure.
+
+    An update already applied (pending: boots next): every request says so and
+    changes nothing, instead of preparing a copy of what already boots next. None
+    known beyond what runs, as of the last check: an apply ``now`` says so; a
+    scheduled one (``at``, ``window``) is taken, since the agent checks again
+    before it is due. A host that never checked has something to do: the agent
+    checks, downloads and prepares for the request.
+    """
+    checked = max((t for t in (st.last_check, st.checked) if t is not None), default=None)
+    if st.prepared is not None or checked is None:  # never checked: check first
+        return None
+    if any(c is not None and c not in (st.booted, st.pending)
+           for c in (st.downloaded, st.available)):
+        return None  # something newer is known
+    if st.pending is not None and st.pending != st.booted:
+        return f"already applied: {st.pending[:12]} boots next"
+    if kind != "now":
+        return None
+    return (f"already up to date (checked {checked.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC): "
+            "nothing to apply; `atoll update check` looks again")
+
+
 def _want(mode: str, level: str) -> bool:
     return MODES.index(mode) >= MODES.index(level)
 
 
 def _apply_decision(policy: Policy, st: AgentState, now: dt.datetime) -> Decision | None:
-    """Apply or wait, when something is staged and an apply is requested (or automatic)."""
+    """Apply or wait, when something is prepared and an apply is requested (or automatic)."""
     request = st.request
-    if request is None and policy.mode == "apply" and st.staged is not None:
+    if request is None and policy.mode == "apply" and st.prepared is not None:
         request = ApplyRequest("window", now)
-    if st.staged is None or request is None:
+    if st.prepared is None or request is None:
         return None
     if request.kind == "now":
         return Decision("apply", "apply requested now")
@@ -169,8 +234,8 @@ def _apply_decision(policy: Policy, st: AgentState, now: dt.datetime) -> Decisio
 def decide(policy: Policy, st: AgentState, now: dt.datetime) -> Decision:
     """The one next thing the agent should do, and why.
 
-    A due apply of a staged update comes first; then the scheduled check; then
-    download and stage as the mode allows (or an apply request needs).
+    A due apply of a prepared update comes first; then the scheduled check; then
+    download and prepare as the mode allows (or an apply request needs).
     """
     next_check = (st.last_check + dt.timedelta(seconds=policy.check_interval_s)
                   if st.last_check else now)
@@ -186,12 +251,13 @@ def decide(policy: Policy, st: AgentState, now: dt.datetime) -> Decision:
             and (_want(policy.mode, "download") or st.request is not None):
         return Decision("download", f"update {avail[:12]} is available")
     if st.downloaded is not None and st.downloaded not in (st.booted, st.pending) \
-            and st.downloaded != st.staged and (
-                _want(policy.mode, "stage") or st.request is not None):
-        return Decision("stage", f"update {st.downloaded[:12]} is downloaded")
+            and st.downloaded != st.prepared and (
+                _want(policy.mode, "prepare") or st.request is not None):
+        return Decision("prepare", f"update {st.downloaded[:12]} is downloaded")
     if applying is not None:
         if applying.wake is not None and applying.wake > next_check:
             return Decision("wait", applying.reason, next_check, applying.at)
         return applying
-    what = "nothing staged" if st.staged is None else "staged; waiting for the customer's apply"
+    what = ("nothing prepared" if st.prepared is None
+            else "prepared; waiting for the customer's apply")
     return Decision("none", f"{what} (mode {policy.mode})", next_check)

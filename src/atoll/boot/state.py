@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from atoll.boot import grubenv
 from atoll.core import canonjson
 from atoll.core.errors import HostStateError
-from atoll.core.fsutil import atomic_write, atomic_write_json, read_json
+from atoll.core.fsutil import append_json_line, atomic_write, atomic_write_json, read_json
 
 __all__ = [
     "DEFAULT_KARGS",
@@ -104,14 +103,7 @@ def add_good(sysroot: Path, deployment: str) -> None:
 
 def append_event(sysroot: Path, event: dict[str, Any]) -> None:
     """Append one canonical JSON line to events.jsonl and fsync it."""
-    path = _state(sysroot) / "events.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, canonjson.dumps(event) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_json_line(_state(sysroot) / "events.jsonl", event)
 
 
 def read_events(sysroot: Path, limit: int = 1000) -> list[dict[str, Any]]:

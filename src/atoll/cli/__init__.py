@@ -79,6 +79,7 @@ FAST_PATH = {"checkmk-agent": "monitor", "metrics": "monitor", "fleetlock": "fle
 GLOBAL_FLAGS = frozenset({"--json", "--debug", "-q", "--quiet", "--no-wait"})
 GLOBAL_VALUED = frozenset({"--sysroot", "--lock-timeout"})
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in atoll (the traceback with --debug)
+NOTHING_NEW = errors.NOTHING_NEW  # `update check`, `db diff`: nothing new (77)
 
 
 def hoist_globals(argv: Sequence[str]) -> list[str]:
@@ -117,10 +118,46 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+# What each exit status means. `atoll --help`, `atoll man` and docs/commands.md show it;
+# the error classes behind a code come from EXIT_CODES (a test keeps the two in step).
+EXIT_MEANINGS: dict[int, str] = {
+    0: "success",
+    1: "other error",
+    2: "bad input, or a usage error",
+    3: "store: an object is missing or corrupt",
+    4: "the update repository or its signatures cannot be used",
+    5: "signed metadata expired (a freeze attack, or a host offline too long)",
+    6: "a download failed",
+    7: "the host's state does not allow it, or a disk filled up",
+    8: "a daemon atoll drives failed (Docker, etcd...)",
+    9: "an external tool failed (its stderr is shown)",
+    EXIT_INTERNAL: "internal error: a bug in atoll (the traceback with --debug)",
+    75: "busy: another command holds the sysroot or repository lock; try again",
+    NOTHING_NEW: "nothing new: no update (`update check`), nothing to compare (`db diff`)",
+    130: "interrupted (Ctrl-C)",
+    141: "stdout was closed (its reader, such as `head`, left early)",
+}
+
+
+def exit_status_table() -> list[tuple[int, str, list[str]]]:
+    """Every exit status of ``atoll``: (code, meaning, the error classes exiting with it)."""
+    classes: dict[int, list[str]] = {}
+    for cls, code in reversed(EXIT_CODES):
+        classes.setdefault(code, []).append(cls.__name__)
+    return [(code, EXIT_MEANINGS.get(code, "error"), classes.get(code, []))
+            for code in sorted(set(EXIT_MEANINGS) | set(classes))]
+
+
+def _exit_epilog() -> str:
+    return "exit status:\n" + "\n".join(f"  {code:>3}  {meaning}"
+                                         for code, meaning, _ in exit_status_table())
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="atoll",
         description="Image-based Debian for database servers: compose, store, deploy, roll back.",
+        epilog=_exit_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"atoll {__version__}")
     parser.add_argument("--sysroot", type=Path, default=Path("/"),
@@ -182,6 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(FAST_PATH.get(command or ""))
     args = parser.parse_args(argv)
     setup_logging(debug=args.debug, quiet=args.quiet)
+    if not (args.quiet or getattr(args, "json", False)):
+        from atoll.core import progress
+
+        progress.enable()  # bars on stderr, only if it is a terminal (atoll.core.progress)
     handler: Handler = args.handler
     try:
         if args.no_wait or args.lock_timeout is not None:

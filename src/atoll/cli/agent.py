@@ -13,12 +13,19 @@ from typing import Any
 
 from atoll.agent import api
 from atoll.agent.host import Host
-from atoll.agent.policy import MODES, ApplyRequest, Policy
+from atoll.agent.policy import (
+    MIN_INTERVAL_S,
+    MODES,
+    ApplyRequest,
+    Policy,
+    apply_noop,
+    check_apply_request,
+)
 from atoll.agent.state import AgentFiles
 from atoll.agent.windows import parse_window
 from atoll.cli import emit
 from atoll.cli.update import add_update_subcommand
-from atoll.core.errors import InputError
+from atoll.core.errors import HostStateError, InputError
 
 
 def _parse_at(text: str) -> dt.datetime:
@@ -52,7 +59,17 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
         cur["check_interval_s"] = args.interval
     if args.no_reboot:
         cur["reboot"] = False
-    policy = Policy.from_json(cur)
+    if args.reboot:
+        cur["reboot"] = True
+    try:
+        policy = Policy.from_json(cur)
+    except ValueError as exc:
+        raise InputError(f"policy: {exc}", resolution="nothing was changed; see "
+                         "`atoll policy set --help`") from None
+    if args.remote is not None:
+        from atoll.repo.remotes import load_remote
+
+        load_remote(args.sysroot, args.remote)  # an unknown remote is refused here
     if api.running(args.sysroot):
         api.call(args.sysroot, "PUT", "/v1/policy", policy.to_json())
     else:
@@ -94,10 +111,18 @@ def cmd_apply(args: argparse.Namespace) -> None:
             out = api.call(args.sysroot, "POST", "/v1/apply",
                            {"kind": kind, "at": at.isoformat() if at else None, "reboot": True})
         else:
+            check_apply_request(files.policy(), kind)
+            noop = apply_noop(Host(args.sysroot).state(), kind)
+            if noop is not None:
+                emit(args, {"request": None, "changed": False, "note": noop}, noop)
+                return
             req = ApplyRequest(kind, dt.datetime.now(dt.UTC), at, True)  # type: ignore[arg-type]
             files.set_request(req)
-            out = {"request": req.to_json(), "decision": None,
+            out = {"request": req.to_json(), "decision": None, "changed": True,
                    "note": "atolld is not running: it carries this out when it starts"}
+        if not out.get("changed", True):
+            emit(args, out, out["note"])
+            return
         emit(args, out, lambda: f"apply scheduled ({kind}"
              + (f" at {at.isoformat()}" if at else "") + ")"
              + (f": {out['decision']['reason']}" if out.get("decision") else
@@ -106,18 +131,26 @@ def cmd_apply(args: argparse.Namespace) -> None:
     # now: make the downloaded update the next boot; reboot only when asked
     if through_agent:
         out = api.call(args.sysroot, "POST", "/v1/apply", {"kind": "now", "reboot": args.reboot})
-        emit(args, out, f"apply: {out['decision']['reason']}")
+        emit(args, out, out.get("note") or f"apply: {out['decision']['reason']}")
         return
     host = Host(args.sysroot)
     st = host.state()
-    if host.sr.staged() is None:
-        if st.downloaded is None:
-            raise InputError("nothing downloaded to apply",
-                             resolution="run `atoll update download` first")
-        host.stage(st.downloaded)
+    noop = apply_noop(st)
+    if noop is not None:
+        emit(args, {"changed": False, "note": noop}, noop)
+        return
+    if host.sr.prepared() is None:
+        if st.downloaded is None or st.downloaded in (st.booted, st.pending):
+            what = ("no update is known: this host has not checked for one"
+                    if st.available is None else
+                    f"update {st.available[:12]} is not downloaded yet")
+            raise HostStateError(what, resolution="run `atoll update download` first (it "
+                                 "checks too; atolld does it by itself in modes download, "
+                                 "prepare and apply)")
+        host.prepare(st.downloaded)
     out = host.apply(files.policy(), reboot=args.reboot)
     dep = out["deployment"]
-    emit(args, out, f"{dep['id']} (version {dep['version']}) boots next"
+    emit(args, out | {"changed": True}, f"{dep['id']} (version {dep['version']}) boots next"
          + ("; rebooting" if args.reboot else "; reboot when it suits you"))
 
 
@@ -153,7 +186,8 @@ def _setup_apply(p: argparse.ArgumentParser) -> None:
                    help="apply (and reboot) in the next maintenance window")
     g.add_argument("--cancel", action="store_true", help="cancel a scheduled apply")
     p.add_argument("--reboot", action="store_true", help="reboot now into the update")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="machine-readable output on stdout")
     p.set_defaults(handler=cmd_apply)
 
 
@@ -165,15 +199,20 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p = sub.add_parser("policy", help="when updates are checked, downloaded and applied")
     ps = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     s = ps.add_parser("set", help="change the update policy")
-    s.add_argument("--mode", choices=MODES)
+    s.add_argument("--mode", choices=MODES,
+                   help="off | check | download | prepare | apply (docs/agent.md)")
     s.add_argument("--window", action="append",
                    help="maintenance window 'DAYS HH:MM-HH:MM ZONE' (repeatable)")
-    s.add_argument("--clear-windows", action="store_true")
+    s.add_argument("--clear-windows", action="store_true", help="remove every window")
     s.add_argument("--fleet-lock", help="FleetLock server URL ('' to remove)")
-    s.add_argument("--group", help="fleet group")
-    s.add_argument("--remote", help="remote to follow")
-    s.add_argument("--interval", type=int, help="seconds between checks")
-    s.add_argument("--no-reboot", action="store_true", help="apply without rebooting")
+    s.add_argument("--group", help="fleet group (FleetLock reboot group)")
+    s.add_argument("--remote", help="remote to follow (one of `atoll remote list`)")
+    s.add_argument("--interval", type=int,
+                   help=f"seconds between checks ({MIN_INTERVAL_S} s to 7 days)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--no-reboot", action="store_true",
+                   help="apply without rebooting (the customer reboots)")
+    g.add_argument("--reboot", action="store_true", help="reboot after applying (default)")
     common(s)
     s.set_defaults(handler=cmd_policy_set)
     s = ps.add_parser("show", help="show the update policy")

@@ -38,6 +38,18 @@ def _install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    """Validate an app spec without installing anything (no Docker needed)."""
+    from atoll.apps.spec import load_app_spec
+
+    spec, _ = load_app_spec(args.spec_file)
+    data = {"file": str(args.spec_file), "valid": True, "image": spec.image,
+            "role": str(spec.role.value if hasattr(spec.role, "value") else spec.role),
+            "secrets": list(spec.secrets)}
+    emit(args, data, f"{args.spec_file}: valid ({data['role']} app, image {spec.image})")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     rows = []
     for inst in apps.installed_apps(args.sysroot):
@@ -195,6 +207,9 @@ def register(sub: Any, common: Common) -> None:
         help="a secret's value from a file (repeatable); missing ones are generated",
     )
     p.add_argument("--no-start", action="store_true", help="create, but do not start")
+    p = cmd("validate", _validate, "check an app spec (file:line: field: problem); installs "
+            "nothing", app_arg=False)
+    p.add_argument("spec_file", type=Path, metavar="SPEC", help="the app spec (YAML)")
     cmd("list", _list, "installed apps", app_arg=False)
     cmd("status", _status, "an app's state (never its secrets)")
     p = cmd("logs", _logs, "an app's container output")

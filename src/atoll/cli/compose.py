@@ -30,12 +30,14 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("compose", help="compose a Debian image from a treefile into a commit")
-    p.add_argument("treefile", type=Path)
-    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("treefile", type=Path, help="the treefile (YAML): suite, packages, features, "
+                   "files")
+    p.add_argument("--repo", type=Path, required=True,
+                   help="repository to commit into (created if missing)")
     p.add_argument("--ref", help="override the treefile's ref")
     common(p)
     p.set_defaults(handler=cmd_compose)
     v = sub.add_parser("treefile-validate", help="check a treefile without composing")
-    v.add_argument("treefile", type=Path)
+    v.add_argument("treefile", type=Path, help="the treefile (YAML) to check")
     common(v)
     v.set_defaults(handler=cmd_validate)

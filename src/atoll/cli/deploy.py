@@ -1,4 +1,4 @@
-"""`atoll init | deploy | status | rollback | undeploy | pin | cleanup` on a sysroot."""
+"""`atoll init | deploy | rollback [ack] | undeploy | pin | cleanup` on a sysroot."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from atoll.cli import emit
+from atoll.core.errors import InputError
 from atoll.core.text import printable
-from atoll.deploy.status import host_status
 from atoll.deploy.sysroot import Sysroot
 from atoll.store.repo import Repo
 
@@ -23,43 +23,30 @@ def cmd_init(args: argparse.Namespace) -> None:
 def cmd_deploy(args: argparse.Namespace) -> None:
     sr = Sysroot(args.sysroot)
     repo = Repo.open(args.repo) if args.repo else None
-    dep = sr.deploy(args.rev, repo=repo)
+    dep = sr.deploy(args.rev, repo=repo, redeploy=args.redeploy)
+    if not dep.changed:
+        emit(args, dep.to_json() | {"changed": False},
+             f"{dep.id} (version {dep.version}) already boots next: nothing to do "
+             "(--redeploy makes a fresh one)")
+        return
     lines = [f"deployed {dep.id} (version {dep.version}): boots next"]
     if dep.etc_conflicts:
         lines.append("/etc conflicts (host's version kept; image default in /usr/etc):")
         lines += [f"  {printable(p)}" for p in dep.etc_conflicts]
-    emit(args, dep.to_json(), "\n".join(lines))
-
-
-def render_status(st: dict[str, Any]) -> str:
-    lines = []
-    if not st["deployments"]:
-        return "no deployments"
-    for d in st["deployments"]:
-        mark = {"booted": "*", "pending": ">"}.get(d["role"], " ")
-        pin = " (pinned)" if d["pinned"] else ""
-        lines.append(f"{mark} {d['index']}: {d['id'][:20]}…  version {d['version']}  "
-                     f"[{d['role']}]{pin}")
-        lines.append(f"      ref {d['ref'] or '-'}  created {d['created']}")
-        if d["etc_conflicts"]:
-            lines.append("      /etc conflicts: "
-                         + ", ".join(printable(p) for p in d["etc_conflicts"]))
-    lb = st.get("last_boot")
-    if lb:
-        lines.append(f"last boot: {lb['result']} ({lb['deployment'] or '?'}) {lb['reason']}")
-    up = st.get("update")
-    if up:
-        lines.append(f"update: {up.get('state')} {up.get('version', '')}")
-    return "\n".join(lines)
-
-
-def cmd_status(args: argparse.Namespace) -> None:
-    st = host_status(args.sysroot)
-    emit(args, st, lambda: render_status(st))
+    emit(args, dep.to_json() | {"changed": True}, "\n".join(lines))
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    order = Sysroot(args.sysroot).rollback()
+    sr = Sysroot(args.sysroot)
+    if args.action == "ack":
+        if args.reboot:
+            raise InputError("`rollback ack` records an acknowledgement; it does not reboot")
+        acked = sr.acknowledge_rollback()
+        emit(args, {"acknowledged": acked, "changed": acked is not None},
+             (f"acknowledged the rollback of {acked.get('time')} ({acked.get('reason')})"
+              if acked else "no unacknowledged rollback"))
+        return
+    order = sr.rollback()
     emit(args, [d.to_json() for d in order],
          f"next boot: {order[0].id} (version {order[0].version})"
          + ("; rebooting" if args.reboot else ""))
@@ -80,8 +67,37 @@ def cmd_pin(args: argparse.Namespace) -> None:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> None:
-    removed = Sysroot(args.sysroot).cleanup()
-    emit(args, {"removed": removed}, f"removed {len(removed)} leftover(s)")
+    sr = Sysroot(args.sysroot)
+    out: dict[str, Any] = {}
+    lines = []
+    if args.pending:
+        gone = sr.remove_pending()
+        out["pending"] = [d.id for d in gone]
+        lines.append(f"removed {len(gone)} pending/prepared deployment(s); the booted one "
+                     "boots next")
+    if args.rollback:
+        gone = sr.remove_rollback()
+        out["rollback"] = [d.id for d in gone]
+        lines.append(f"removed {len(gone)} rollback deployment(s)")
+    if args.metadata:
+        import shutil
+
+        cache = sr.atoll / "cache" / "downloads"
+        out["metadata"] = cache.exists()
+        with sr.lock.exclusive():
+            shutil.rmtree(cache, ignore_errors=True)
+        lines.append("removed the download cache")
+    removed = sr.cleanup()
+    out["leftovers"] = removed
+    lines.append(f"removed {len(removed)} leftover(s) of interrupted deploys")
+    if args.prune:
+        from atoll.store import ops
+
+        res = ops.gc(sr.repo)
+        out["prune"] = res
+        lines.append(f"store: removed {res['removed']} objects, freed {res['freed_bytes']} "
+                     "bytes")
+    emit(args, out, "\n".join(lines))
 
 
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -95,14 +111,31 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp = add("init", cmd_init, "create an empty atoll sysroot")
     sp.add_argument("--bootloader", choices=["grub"], help="render boot entries for it")
     sp = add("deploy", cmd_deploy, "deploy a ref or commit as the next boot")
-    sp.add_argument("rev", help="ref or commit id (prefix of >= 8 hex digits)")
+    sp.add_argument("rev", help="a ref, REMOTE:CHANNEL, commit id (or a prefix of >= 8 hex "
+                    "digits), REV~N for an ancestor")
     sp.add_argument("--repo", type=Path, help="import from this repo (default: the sysroot's)")
-    add("status", cmd_status, "booted, pending and rollback deployments")
-    sp = add("rollback", cmd_rollback, "make the previous deployment the next boot")
+    sp.add_argument("--redeploy", action="store_true",
+                    help="make a fresh deployment even when this commit already boots next")
+    sp = add("rollback", cmd_rollback, "make the previous deployment the next boot; "
+             "`rollback ack` acknowledges an automatic rollback")
+    sp.add_argument("action", nargs="?", choices=["ack"],
+                    help="ack: acknowledge the last boot's automatic rollback (monitoring "
+                    "returns to OK); nothing else changes")
     sp.add_argument("--reboot", action="store_true", help="reboot into it now")
     sp = add("undeploy", cmd_undeploy, "remove deployment N (see status)")
-    sp.add_argument("index", type=int)
+    sp.add_argument("index", type=int, help="the deployment's index (`atoll status`)")
     sp = add("pin", cmd_pin, "keep deployment N whatever is deployed later")
-    sp.add_argument("index", type=int)
-    sp.add_argument("--unpin", action="store_true")
-    add("cleanup", cmd_cleanup, "remove leftovers of an interrupted deploy")
+    sp.add_argument("index", type=int, help="the deployment's index (`atoll status`)")
+    sp.add_argument("--unpin", action="store_true", help="let it go again")
+    sp = add("cleanup", cmd_cleanup, "remove leftovers of interrupted deploys; with options, "
+             "also deployments, the download cache, unreferenced objects")
+    sp.add_argument("-p", "--pending", action="store_true",
+                    help="remove the pending and prepared deployments (the booted one boots "
+                    "next)")
+    sp.add_argument("-r", "--rollback", action="store_true",
+                    help="remove the rollback deployment (unless pinned)")
+    sp.add_argument("-m", "--metadata", action="store_true",
+                    help="remove the download cache (partial downloads; the trusted TUF "
+                    "metadata stays)")
+    sp.add_argument("--prune", action="store_true",
+                    help="then delete objects nothing references (`store gc`)")

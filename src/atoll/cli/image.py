@@ -59,7 +59,8 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--config", type=Path, default=None,
                    help="host config to bake in (/etc/atoll/host-config.yaml, applied at "
                         "first boot); validated first")
-    p.add_argument("--format", choices=("raw", "qcow2"), default="qcow2")
+    p.add_argument("--format", choices=("raw", "qcow2"), default="qcow2",
+                   help="disk image format (default qcow2)")
     p.add_argument("--size", default="8G", help="virtual disk size (default 8G)")
     p.add_argument("--firmware", choices=("bios", "uefi", "both"), default="both",
                    help="boot code to install (default both: one disk boots either way)")

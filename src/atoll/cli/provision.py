@@ -52,11 +52,12 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p = sub.add_parser("host-config", help="validate or apply a host config")
     ps = p.add_subparsers(dest="host_config_command", metavar="ACTION", required=True)
     s = ps.add_parser("validate", help="check a host config (file:line: field: problem)")
-    s.add_argument("config", type=Path)
+    s.add_argument("config", type=Path, help="the host config (YAML)")
     common(s)
     s.set_defaults(handler=cmd_validate)
     s = ps.add_parser("apply", help="apply a host config now (idempotent)")
-    s.add_argument("config", type=Path, nargs="?")
+    s.add_argument("config", type=Path, nargs="?",
+                   help="the host config (YAML); none with --first-boot")
     s.add_argument("--root", type=Path, help="apply into this root (default: the sysroot)")
     s.add_argument("--first-boot", action="store_true",
                    help="find the config (seed device, else baked) and apply it once")
@@ -67,7 +68,8 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     common(s)
     s.set_defaults(handler=cmd_apply)
     s = sub.add_parser("provision", help="write a NoCloud-style seed image carrying a config")
-    s.add_argument("--config", type=Path, required=True)
+    s.add_argument("--config", type=Path, required=True,
+                   help="the host config (YAML) to carry; validated first")
     s.add_argument("--seed", type=Path, required=True, help="output image (vfat, label CIDATA)")
     common(s)
     s.set_defaults(handler=cmd_seed)

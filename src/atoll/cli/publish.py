@@ -85,9 +85,11 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     common(p)
     p.set_defaults(handler=_keys_init)
     p = ksub.add_parser("rotate", help="replace the keys of a role (needs the root keys)")
-    p.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"])
-    p.add_argument("--keys", type=Path, required=True)
-    p.add_argument("--to", type=Path, required=True)
+    p.add_argument("role", choices=["root", "targets", "snapshot", "timestamp"],
+                   help="the role whose keys are replaced")
+    p.add_argument("--keys", type=Path, required=True,
+                   help="key directory, with its offline root/ part mounted")
+    p.add_argument("--to", type=Path, required=True, help="repository directory (www)")
     p.add_argument("--count", type=int, help="how many new keys (default: the threshold)")
     p.add_argument("--threshold", type=int, help="new threshold for the role")
     common(p)
@@ -109,8 +111,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
 
     p = sub.add_parser("timestamp", help="keep the repository fresh: re-sign the timestamp, "
                        "and snapshot and targets near expiry (run from cron, e.g. hourly)")
-    p.add_argument("--to", type=Path, required=True)
-    p.add_argument("--keys", type=Path, required=True)
+    p.add_argument("--to", type=Path, required=True, help="repository directory (www)")
+    p.add_argument("--keys", type=Path, required=True,
+                   help="key directory (its online/ part is enough)")
     expires(p)
     common(p)
     p.set_defaults(handler=_timestamp)

@@ -106,15 +106,12 @@ def cmd_refs(args: argparse.Namespace) -> None:
 
 
 def render_diff(d: dict[str, Any]) -> str:
-    f, p = d["files"], d["packages"]
+    from atoll.cli.status import render_packages
+
+    f = d["files"]
     lines = [f"files: {len(f['added'])} added, {len(f['removed'])} removed, "
-             f"{len(f['changed'])} changed",
-             f"packages: {len(p['added'])} added, {len(p['removed'])} removed, "
-             f"{len(p['changed'])} changed"]
-    lines += [f"  + {x['name']} {x['version']}" for x in p["added"]]
-    lines += [f"  - {x['name']} {x['version']}" for x in p["removed"]]
-    lines += [f"  ~ {x['name']} {x['old']} -> {x['new']}" for x in p["changed"]]
-    return "\n".join(lines)
+             f"{len(f['changed'])} changed", "packages:"]
+    return "\n".join(lines + render_packages(d["packages"]))
 
 
 def cmd_diff(args: argparse.Namespace) -> None:
@@ -200,15 +197,16 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
 
     add("init", cmd_init, "create an empty repository")
     sp = add("commit", cmd_commit, "commit a directory tree built by any tool")
-    sp.add_argument("tree", type=Path)
-    sp.add_argument("--ref", required=True)
-    sp.add_argument("--version")
-    sp.add_argument("--subject")
+    sp.add_argument("tree", type=Path, help="the directory tree to commit")
+    sp.add_argument("--ref", required=True, help="the branch to move to the new commit")
+    sp.add_argument("--version", help="the commit's version string")
+    sp.add_argument("--subject", help="the commit's subject (default: commit TREE)")
     sp = add("log", cmd_log, "a commit and its ancestors")
-    sp.add_argument("rev")
-    sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("rev", help="the commit to start from (REV)")
+    sp.add_argument("--limit", type=int, default=20,
+                    help="at most this many commits (default 20)")
     sp = add("show", cmd_show, "one commit: version, metadata, packages")
-    sp.add_argument("rev")
+    sp.add_argument("rev", help="the commit (REV)")
     sp.add_argument("--packages", action="store_true", help="list the package manifest")
     sp = add("refs", cmd_refs, "list refs")
     sp.add_argument("--all", action="store_true",
@@ -217,11 +215,12 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
                     help="delete refs (a branch, or remotes/REMOTE/CHANNEL); `store gc` then "
                     "frees what only they reached")
     sp = add("diff", cmd_diff, "files and packages changed between two commits")
-    sp.add_argument("old")
-    sp.add_argument("new")
+    sp.add_argument("old", help="the commit to compare from (REV)")
+    sp.add_argument("new", help="the commit to compare to (REV)")
     sp.add_argument("--files", action="store_true", help="list every changed file")
     sp = add("fsck", cmd_fsck, "re-hash every object; quarantine damaged ones, report missing ones")
     sp.add_argument("--repair", action="store_true",
                     help="fetch what incomplete commits lack from the host's remotes")
     sp = add("gc", cmd_gc, "delete objects no ref or deployment reaches")
-    sp.add_argument("--dry-run", action="store_true")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="report what would be deleted; delete nothing")

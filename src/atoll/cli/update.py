@@ -71,41 +71,89 @@ def _remote_remove(args: argparse.Namespace) -> int:
 
 
 def _human_check(v: dict[str, Any]) -> str:
+    from atoll.cli.status import _size, render_packages
+
     t = v["target"]
-    lines = [f"{v['remote']} {v['channel']}: {t['version'] or '-'} ({t['commit'][:12]})"]
+    where = f"{v['remote']}:{v['channel']}"
+    frm = v.get("current_version") or (str(v["current"])[:12] if v.get("current") else "-")
+    to = t["version"] or t["commit"][:12]
     if v["up_to_date"]:
-        lines.append("up to date")
+        return f"{where}: up to date ({to}); metadata expires {v['metadata_expires']}"
+    if v.get("applied"):
+        head = f"{where}: {frm} -> {to} is applied: it boots at the next reboot"
     elif v["downloaded"]:
-        lines.append("downloaded, ready to apply")
+        head = f"{where}: {frm} -> {to}, downloaded: apply it with `atoll update apply`"
     else:
-        how = {"delta": f"delta from {str(v['delta_from'])[:12]}", "chunks": "missing objects",
-               "pack": "full image"}.get(v["method"], v["method"])
-        lines.append(f"to download: {v['download_bytes']} bytes ({how})")
-    pk = v["packages"]
-    for p in pk["upgraded"] + pk.get("downgraded", []):
-        lines.append(f"  ~ {p['name']} {p['old']} -> {p['new']}")
-    for p in pk["added"]:
-        lines.append(f"  + {p['name']} {p['version']}")
-    for p in pk["removed"]:
-        lines.append(f"  - {p['name']} {p['version']}")
+        how = {"delta": "delta", "chunks": "missing objects", "pack": "whole image"}.get(
+            v["method"], v["method"])
+        head = f"{where}: {frm} -> {to}, {_size(int(v['download_bytes']))} ({how})"
+    lines = [head, *render_packages(v["packages"])]
     lines.append(f"metadata expires {v['metadata_expires']}")
     return "\n".join(lines)
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Exit 77 (NOTHING_NEW) when the host runs, or has applied, the newest version."""
+    from atoll.cli import NOTHING_NEW
     from atoll.repo.client import UpdateClient
 
     view = UpdateClient(args.sysroot, args.remote).check()
     emit(args, view, lambda: _human_check(view))
-    return 0
+    return int(NOTHING_NEW) if view["up_to_date"] or view.get("applied") else 0
 
 
 def _download(args: argparse.Namespace) -> int:
     from atoll.repo.client import UpdateClient
 
     out = UpdateClient(args.sysroot, args.remote).download()
-    emit(args, out, lambda: f"downloaded {out['target']['commit'][:12]} "
-                            f"({out['download_bytes']} bytes, {out['method']}) -> {out['ref']}")
+    changed = out["method"] != "none"
+    out["changed"] = changed
+    if out["up_to_date"]:
+        human = f"already up to date ({out['target']['version'] or out['target']['commit'][:12]})"
+    elif not changed:
+        human = (f"already downloaded: {out['target']['commit'][:12]} "
+                 f"(version {out['target']['version']}) -> {out['ref']}")
+    else:
+        human = (f"downloaded {out['target']['commit'][:12]} ({out['download_bytes']} bytes, "
+                 f"{out['method']}) -> {out['ref']}")
+    emit(args, out, human)
+    return 0
+
+
+def _rebase(args: argparse.Namespace) -> int:
+    """Move the host to another channel (of the same or another remote), as `rpm-ostree
+    rebase`: the channel is checked on the remote first (signed), then followed; with
+    --download its newest version is downloaded and prepared at once."""
+    from atoll.agent.state import AgentFiles
+    from atoll.deploy.sysroot import Sysroot
+    from atoll.repo.client import UpdateClient
+    from atoll.repo.remotes import load_remote, set_channel
+
+    files = AgentFiles(args.sysroot)
+    policy = files.policy()
+    remote, sep, channel = args.target.rpartition(":")
+    remote = remote if sep else policy.remote
+    old = load_remote(args.sysroot, remote)
+    view = UpdateClient(args.sysroot, remote, channel=channel).check()  # refuses unknown ones
+    set_channel(args.sysroot, remote, channel)
+    if policy.remote != remote:
+        files.save_policy(type(policy).from_json(policy.to_json() | {"remote": remote}))
+    sr = Sysroot(args.sysroot)
+    sr.record_event("rebase", remote=remote, channel=channel, previous=old.channel,
+                    previous_remote=policy.remote)
+    out: dict[str, Any] = {"remote": remote, "channel": channel, "previous": old.channel,
+                           "target": view["target"], "changed": old.channel != channel}
+    lines = [f"{remote}: following {channel} (was {old.channel or 'the only channel'}); "
+             f"newest: {view['target']['version'] or view['target']['commit'][:12]}"]
+    if args.download:
+        dl = UpdateClient(args.sysroot, remote).download()
+        dep = sr.prepare(dl["target"]["commit"])
+        out["prepared"] = dep.to_json()
+        lines.append(f"downloaded and prepared {dep.id}: `atoll update apply` to boot it")
+    else:
+        lines.append("`atoll update download` (or atolld) fetches it; `atoll update apply` "
+                     "boots it")
+    emit(args, out, "\n".join(lines))
     return 0
 
 
@@ -126,20 +174,33 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     common(p)
     p.set_defaults(handler=_remote_list)
     p = rsub.add_parser("show", help="one remote: URLs, channel, trusted metadata versions")
-    p.add_argument("name")
+    p.add_argument("name", help="the remote's name")
     common(p)
     p.set_defaults(handler=_remote_show)
     p = rsub.add_parser("remove", help="forget a remote and its trusted metadata")
-    p.add_argument("name")
+    p.add_argument("name", help="the remote's name")
     common(p)
     p.set_defaults(handler=_remote_remove)
+
+    p = sub.add_parser("rebase", help="follow another channel (REMOTE:CHANNEL or CHANNEL)",
+                       description="Move this host to another channel of a remote, as "
+                       "rpm-ostree rebase does: the channel must be signed on the remote. The "
+                       "update itself is applied as any other (atoll update apply).")
+    p.add_argument("target", metavar="[REMOTE:]CHANNEL",
+                   help="the channel to follow, e.g. origin:site/db-lts (default remote: the "
+                   "policy's)")
+    p.add_argument("--download", action="store_true",
+                   help="download and prepare its newest version now")
+    common(p)
+    p.set_defaults(handler=_rebase)
 
     update = sub.add_parser("update", help="check for and download updates")
     usub = update.add_subparsers(dest="update_command", metavar="ACTION", required=True)
     for name, fn, text in (("check", _check, "what an update would bring"),
                            ("download", _download, "verified, resumable pull into the store")):
         p = usub.add_parser(name, help=text)
-        p.add_argument("--remote", default="origin")
+        p.add_argument("--remote", default="origin",
+                       help="the remote to ask (default origin)")
         common(p)
         p.set_defaults(handler=fn)
     for n, (h, fn2) in sorted(_extra.items()):

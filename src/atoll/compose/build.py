@@ -11,10 +11,11 @@ from pathlib import Path
 
 from atoll.compose import features
 from atoll.compose.layout import to_atoll_layout
-from atoll.compose.manifest import read_manifest
 from atoll.compose.treefile import Treefile, treefile_hash
 from atoll.core.errors import InputError, ToolError
+from atoll.core.progress import progress, track
 from atoll.core.run import require_tool, run
+from atoll.store.packages import read_manifest
 from atoll.store.repo import Repo
 
 __all__ = ["ComposeResult", "build_rootfs", "compose"]
@@ -95,7 +96,7 @@ def _add_app_images(tf: Treefile, root: Path) -> None:
 
     dest = root / BUNDLE_DIR.relative_to("/")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in tf.app_images:
+    for name in track(tf.app_images, "compose: app images", unit="images"):
         log.info("compose: app image %s (%s)", name, tf.suite)
         build_image(name, suite=tf.suite, out=dest / f"{name}.tar", mirror=tf.mirror,
                     epoch=tf.source_date_epoch)
@@ -121,8 +122,9 @@ def _compose_in(tf: Treefile, base: Path, repo: Repo, ref: str, wanted: list[str
                 root: Path, start: float) -> ComposeResult:
     log.info("compose %s: mmdebstrap %s (%s, %d packages requested)",
              ref, tf.suite, tf.variant, len(tf.packages))
-    build_rootfs(tf, root)
-    for name in wanted:
+    with progress(f"compose {ref}: mmdebstrap"):
+        build_rootfs(tf, root)
+    for name in track(wanted, f"compose {ref}: features", unit="features"):
         log.info("compose %s: feature %s", ref, name)
         features.get(name).install(root)
     _add_files(tf, base, root)

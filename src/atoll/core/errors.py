@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
+    "NOTHING_NEW",
     "AtollError",
     "BusyError",
     "CorruptObjectError",
@@ -42,6 +43,11 @@ __all__ = [
     "ToolError",
     "error_class",
 ]
+
+# Not an error: the exit status of `atoll update check` (and `db diff`) when there is
+# nothing new, as rpm-ostree's `upgrade --check` (77). Defined here so that atolld, which
+# runs `atoll update check` as a child, reads it from the same place the CLI does.
+NOTHING_NEW = 77
 
 
 class AtollError(Exception):

@@ -28,6 +28,7 @@ from atoll.core import canonjson
 from atoll.core.errors import DiskFullError
 
 __all__ = [
+    "append_json_line",
     "atomic_symlink",
     "atomic_write",
     "atomic_write_json",
@@ -156,6 +157,18 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, sync: bool = Tru
 def atomic_write_json(path: Path, value: Any, mode: int = 0o644) -> None:
     """Write canonical JSON (plus a newline) atomically."""
     atomic_write(path, canonjson.dumps(value) + b"\n", mode)
+
+
+def append_json_line(path: Path, value: Any) -> None:
+    """Append ``value`` as one canonical JSON line, durably (fsync); an event log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, canonjson.dumps(value) + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    trace_durable(path)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

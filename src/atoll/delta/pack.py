@@ -23,6 +23,7 @@ object's id again.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import zstandard
 from atoll.core import canonjson
 from atoll.core.errors import CorruptObjectError
 from atoll.core.fsutil import open_atomic
+from atoll.core.progress import progress
 from atoll.delta._util import check_kind, commit_objects, meta_from_json
 from atoll.store.repo import WORKERS, Repo
 
@@ -106,12 +108,15 @@ def write_pack(repo: Repo, commit: str, pack: Path, index: Path, *,
     def compress(data: bytes) -> bytes:
         return zstandard.ZstdCompressor(level=level).compress(data)
 
-    with open_atomic(pack) as fh, ThreadPoolExecutor(WORKERS) as pool:
+    total = sum(_size(repo.object_path(o.id, o.kind)) for o in objs)
+    with progress(f"pack {commit[:12]}", total, unit="bytes") as step, \
+            open_atomic(pack) as fh, ThreadPoolExecutor(WORKERS) as pool:
         def drain() -> None:
             for raw, frame in zip(batch, pool.map(compress, batch), strict=True):
                 chunks.append(Chunk(fh.tell(), len(frame), hashlib.sha256(frame).hexdigest(),
                                     len(raw)))
                 fh.write(frame)
+                step.advance(len(raw))
             batch.clear()
 
         buf = bytearray()
@@ -136,6 +141,14 @@ def write_pack(repo: Repo, commit: str, pack: Path, index: Path, *,
     with open_atomic(index) as fh:
         fh.write(idx.to_bytes())
     return idx
+
+
+def _size(path: Path) -> int:
+    """An object's size, for the progress total (0 if it is missing: reading it fails)."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
 
 
 def import_chunk(repo: Repo, idx: PackIndex, number: int, frame: bytes,

@@ -55,6 +55,7 @@ import zstandard
 from atoll.core import canonjson
 from atoll.core.errors import CorruptObjectError, HostStateError, StoreError
 from atoll.core.fsutil import open_atomic
+from atoll.core.progress import progress, track
 from atoll.core.run import require_tool, run
 from atoll.delta._util import (
     check_kind,
@@ -289,13 +290,16 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
     old_stack = threading.stack_size(256 << 20)  # bsdiff's suffix sort recurses deeply
     try:
         with ThreadPoolExecutor(2) as pool:
-            patches = dict(pool.map(decide, [f.id for f in infos]))
+            patches = dict(track(pool.map(decide, [f.id for f in infos]),
+                                 f"delta from {from_commit[:12]}: patches", unit="files",
+                                 total=len(infos)))
     finally:
         threading.stack_size(old_stack)
     # Files rebuilt from other files of the new tree come last, after those are in.
     infos.sort(key=lambda f: (patches.get(f.id) or (b"", {}))[1].get("how") in ("gzip", "xz"))
     entries: list[dict[str, Any]] = []
-    with tempfile.TemporaryFile(dir=repo.tmp) as solid, \
+    with progress(f"delta from {from_commit[:12]}: compress", sum(f.size for f in infos),
+                  unit="bytes") as step, tempfile.TemporaryFile(dir=repo.tmp) as solid, \
             tempfile.TemporaryFile(dir=repo.tmp) as patch_area:
         params = zstandard.ZstdCompressionParameters.from_level(
             level, window_log=27, enable_ldm=True, threads=2)
@@ -313,6 +317,7 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
             entry: dict[str, Any] = {"id": f.id, "meta": repo.file_meta(f.id).to_json(),
                                      "size": len(content)}
             stats.bytes_new += len(content)
+            step.advance(len(content))
             chosen = patches.get(f.id)
             if chosen is None:
                 entry["how"] = "raw"
@@ -474,7 +479,9 @@ def _apply_delta(repo: Repo, path: Path, expect: tuple[str, str] | None) -> str:
                                  resolution="run `atoll store fsck`; pull without delta")
         metas: dict[tuple[str, str], bytes] = {}
         try:
-            for f, content in _iter_files(repo, fh, hdr, metas):
+            for f, content in track(_iter_files(repo, fh, hdr, metas),
+                                    f"import delta to {hdr.to_commit[:12]}", unit="files",
+                                    total=len(hdr.files)):
                 repo.import_file_object(str(f["id"]), meta_from_json(f["meta"]), content)
         except zstandard.ZstdError as exc:
             raise CorruptObjectError(f"delta {path.name}: bad compressed data: {exc}") from exc

@@ -1,15 +1,24 @@
-"""The host's status as one JSON-able dict: what ``atoll status --json`` prints.
+"""The host's status: what ``atoll status --json`` prints, schema ``atoll/v1`` ``HostStatus``.
 
-Other layers read it too (the Checkmk agent, Prometheus metrics). Schema::
+One document for people (``atoll status`` renders it), monitoring (Checkmk local
+checks, Prometheus), the agent, and Ansible/Salt. The words are those of
+docs/states.md; the schema is docs/status.schema.json (checked in tests)::
 
-    {"sysroot", "booted", "pending", "rollback": {id, commit, version, ref, origin, ...}|None,
-     "deployments": [... with "role"],
+    {"apiVersion": "atoll/v1", "kind": "HostStatus", "sysroot": str,
+     "deployments": [Deployment...],          the boot order: [0] boots next
+     "booted" | "pending" | "rollback" | "prepared": Deployment | null,
      "etc_conflicts": [paths, of the next-boot deployment],
-     "last_boot": {"result", "reason", "time", "deployment", "acknowledged"}|None,
-     "update": the delivery layer's atoll/state/update.json, or None,
-     "backups": [{"app", "last", "max_age_s"}],
-     "staged": the staged deployment (prepared, not yet the next boot) or None,
-     "agent": {"policy", "request", "last_decision", "lock_held", "decisions"} or None}
+     "last_boot": {"result": "good"|"rolled-back"|"failed"|"unknown", "reason",
+                   "time", "deployment", "acknowledged", "checks": [...]} | null,
+     "rollback_events": int,
+     "update": {"state": "up-to-date"|"available"|"downloaded"|"prepared"|"pending",
+                "version", "commit", "since", "remote", "channel", ...} | null,
+     "backups": [...], "agent": {...} | null, "provision": {...} | null}
+
+    Deployment: {"id": "<commit>.<serial>", "commit", "serial", "version",
+                 "timestamp": commit time (ISO 8601) | null, "created", "origin",
+                 "ref", "pinned", "kernel", "etc_conflicts", "role", "index"}
+                 role: booted | pending | rollback | other (index: -1 for prepared)
 
 It reads the state files other layers write (docs/on-disk.md), so it never
 imports them.
@@ -17,14 +26,26 @@ imports them.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from atoll.core.errors import StoreError
 from atoll.core.fsutil import read_json
 from atoll.deploy import plan
 from atoll.deploy.sysroot import Deployment, Sysroot
+from atoll.store.ops import package_changes
 
-__all__ = ["host_status"]
+__all__ = ["API_VERSION", "KIND", "UPDATE_STATES", "host_status", "update_state"]
+
+API_VERSION = "atoll/v1"
+KIND = "HostStatus"
+UPDATE_STATES = ("up-to-date", "available", "downloaded", "prepared", "pending")
+
+
+def _iso(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _last_boot(events: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -37,6 +58,7 @@ def _last_boot(events: list[dict[str, Any]]) -> dict[str, Any] | None:
                 "time": e.get("time"),
                 "deployment": e.get("deployment"),
                 "acknowledged": e.get("result") != "rolled-back" or e.get("time") in acked,
+                "checks": e.get("checks", []),
             }
     return None
 
@@ -56,36 +78,97 @@ def _backups(sysroot: Path) -> list[dict[str, Any]]:
     return out
 
 
-def host_status(sysroot: Path) -> dict[str, Any]:
-    """Collect the status of the sysroot at ``sysroot``."""
+def _describe(sr: Sysroot, d: Deployment, role: str, index: int,
+              packages: dict[str, Any] | None) -> dict[str, Any]:
+    item = d.to_json() | {"role": role, "index": index, "timestamp": None}
+    item["origin"] = d.origin or d.ref
+    with contextlib.suppress(StoreError, OSError):  # a lost commit: shown without its time
+        item["timestamp"] = _iso(sr.repo.read_commit(d.commit).timestamp)
+    if packages is not None:
+        item["packages"] = packages
+    return item
+
+
+def host_status(sysroot: Path, *, packages: bool = False) -> dict[str, Any]:
+    """Collect the status of the sysroot at ``sysroot``.
+
+    Args:
+        packages: add each deployment's package changes against the booted one
+            (``status -v``).
+
+    Raises:
+        HostStateError: not an atoll sysroot.
+    """
     sr = Sysroot(sysroot)
     deps = sr.deployments()
-    staged = sr.staged()
+    prepared = sr.prepared()
     events = sr.events()
     booted = sr.booted_id()
     roles = plan.roles([d.id for d in deps], booted)
-    listed = []
+    booted_dep = next((d for d in deps if d.id == booted), None)
+
+    def diff(d: Deployment) -> dict[str, Any] | None:
+        if not packages or booted_dep is None or d.id == booted_dep.id:
+            return None
+        try:
+            repo = sr.repo
+            return package_changes(repo.read_commit(booted_dep.commit), repo.read_commit(d.commit))
+        except (StoreError, OSError):
+            return None
+
+    listed = [_describe(sr, d, roles.get(d.id, "other"), i, diff(d)) for i, d in enumerate(deps)]
     by_role: dict[str, dict[str, Any] | None] = {"booted": None, "pending": None,
                                                  "rollback": None}
-    for i, d in enumerate(deps):
-        item = d.to_json() | {"index": i, "role": roles.get(d.id, "other")}
-        listed.append(item)
+    for item in listed:
         if item["role"] in by_role and by_role[item["role"]] is None:
             by_role[item["role"]] = item
+    prep = _describe(sr, prepared, "prepared", -1, diff(prepared)) if prepared else None
     return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "sysroot": str(sysroot),
         **by_role,
+        "prepared": prep,
         "deployments": listed,
         "etc_conflicts": list(deps[0].etc_conflicts) if deps else [],
         "last_boot": _last_boot(events),
-        "update": _update(read_json(sr.state / "update.json"), by_role, staged),
         "rollback_events": sum(1 for e in events if e.get("event") == "boot"
                                and e.get("result") == "rolled-back"),
+        "update": update_state(read_json(sr.state / "update.json"), by_role, prep),
         "backups": _backups(Path(sysroot)),
-        "staged": staged.to_json() if staged else None,
         "agent": _agent(sr),
         "provision": _provision(Path(sysroot)),
     }
+
+
+def update_state(raw: dict[str, Any] | None, roles: dict[str, dict[str, Any] | None],
+                 prepared: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The one update state (docs/states.md), from the delivery layer's update.json and
+    the deployments. Pure.
+
+    ``pending``: applied, boots next. ``prepared``: checked out, waits for
+    ``update apply``. ``downloaded``: verified in the store. ``available``: signed
+    on the remote, not downloaded. ``up-to-date``: the host runs the newest.
+    """
+    raw = dict(raw or {})
+    common = {"last_check": raw.get("checked"), "metadata_expires": raw.get("metadata_expires"),
+              "remote": raw.get("remote"), "channel": raw.get("channel")}
+    pending = roles.get("pending")
+    if pending is not None:
+        return raw | common | {"state": "pending", "version": pending["version"],
+                               "commit": pending["commit"], "since": pending["created"]}
+    if prepared is not None:
+        return raw | common | {"state": "prepared", "version": prepared["version"],
+                               "commit": prepared["commit"], "since": prepared["created"]}
+    if not raw:
+        return None
+    booted = roles.get("booted")
+    state = str(raw.get("state", "unknown"))
+    if state in ("up-to-date", "none") or (booted is not None
+                                           and booted["commit"] == raw.get("commit")):
+        return raw | common | {"state": "up-to-date", "since": raw.get("since")}
+    since = raw.get("downloaded_since") if state == "downloaded" else raw.get("available_since")
+    return raw | common | {"state": state, "since": since}
 
 
 def _provision(sysroot: Path) -> dict[str, Any] | None:
@@ -95,29 +178,6 @@ def _provision(sysroot: Path) -> dict[str, Any] | None:
         return None
     return {k: rec.get(k) for k in ("result", "time", "config_sha256", "phases", "problems",
                                     "error") if rec.get(k) is not None}
-
-
-def _update(raw: dict[str, Any] | None, roles: dict[str, dict[str, Any] | None],
-            staged: Deployment | None) -> dict[str, Any] | None:
-    """One update state for people and monitoring: none | available | downloaded | staged.
-
-    ``staged`` means "boots next" (applied at the next reboot); a deployment that
-    is prepared but not yet applied counts as downloaded.
-    """
-    pending = roles.get("pending")
-    if pending is not None:
-        return (raw or {}) | {"state": "staged", "version": pending["version"],
-                              "since": pending["created"], "commit": pending["commit"],
-                              "last_check": (raw or {}).get("checked"),
-                              "metadata_expires": (raw or {}).get("metadata_expires")}
-    if raw is None:
-        return None
-    state = {"up-to-date": "none"}.get(raw.get("state", ""), raw.get("state", "unknown"))
-    since = raw.get("downloaded_since") if state == "downloaded" else raw.get("available_since")
-    if staged is not None and staged.commit == raw.get("commit"):
-        state, since = "downloaded", since or staged.created
-    return raw | {"state": state, "since": since if state != "none" else raw.get("since"),
-                  "last_check": raw.get("checked")}
 
 
 def _agent(sr: Sysroot) -> dict[str, Any] | None:

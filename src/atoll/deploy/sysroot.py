@@ -16,6 +16,7 @@ the host store's lock (shared) while it imports and checks out, so that
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -23,7 +24,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,13 +32,13 @@ from atoll.core import canonjson
 from atoll.core.errors import CorruptObjectError, HostStateError, InputError
 from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
+    append_json_line,
     atomic_symlink,
     atomic_write_json,
     disk_full,
     fsync_dir,
     read_json,
     syncfs,
-    trace_durable,
 )
 from atoll.core.lock import FileLock
 from atoll.core.text import printable
@@ -65,6 +66,7 @@ class Deployment:
     kernel: str | None = None
     etc_conflicts: tuple[str, ...] = ()
     origin: str | None = None
+    changed: bool = field(default=True, compare=False)  # False: an existing one, as it was
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,7 +86,9 @@ class Deployment:
         )
 
     def with_(self, **changes: Any) -> Deployment:
-        return Deployment.from_json(self.to_json() | changes)
+        changed = bool(changes.pop("changed", self.changed))
+        return dataclasses.replace(Deployment.from_json(self.to_json() | changes),
+                                   changed=changed)
 
 
 def _now() -> str:
@@ -198,15 +202,7 @@ class Sysroot:
 
     def record_event(self, event: str, **fields: Any) -> None:
         """Append one JSON line to atoll/state/events.jsonl (fsynced)."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        line = canonjson.dumps({"time": _now(), "event": event, **fields}) + b"\n"
-        fd = os.open(self.state / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        trace_durable(self.state / "events.jsonl")
+        append_json_line(self.state / "events.jsonl", {"time": _now(), "event": event, **fields})
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -239,6 +235,50 @@ class Sysroot:
     # -- operations ------------------------------------------------------
 
     @_locked
+    def remove_pending(self) -> list[Deployment]:
+        """Drop the pending deployment (the booted one boots next again) and the prepared
+        one (``cleanup -p``); returns what was removed."""
+        gone = []
+        prepared = self.prepared()
+        if prepared is not None:
+            self._clear_prepared()
+            gone.append(prepared)
+        current = self.deployments()
+        booted = self.booted_id()
+        if current and booted is not None and current[0].id != booted:
+            gone.append(current[0])
+            self.write_loader(current[1:])
+            self.record_event("undeploy", deployment=current[0].id, reason="cleanup pending")
+        self.cleanup()
+        return gone
+
+    @_locked
+    def remove_rollback(self) -> list[Deployment]:
+        """Drop the rollback deployment (``cleanup -r``), unless it is pinned."""
+        current = self.deployments()
+        roles = plan.roles([d.id for d in current], self.booted_id())
+        gone = [d for d in current if roles.get(d.id) == "rollback" and not d.pinned]
+        if gone:
+            self.write_loader([d for d in current if d not in gone])
+            for d in gone:
+                self.record_event("undeploy", deployment=d.id, reason="cleanup rollback")
+        self.cleanup()
+        return gone
+
+    @_locked
+    def acknowledge_rollback(self) -> dict[str, Any] | None:
+        """Acknowledge the last boot's automatic rollback (Checkmk returns to OK); returns
+        the boot event acknowledged, or None when there is nothing to acknowledge."""
+        events = self.events()
+        acked = {e.get("boot_time") for e in events if e.get("event") == "ack"}
+        last = next((e for e in reversed(events) if e.get("event") == "boot"), None)
+        if last is None or last.get("result") != "rolled-back" or last.get("time") in acked:
+            return None
+        self.record_event("ack", boot_time=last.get("time"), deployment=last.get("deployment"),
+                          reason=last.get("reason"))
+        return dict(last)
+
+    @_locked
     def cleanup(self) -> list[str]:
         """Remove what a killed deploy left behind; returns what was removed."""
         self.check()
@@ -246,9 +286,9 @@ class Sysroot:
         booted = self.booted_id()
         if booted:
             keep.add(booted)
-        staged = read_json(self._staged_path())
-        if staged:
-            keep.add(staged["deployment"]["id"])
+        prepared = self._prepared_record()
+        if prepared:
+            keep.add(prepared["deployment"]["id"])
         removed = []
         for entry in os.scandir(self.deploy_dir):
             if entry.name not in keep:
@@ -274,12 +314,19 @@ class Sysroot:
                 return d
         return current[0] if current else None
 
-    def _staged_path(self) -> Path:
-        return self.state / "staged.json"
+    def _prepared_path(self) -> Path:
+        return self.state / "prepared.json"
 
-    def staged(self) -> Deployment | None:
-        """The deployment prepared by :meth:`stage` and not yet made the next boot."""
-        data = read_json(self._staged_path())
+    def _prepared_record(self) -> dict[str, Any] | None:
+        data = read_json(self._prepared_path())
+        if data is None:  # written by atoll before the state words were settled
+            data = read_json(self.state / "staged.json")
+        return data if isinstance(data, dict) and "deployment" in data else None
+
+    def prepared(self) -> Deployment | None:
+        """The deployment :meth:`prepare` checked out, not yet in the boot order (the
+        update state "prepared": it waits for `update apply`)."""
+        data = self._prepared_record()
         if not data:
             return None
         dep = Deployment.from_json(data["deployment"])
@@ -354,8 +401,13 @@ class Sysroot:
         return dep
 
     @_locked
-    def deploy(self, rev: str, *, repo: Repo | None = None) -> Deployment:
+    def deploy(self, rev: str, *, repo: Repo | None = None,
+               redeploy: bool = False) -> Deployment:
         """Deploy ``rev`` (a ref or commit) as the next boot.
+
+        When the deployment that boots next already is of that commit, nothing changes
+        and it is returned (``Deployment.changed`` False), unless ``redeploy`` asks for
+        a fresh one (a new serial: a new checkout and /etc merge).
 
         Raises:
             InputError: unknown ref or commit.
@@ -365,51 +417,57 @@ class Sysroot:
         self.check()
         self.cleanup()
         current = self.deployments()
+        if current and not redeploy:
+            commit = (repo or self.repo).resolve(rev)
+            if current[0].commit == commit:
+                return current[0].with_(changed=False)
         dep = self._prepare(rev, repo)
         dep = self._activate(dep, current)
-        self._clear_staged()
+        self._clear_prepared()
         self.cleanup()
         return dep
 
     @_locked
-    def stage(self, rev: str, *, repo: Repo | None = None) -> Deployment:
+    def prepare(self, rev: str, *, repo: Repo | None = None) -> Deployment:
         """Prepare ``rev`` (verify, check out) without making it the next boot.
 
-        A newer stage replaces a staged deployment that was not applied.
+        A newer prepare replaces a prepared deployment that was not applied.
         """
         self.check()
-        old = self.staged()
+        old = self.prepared()
         self.cleanup()
         if old is not None and old.commit == (repo or self.repo).resolve(rev):
             return old
         dep = self._prepare(rev, repo)
-        atomic_write_json(self._staged_path(), {"deployment": dep.to_json(), "since": _now()})
-        self.record_event("stage", deployment=dep.id, version=dep.version)
+        atomic_write_json(self._prepared_path(), {"deployment": dep.to_json(), "since": _now()})
+        self.record_event("prepare", deployment=dep.id, version=dep.version)
         self.cleanup()
         return dep
 
     @_locked
     def finalize(self) -> Deployment:
-        """Make the staged deployment the next boot (/etc merged now, as late as possible).
+        """Make the prepared deployment the next boot (/etc merged now, as late as possible).
 
         Raises:
-            HostStateError: nothing is staged.
+            HostStateError: nothing is prepared.
         """
         self.check()
-        dep = self.staged()
+        dep = self.prepared()
         if dep is None:
             raise HostStateError(
-                "no staged update to apply",
-                resolution="download and stage one first (`atoll update download`)",
+                "no prepared update to apply",
+                resolution="download one first (`atoll update download`); `atoll update "
+                "apply` prepares it",
             )
         dep = self._activate(dep, self.deployments())
-        self._clear_staged()
+        self._clear_prepared()
         self.cleanup()
         return dep
 
-    def _clear_staged(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._staged_path().unlink()
+    def _clear_prepared(self) -> None:
+        for name in ("prepared.json", "staged.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.state / name).unlink()
             fsync_dir(self.state)
 
     @_locked

@@ -14,7 +14,8 @@ Contract (every key optional; unknown keys are ignored)::
      "etc_conflicts": [paths],
      "last_boot": {"result": "good"|"rolled-back"|"unknown", "reason": str,
                    "time": iso8601, "acknowledged": bool} | None,
-     "update": {"state": "none"|"available"|"downloaded"|"staged", "version": str,
+     "update": {"state": "up-to-date"|"available"|"downloaded"|"prepared"|"pending",
+                "version": str,
                 "since": iso8601, "metadata_expires": iso8601,
                 "last_check": iso8601 (optional)} | None,
      "backups": [{"app": str, "last": iso8601 | None, "max_age_s": int}],
@@ -48,7 +49,9 @@ __all__ = [
 
 log = logging.getLogger("atoll.monitor")
 
-UPDATE_STATES = ("none", "available", "downloaded", "staged")
+# docs/states.md; the first words atoll used ("none", "staged") are read as today's
+UPDATE_STATES = ("up-to-date", "available", "downloaded", "prepared", "pending")
+_OLD_STATES = {"none": "up-to-date", "staged": "pending"}
 BOOT_RESULTS = ("good", "rolled-back", "unknown")
 
 
@@ -190,7 +193,8 @@ def _update(value: Any) -> UpdateFact | None:
         return None
     if not isinstance(value, Mapping):
         raise ValueError("update: expected an object")
-    state = _str(value.get("state")) or "none"
+    state = _str(value.get("state")) or "up-to-date"
+    state = _OLD_STATES.get(state, state)
     return UpdateFact(
         state=state,
         version=_str(value.get("version")),

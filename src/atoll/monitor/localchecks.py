@@ -116,10 +116,11 @@ def _update_check(facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy) 
     u = facts.update
     if u is None:
         return LocalCheck(UNKNOWN, name, "update state unknown")
-    if u.state == "none":
+    if u.state == "up-to-date":
         return LocalCheck(OK, name, "system is up to date", ("update_pending=0",))
     words = {"available": "available", "downloaded": "downloaded",
-             "staged": "staged, applied at next reboot"}
+             "prepared": "prepared, waiting for the apply",
+             "pending": "applied, boots at the next reboot"}
     if u.state not in words:
         return LocalCheck(UNKNOWN, name, f"unknown update state {u.state!r}")
     age = (now - u.since).total_seconds() if u.since else 0.0

@@ -8,7 +8,8 @@ Names (types; labels in brackets):
 - ``atoll_host_status_available`` gauge
 - ``atoll_info`` gauge [version, commit, channel, deployment]
 - ``node_reboot_required`` gauge
-- ``atoll_update_state`` gauge [state], one-hot over none/available/downloaded/staged
+- ``atoll_update_state`` gauge [state], one-hot over up-to-date/available/downloaded/
+  prepared/pending (docs/states.md)
 - ``atoll_update_state_change_timestamp_seconds`` gauge
 - ``atoll_update_last_check_timestamp_seconds`` gauge (when the deploy layer reports it)
 - ``atoll_update_metadata_expiry_timestamp_seconds`` gauge
@@ -105,11 +106,11 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         info.add_metric([f.booted.version, f.booted.commit, f.booted.channel, f.booted.id], 1)
         yield info
     if f.available:
-        staged = f.update is not None and f.update.state == "staged"
+        applied = f.update is not None and f.update.state == "pending"
         pending = f.pending is not None and f.booted is not None and f.pending.id != f.booted.id
         yield GaugeMetricFamily("node_reboot_required",
-                                "1 when a reboot is needed to apply a staged update",
-                                value=int(staged or pending))
+                                "1 when a reboot is needed to boot an applied update",
+                                value=int(applied or pending))
     if f.update is not None:
         st = GaugeMetricFamily("atoll_update_state", "Update state (one-hot)", labels=["state"])
         for s in UPDATE_STATES:

@@ -17,6 +17,7 @@ deployments and ``update.json`` as they were. Remotes: :mod:`atoll.repo.remotes`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -52,6 +53,7 @@ from atoll.core.fsutil import (
     syncfs,
 )
 from atoll.core.lock import FileLock
+from atoll.core.progress import progress
 from atoll.repo.fetch import HttpFetcher, RangeFetcher
 from atoll.repo.plan import ChannelInfo, Plan, choose
 from atoll.repo.publish import ref_target
@@ -164,9 +166,14 @@ class UpdateClient:
     """``update check`` / ``update download`` for one remote of a host."""
 
     def __init__(self, sysroot: Path, remote: str = "origin", *,
-                 fetcher: RangeFetcher | None = None):
+                 fetcher: RangeFetcher | None = None, channel: str | None = None):
+        """``channel``: follow this channel instead of the remote's (``atoll rebase``
+        checks a channel before switching to it)."""
         self.sysroot = Path(sysroot)
         self.remote = load_remote(self.sysroot, remote)
+        if channel is not None:
+            Repo.check_ref(channel)
+            self.remote = dataclasses.replace(self.remote, channel=channel)
         self.fetcher = fetcher or HttpFetcher()
         self.store_path = self.sysroot / "atoll" / "repo"
         self.staging = self.sysroot / "atoll" / "cache" / "downloads" / self.remote.name
@@ -325,8 +332,9 @@ class UpdateClient:
             limit = tf.length - offset
             got = 0
             try:
-                with open(part, "ab" if offset else "wb") as fh:
-                    for chunk in chunks:
+                with open(part, "ab" if offset else "wb") as fh, progress(
+                        f"download {tf.path}", tf.length, unit="bytes", done=offset) as step:
+                    for chunk in step.track(chunks, len):
                         got += len(chunk)
                         if got > limit:
                             raise tuf_exc.DownloadLengthMismatchError(
@@ -360,21 +368,22 @@ class UpdateClient:
                              resolution="add the remote again with --channel NAME")
         return str(next(iter(chans)))
 
+    def _deployed(self) -> tuple[str | None, str | None]:
+        """(booted commit, next-boot commit) from the boot pointer (Nones without one)."""
+        deps = read_json(self.sysroot / "boot" / "loader" / "deployments.json") or {}
+        listed = [d for d in deps.get("deployments", []) if isinstance(d, dict)]
+        booted = None
+        p = self.sysroot / "run" / "atoll" / "booted"
+        if p.exists():
+            bid = p.read_text().strip()
+            booted = next((str(d["commit"]) for d in listed if d.get("id") == bid), None)
+        return booted, (str(listed[0]["commit"]) if listed else None)
+
     def current_commit(self) -> str | None:
         """What the host runs: the booted deployment, else the one that boots next
         (None on a host without deployments: it runs nothing atoll deployed)."""
-        sysroot = self.sysroot
-        deps = read_json(sysroot / "boot" / "loader" / "deployments.json") or {}
-        listed = [d for d in deps.get("deployments", []) if isinstance(d, dict)]
-        booted = sysroot / "run" / "atoll" / "booted"
-        if booted.exists():
-            bid = booted.read_text().strip()
-            for d in listed:
-                if d.get("id") == bid:
-                    return str(d["commit"])
-        if listed:
-            return str(listed[0]["commit"])
-        return None
+        booted, nxt = self._deployed()
+        return booted or nxt
 
     def _repo(self) -> Repo | None:
         return Repo.open(self.store_path) if (self.store_path / "config.json").exists() else None
@@ -433,7 +442,7 @@ class UpdateClient:
             self._keep_verified()
 
     def _check(self) -> dict[str, Any]:
-        from atoll.repo.plan import package_view
+        from atoll.store.packages import package_view
 
         channel = self._channel()
         info = ChannelInfo.from_custom(self._targetinfo(ref_target(channel)).custom, channel)
@@ -450,11 +459,17 @@ class UpdateClient:
         old_manifest = None
         if base and repo is not None and repo.has(base, "commit"):
             old_manifest = [dict(p) for p in repo.read_commit(base).manifest]
+        booted, nxt = self._deployed()
+        current_version = None
+        if current and repo is not None and repo.has(current, "commit"):
+            current_version = repo.read_commit(current).version
         return {
             "remote": self.remote.name, "channel": channel, "current": current,
+            "current_version": current_version,
             "target": {"commit": info.commit, "version": info.version,
                        "timestamp": info.timestamp},
             "up_to_date": current == info.commit,
+            "applied": nxt == info.commit and booted != info.commit,  # pending: boots next
             "downloaded": plan.method == "none",
             "method": plan.method, "download_bytes": plan.download_bytes,
             "delta_from": plan.delta_from, "unpacked_size": info.unpacked_size,

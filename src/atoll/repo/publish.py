@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.core import canonjson
+from atoll.core.progress import progress
 from atoll.delta.pack import write_pack
 from atoll.delta.static import generate_delta
 from atoll.repo.keys import ONLINE_ROLES, KeyDir, Policy
@@ -123,7 +124,7 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         return PublishResult(ref, commit_id, False, targets_version=targets.version)
     history = ([prev["commit"], *list(prev.get("history", []))]) if prev else []
     history = history[:HISTORY]
-    with repo.lock.shared(), repo.staging_dir("publish-") as work:
+    with repo.lock.shared(), repo.staging_dir("publish-") as work, progress(f"publish {ref}"):
         add: list[tuple[str, Path, dict[str, Any]]] = []
         pack, index = f"packs/{commit_id}.pack", f"packs/{commit_id}.index"
         idx = write_pack(repo, commit_id, work / "pack", work / "index", level=level)

@@ -18,6 +18,7 @@ from tuf.api import exceptions as tuf_exc
 
 from atoll.core.errors import CorruptObjectError, DownloadError, HostStateError, RepositoryError
 from atoll.core.fsutil import atomic_write
+from atoll.core.progress import track
 from atoll.delta.pack import PackIndex, import_chunk
 from atoll.delta.static import apply_delta, repo_missing
 from atoll.repo.plan import ChannelInfo, Plan, merge_ranges
@@ -48,7 +49,8 @@ def fetch(client: UpdateClient, info: ChannelInfo, plan: Plan,
     todo = {n: c for n, c in want.items() if not _have_chunk(chunk_dir, c.sha256)}
     url = client._url(pack_tf)
     spans = merge_ranges((c.offset, c.clen) for c in todo.values())
-    for off, length in spans:
+    for off, length in track(spans, "download pack chunks", unit="bytes",
+                             weight=lambda span: span[1]):
         try:
             start, chunks = client.fetcher.fetch_range(url, off, off + length - 1, length)
             if start != off:
@@ -108,11 +110,12 @@ def _import_pack(repo: Repo, info: ChannelInfo, plan: Plan, files: dict[str, Any
     metas: dict[tuple[str, str], bytes] = {}
     if plan.method == "pack":
         with open(files["pack"], "rb") as fh:
-            for n, c in enumerate(idx.chunks):
+            for n, c in track(list(enumerate(idx.chunks)), f"import {info.commit}",
+                              unit="chunks"):
                 fh.seek(c.offset)
                 import_chunk(repo, idx, n, fh.read(c.clen), only=need, metas=metas)
     else:
-        for n in plan.chunks:
+        for n in track(plan.chunks, f"import {info.commit}", unit="chunks"):
             frame = (files["chunks"] / f"{idx.chunks[n].sha256}.zst").read_bytes()
             import_chunk(repo, idx, n, frame, only=need, metas=metas)
     if (info.commit, "commit") not in metas and not repo.has(info.commit, "commit"):

@@ -15,6 +15,7 @@ under ``url/targets/`` unless ``metadata_url`` / ``targets_url`` say otherwise
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from atoll.core.errors import InputError
 from atoll.core.fsutil import atomic_symlink, atomic_write, atomic_write_json, read_json
 from atoll.store.repo import Repo
 
-__all__ = ["Remote", "add_remote", "list_remotes", "load_remote", "remove_remote", "state_dir"]
+__all__ = ["Remote", "add_remote", "list_remotes", "load_remote", "remove_remote", "set_channel",
+           "state_dir"]
 
 
 def state_dir(sysroot: Path) -> Path:
@@ -136,6 +138,18 @@ def list_remotes(sysroot: Path) -> list[Remote]:
         if (d / "remote.json").is_file():
             out.append(load_remote(sysroot, d.name))
     return out
+
+
+def set_channel(sysroot: Path, name: str, channel: str) -> Remote:
+    """Make remote ``name`` follow ``channel`` (``atoll rebase``); the trust stays.
+
+    Raises:
+        InputError: no such remote, or a bad channel name.
+    """
+    Repo.check_ref(channel)
+    remote = dataclasses.replace(load_remote(sysroot, name), channel=channel)
+    atomic_write_json(remote.dir / "remote.json", remote.to_json())
+    return remote
 
 
 def remove_remote(sysroot: Path, name: str) -> Remote:

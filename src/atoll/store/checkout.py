@@ -24,7 +24,7 @@ from pathlib import Path
 
 from atoll.core.errors import CorruptObjectError, StoreError
 from atoll.core.fsutil import copy_data, read_xattrs
-from atoll.core.log import Progress
+from atoll.core.progress import Step, progress
 from atoll.store.objects import DirMeta, FileMeta, check_name
 from atoll.store.repo import REPAIR_HINT, WORKERS, Repo
 from atoll.store.tree import MAX_DEPTH
@@ -50,10 +50,10 @@ def bad_objects(repo: Repo, commit: str) -> list[str]:
                 continue
             if hashlib.sha256(data).hexdigest() != oid:
                 bad.append(f"{kind} {oid}")
-    progress = Progress("verify objects", len(files))
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with progress(f"verify {commit[:12]}", len(files), unit="files") as step, \
+            ThreadPoolExecutor(WORKERS) as pool:
         for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64), strict=True):
-            progress.advance()
+            step.advance()
             if not ok:
                 bad.append(f"file {oid}")
                 repo.quarantine(oid, "file", "content does not match its id")
@@ -102,7 +102,8 @@ def checkout(repo: Repo, commit: str, dest: Path, *, verify: bool = True) -> Non
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         objects = os.fspath(repo.objects)
         try:
-            _checkout_tree(repo, objects, c.tree, root_fd)
+            with progress(f"checkout {commit[:12]}", unit="files") as step:
+                _checkout_tree(repo, objects, c.tree, root_fd, step)
             _apply_dirmeta(root_fd, c.root)
         finally:
             os.close(root_fd)
@@ -132,7 +133,8 @@ def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
         os.close(fd)
 
 
-def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int, depth: int = 1) -> None:
+def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int, step: Step,
+                   depth: int = 1) -> None:
     if depth > MAX_DEPTH:
         raise StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} levels",
                          resolution="atoll refuses such trees at commit; this commit was made "
@@ -144,11 +146,12 @@ def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int, depth: int 
             os.mkdir(name, 0o700, dir_fd=dir_fd)
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
-                _checkout_tree(repo, objects, entry.id, fd, depth + 1)
+                _checkout_tree(repo, objects, entry.id, fd, step, depth + 1)
                 _apply_dirmeta(fd, entry.meta)
             finally:
                 os.close(fd)
         else:
+            step.advance()
             src = f"{objects}/{entry.id[:2]}/{entry.id[2:]}.file"
             try:
                 st = os.lstat(src)

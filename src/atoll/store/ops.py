@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from atoll.core.errors import StoreError
-from atoll.core.log import Progress
+from atoll.core.progress import progress, track
 from atoll.store.objects import Commit, DirEntry
+from atoll.store.packages import package_view
 from atoll.store.repo import WORKERS, Repo
 
 __all__ = ["FsckReport", "TreeDiff", "diff", "fsck", "gc", "log", "package_changes"]
@@ -36,17 +37,9 @@ def log(repo: Repo, commit: str, limit: int = 50) -> list[tuple[str, Commit]]:
 
 
 def package_changes(old: Commit, new: Commit) -> dict[str, Any]:
-    """Added / removed / changed packages between two manifests (pure)."""
-    a, b = old.packages(), new.packages()
-    return {
-        "added": [{"name": n, "version": b[n]["version"]} for n in sorted(b.keys() - a.keys())],
-        "removed": [{"name": n, "version": a[n]["version"]} for n in sorted(a.keys() - b.keys())],
-        "changed": [
-            {"name": n, "old": a[n]["version"], "new": b[n]["version"]}
-            for n in sorted(a.keys() & b.keys())
-            if a[n]["version"] != b[n]["version"]
-        ],
-    }
+    """Added / removed / upgraded / downgraded packages between two commits (pure; the
+    shape of :func:`atoll.store.packages.package_view`)."""
+    return package_view([dict(p) for p in old.manifest], [dict(p) for p in new.manifest])
 
 
 @dataclass
@@ -126,28 +119,27 @@ def fsck(repo: Repo) -> FsckReport:
     with repo.lock.shared():
         objs = list(repo.iter_objects())
         files = [oid for oid, kind in objs if kind == "file"]
-        progress = Progress("fsck", len(objs))
-        for oid, kind in objs:
-            if kind == "file":
-                continue
-            report.checked += 1
-            progress.advance()
-            try:
-                data = repo.raw_meta_object(oid, kind)
-            except StoreError:
-                continue  # removed meanwhile (quarantined by a reader)
-            if hashlib.sha256(data).hexdigest() != oid:
-                report.corrupt.append(f"{kind} {oid}")
-                repo.quarantine(oid, kind, "content does not match its id")
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64),
-                               strict=True):
+        with progress("fsck", len(objs), unit="objects") as step:
+            for oid, kind in objs:
+                if kind == "file":
+                    continue
                 report.checked += 1
-                progress.advance()
-                if not ok:
-                    report.corrupt.append(f"file {oid}")
-                    repo.quarantine(oid, "file", "content does not match its id")
-        progress.finish()
+                step.advance()
+                try:
+                    data = repo.raw_meta_object(oid, kind)
+                except StoreError:
+                    continue  # removed meanwhile (quarantined by a reader)
+                if hashlib.sha256(data).hexdigest() != oid:
+                    report.corrupt.append(f"{kind} {oid}")
+                    repo.quarantine(oid, kind, "content does not match its id")
+            with ThreadPoolExecutor(WORKERS) as pool:
+                for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64),
+                                   strict=True):
+                    report.checked += 1
+                    step.advance()
+                    if not ok:
+                        report.corrupt.append(f"file {oid}")
+                        repo.quarantine(oid, "file", "content does not match its id")
         quarantined = {n.split(".")[0] for n in repo.quarantined()}
         for name, cid in repo.all_refs().items():
             gaps = repo.gaps(cid)
@@ -211,7 +203,7 @@ def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
     """
     with repo.lock.exclusive():
         keep: set[tuple[str, str]] = set()
-        for name, cid in repo.all_refs().items():
+        for name, cid in track(repo.all_refs().items(), "gc: mark", unit="refs"):
             try:  # what the ref needs (to deploy, to roll back): it must be whole
                 if not repo.has(cid, "commit"):
                     raise StoreError(f"commit object {cid} is missing")
@@ -223,7 +215,7 @@ def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
             keep |= _history(repo, cid)
         removed = freed = 0
         doomed = []
-        for oid, kind in list(repo.iter_objects()):
+        for oid, kind in track(list(repo.iter_objects()), "gc: sweep", unit="objects"):
             if (oid, kind) in keep:
                 continue
             try:
@@ -236,7 +228,7 @@ def gc(repo: Repo, *, dry_run: bool = False) -> dict[str, int]:
                 freed += st.st_size
         quarantined = repo.quarantined()
         if not dry_run:
-            repo.remove_objects(doomed)
+            repo.remove_objects(track(doomed, "gc: delete", unit="objects"))
             for name in quarantined:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(repo.quarantine_dir / name)

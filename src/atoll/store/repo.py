@@ -61,7 +61,7 @@ from atoll.core.fsutil import (
     syncfs,
 )
 from atoll.core.lock import FileLock
-from atoll.core.log import Progress
+from atoll.core.progress import progress
 from atoll.core.text import printable
 from atoll.store.objects import (
     Commit,
@@ -73,6 +73,7 @@ from atoll.store.objects import (
     is_object_id,
     parse_dirtree,
 )
+from atoll.store.packages import read_manifest
 from atoll.store.tree import Tree, scan
 
 __all__ = ["KINDS", "TMP_GRACE", "Repo", "read_xattrs", "syncfs"]
@@ -652,21 +653,22 @@ class Repo:
             <64 hex> | <8+ hex>    a commit id, or a unique prefix of one
             REV~N                  the Nth parent of REV
 
-        The origin form is ``name`` for a branch and ``remote:channel`` for a remote ref.
+        The origin form is ``name`` for a branch and ``remote:channel`` for a remote ref
+        (``REV~N``: REV's).
 
         Raises:
             InputError: unknown, ambiguous, or an ancestor that is not in the store.
         """
         base, sep, steps = rev.rpartition("~")
         if sep and steps.isdigit() and base:
-            cid, _ = self.resolve_ref(base)
+            cid, origin = self.resolve_ref(base)
             for n in range(int(steps)):
                 parent = self.read_commit(cid).parent
                 if parent is None or not self.has(parent, "commit"):
                     raise InputError(f"{printable(rev)}: commit {cid[:12]} has no parent "
                                      f"in {self.path} (ancestor {n + 1} of {steps})")
                 cid = parent
-            return cid, None
+            return cid, origin  # an older commit of the same branch follows the branch
         found = self._named_ref(rev)
         if found is not None:
             return found
@@ -741,6 +743,8 @@ class Repo:
 
         Args:
             ref: move this ref to the new commit (its old target becomes the parent).
+            manifest: the package manifest; None reads the tree's dpkg database
+                (``var/lib/dpkg/status`` or atoll's ``usr/share/atoll/dpkg/status``).
             link: hardlink files into the store instead of copying (``src`` is throwaway).
             skip: relative paths whose *contents* are not committed (kept as empty dirs).
 
@@ -758,10 +762,12 @@ class Repo:
                                  "allowed (it is printed in status, logs and boot menus)")
         tree = scan(src, skip=skip)
         with self.lock.shared():  # held until the ref points at the commit (gc waits)
+            if manifest is None:  # a tree from any tool: its own dpkg database, if any
+                manifest = read_manifest(src)
             cid = self._commit_tree(src, tree, ref=ref, parent=parent, link=link, commit=Commit(
                 tree="", root=tree.dirs[""], parent=None, version=version,
                 timestamp=int(time.time()) if timestamp is None else timestamp,
-                subject=subject, manifest=tuple(manifest or ()), metadata=metadata or {}))
+                subject=subject, manifest=tuple(manifest), metadata=metadata or {}))
             crash_point("commit:ref")
             if ref is not None:
                 self.set_ref(ref, cid)
@@ -773,7 +779,6 @@ class Repo:
             if ref is not None and parent is None:
                 parent = self.refs().get(ref)
             self.clean_tmp()
-            progress = Progress(f"commit {src.name or src}", len(tree.files))
             ids: dict[str, str] = {}
 
             def one(item: tuple[str, str, os.stat_result]) -> tuple[str, str]:
@@ -787,11 +792,11 @@ class Repo:
                                      "only root can read); nothing was committed") from exc
                 return relpath, oid
 
-            with ThreadPoolExecutor(WORKERS) as pool:
+            with progress(f"commit {src.name or src}", len(tree.files),
+                          unit="files") as step, ThreadPoolExecutor(WORKERS) as pool:
                 for relpath, oid in pool.map(one, tree.files, chunksize=64):
                     ids[relpath] = oid
-                    progress.advance()
-            progress.finish()
+                    step.advance()
             return self._write_trees(tree.dirs, ids, commit, parent)
 
     def _write_trees(self, dirs: dict[str, DirMeta], ids: dict[str, str], commit: Commit,
@@ -847,9 +852,11 @@ class Repo:
                     return
                 txn.add(tmp, oid, "file")
 
-            with ThreadPoolExecutor(WORKERS) as pool:
+            with progress(f"import {commit[:12]}", len(files), unit="files") as step, \
+                    ThreadPoolExecutor(WORKERS) as pool:
                 for _ in pool.map(one, files, chunksize=64):
                     copied += 1
+                    step.advance()
             for kind in ("dirtree", "commit"):
                 for oid, k in needed:
                     if k == kind and not self.has(oid, kind):
