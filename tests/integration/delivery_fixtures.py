@@ -7,7 +7,10 @@ client that bounds its downloads never reads; ``srv.endless_sent`` counts what
 went out), ``("tamper",)`` flips a byte, ``("replace", data)`` serves other
 bytes, ``("hang",)`` never answers (until the server stops, or
 ``srv.hang_seconds``), ``("hook", fn)`` calls ``fn()`` before serving normally
-(to fill a disk mid-download, or hold a download until the test releases it).
+(to fill a disk mid-download, or hold a download until the test releases it),
+``("norange",)`` ignores ``Range`` (200, the whole file), ``("bad206",)`` answers a
+range 206 with the Content-Range asked for but the whole file from byte 0, and
+``("206from0",)`` a 206 whose Content-Range says the whole file.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ class _Handler(BaseHTTPRequestHandler):
             end = min(int(b_), len(data) - 1) if b_ else len(data) - 1
             status = 206
         body = data[start:end + 1]
+        content_range = f"bytes {start}-{end}/{len(data)}"
+        if fault and fault[0] == "bad206" and status == 206:
+            body = data  # claims the range asked for, sends the whole file from byte 0
+        if fault and fault[0] == "206from0" and status == 206:
+            body, content_range = data, f"bytes 0-{len(data) - 1}/{len(data)}"
         self.send_response(status)
         if fault and fault[0] == "endless":
             self.send_header("Content-Type", "application/octet-stream")
@@ -77,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_header("Content-Length", str(len(body)))
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.send_header("Content-Range", content_range)
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         if fault and fault[0] == "truncate":

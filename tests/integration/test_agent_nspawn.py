@@ -7,7 +7,9 @@ and deployed in a sysroot, and booted with systemd-nspawn as the initramfs
 would lay it out. Then: prepare mode checks, downloads and prepares by itself; the
 agent is killed (SIGKILL) in the middle of the download and systemd restarts
 it, and the download completes; an apply for the next window waits; a
-cancelled apply is gone.
+cancelled apply is gone. The weekly store fsck (``atoll-fsck.timer``) is in the
+image, enabled, passes ``systemd-analyze verify``, and its service run by the
+container's systemd writes the result Checkmk reads.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from pathlib import Path
 import pytest
 
 from atoll.agent import api
+from atoll.agent.feature import FSCK_SERVICE, FSCK_TIMER
 from atoll.agent.feature import install as install_agent
 from atoll.boot.devsysroot import cached_tree, make_sysroot
 from atoll.cli import main
 from atoll.core.run import run
+from atoll.store.checkout import checkout
 from atoll.store.repo import Repo
 from tests.integration.delivery_fixtures import serve_www
 
@@ -110,6 +114,42 @@ def booted(agent_repo: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, objec
             console.close()
 
 
+def container_init(sysroot: Path) -> int:
+    """PID (on the host) of the container's systemd."""
+    def comm(pid: int) -> str:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+
+    # (script and its shell match the pattern too)
+    (nspawn,) = [p for p in pids_of(f"systemd-nspawn.*{sysroot}/atoll/deploy")
+                 if comm(p) == "systemd-nspawn"]
+    out = subprocess.run(["pgrep", "-P", str(nspawn)], capture_output=True, text=True).stdout
+    (init,) = [int(p) for p in out.split() if comm(int(p)) == "systemd"]
+    return init
+
+
+def test_fsck_timer_in_the_image(agent_repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    repo = Repo.open(agent_repo)
+    checkout(repo, repo.resolve("test/agent"), tree)
+    units = tree / "usr/lib/systemd/system"
+    assert (units / "atoll-fsck.service").read_text() == FSCK_SERVICE
+    assert (units / "atoll-fsck.timer").read_text() == FSCK_TIMER
+    # enabled: the timer in timers.target; the service only through its timer
+    assert os.readlink(units / "timers.target.wants/atoll-fsck.timer") == "../atoll-fsck.timer"
+    assert not list(units.glob("*.wants/atoll-fsck.service"))
+    service = dict(ln.split("=", 1) for ln in FSCK_SERVICE.splitlines() if "=" in ln)
+    assert service["ExecStart"] == "/usr/bin/atoll store fsck --repair --json"
+    assert (service["Type"], service["Nice"], service["IOSchedulingClass"]) == (
+        "oneshot", "19", "idle")
+    timer = dict(ln.split("=", 1) for ln in FSCK_TIMER.splitlines() if "=" in ln)
+    assert (timer["OnCalendar"], timer["RandomizedDelaySec"], timer["Persistent"]) == (
+        "weekly", "6h", "true")
+    # systemd's own check, against the image (it also finds /usr/bin/atoll executable)
+    r = subprocess.run(["systemd-analyze", "verify", f"--root={tree}", "atoll-fsck.service",
+                        "atoll-fsck.timer"], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+
+
 def agent_status(sysroot: Path) -> dict[str, object]:
     return api.call(sysroot, "GET", "/v1/status", timeout=10)  # type: ignore[no-any-return]
 
@@ -133,6 +173,8 @@ def test_agent_in_a_container(booted: tuple[Path, Path, object], tmp_path: Path)
     gate["open"] = True
     # systemd restarts atolld (Restart=on-failure); it downloads again and stages
     wait_for("a new atolld", lambda: [p for p in pids_of("/usr/sbin/atolld") if p != old], 60)
+    # the killed one's socket file is still there: wait until the new one listens on it
+    wait_for("the new atolld's socket", lambda: api.running(sysroot), 180)
     wait_for("the update prepared", lambda: (agent_status(sysroot)["host"] or {}).get(  # type: ignore[union-attr]
         "prepared"), 240)
     st = agent_status(sysroot)
@@ -152,3 +194,16 @@ def test_agent_in_a_container(booted: tuple[Path, Path, object], tmp_path: Path)
     # nothing was applied: the booted deployment is still the only one in the loader
     assert len(json.loads((sysroot / "boot/loader/deployments.json").read_text())
                ["deployments"]) == 1
+    # the scheduled fsck, as the container's systemd runs it: the timer is active, and
+    # its service re-hashes the host's store and writes what Checkmk reads
+    init = container_init(sysroot)
+    ns = ["nsenter", "--target", str(init), "--mount", "--pid", "--uts", "--ipc"]
+    r = subprocess.run([*ns, "systemctl", "is-active", "atoll-fsck.timer"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "active", r
+    (sysroot / "atoll/state/fsck.json").unlink(missing_ok=True)
+    r = subprocess.run([*ns, "systemctl", "start", "atoll-fsck.service"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((sysroot / "atoll/state/fsck.json").read_text())
+    assert result["ok"] is True and result["checked"] > 10_000 and result["corrupt"] == 0

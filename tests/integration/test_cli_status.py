@@ -224,10 +224,14 @@ def test_validation_of_policy_and_apply_requests(host: Host) -> None:
     policy = host.sr.state / "policy.json"
     for argv, needle in ((["--interval", "-5"], "check interval"),
                          (["--remote", "nosuch"], "no remote 'nosuch'"),
-                         (["--fleet-lock", "notaurl"], "not an http(s) URL"),
+                         (["--fleet-lock", "notaurl"], "not an http:// or https:// URL"),
+                         (["--fleet-lock", "http://[::1"], "not a valid URL"),
+                         (["--group", "a\x1bb"], "not a group name"),
+                         (["--group", "a/b"], "not a group name"),
                          (["--mode", "weekly"], "invalid choice")):
         p = _atoll("--sysroot", root, "policy", "set", *argv)
         assert p.returncode == 2 and needle in p.stderr, (argv, p.stderr)
+        assert "\x1b" not in p.stderr  # the escape is shown escaped, never sent
         assert not policy.exists()  # nothing changed
     # an apply in a window nobody configured, or of nothing
     p = _atoll("--sysroot", root, "update", "apply", "--window")
@@ -235,6 +239,14 @@ def test_validation_of_policy_and_apply_requests(host: Host) -> None:
     p = _atoll("--sysroot", root, "update", "apply")  # never checked: nothing known
     assert p.returncode == 7 and "has not checked for one" in p.stderr
     assert "Traceback" not in p.stderr and "None" not in p.stderr
+    # times: empty, past, too far; an empty --sysroot is no "." (review of issue 14)
+    for at, needle in (("", "give a time"), ("2000-01-01 00:00", "has passed"),
+                       ("2099-01-01 00:00", "more than a year ahead")):
+        p = _atoll("--sysroot", root, "update", "apply", "--at", at)
+        assert p.returncode == 2 and needle in p.stderr, (at, p.stderr)
+    assert not (host.sr.state / "agent.json").exists()  # nothing scheduled
+    p = _atoll("--sysroot", "", "status")
+    assert p.returncode == 2 and "--sysroot: must name a directory" in p.stderr, p.stderr
 
 
 def test_app_validate(tmp_path: Path) -> None:
@@ -248,3 +260,97 @@ def test_app_validate(tmp_path: Path) -> None:
     assert [(q["line"], q["field"]) for q in problems] == [(3, "environment.DB_PASS"),
                                                           (4, "bogus")]
     assert Repo  # (the store is not touched by validation)
+
+
+def _commit_chain(repo: Repo, tmp: Path, n: int, variant: str) -> list[str]:
+    tree = make_tree(tmp / f"tree-{variant}", files=5, variant=variant)
+    out = []
+    for i in range(n):
+        (tree / "usr/etc/motd").write_text(f"{variant} {i}\n")
+        out.append(repo.commit_dir(tree, ref="site/db", version=f"{variant}{i + 1}"))
+    return out
+
+
+def test_deploy_an_ancestor_from_another_repository(host: Host, tmp_path: Path) -> None:
+    """REV~N with --repo is resolved once, in that repository: the host's own branch of
+    the same name (here two commits behind) plays no part, and it does not move."""
+    build = Repo.create(tmp_path / "build")
+    r = _commit_chain(build, tmp_path, 3, "r")
+    root = str(host.sr.root)
+    p = _atoll("--sysroot", root, "--json", "deploy", "site/db~1", "--repo", str(build.path))
+    assert p.returncode == 0, p.stderr
+    dep = json.loads(p.stdout)
+    assert dep["commit"] == r[1] and dep["origin"] == "site/db"
+    assert host.sr.repo.refs()["site/db"] == host.v2  # the host's branch stays
+    # a fresh host: imports the ancestor; no branch appears, nothing is left half done
+    fresh = Sysroot(tmp_path / "fresh")
+    fresh.init()
+    p = _atoll("--sysroot", str(fresh.root), "--json", "deploy", "site/db~2", "--repo",
+               str(build.path))
+    assert p.returncode == 0 and json.loads(p.stdout)["commit"] == r[0], p.stderr
+    assert fresh.repo.refs() == {}
+    # the branch itself, by name: copied, so the host can name it again
+    p = _atoll("--sysroot", str(fresh.root), "deploy", "heads/site/db", "--repo",
+               str(build.path))
+    assert p.returncode == 0 and fresh.repo.refs() == {"site/db": r[2]}, p.stderr
+
+
+def test_deploying_a_commit_again_under_another_origin_records_it(host: Host) -> None:
+    root = str(host.sr.root)
+    d = host.sr.deploy(host.v2)  # by commit id: no origin
+    assert d.origin is None
+    p = _atoll("--sysroot", root, "--json", "deploy", "origin:site/db")
+    out = json.loads(p.stdout)
+    assert p.returncode == 0 and out["changed"] is True and out["id"] == d.id
+    assert [(x.id, x.origin) for x in host.sr.deployments()] == [(d.id, "origin:site/db")]
+    p = _atoll("--sysroot", root, "deploy", "origin:site/db")
+    assert "nothing to do" in p.stdout and len(host.sr.deployments()) == 1
+
+
+def test_cleanup_pending_never_empties_the_boot_order(host: Host) -> None:
+    root = str(host.sr.root)
+    d1 = host.sr.deploy("site/db~1")
+    host.boot(d1.id)
+    d2 = host.sr.deploy("site/db")
+    order = [d.id for d in host.sr.deployments()]
+    assert order == [d2.id, d1.id]
+    host.boot("f" * 64 + ".0")  # names a deployment that is not in the boot order
+    for _ in range(3):
+        p = _atoll("--sysroot", root, "cleanup", "-p")
+        assert p.returncode == 0 and "not in the boot order" in p.stdout, p.stdout
+        assert [d.id for d in host.sr.deployments()] == order
+    (host.sr.root / "run/atoll/booted").unlink()  # never booted
+    p = _atoll("--sysroot", root, "--json", "cleanup", "-p")
+    assert json.loads(p.stdout)["pending"] == [] and "has not booted" in json.loads(
+        p.stdout)["next_boot"]
+    assert [d.id for d in host.sr.deployments()] == order
+    host.boot(d1.id)
+    p = _atoll("--sysroot", root, "cleanup", "-p")
+    assert "the booted deployment boots next" in p.stdout
+    assert [d.id for d in host.sr.deployments()] == [d1.id]
+
+
+def test_indexes_and_db_diff_say_what_to_do(host: Host) -> None:
+    root = str(host.sr.root)
+    host.sr.deploy("site/db~1")
+    host.sr.prepare("site/db")
+    for argv in (["undeploy", "--", "-1"], ["pin", "--", "-1"]):
+        p = _atoll("--sysroot", root, *argv)
+        assert p.returncode == 2 and "prepared deployment" in p.stderr
+        assert "atoll cleanup -p" in p.stderr
+    p = _atoll("--sysroot", root, "undeploy", "5")
+    assert p.returncode == 2 and "0 to 0" in p.stderr and "atoll status" in p.stderr
+    p = _atoll("--sysroot", root, "db", "diff")  # never booted: nothing to compare against
+    assert p.returncode == 77 and "has not booted" in p.stdout and "FROM TO" in p.stdout
+
+
+def test_the_agent_prepares_with_the_origin_it_downloaded_from(host: Host) -> None:
+    """atolld prepares the downloaded commit by id: the deployment still follows the
+    REMOTE:CHANNEL of update.json (it showed "no origin" before)."""
+    from atoll.agent.host import Host as AgentHost
+
+    (host.sr.state / "update.json").write_text(json.dumps({
+        "state": "downloaded", "commit": host.v2, "remote": "t4", "channel": "site/db",
+        "checked": "2026-11-27T09:00:00Z"}))
+    dep = AgentHost(host.sr.root).prepare(host.v2)
+    assert dep["origin"] == "t4:site/db" and host.sr.prepared().origin == "t4:site/db"

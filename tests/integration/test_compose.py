@@ -16,7 +16,7 @@ from atoll.deploy.sysroot import Sysroot
 from atoll.store import ops
 from atoll.store.checkout import checkout
 from atoll.store.repo import Repo
-from tests.compose_fixtures import EXAMPLES, Composed, composed
+from tests.compose_fixtures import EXAMPLES, Composed, composed, deb_cache
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +24,11 @@ def trees(artifact_cache: Path) -> Composed:
     return composed(artifact_cache)
 
 
-def test_same_inputs_same_commit(trees: Composed, tmp_path: Path) -> None:
+def test_same_inputs_same_commit(trees: Composed, tmp_path: Path, artifact_cache: Path) -> None:
     again = Repo.create(tmp_path / "again")
-    res = compose(load_treefile(EXAMPLES / "base.yaml"), EXAMPLES, again)
+    # from the package cache this time: the same commit as from the archive
+    res = compose(load_treefile(EXAMPLES / "base.yaml"), EXAMPLES, again,
+                  deb_cache=deb_cache(artifact_cache))
     assert res.commit == trees.v1
     # and composing onto a ref that already has it makes no new commit
     res2 = compose(load_treefile(EXAMPLES / "base.yaml"), EXAMPLES, again)

@@ -290,6 +290,24 @@ def test_resume_from_a_server_that_ignores_ranges(env: Env) -> None:
     assert any(path.endswith(".delta") and rng for path, rng in env.server.requests)
 
 
+@pytest.mark.parametrize("fault", ["bad206", "206from0"])
+def test_resume_from_a_206_that_is_not_the_range_asked_for(env: Env, fault: str) -> None:
+    """Review of issue 13: a 206 that sends the file from byte 0 gave "server sent more
+    than the signed length" (reads like an attack), on every retry. The Content-Range
+    (and Content-Length) must match the range asked for; otherwise it is a server that
+    ignores ranges: the file is fetched again from the start, within the signed length."""
+    delta = env.target(f"{env.commits[0]}-{env.commits[1]}.delta")
+    full = (env.www / delta).stat().st_size
+    env.server.faults[".delta"] = ("truncate", full // 2)
+    assert env.update("download") == 6  # cut short: a download error, resumable
+    env.server.faults[".delta"] = (fault,)
+    env.server.requests.clear()
+    assert env.update("download") == 0
+    assert env.host_ref() == env.commits[1]
+    asked = [rng for path, rng in env.server.requests if path.endswith(".delta")]
+    assert asked == [f"bytes={full // 2}-", None], asked  # the range, then the whole file
+
+
 def test_remote_list_show_remove(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
@@ -406,3 +424,68 @@ def test_rebase_to_another_channel(env: Env, capsys: pytest.CaptureFixture[str])
     assert json.loads((env.host / "atoll/state/remotes/origin/remote.json").read_text())[
         "channel"] == "site/lts"
     del v2
+
+
+def test_origin_reboot_requests_and_a_damaged_update_json(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review of issue 14: the deployment `update apply` makes follows the remote's channel;
+    an update applied first can be rebooted into later (now, or at a time); `update
+    check` writes a damaged update.json whole again."""
+    import datetime as dt
+
+    from atoll.deploy.sysroot import Sysroot
+
+    host = str(env.host)
+    assert main(["-q", "--sysroot", host, "init"]) == 0
+    capsys.readouterr()
+    assert main(["--sysroot", host, "update", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "origin:site/base: - → 2, " in out and ", delta\n" in out, out
+    assert env.update("download") == 0
+    assert main(["-q", "--sysroot", host, "update", "apply"]) == 0
+    sr = Sysroot(env.host)
+    assert sr.deployments()[0].origin == "origin:site/base"
+    # applied: `--reboot` reboots into it (a sysroot that is not /: recorded only)
+    capsys.readouterr()
+    assert main(["--json", "--sysroot", host, "update", "apply", "--reboot"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is True
+    assert sr.events()[-1]["event"] == "reboot" and len(sr.deployments()) == 1
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).isoformat(timespec="minutes")
+    assert main(["--json", "--sysroot", host, "update", "apply", "--at", at]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] is True and out["request"]["kind"] == "at"
+    agent = json.loads((env.host / "atoll/state/agent.json").read_text())
+    assert agent["request"]["at"].startswith(at[:16])
+    assert main(["-q", "--sysroot", host, "update", "apply", "--cancel"]) == 0
+    # without a reboot there is nothing to do, and it says how to reboot into it
+    assert main(["--sysroot", host, "update", "apply"]) == 0
+    assert "already applied" in capsys.readouterr().out
+    # a damaged update.json: status names it; `update check` writes it whole again
+    state = env.host / "atoll/state/update.json"
+    state.write_text("{garbage")
+    assert main(["-q", "--sysroot", host, "update", "apply", "--reboot"]) == 7
+    assert main(["-q", "--sysroot", host, "update", "check"]) == 77
+    assert json.loads(state.read_text())["commit"] == env.commits[1]
+
+
+def test_update_commands_follow_the_policy_remote(env: Env,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    host = str(env.host)
+    assert main(["-q", "--sysroot", host, "remote", "add", "mirror", env.server.url,
+                 "--root", str(env.www / "metadata/root.json"), "--channel", "site/base"]) == 0
+    capsys.readouterr()
+    assert main(["--sysroot", host, "rebase", "mirror:site/base"]) == 0
+    assert "following site/base (was origin:" in capsys.readouterr().out
+    assert main(["--sysroot", host, "rebase", "mirror:site/base"]) == 0
+    assert "already following site/base" in capsys.readouterr().out
+    # origin is followed no more: it may go; what it downloaded is named as refs take it
+    assert main(["--json", "--sysroot", host, "remote", "remove", "origin"]) == 0
+    assert json.loads(capsys.readouterr().out)["refs"] == ["origin:site/base"]
+    assert main(["--json", "--sysroot", host, "update", "check"]) == 0  # asks mirror
+    assert json.loads(capsys.readouterr().out)["remote"] == "mirror"
+    # the followed remote is refused (updates would stop), unless --force
+    assert main(["--sysroot", host, "remote", "remove", "mirror"]) == 2
+    assert "update policy follows remote mirror" in capsys.readouterr().err
+    assert main(["-q", "--sysroot", host, "remote", "remove", "--force", "mirror"]) == 0
+    assert main(["-q", "store", "refs", "--repo", f"{host}/atoll/repo", "--delete",
+                 "origin:site/base"]) == 0

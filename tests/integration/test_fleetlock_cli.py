@@ -171,3 +171,26 @@ def test_airlocks_example_with_the_command_line_in_charge(
     assert "etcd3.endpoints not used: --etcd given on the command line" in err
     rc, _, err = run(capsys, "fleetlock", "status")
     assert rc == 2 and "no FleetLock store given" in err
+
+
+def test_airlock_configs_review_13(fleet_etcd: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Slots airlock cannot compare (2^64-1 is -1 to its Go int) are refused at once; an
+    endpoint without a scheme is accepted as airlock's etcd client accepts it, and dialled
+    with TLS as airlock dials it (the test's etcd is plain: the hint says so)."""
+    db = str(tmp_path / "l.db")
+    odd = tmp_path / "odd.toml"
+    odd.write_text('[lock]\ndefault_slots = 2\n[[lock.groups]]\nname = "big"\n'
+                   "slots = 18446744073709551615\n")
+    rc, _, err = run(capsys, "fleetlock", "serve", "--embedded", db, "--config", str(odd))
+    assert rc == 2 and "lock.groups[0].slots: must be an integer from 0 to " \
+        "9223372036854775807" in err
+    bare = tmp_path / "bare.toml"
+    host_port = fleet_etcd.split("//", 1)[1]
+    bare.write_text(f'[etcd3]\nendpoints = ["{host_port}"]\ntransaction_timeout_ms = 2000\n')
+    rc, _, err = run(capsys, "fleetlock", "status", "--config", str(bare))
+    assert rc == 8, err  # not refused as input (was exit 2): etcd answered no TLS
+    assert f"etcd at https://{host_port}" in err and "write http://HOST:PORT" in err
+    bare.write_text(f'[etcd3]\nendpoints = ["{fleet_etcd}"]\n')
+    assert run(capsys, "fleetlock", "status", "--config", str(bare))[0] == 0
+    assert not Path(db).exists()

@@ -342,3 +342,28 @@ def test_any_body_over_http_gets_a_documented_json_answer(
     error = is_json_error(resp.status, {"content-type": resp.getheader("content-type") or ""},
                           out)
     assert resp.status != 500 or error["kind"] == "failed_lock_semaphore_full", error
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    # review of issue 13: atoll answered 400 where airlock's Go decoder accepts the body
+    (b'{"Client_Params": {"ID": "n1", "Group": "default"}}', 200),
+    (lock_body("n1") + b"xyz", 200),
+    (lock_body("n1") + lock_body("n2"), 200),  # the first value only: n1, not n2
+    # and 200 where airlock refuses it: NaN is not JSON to Go
+    (b'{"client_params": {"id": "n1", "group": "default"}, "n": NaN}', 400),
+])
+def test_bodies_are_read_as_airlock_reads_them_in_both_framings(
+        server: FleetLockServer, body: bytes, status: int) -> None:
+    with socket.create_connection(address(server), timeout=10) as sock:
+        f = sock.makefile("rb")
+        for mode in ("length", "chunked"):
+            sock.sendall(request("/v1/pre-reboot", body, mode=mode))
+            got, headers, out = read_response(f)
+            assert got == status, (mode, out)
+            if status != 200:
+                assert is_json_error(got, headers, out)["kind"] == "invalid_client_identity"
+        # the whole body was read: the next request on the connection is answered as itself
+        sock.sendall(request("/v1/steady-state", lock_body("n1")))
+        assert read_response(f)[0] == 200
+    holders = {g.group: [h.id for h in g.holders] for g in server.service.status()}
+    assert holders.get("default", []) == []  # n1 locked, then released; n2 never

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from atoll.store import Repo
+
 FILES = 3000
 _CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -86,7 +88,7 @@ def no_progress(text: str) -> None:
 
 
 def test_commit_and_fsck_draw_progress_on_a_terminal(tree: Path, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
+    repo = Repo.create(tmp_path / "repo").path
     r = atoll("store", "commit", str(tree), "--ref", "t/a", "--repo", str(repo))
     assert r.rc == 0, r.tty
     assert re.search(r"commit tree .*/3,000 files", r.text), r.text  # the row
@@ -99,7 +101,7 @@ def test_commit_and_fsck_draw_progress_on_a_terminal(tree: Path, tmp_path: Path)
 
 
 def test_no_progress_when_stderr_is_a_pipe(tree: Path, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
+    repo = Repo.create(tmp_path / "repo").path
     r = atoll("store", "commit", str(tree), "--ref", "t/a", "--repo", str(repo),
               stderr_tty=False)
     assert r.rc == 0, r.stderr
@@ -113,7 +115,7 @@ def test_no_progress_when_stderr_is_a_pipe(tree: Path, tmp_path: Path) -> None:
 
 
 def test_no_progress_under_quiet(tree: Path, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
+    repo = Repo.create(tmp_path / "repo").path
     r = atoll("-q", "store", "commit", str(tree), "--ref", "t/a", "--repo", str(repo))
     assert r.rc == 0, r.tty
     no_progress(r.tty)
@@ -123,7 +125,7 @@ def test_no_progress_under_quiet(tree: Path, tmp_path: Path) -> None:
 
 
 def test_no_progress_under_json_and_stdout_stays_json(tree: Path, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
+    repo = Repo.create(tmp_path / "repo").path
     r = atoll("--json", "store", "commit", str(tree), "--ref", "t/a", "--repo", str(repo),
               stdout_tty=False)
     assert r.rc == 0, r.tty

@@ -50,9 +50,10 @@ def damage(path: Path, how: str) -> None:
             fh.write(bytes([data[len(data) // 2] ^ 0x20]))
 
 
-def pick(repo: Repo, commit: str, kind: str, *, not_in: str | None = None) -> str:
-    """An object of ``commit`` of ``kind`` (a regular file for files; one that
-    ``not_in`` lacks, when given)."""
+def pick(repo: Repo, commit: str, kind: str, *, not_in: str | None = None,
+         max_size: int | None = None) -> str:
+    """An object of ``commit`` of ``kind`` (a regular file for files, of at most
+    ``max_size`` bytes when given; one that ``not_in`` lacks, when given)."""
     if kind == "commit":
         return commit
     other = repo.reachable(not_in, parents=False) if not_in else set()
@@ -60,7 +61,8 @@ def pick(repo: Repo, commit: str, kind: str, *, not_in: str | None = None) -> st
         if k != kind or (oid, k) in other:
             continue
         p = repo.object_path(oid, k)
-        if kind == "file" and (p.is_symlink() or p.stat().st_size < 8):
+        if kind == "file" and (p.is_symlink() or p.stat().st_size < 8
+                               or (max_size is not None and p.stat().st_size > max_size)):
             continue
         return oid
     raise AssertionError(f"no {kind} object to damage")
@@ -147,7 +149,7 @@ def http_host(tmp_path: Path) -> Iterator[Env]:
     www.mkdir()
     with serve_www(www) as server:
         e = Env(tmp_path, server)
-        e.commit_and_publish(1)
+        e.commit_and_publish(1, big=8 << 20)  # a pack of several chunks (CHUNK_AVG 1 MiB)
         e.add_remote()
         Sysroot(e.host).init()
         assert e.update("download") == 0
@@ -160,7 +162,7 @@ def test_host_heals_by_downloading_again(http_host: Env, kind: str, how: str) ->
     env = http_host
     repo = Repo.open(env.host / "atoll/repo")
     v1 = env.commits[0]
-    oid = pick(repo, v1, kind)
+    oid = pick(repo, v1, kind, max_size=1 << 20)
     damage(repo.object_path(oid, kind), how)
     env.server.requests.clear()
     p = atoll("--sysroot", str(env.host), "update", "download")
@@ -168,7 +170,8 @@ def test_host_heals_by_downloading_again(http_host: Env, kind: str, how: str) ->
     assert ops.fsck(repo).ok
     assert repo.is_complete(v1)
     # only what was lost travelled (chunks by range), not the whole image
-    assert all(rng for path, rng in env.server.requests if path.endswith(".pack"))
+    assert all(rng for path, rng in env.server.requests
+               if path.endswith(".pack")), env.server.requests
     sr = Sysroot(env.host)
     sr.init()
     assert sr.deploy(v1).commit == v1

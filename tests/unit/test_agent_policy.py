@@ -119,7 +119,59 @@ def test_apply_noop_says_why_nothing_is_to_be_done() -> None:
         "already applied: c2 boots next"
     assert apply_noop(AgentState(last_check=checked, booted="c1", available="c2",
                                  downloaded="c2", pending="c2")) == \
-        "already applied: c2 boots next"
+        "already applied: c2 boots next; `atoll update apply --reboot` reboots into it"
     assert apply_noop(AgentState(last_check=checked, booted="c1", available="c2")) is None
     assert apply_noop(AgentState(last_check=checked, booted="c1", available="c2",
                                  downloaded="c2", prepared="c2")) is None
+
+
+def test_a_request_that_reboots_into_an_applied_update() -> None:
+    """Applied first (pending), the customer then asks for the reboot: `apply --reboot`
+    now, or `--at`/`--window` later. Without a reboot it is a no-op, as before."""
+    from atoll.agent.policy import apply_noop
+
+    checked = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    pending = AgentState(last_check=checked, booted="c1", available="c2", downloaded="c2",
+                         pending="c2")
+    assert apply_noop(pending, "now", reboot=True) is None
+    assert apply_noop(pending, "at", reboot=True) is None
+    assert apply_noop(pending, "window", reboot=False) == "already applied: c2 boots next"
+    at = NOW + dt.timedelta(hours=3)
+    st = AgentState(last_check=NOW, booted="c1", pending="c2",
+                    request=ApplyRequest("at", NOW, at, True))
+    d = decide(Policy(mode="check"), st, NOW)
+    assert d.action == "wait" and d.at == at
+    d = decide(Policy(mode="check"), st, at)
+    assert d.action == "apply" and "reboot into the pending update" in d.reason
+    # a request that does not reboot has nothing to do for a pending update
+    st = AgentState(last_check=NOW, booted="c1", pending="c2",
+                    request=ApplyRequest("now", NOW, None, False))
+    assert decide(Policy(mode="check"), st, NOW).action != "apply"
+
+
+def test_apply_times_are_checked() -> None:
+    from atoll.agent.policy import check_apply_request
+    from atoll.core.errors import InputError
+
+    policy = Policy()
+    with pytest.raises(InputError, match="has passed"):
+        check_apply_request(policy, "at", dt.datetime(2000, 1, 1, tzinfo=dt.UTC), NOW)
+    with pytest.raises(InputError, match="more than a year"):
+        check_apply_request(policy, "at", NOW + dt.timedelta(days=400), NOW)
+    with pytest.raises(InputError, match="give a time"):
+        check_apply_request(policy, "at", None, NOW)
+    check_apply_request(policy, "at", NOW + dt.timedelta(hours=1), NOW)
+    check_apply_request(policy, "at", NOW - dt.timedelta(seconds=30), NOW)  # typed a bit late
+
+
+def test_policy_refuses_bad_groups_remotes_and_fleet_lock_urls() -> None:
+    for field, value, needle in (("group", "a\x1bb", "group"), ("group", "", "group"),
+                                 ("group", "a/b", "group"), ("remote", "a/b", "remote"),
+                                 ("remote", 5, "remote"),
+                                 ("fleet_lock", "notaurl", "http"),
+                                 ("fleet_lock", "http://[::1", "not a valid URL"),
+                                 ("fleet_lock", "http://u:p@lock/", "credentials")):
+        with pytest.raises(ValueError, match=needle):
+            Policy.from_json({field: value})
+    assert Policy.from_json({"group": "db-eu.1", "fleet_lock": "https://lock.example/"}
+                            ).group == "db-eu.1"

@@ -21,6 +21,7 @@ from atoll.cli import (
     EXIT_INTERNAL,
     EXIT_MEANINGS,
     NOTHING_NEW,
+    PATH_TYPES,
     build_parser,
     exit_status_table,
     main,
@@ -224,7 +225,7 @@ def test_completes_refs_and_remotes_from_the_host(script: Path, tmp_path: Path) 
     repo.set_ref("origin/site/base", cid, namespace="remotes")
     r = str(repo.path)
     assert complete(script, "store", "log", "--repo", r, "") == [
-        "site/base", "site/db", "remotes/origin/site/base"]
+        "site/base", "site/db", "origin:site/base"]
     assert complete(script, "store", "diff", "--repo", r, "site/base", "site/d") == ["site/db"]
     assert complete(script, "store", "refs", "--repo", r, "--delete", "site/db", "site/b") == [
         "site/base"]
@@ -243,6 +244,29 @@ def test_completes_refs_and_remotes_from_the_host(script: Path, tmp_path: Path) 
                     "--remote", "") == []
 
 
+def test_completes_refspecs_for_db_diff_rebase_and_deploy(script: Path, tmp_path: Path) -> None:
+    """REMOTE:CHANNEL is offered, and completed as bash splits it (at ':')."""
+    sysroot = tmp_path / "sysroot"
+    repo = Repo.create(sysroot / "atoll/repo")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t/f").write_text("x")
+    cid = repo.commit_dir(tmp_path / "t", ref="site/base", version="1")
+    repo.set_ref("origin/site/db", cid, namespace="remotes")
+    remote = sysroot / "atoll/state/remotes/t4"
+    remote.mkdir(parents=True)
+    (remote / "remote.json").write_text(json.dumps({
+        "name": "t4", "url": "https://updates.example.invalid/", "channel": "site/lts"}))
+    s = str(sysroot)
+    assert complete(script, "--sysroot", s, "db", "diff", "") == ["site/base", "origin:site/db"]
+    assert complete(script, "--sysroot", s, "db", "diff", "site/base", "ori") == [
+        "origin:site/db"]
+    assert complete(script, "--sysroot", s, "rebase", "") == ["t4:site/lts", "origin:site/db"]
+    # `deploy origin:si`: bash hands over "origin" ":" "si" and replaces only "si"
+    assert complete(script, "--sysroot", s, "deploy", "origin", ":", "si") == ["site/db"]
+    assert complete(script, "--sysroot", s, "deploy", "origin", ":") == ["site/db"]
+    assert names("channels", sysroot) == ["t4:site/lts", "origin:site/db"]
+
+
 def test_names_never_fail(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo/config.json").write_text("{")
@@ -258,5 +282,5 @@ def test_completion_tables_name_real_options() -> None:
     at = {(*path, a.dest) for path, a in _actions()}
     assert set(DYNAMIC) <= dests
     assert set(DYNAMIC_AT) <= at
-    path_dests = {a.dest for _, a in _actions() if a.type is Path}
+    path_dests = {a.dest for _, a in _actions() if a.type in PATH_TYPES}
     assert path_dests >= DIR_DESTS, DIR_DESTS - path_dests

@@ -11,6 +11,7 @@ import pytest
 
 from atoll.core.errors import CorruptObjectError, HostStateError
 from atoll.delta import PackIndex, apply_delta, generate_delta, import_chunk, write_pack
+from atoll.delta._util import commit_objects
 from atoll.delta.static import read_header, repo_missing
 from atoll.store.checkout import checkout
 from atoll.store.repo import Repo
@@ -67,6 +68,13 @@ def _host_with(tmp_path: Path, src: Repo, commit: str) -> Repo:
     return host
 
 
+def _all_sealed(host: Repo, commit: str) -> bool:
+    """Every file object of ``commit`` entered the store by its verified write path
+    (sealed: deploy will not hash it again)."""
+    files = [o.id for o in commit_objects(host, commit) if o.kind == "file"]
+    return bool(files) and all(host.is_sealed(i) for i in files)
+
+
 def _tree_listing(root: Path) -> dict[str, tuple[int, bytes]]:
     out = {}
     for dirpath, dirs, files in os.walk(root):
@@ -88,6 +96,7 @@ def test_delta_roundtrip_pairs_moved_modules(tmp_path: Path,
     assert stats.size < 20_000  # the new content is > 500 kB
     host = _host_with(tmp_path, repo, a)
     assert apply_delta(host, tmp_path / "d.delta", expect=(a, b)) == b
+    assert _all_sealed(host, a) and _all_sealed(host, b)
     checkout(host, b, tmp_path / "out-host")
     checkout(repo, b, tmp_path / "out-src")
     assert _tree_listing(tmp_path / "out-host") == _tree_listing(tmp_path / "out-src")
@@ -143,6 +152,9 @@ def test_pack_chunks_and_missing_only(tmp_path: Path, two_commits: tuple[Repo, s
             import_chunk(host, idx, n, data[c.offset:c.offset + c.clen], only=missing,
                          metas=metas)
         assert repo_missing(host, b, metas) == []
+        for (_oid, kind), raw in metas.items():
+            host.write_meta_object(raw, kind)
+    assert _all_sealed(host, b)
     bad = bytearray(data[idx.chunks[0].offset:idx.chunks[0].clen])
     bad[5] ^= 1
     with pytest.raises(CorruptObjectError):
@@ -276,3 +288,165 @@ def test_vmlinuz_xz_payload_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     host = _host_with(tmp_path, repo, ids[0])
     assert apply_delta(host, tmp_path / "d.delta") == ids[1]
     assert host.verify_file(f["id"])
+
+
+# -- format 2: segmented patches, bsdiff in batches, format 1 still read ---------------
+
+def _small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments of 64 KiB with 128 KiB windows, patches by python (no zstd command)."""
+    import atoll.delta.format as fmt
+    import atoll.delta.static as static
+
+    monkeypatch.setattr(fmt, "SEG_MAX", 64 << 10)
+    monkeypatch.setattr(fmt, "SEG_BASE_MAX", 128 << 10)
+    monkeypatch.setattr(static, "CLI_MIN", 1 << 40)
+
+
+def _two(tmp_path: Path, old: dict[str, bytes], new: dict[str, bytes]) -> tuple[Repo, str, str]:
+    repo = Repo.create(tmp_path / "repo")
+    ids = []
+    for v, files in ((1, old), (2, new)):
+        root = tmp_path / f"t{v}"
+        for rel, data in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        ids.append(repo.commit_dir(root, ref="r"))
+    return repo, ids[0], ids[1]
+
+
+def test_large_file_patch_in_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _small_segments(monkeypatch)
+    monkeypatch.setattr("atoll.delta.static.BSDIFF_MAX", 0)
+    base = _blob(20, 600_000)
+    new = bytearray(base[:300_000] + b"INSERTED" * 100 + base[300_000:])
+    new[500_000:500_010] = b"CHANGED..."
+    repo, a, b = _two(tmp_path, {"usr/lib/big.so": base}, {"usr/lib/big.so": bytes(new)})
+    stats = generate_delta(repo, a, b, tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        hdr = read_header(fh)
+    f = next(f for f in hdr.files if f["how"] == "patch")
+    assert hdr.format == 2 and len(f["segs"]) == 10
+    assert all(s[1] <= 64 << 10 and s[3] <= 128 << 10 for s in f["segs"])
+    assert stats.size < 30_000  # 600 kB of new content
+    host = _host_with(tmp_path, repo, a)
+    assert apply_delta(host, tmp_path / "d.delta", expect=(a, b)) == b
+    assert host.verify_file(f["id"])
+
+
+def test_initramfs_in_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import atoll.delta.static as static
+
+    _small_segments(monkeypatch)
+    monkeypatch.setattr(static, "MIN_SIZE", 1000)
+    old: dict[str, bytes] = {}
+    new: dict[str, bytes] = {}
+    for v, files in ((1, old), (2, new)):
+        members = []
+        for i in range(8):
+            body = random.Random(v * 10 + i).randbytes(40_000)
+            files[f"usr/lib/modules/6.1.0-{v}-amd64/m{i}.ko"] = body
+            members.append((f"usr/lib/modules/6.1.0-{v}-amd64/m{i}.ko", body))
+        cpio = _newc([("conf/x.conf", b"MODULES=most\n"), *members])
+        files[f"usr/lib/modules/6.1.0-{v}-amd64/initrd.img"] = subprocess.run(
+            ["gzip", "-n", "-6"], input=cpio, capture_output=True, check=True).stdout
+    repo, a, b = _two(tmp_path, old, new)
+    stats = generate_delta(repo, a, b, tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        hdr = read_header(fh)
+    initrd = next(f for f in hdr.files if f["how"] == "gzip")
+    assert len(initrd["dict"]) == 8 and len(initrd["segs"]) == 5
+    assert initrd["clen"] < 2000 and stats.files_rebuilt == 1
+    host = _host_with(tmp_path, repo, a)
+    assert apply_delta(host, tmp_path / "d.delta") == b
+    assert host.verify_file(initrd["id"])
+
+
+def test_bsdiff_applied_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import struct
+
+    import atoll.delta._stream as stream
+    import atoll.delta.format as fmt
+
+    monkeypatch.setattr(fmt, "BSPATCH_IN_MEMORY", 0)
+    monkeypatch.setattr(stream, "PIECE", 4096)
+    code = bytearray(random.Random(9).randbytes(200_000))
+    new = bytearray(code)
+    for off in range(0, len(code) - 8, 48):
+        (addr,) = struct.unpack_from("<I", code, off)
+        struct.pack_into("<I", new, off, (addr + 0x40) & 0xFFFFFFFF)
+    repo, a, b = _two(tmp_path, {"lib/mod.ko": bytes(code)}, {"lib/mod.ko": bytes(new)})
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        assert [f["how"] for f in read_header(fh).files] == ["bsdiff"]
+    host = _host_with(tmp_path, repo, a)
+    assert apply_delta(host, tmp_path / "d.delta") == b
+    checkout(host, b, tmp_path / "out")
+    assert (tmp_path / "out/lib/mod.ko").read_bytes() == bytes(new)
+
+
+def _write_v1(repo: Repo, a: str, b: str, out: Path) -> None:
+    """A format 1 delta as atoll wrote it before format 2: one solid frame, each patch
+    one frame with the whole old file as dictionary."""
+    import struct
+
+    import zstandard
+
+    from atoll.core import canonjson
+    from atoll.delta._util import commit_objects
+
+    have = {(o.id, o.kind) for o in commit_objects(repo, a)}
+    new = [o for o in commit_objects(repo, b) if (o.id, o.kind) not in have]
+    old_paths = {p: e.id for p, e in repo.walk(repo.read_commit(a).tree) if not e.is_dir}
+    solid, patches, files, meta = bytearray(), bytearray(), [], []
+    for o in sorted((o for o in new if o.kind != "file"), key=lambda o: o.kind == "commit"):
+        data = repo.read_meta_object(o.id, o.kind)
+        solid += data
+        meta.append([o.id, o.kind, len(data)])
+    for o in (o for o in new if o.kind == "file"):
+        content = repo.read_file_content(o.id)
+        entry = {"id": o.id, "meta": repo.file_meta(o.id).to_json(), "size": len(content)}
+        base = old_paths.get(o.path)
+        if base is not None and not os.path.islink(repo.object_path(o.id, "file")):
+            d = zstandard.ZstdCompressionDict(repo.read_file_content(base),
+                                              dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+            frame = zstandard.ZstdCompressor(level=12, dict_data=d).compress(content)
+            entry.update(how="patch", base=base, clen=len(frame))
+            patches += frame
+        else:
+            entry["how"] = "raw"
+            solid += content
+        files.append(entry)
+    header = zstandard.ZstdCompressor().compress(canonjson.dumps(
+        {"format": 1, "from": a, "to": b, "meta": meta, "files": files}))
+    frame = zstandard.ZstdCompressor(level=19).compress(bytes(solid))
+    out.write_bytes(b"ATOLL-DELTA-1\n" + struct.pack(">Q", len(header)) + header
+                    + struct.pack(">Q", len(frame)) + frame + bytes(patches))
+
+
+def test_format_1_delta_still_applies(tmp_path: Path,
+                                      two_commits: tuple[Repo, str, str]) -> None:
+    repo, a, b = two_commits
+    _write_v1(repo, a, b, tmp_path / "v1.delta")
+    with open(tmp_path / "v1.delta", "rb") as fh:
+        hdr = read_header(fh)
+    assert hdr.format == 1 and {f["how"] for f in hdr.files} == {"patch", "raw"}
+    host = _host_with(tmp_path, repo, a)
+    assert apply_delta(host, tmp_path / "v1.delta", expect=(a, b)) == b
+    checkout(host, b, tmp_path / "out-host")
+    checkout(repo, b, tmp_path / "out-src")
+    assert _tree_listing(tmp_path / "out-host") == _tree_listing(tmp_path / "out-src")
+
+
+def test_unknown_delta_format_is_refused(tmp_path: Path,
+                                         two_commits: tuple[Repo, str, str]) -> None:
+    # What an older host does with a newer delta: refuse it as corrupt (its client
+    # then fetches the missing objects from the pack instead).
+    repo, a, b = two_commits
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    data = (tmp_path / "d.delta").read_bytes()
+    (tmp_path / "d3.delta").write_bytes(b"ATOLL-DELTA-3\n" + data[14:])
+    host = _host_with(tmp_path, repo, a)
+    with pytest.raises(CorruptObjectError):
+        apply_delta(host, tmp_path / "d3.delta")

@@ -56,3 +56,32 @@ def test_roles() -> None:
         "p": "pending", "b": "booted", "r": "rollback", "o": "other"}
     assert roles(["b", "r"], "b") == {"b": "booted", "r": "rollback"}
     assert roles(["x", "y"], None) == {"x": "pending", "y": "rollback"}
+
+
+def test_cleanup_pending_keeps_the_boot_order_when_the_booted_one_is_unknown() -> None:
+    """`cleanup -p` with run/atoll/booted naming something unlisted (or nothing) removed
+    one deployment per run until none was left (review of issue 14)."""
+    from atoll.deploy.plan import without_pending
+
+    order = [Entry("p"), Entry("b"), Entry("r")]
+    keep, why = without_pending(order, "gone")
+    assert keep is None and "not in the boot order" in why
+    keep, why = without_pending(order, None)
+    assert keep is None and "has not booted" in why
+    keep, why = without_pending(order, "b")
+    assert keep is not None and ids(keep) == ["b", "r"] and why.endswith("boots next")
+    assert ids(without_pending(order, "p")[0] or []) == ["p", "b", "r"]  # nothing pending
+    keep, _ = without_pending([Entry("p", pinned=True), Entry("q"), Entry("b")], "b")
+    assert keep is not None and ids(keep) == ["b", "p"]  # pinned stays, behind the booted
+
+
+def test_deployment_records_are_checked() -> None:
+    from atoll.deploy.sysroot import Deployment
+
+    good = {"id": "a" * 64 + ".0", "commit": "a" * 64, "serial": 0, "version": "1"}
+    assert Deployment.from_json(good).serial == 0
+    for bad, why in (({"id": 5}, "COMMIT.SERIAL"), (good | {"commit": "b" * 64}, "commit"),
+                     (good | {"serial": "x"}, "serial"), (good | {"pinned": "yes"}, "pinned"),
+                     (good | {"origin": ["x"]}, "origin"), ([1, 2], "not an object")):
+        with pytest.raises(ValueError, match=why):
+            Deployment.from_json(bad)

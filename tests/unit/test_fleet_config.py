@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ from atoll.fleet.config import EtcdSettings, FleetConfig, load_config, parse_con
 from tests.conftest import ROOT
 
 AIRLOCK_EXAMPLE = ROOT / "tests/data/airlock/config.toml"
+SLOTS_MAX = 2**63 - 1
+WHY = (" (airlock compares slots as a signed 64-bit integer: above that it refuses every "
+       "lock of the group)")
 
 
 def test_airlocks_own_example_is_accepted_unchanged() -> None:
@@ -106,13 +110,13 @@ def test_type_errors_are_refused_as_airlock_refuses_them() -> None:
                       "client_cert_pub_path": "/c.pem"},
         }, "f.toml")
     assert set(err.value.problems) == {
-        "f.toml: lock.default_slots: must be an integer from 0 to 18446744073709551615, got -1",
+        f"f.toml: lock.default_slots: must be an integer from 0 to {SLOTS_MAX}{WHY}, got -1",
         "f.toml: lock.default_group_name: must be a string, got 7",
         "f.toml: lock.groups[0].name: must be a string, got 7",
-        "f.toml: lock.groups[1].slots: must be an integer from 0 to 18446744073709551615, "
+        f"f.toml: lock.groups[1].slots: must be an integer from 0 to {SLOTS_MAX}{WHY}, "
         "got 'two'",
         "f.toml: lock.groups[2]: must be a table",
-        "f.toml: lock.groups[3].slots: must be an integer from 0 to 18446744073709551615, "
+        f"f.toml: lock.groups[3].slots: must be an integer from 0 to {SLOTS_MAX}{WHY}, "
         "got True",
         "f.toml: service.port: must be an integer from 0 to 65535, got 70000",
         "f.toml: service.address: must be a string, got 1",
@@ -121,7 +125,7 @@ def test_type_errors_are_refused_as_airlock_refuses_them() -> None:
         "f.toml: status.enabled: must be true or false, got 'yes'",
         "f.toml: etcd3.endpoints: must be a list of URLs, got 'http://e:2379'",
         "f.toml: etcd3.transaction_timeout_ms: must be an integer from 1 to "
-        "18446744073709551615, got 0",
+        "9223372036854 (airlock's largest Go duration), got 0",
         "f.toml: etcd3: client_cert_pub_path and client_cert_key_path go together",
     }
     with pytest.raises(SpecError, match=r"lock\.groups: must be an array of tables"):
@@ -139,3 +143,30 @@ def test_config_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(InputError, match="cannot read"):
         load_config(path.with_name("missing.toml"))
+
+
+def test_slots_above_what_airlock_can_compare_are_refused() -> None:
+    """airlock stores slots as uint64 but compares them as a Go int: 2^64-1 becomes -1
+    and airlock refuses every lock of the group, while atoll granted them (review of
+    issue 13, odd.toml). The largest value both read the same is 2^63-1."""
+    assert parse_config({"lock": {"default_slots": SLOTS_MAX, "groups": [
+        {"name": "big", "slots": SLOTS_MAX}]}}, "f.toml").groups == {
+        "big": SLOTS_MAX, "default": SLOTS_MAX}
+    for table in ({"default_slots": 2**64 - 1}, {"groups": [{"name": "big", "slots": 2**63}]}):
+        with pytest.raises(SpecError, match="signed 64-bit integer"):
+            parse_config({"lock": table}, "f.toml")
+    with pytest.raises(SpecError, match="transaction_timeout_ms"):
+        parse_config({"etcd3": {"transaction_timeout_ms": 2**64 - 1}}, "f.toml")
+
+
+def test_the_config_is_read_only_from_a_regular_file_of_bounded_size(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="is a FIFO"):
+        load_config(fifo)  # would block forever reading
+    with pytest.raises(InputError, match="is a device"):
+        load_config(Path("/dev/zero"))  # would never end
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (1024 * 1024 + 1))
+    with pytest.raises(InputError, match="larger than 1 MiB"):
+        load_config(big)

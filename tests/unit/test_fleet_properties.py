@@ -209,3 +209,86 @@ def test_airlock_fixture_key_template() -> None:
     assert template.replace("%s", "{}") == KEY_TEMPLATE
     assert semaphore_key("db_primary nodes/\u03b1") == \
         "com.coreos.airlock/groups/db_primary+nodes%2F%CE%B1/v1/semaphore"
+
+
+# -- the body as airlock's Go decoder reads it (review of issue 13) ------------------------
+
+class _GoRefused(Exception):
+    pass
+
+
+def _no_constants(name: str) -> Any:
+    raise _GoRefused(name)  # NaN, Infinity: Go's decoder refuses them
+
+
+def _go_fold(key: str, name: str) -> bool:
+    return len(key) == len(name) and all(
+        a == b or (a.isascii() and a.lower() == b) or (b, a) in {("k", "\u212a"),
+                                                                 ("s", "\u017f")}
+        for a, b in zip(key, name, strict=True))
+
+
+def go_reference(body: bytes) -> tuple[str | None, str | None] | None:
+    """An independent model: Python's strict parser for the syntax of the first value
+    (raw_decode ignores what follows), then Go's rules for the struct (case-insensitive
+    keys, repeated keys merge, null changes nothing, other types refused).
+    None: refused."""
+    text = body.decode("utf-8", "surrogateescape").lstrip(" \t\r\n")
+    try:
+        pairs, _ = json.JSONDecoder(object_pairs_hook=lambda p: ("obj", p),
+                                    parse_constant=_no_constants).raw_decode(text)
+    except (ValueError, RecursionError, _GoRefused):
+        return None
+    group = cid = None
+    if pairs is None:
+        return group, cid
+    if not (isinstance(pairs, tuple) and pairs[0] == "obj"):
+        return None
+    for key, value in pairs[1]:
+        if not _go_fold(key, "client_params") or value is None:
+            continue
+        if not (isinstance(value, tuple) and value[0] == "obj"):
+            return None
+        for k, v in value[1]:
+            field = "group" if _go_fold(k, "group") else "id" if _go_fold(k, "id") else None
+            if field is None or v is None:
+                continue
+            if not isinstance(v, str):
+                return None
+            if field == "group":
+                group = v
+            else:
+                cid = v
+    return group, cid
+
+
+cased = st.sampled_from(["client_params", "Client_Params", "CLIENT_PARAMS", "client_paramS",
+                         "client_param\u017f", "clientparams", "params"])
+field_names = st.sampled_from(["id", "ID", "Id", "group", "Group", "GROUP", "gr0up", "x"])
+param_objects = st.lists(st.tuples(field_names, st.one_of(st.none(), valid_text, json_values)),
+                         max_size=4)
+go_bodies = st.lists(st.tuples(cased, st.one_of(st.none(), param_objects, json_values)),
+                     max_size=3).map(lambda members: (
+    "{" + ", ".join(json.dumps(k) + ": " + (
+        "{" + ", ".join(json.dumps(f) + ": " + json.dumps(v) for f, v in val) + "}"
+        if isinstance(val, list) and all(isinstance(m, tuple) for m in val)
+        else json.dumps(val)) for k, val in members) + "}").encode())
+
+
+@given(st.one_of(go_bodies, go_bodies, bodies), st.binary(max_size=6))
+def test_the_body_is_decoded_as_airlocks_go_decoder_decodes_it(body: bytes,
+                                                               tail: bytes) -> None:
+    from atoll.fleet._gojson import GoDecodeError, decode_params
+
+    want = go_reference(body)
+    try:
+        got = decode_params(body)
+    except GoDecodeError:
+        event("refused")
+        assert want is None, (body, want)
+        return
+    event("decoded")
+    assert want == (got.group, got.id), body
+    # whatever follows the first value is ignored, as by Go's Decoder.Decode
+    after = decode_params(body + tail)
+    assert (after.group, after.id) == (got.group, got.id)

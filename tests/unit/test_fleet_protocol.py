@@ -38,24 +38,43 @@ def test_zincati_request_parses() -> None:
 @pytest.mark.parametrize(("headers", "raw", "why"), [
     ({}, body(), "wrong 'fleet-lock-protocol' header"),
     ({"fleet-lock-protocol": "1"}, body(), "wrong 'fleet-lock-protocol' header"),
-    (H, b"not json", "body is not JSON"),
-    (H, b"[1]", "missing 'client_params' object"),
-    (H, b'{"client_params": "x"}', "missing 'client_params' object"),
+    # the body is decoded as airlock's Go decoder decodes it (atoll.fleet._gojson)
+    (H, b"not json", "invalid character 'n' in literal"),
+    (H, b"", "EOF"),
+    (H, b" \r\n", "EOF"),
+    (H, b"[1]", "json: cannot unmarshal array into Go value of type server.HTTPParams"),
+    (H, b'{"client_params": "x"}', "json: cannot unmarshal string into Go struct field"),
+    (H, b'{"client_params": {}}', "empty client group"),
+    (H, b"null", "empty client group"),  # Go: null leaves the struct as it is
+    (H, b'{"client_paramz": {"id": "a", "group": "g"}}', "empty client group"),
     (H, body(id=""), "empty client ID"),
     (H, body(id=None), "empty client ID"),
     (H, body(group=""), "empty client group"),
-    (H, body(id=7), "client ID is not a string"),
-    (H, body(group=["x"]), "client group is not a string"),
+    (H, body(id=7), "json: cannot unmarshal number into Go struct field "
+     "Params.client_params.id of type string"),
+    (H, body(group=["x"]), "json: cannot unmarshal array into Go struct field "
+     "Params.client_params.group"),
     (H, body(group=None), "empty client group"),
     # a lone surrogate is not Unicode text (it was a 500 "internal error")
     (H, b'{"client_params": {"id": "\\ud800", "group": "default"}}',
      "client ID is not valid Unicode"),
     (H, b'{"client_params": {"id": "a", "group": "x\\udfff"}}',
      "client group is not valid Unicode"),
-    (H, b"\xff{}", "body is not UTF-8"),
-    (H, body().decode().encode("utf-16"), "body is not UTF-8"),  # Python would guess it
-    (H, b"[" * 60000, "body is not JSON: nested too deeply"),
-    (H, b"9" * 5000, "body is not JSON"),  # more digits than Python converts
+    (H, b'{"client_params": {"id": "\xff", "group": "default"}}',
+     "client ID is not valid Unicode"),  # invalid UTF-8 (Go: U+FFFD)
+    (H, b"\xff{}", "invalid character '\\\\xff' looking for beginning of value"),
+    (H, b"\xef\xbb\xbf" + body(), "invalid character '\\\\xef'"),  # a BOM, as Go
+    (H, body().decode().encode("utf-16"), "invalid character"),
+    # what Python's json accepts and Go's refuses
+    (H, b'{"client_params": {"id": "x", "group": "default"}, "n": NaN}',
+     "invalid character 'N' looking for beginning of value"),
+    (H, b'{"client_params": {"id": "x", "group": "default"}, "n": -Infinity}',
+     "invalid character 'I'"),
+    (H, b'{"client_params": {"id": "x", "group": "default",}}', "invalid character '}'"),
+    (H, b'{"client_params": {"id": "x", "group": "default"}', "unexpected EOF"),
+    (H, b'{"client_params": {"id": "x\ty", "group": "default"}}', "invalid character"),
+    (H, b"[" * 60000, "exceeded max depth"),
+    (H, b'{"x": ' + b"[" * 10000 + b"]" * 10000 + b"}", "exceeded max depth"),
     (H, body(id="x" * 1025), "client ID longer than 1024 characters"),
 ])
 def test_bad_requests_are_invalid_client_identity(headers: dict[str, str], raw: bytes,
@@ -64,6 +83,34 @@ def test_bad_requests_are_invalid_client_identity(headers: dict[str, str], raw: 
         parse_client_params(headers, raw)
     assert (err.value.status, err.value.kind) == (400, "invalid_client_identity")
     assert err.value.value.startswith("failed to validate client identity: " + why)
+
+
+@pytest.mark.parametrize(("raw", "params"), [
+    # trailing data after the first JSON value is ignored (Go's Decoder.Decode)
+    (body("a", "g") + b"xyz", ("a", "g")),
+    (body("a", "g") + body("b", "g"), ("a", "g")),
+    (body("a", "g") + b" \x00\xff{", ("a", "g")),
+    (b" \t\r\n" + body("a", "g"), ("a", "g")),
+    # keys match case-insensitively, as Go's bytes.EqualFold (Kelvin sign, long s too)
+    (b'{"Client_Params": {"ID": "a", "Group": "g"}}', ("a", "g")),
+    (b'{"CLIENT_PARAMS": {"iD": "a", "GROUP": "g"}}', ("a", "g")),
+    ('{"client_param\u017f": {"id": "a", "group": "g"}}'.encode(), ("a", "g")),
+    (b'{"client_\\u0070arams": {"id": "a", "group": "g"}}', ("a", "g")),  # escaped key
+    # repeated keys merge into the struct; null leaves a field as it was
+    (b'{"client_params": {"id": "a", "group": "g"}, "Client_Params": {"id": "b"}}',
+     ("b", "g")),
+    (b'{"client_params": {"id": "a", "group": "g"}, "client_params": null}', ("a", "g")),
+    (b'{"client_params": {"id": "a", "id": null, "group": "g"}}', ("a", "g")),
+    # unknown members: any valid JSON, numbers of any length, nesting up to Go's 10000
+    (b'{"n": ' + b"9" * 5000 + b', "client_params": {"id": "a", "group": "g"}}', ("a", "g")),
+    (b'{"x": ' + b"[" * 9998 + b"]" * 9998 + b', "client_params": {"id": "a", "group": "g"}}',
+     ("a", "g")),
+    (b'{"x": "\xff\xfe", "client_params": {"id": "a", "group": "g", "e": 1e999}}',
+     ("a", "g")),
+])
+def test_bodies_are_decoded_as_airlocks_go_decoder_decodes_them(
+        raw: bytes, params: tuple[str, str]) -> None:
+    assert parse_client_params(H, raw) == ClientParams(*params)
 
 
 def service(groups: dict[str, int] | None = None) -> FleetLockService:

@@ -70,3 +70,26 @@ def test_bad_arguments() -> None:
         simulate_rollout(["a"], 0)
     with pytest.raises(InputError, match="exceeded 10 steps"):
         simulate_rollout(host_ids(20), 1, max_events=10)
+
+
+def test_the_simulation_follows_the_control_planes_waves_and_budget() -> None:
+    # the same decisions as `atoll fleet serve` (atoll.control.rollouts): canaries first,
+    # cumulative waves, max_in_flight below the reboot slots, a budget of one failure
+    from atoll.control.rollouts import FailureBudget, RolloutSpec
+
+    hosts = host_ids(100)
+    spec = RolloutSpec(waves=(10.0, 50.0, 100.0), soak_s=0, max_in_flight=3,
+                       budget=FailureBudget(max_failures=0))
+    report = simulate_rollout(hosts, 5, spec=spec, canaries=hosts[:2])
+    assert report.count(HostState.DONE) == 100 and report.violations == []
+    summary = report.rollout
+    assert summary["state"] == "finished" and summary["waves"] == 4
+    assert summary["achieved_percent"] == [2.0, 10.0, 50.0, 100.0]
+    assert report.max_concurrent <= 3 and summary["max_in_flight"] == 3
+
+    # a failing canary halts it in wave 0: nobody else is granted anything
+    failed = simulate_rollout(hosts, 5, spec=spec, canaries=hosts[:2], failing={hosts[0]})
+    assert failed.halted and failed.violations == []
+    assert failed.states[hosts[0]] is HostState.FAILED
+    assert failed.rollout["halt"]["hosts"] == [hosts[0]]  # type: ignore[index]
+    assert all(failed.states[h] is HostState.HALTED for h in hosts[2:])

@@ -176,9 +176,9 @@ def test_registry() -> None:
     with pytest.raises(InputError, match="directory does not exist"):
         open_backend("embedded", "/nonexistent-dir/locks.db")
     with pytest.raises(InputError, match="not an http"):
-        open_backend("etcd", "127.0.0.1:2379")
+        open_backend("etcd", "127.0.0.1")  # no scheme and no port: clientv3 cannot dial it
     with pytest.raises(InputError, match="not an http"):  # every endpoint of a list
-        open_backend("etcd", "http://127.0.0.1:2379,127.0.0.1:2380")
+        open_backend("etcd", "http://127.0.0.1:2379,ftp://127.0.0.1:2380")
     with pytest.raises(InputError, match="no etcd endpoint given"):
         open_backend("etcd", " , ")
     with pytest.raises(InputError, match=r"etcd client certificate /nonexistent\.pem: cannot load"):
@@ -254,3 +254,33 @@ def test_a_write_by_another_process_is_never_missed() -> None:
                           read_first=False) is LockOutcome.FULL
     sem, _ = backend.load("g")
     assert sem is not None and [h.id for h in sem.holders] == ["a", "y"]
+
+
+@pytest.mark.parametrize(("location", "name", "tls"), [
+    ("http://127.0.0.1:2379", "http://127.0.0.1:2379", False),
+    ("https://etcd.example:2379", "https://etcd.example:2379", True),
+    ("http://127.0.0.1", "http://127.0.0.1:2379", False),
+    # no scheme: airlock's etcd client (clientv3 3.5) dials HOST:PORT with the TLS config
+    # airlock always gives it (transport.TLSInfo.ClientConfig() is never nil)
+    ("127.0.0.1:2379", "https://127.0.0.1:2379", True),
+    ("etcd-1.example:2379", "https://etcd-1.example:2379", True),
+    ("[::1]:2379", "https://::1:2379", True),
+])
+def test_etcd_endpoints_as_airlocks_etcd_client_reads_them(location: str, name: str,
+                                                           tls: bool) -> None:
+    from atoll.fleet.etcdv3 import _Endpoint, uses_tls
+
+    ep = _Endpoint(location)
+    assert (ep.name, ep.scheme == "https", uses_tls(location)) == (name, tls, tls)
+
+
+@pytest.mark.parametrize(("location", "why"), [
+    ("unix:///run/etcd.sock", "unix socket"), ("unixs://etcd.sock:0", "unix socket"),
+    ("127.0.0.1", "not an http"), ("127.0.0.1:2379/x", "not an http"),
+    ("127.0.0.1:99999", "out of range"), ("ftp://h:1", "not an http"),
+])
+def test_etcd_endpoints_atoll_cannot_use_are_clear_errors(location: str, why: str) -> None:
+    from atoll.fleet.etcdv3 import _Endpoint
+
+    with pytest.raises(InputError, match=why):
+        _Endpoint(location)

@@ -181,7 +181,7 @@ def test_local_lines_parse_as_checkmk_local() -> None:
         "metadata_expires": "2026-11-27T00:00:00Z"}))
     out = render_local(host_checks(f, NOW))
     sections = check_agent_output(out)
-    assert len(sections[("", "local")].rows) == 6
+    assert len(sections[("", "local")].rows) == 7
     assert LocalCheck(OK, "a", "multi\nline  text").line() == '0 "a" - multi line text'
 
 
@@ -221,3 +221,24 @@ def test_refused_host_config_is_crit_with_its_problem() -> None:
     f = parse_host_status(sample(provision={"result": "applied", "phases": ["system", "apps"]}))
     assert states(f)["atoll provisioning"] == OK
     assert "atoll provisioning" not in states(parse_host_status(sample()))
+
+
+def test_store_fsck_check() -> None:
+    """The scheduled fsck: OK before the first run and when recent, CRIT on damage,
+    WARN when the timer seems to have stopped."""
+    assert states(parse_host_status(sample()))["atoll store fsck"] == OK
+    recent = {"time": "2026-11-24T03:00:00Z", "ok": True, "checked": 14720, "corrupt": 0,
+              "missing": 0, "verity": True}
+    f = parse_host_status(sample(fsck=recent))
+    assert states(f)["atoll store fsck"] == OK
+    assert text(f, "atoll store fsck") == \
+        "14720 objects whole at 2026-11-24T03:00:00Z; sealed with fs-verity"
+    damaged = recent | {"ok": False, "corrupt": 2, "missing": 1}
+    f = parse_host_status(sample(fsck=damaged))
+    assert states(f)["atoll store fsck"] == CRIT
+    assert "2 damaged (quarantined), 1 missing" in text(f, "atoll store fsck")
+    assert "atoll store fsck --repair" in text(f, "atoll store fsck")
+    stale = recent | {"time": "2026-11-01T03:00:00Z"}
+    f = parse_host_status(sample(fsck=stale))
+    assert states(f)["atoll store fsck"] == WARN
+    assert "last fsck 25d 13h ago" in text(f, "atoll store fsck")

@@ -32,3 +32,23 @@ def test_a_local_check_is_one_line_whatever_its_text(name: str, summary: str) ->
     lines = section.splitlines()
     assert len(lines) == 2 and lines[0] == "<<<local:sep(0)>>>"
     assert lines[1].startswith('1 "')
+
+
+def test_terminal_safe_keeps_layout_and_escapes_controls() -> None:
+    from atoll.core.text import terminal_safe
+
+    text = "a\tb\nc \\x d \u00e9"
+    assert terminal_safe(text) == text
+    assert terminal_safe("x\x1b[31mRED\x07\r\u202e") == "x\\x1b[31mRED\\x07\\r\\u202e"
+
+
+@given(st.text())
+def test_terminal_safe_never_lets_a_control_through(text: str) -> None:
+    import unicodedata
+
+    from atoll.core.text import terminal_safe
+
+    out = terminal_safe(text)
+    assert all(c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cs")
+               for c in out)
+    assert "\x1b" not in out and "\u202e" not in out

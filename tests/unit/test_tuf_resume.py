@@ -61,3 +61,22 @@ def test_a_fresh_download_that_does_not_verify_is_tampering(sim: Sim) -> None:
     sim.fetcher.overrides[p] = bytes(data)
     with pytest.raises(RepositoryError, match="do not match the signed hash"):
         sim.client().download()
+
+
+@pytest.mark.parametrize(("headers", "start", "end", "want"), [
+    ({"Content-Range": "bytes 100-199/200", "Content-Length": "100"}, 100, None, 100),
+    ({"Content-Range": "bytes 100-149/200"}, 100, 149, 50),
+    ({"Content-Range": "bytes 100-199/*"}, 100, None, 100),
+    # review of issue 13: a 206 with the range asked for, but the whole file's length
+    ({"Content-Range": "bytes 100-199/200", "Content-Length": "200"}, 100, None, None),
+    ({"Content-Range": "bytes 0-199/200", "Content-Length": "200"}, 100, None, None),
+    ({"Content-Range": "bytes 100-199/200"}, 100, 149, None),  # more than asked
+    ({}, 100, None, None),  # no Content-Range: where the bytes start is unknown
+    ({"Content-Range": "bytes */200"}, 100, None, None),
+    ({"Content-Range": "items 100-199/200"}, 100, None, None),
+])
+def test_a_206_must_be_the_range_asked_for(headers: dict[str, str], start: int,
+                                           end: int | None, want: int | None) -> None:
+    from atoll.repo.fetch import _partial_length
+
+    assert _partial_length(headers, start, end) == want

@@ -167,7 +167,14 @@ def test_fresh_host_pulls_whole_pack_then_delta(sim: Sim) -> None:
     assert again["downloaded"] and again["method"] == "none"
 
 
-def test_host_without_from_commit_fetches_missing_chunks(sim: Sim) -> None:
+def test_host_without_from_commit_fetches_missing_chunks(sim: Sim,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import atoll.delta.pack as pack
+
+    # chunks of a few kB, so that this small tree has many (real packs: ~1 MiB each)
+    for name, value in (("CHUNK_MIN", 2048), ("CHUNK_AVG", 4096), ("CHUNK_MAX", 16384),
+                        ("SOLO_MIN", 16384)):
+        monkeypatch.setattr(pack, name, value)
     sim.commit(1)
     sim.publish()
     sim.client().download()
@@ -201,6 +208,7 @@ def test_host_whose_gzip_differs_falls_back_to_objects(sim: Sim,
     import random
     import subprocess
 
+    import atoll.delta.recompress as recompress
     import atoll.delta.static as static
 
     monkeypatch.setattr(static, "MIN_SIZE", 1000)
@@ -219,12 +227,53 @@ def test_host_whose_gzip_differs_falls_back_to_objects(sim: Sim,
         sim.publish()
         if v == 1:
             sim.client().download()
-    monkeypatch.setattr(static, "regzip", lambda raw, level: b"not what the publisher made")
+    monkeypatch.setattr(recompress, "regzip_pieces",
+                        lambda pieces, level: iter([b"not what the publisher made"]))
     out = sim.client().download()
     assert out["method"] in ("chunks", "pack")  # the delta was tried, then objects fetched
     host = Repo.open(sim.sysroot / "atoll/repo")
     assert host.refs("remotes") == {"origin/site/base": ids[1]}
     assert any(f.endswith(".delta") for f in sim.fetcher.fetched)
+
+
+def test_host_short_of_memory_for_xz_falls_back_to_objects(
+        sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rebuilding a kernel with Debian's xz settings takes 370 MiB: a host that cannot
+    # spare it gets the kernel from the pack instead (xz refuses at once).
+    import random
+    import subprocess
+
+    import atoll.delta.recompress as recompress
+    import atoll.delta.static as static
+
+    monkeypatch.setattr(static, "MIN_SIZE", 1000)
+    rnd = random.Random(6)
+    payload = b" ".join(rnd.randbytes(5).hex().encode() for _ in range(40_000))
+    ids = []
+    for v, body in ((1, payload), (2, b"x86 changed " * 5 + payload)):
+        stream = subprocess.run(["xz", "--check=crc32", "--x86", "--lzma2=dict=32MiB", "-c"],
+                                input=body, capture_output=True, check=True).stdout
+        root = sim.tmp / f"xz{v}"
+        (root / "boot").mkdir(parents=True)
+        (root / "boot/vmlinuz").write_bytes(b"MZ stub " + bytes([v]) * 500 + stream)
+        ids.append(sim.repo.commit_dir(root, ref="site/base", version=str(v),
+                                       manifest=manifest(v)))
+        sim.publish()
+        if v == 1:
+            sim.client().download()
+    import io
+
+    from atoll.delta.static import read_header
+
+    delta = next(v for k, v in sim.storage.files.items() if k.endswith(".delta"))
+    assert [f["how"] for f in read_header(io.BytesIO(delta)).files] == ["xz"]
+    monkeypatch.setattr(recompress, "available_memory", lambda: 100 << 20)
+    out = sim.client().download()
+    assert out["method"] in ("chunks", "pack")
+    assert any(f.endswith(".delta") for f in sim.fetcher.fetched)
+    host = Repo.open(sim.sysroot / "atoll/repo")
+    assert host.refs("remotes") == {"origin/site/base": ids[1]}
+    assert host.is_complete(ids[1])
 
 
 def test_missing_patch_base_falls_back_to_objects(sim: Sim) -> None:

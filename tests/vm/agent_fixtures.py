@@ -102,11 +102,13 @@ def publish(pub: Repo, work: Path) -> Path:
 
 
 def host_image(v: Versions, www: Path, url: str, out: Path, *, fmt: str = "qcow2",
-               policy: Policy | None = None) -> str:
+               policy: Policy | None = None, verity: bool = True) -> str:
     """Build a v1 host (BIOS) at ``out`` following ``url``; returns v1's deployment id.
 
     ``url`` is how the guest reaches the server (``http://10.0.2.2:PORT/``);
-    ``policy`` defaults to mode ``apply``, checking every 30 s.
+    ``policy`` defaults to mode ``apply``, checking every 30 s. ``verity=False``
+    for a disk checked offline on this machine, whose kernel cannot open files
+    the guest sealed with fs-verity.
     """
     sysroot = out.parent / f"{out.stem}-sysroot"
     sr = Sysroot(sysroot)
@@ -116,5 +118,5 @@ def host_image(v: Versions, www: Path, url: str, out: Path, *, fmt: str = "qcow2
                  "--root", str(www / "metadata/root.json"), "--channel", "site/base"]) == 0
     AgentFiles(sysroot).save_policy(policy or Policy(mode="apply", check_interval_s=30,
                                                      jitter_s=5))
-    build_image(sysroot, out, fmt, "4G", "bios")
+    build_image(sysroot, out, fmt, "4G", "bios", verity=verity)
     return v1

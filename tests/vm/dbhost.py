@@ -28,6 +28,7 @@ from atoll.compose.build import compose
 from atoll.compose.treefile import load_treefile
 from atoll.store import Repo
 from atoll.store.checkout import checkout
+from tests.compose_fixtures import deb_cache
 from tests.conftest import ROOT
 
 TREEFILE = ROOT / "examples" / "db-host.yaml"
@@ -45,7 +46,8 @@ def composed_dbhost(cache: Path) -> tuple[Repo, str]:
                 if old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
             repo = Repo.create(base / "repo")
-            done.write_text(compose(load_treefile(TREEFILE), TREEFILE.parent, repo).commit)
+            done.write_text(compose(load_treefile(TREEFILE), TREEFILE.parent, repo,
+                                    deb_cache=deb_cache(cache)).commit)
         return Repo.open(base / "repo"), done.read_text().strip()
 
 

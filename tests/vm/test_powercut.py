@@ -68,7 +68,7 @@ RESTART = r"reboot: Restarting system"
 STOPPING_AGENT = r"Stopping .*atolld"
 MOUNTED_V2 = r"ATOLL-INITRAMFS: mounted deployment {c2}\."
 COMPLETE_STARTS = r"Starting .*atoll-boot-comple"
-COMPLETE_V2 = r"ATOLL-BOOT-COMPLETE \{{.*\"deployment\": \"{c2}\."
+COMPLETE_V2 = r"ATOLL-BOOT-COMPLETE \{.*\"deployment\": \"{c2}\."
 PACK = "<pack request>"  # anchor: the update server receives a .pack (range) request
 
 
@@ -147,7 +147,7 @@ class Outcome:
 def phase_of(text: str, c2: str) -> str:
     phase = "before"
     for name, marker in PHASES:
-        if re.search(marker.format(c2=c2), text):
+        if re.search(marker.replace("{c2}", c2), text):
             phase = name
     return phase
 
@@ -158,7 +158,7 @@ def _anchor_seen(anchor: tuple[str, ...], text: str, requests: list[tuple[str, s
         return any(path.endswith(".pack") for path, _ in requests)
     pos = 0
     for rx in anchor:
-        m = re.compile(rx.format(c2=c2)).search(text, pos)
+        m = re.compile(rx.replace("{c2}", c2)).search(text, pos)
         if m is None:
             return False
         pos = m.end()
@@ -313,7 +313,8 @@ def test_power_cut_anywhere_in_an_update_leaves_a_bootable_intact_host(
     with serve_www(published) as server:
         port = server.url.rsplit(":", 1)[1].strip("/")
         base = tmp_path / "v1.raw"
-        host_image(versions, published, f"http://10.0.2.2:{port}/", base, fmt="raw")
+        host_image(versions, published, f"http://10.0.2.2:{port}/", base, fmt="raw",
+                   verity=False)  # checked offline here: this kernel has no fs-verity
         with capsys.disabled():
             print(f"\npower cuts: {len(points)} points; rank, point, phase, killed at (s after "
                   "power-on), booted and next after the recovery boot, its result, fsck, "

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.agent.api import socket_path
+from atoll.agent.control import Control
 from atoll.agent.host import Host
 from atoll.agent.policy import (
     ApplyRequest,
@@ -59,18 +60,25 @@ class Agent:
         self.clock = clock
         self.lock = threading.RLock()
         self.wakeup = threading.Event()
+        self.control = Control(self)  # the fleet control plane, when the host has one
 
     def tick(self) -> Decision:
         """Decide once and act once."""
         with self.lock:
             now = self.clock()
-            policy = self.files.policy()
+            try:
+                policy = self.files.policy()
+                st = self.host.state(strict=False)
+            except AtollError as exc:  # a damaged state file: say so, look again later
+                d = Decision("wait", f"cannot read the host's state: {exc.brief}",
+                             now + dt.timedelta(seconds=300))
+                log.warning("%s%s", d.reason, f"; {exc.resolution}" if exc.resolution else "")
+                return d
             try:
                 self.host.release_slot_if_good()
             except AtollError as exc:
                 log.warning("fleet slot release failed, will retry: %s", exc.brief)
-            st = self.host.state()
-            d = decide(policy, st, now)
+            d = self.control.gate(decide(policy, st, now), st, now)
             self.files.record(d, now)
             try:
                 if d.action == "check":
@@ -105,7 +113,11 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             d = self.tick()
-            delay = self.sleep_seconds(d, self.files.policy())
+            try:
+                policy = self.files.policy()
+            except AtollError:  # damaged: tick said so; the defaults pace the retries
+                policy = Policy()
+            delay = self.sleep_seconds(d, policy)
             if delay:
                 self.wakeup.wait(delay)
                 self.wakeup.clear()
@@ -125,8 +137,8 @@ class Agent:
                 raise InputError("apply at: the time needs a UTC offset or zone")
         with self.lock:
             policy, st = self.files.policy(), self.host.state()
-            check_apply_request(policy, kind)
-            noop = apply_noop(st, kind)
+            check_apply_request(policy, kind, when, now)
+            noop = apply_noop(st, kind, reboot=reboot and policy.reboot)
             if noop is not None:
                 return {"request": None, "changed": False, "note": noop,
                         "decision": Decision("none", noop).to_json()}
@@ -281,11 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     server = serve_api(agent)
+    threading.Thread(target=agent.control.run, args=(stop,), name="atolld-checkin",
+                     daemon=True).start()
     log.info("atolld: listening on %s (policy mode %s)", socket_path(agent.sysroot),
              agent.files.policy().mode)
+    # service discovery (docs/control-plane.md): its own thread; idle unless fleet.toml names etcd
+    from atoll.agent.discovery import start_discovery
+
+    discovery = start_discovery(agent.sysroot)
     try:
         agent.run(stop)
     finally:
+        discovery.stop()  # a clean shutdown: the host's entries go at once
         server.shutdown()
         with contextlib.suppress(FileNotFoundError):
             socket_path(agent.sysroot).unlink()

@@ -21,10 +21,10 @@ import atoll
 from atoll.agent.policy import AgentState, Policy
 from atoll.agent.replication import gate_host
 from atoll.agent.state import AgentFiles, iso
-from atoll.core.errors import NOTHING_NEW, HostStateError, error_class
-from atoll.core.fsutil import read_json
+from atoll.core.errors import NOTHING_NEW, DamagedStateError, HostStateError, error_class
+from atoll.core.fsutil import damaged, read_state_json
 from atoll.core.run import run
-from atoll.deploy.sysroot import Sysroot
+from atoll.deploy.sysroot import Deployment, Sysroot
 from atoll.fleet.gating import GateDecision
 
 __all__ = ["Host", "node_id"]
@@ -32,6 +32,21 @@ __all__ = ["Host", "node_id"]
 log = logging.getLogger("atoll.agent")
 
 Rebooter = Callable[[Path], None]
+
+
+def _time(text: str) -> dt.datetime:
+    """An ISO 8601 time as update.json and agent.json hold it ('Z' allowed).
+
+    Raises: ValueError: not one.
+    """
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _maybe_time(value: Any) -> dt.datetime | None:
+    try:
+        return _time(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
 
 
 def default_reboot(sysroot: Path) -> None:
@@ -72,10 +87,35 @@ class Host:
 
     # -- facts ---------------------------------------------------------
 
-    def state(self) -> AgentState:
-        """What the agent knows, read from the host's files."""
+    def update_record(self, *, strict: bool = True) -> dict[str, Any]:
+        """update.json, as ``update check`` wrote it ({} when never checked).
+
+        Raises:
+            DamagedStateError: it does not read (``strict``; else it reads as {}, so the
+                agent checks again, which rewrites it).
+        """
+        path = self.sr.state / "update.json"
+        fix = "run `atoll update check`: it rewrites it"
+        try:
+            raw = read_state_json(path, dict, {}, resolution=fix)
+            for key in ("state", "commit", "checked", "remote", "channel"):
+                if raw.get(key) is not None and not isinstance(raw[key], str):
+                    raise damaged(path, f"{key} is not a string", fix)
+            if raw.get("checked"):
+                _time(raw["checked"])
+        except (DamagedStateError, ValueError) as exc:
+            if strict:
+                raise exc if isinstance(exc, DamagedStateError) else \
+                    damaged(path, "checked is not a time", fix) from None
+            log.warning("%s: read as never checked; the next check rewrites it", path)
+            return {}
+        return dict(raw)
+
+    def state(self, *, strict: bool = True) -> AgentState:
+        """What the agent knows, read from the host's files (``strict``: a damaged
+        update.json raises; atolld reads it as never checked, and checks)."""
         agent = self.files.load()
-        update = read_json(self.sr.state / "update.json", {}) or {}
+        update = self.update_record(strict=strict)
         deps = self.sr.deployments()
         by_id = {d.id: d for d in deps}
         booted_id = self.sr.booted_id()
@@ -84,9 +124,10 @@ class Host:
         prepared = self.sr.prepared()
         last_check = agent.get("last_check")
         checked = update.get("checked")
+        last_apply = agent.get("last_apply_s")
         return AgentState(
-            last_check=dt.datetime.fromisoformat(last_check) if last_check else None,
-            checked=dt.datetime.fromisoformat(checked) if checked else None,
+            last_check=_maybe_time(last_check),
+            checked=_time(checked) if checked else None,
             available=update.get("commit") if update.get("state") in (
                 "available", "downloaded") else None,
             downloaded=update.get("commit") if update.get("state") == "downloaded" else None,
@@ -94,7 +135,7 @@ class Host:
             booted=booted,
             pending=pending,
             request=self.files.request(),
-            last_apply_s=agent.get("last_apply_s"),
+            last_apply_s=float(last_apply) if isinstance(last_apply, int | float) else None,
         )
 
     # -- actions -------------------------------------------------------
@@ -133,7 +174,13 @@ class Host:
         return out
 
     def prepare(self, commit: str) -> dict[str, Any]:
-        return self.sr.prepare(commit).to_json()
+        """Prepare the downloaded ``commit``; the deployment follows the REMOTE:CHANNEL
+        it was downloaded from (update.json), as a deploy of that refspec would."""
+        update = self.update_record(strict=False)
+        origin = (f"{update['remote']}:{update['channel']}"
+                  if update.get("commit") == commit and update.get("remote")
+                  and update.get("channel") else None)
+        return self.sr.prepare(commit, origin=origin).to_json()
 
     def apply(self, policy: Policy, *, reboot: bool = True) -> dict[str, Any]:
         """Back up databases, take a fleet slot, make the prepared update the next boot, reboot.
@@ -142,7 +189,9 @@ class Host:
             HostStateError: nothing prepared.
             FleetLockError: no slot (the caller retries later).
         """
-        if self.sr.prepared() is None:
+        prepared = self.sr.prepared()
+        pending = self._pending()
+        if prepared is None and (pending is None or not (reboot and policy.reboot)):
             raise HostStateError("no prepared update to apply")
         start = time.monotonic()
         if reboot and policy.reboot:
@@ -163,7 +212,11 @@ class Host:
             data["lock_held"] = {"url": policy.fleet_lock, "group": policy.group,
                                  "since": iso(dt.datetime.now(dt.UTC))}
             self.files.save(data)
-        dep = self.sr.finalize()
+        if prepared is not None:
+            dep = self.sr.finalize()
+        else:  # applied before: what is left is the reboot into it
+            assert pending is not None
+            dep = pending
         data = self.files.load()
         data["request"] = None
         data["applied"] = {"deployment": dep.id, "time": iso(dt.datetime.now(dt.UTC)),
@@ -175,6 +228,11 @@ class Host:
             self._reboot(self.sysroot)
         return {"deployment": dep.to_json(), "backups": backups}
 
+    def _pending(self) -> Deployment | None:
+        """The deployment that boots next, when it is not the booted one (applied)."""
+        deps = self.sr.deployments()
+        return deps[0] if deps and deps[0].id != self.sr.booted_id() else None
+
     def release_slot_if_good(self) -> bool:
         """After the new deployment is marked good: give the fleet slot back."""
         data = self.files.load()
@@ -182,7 +240,13 @@ class Host:
         if not held:
             return False
         booted = self.sr.booted_id()
-        good = (read_json(self.sr.state / "boot.json", {}) or {}).get("good", [])
+        try:
+            good = read_state_json(self.sr.state / "boot.json", dict, {},
+                                   resolution="").get("good", [])
+        except DamagedStateError:
+            return False  # boot-complete rewrites it; keep the slot until it reads
+        if not isinstance(good, list):
+            return False
         if booted is None or booted not in good:
             return False
         from atoll.fleet.client import FleetLockClient

@@ -44,7 +44,8 @@ MODES: tuple[str, ...] = ("off", "check", "download", "prepare", "apply")
 _OLD_MODES = {"stage": "prepare"}  # policies written before the words were settled
 MIN_INTERVAL_S = 10  # a floor against busy loops; tests in QEMU use 20-30 s
 MAX_INTERVAL_S = 7 * 86400
-_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+# A FleetLock group (as Zincati's `group`) and a remote's name: one word, no '/'.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Policy:
     reboot: bool = True
     remote: str = "origin"
     max_replica_lag_s: float = 60.0
+    # the control plane's operators may schedule this host's apply in its next window
+    # (a request at a check-in); otherwise only the customer's own trigger applies
+    operator_apply: bool = False
 
     def parsed_windows(self) -> list[Window]:
         return [parse_window(w) for w in self.windows]
@@ -66,7 +70,8 @@ class Policy:
         return {"mode": self.mode, "windows": list(self.windows),
                 "check_interval_s": self.check_interval_s, "jitter_s": self.jitter_s,
                 "fleet_lock": self.fleet_lock, "group": self.group, "reboot": self.reboot,
-                "remote": self.remote, "max_replica_lag_s": self.max_replica_lag_s}
+                "remote": self.remote, "max_replica_lag_s": self.max_replica_lag_s,
+                "operator_apply": self.operator_apply}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Policy:
@@ -96,11 +101,21 @@ class Policy:
         if jitter < 0:
             raise ValueError("jitter: must be 0 or more seconds")
         lock = d.get("fleet_lock")
-        if lock is not None and (not isinstance(lock, str) or not _URL.match(lock)):
-            raise ValueError(f"fleet lock: {lock!r} is not an http(s) URL")
+        if lock is not None:
+            from atoll.core.errors import InputError
+            from atoll.core.urls import check_http_url
+
+            try:
+                check_http_url(lock, "fleet lock", example="")
+            except InputError as exc:
+                raise ValueError(exc.brief) from None
         group = d.get("group", "default")
-        if not isinstance(group, str) or not group.strip():
-            raise ValueError("group: must be a non-empty name")
+        if not isinstance(group, str) or not _NAME.match(group):
+            raise ValueError(f"group: {group!r} is not a group name (1 to 63 letters, digits, "
+                             "'.', '_', '-', starting with a letter or digit)")
+        remote = d.get("remote", "origin")
+        if not isinstance(remote, str) or not _NAME.match(remote):
+            raise ValueError(f"remote: {remote!r} is not a remote's name")
         lag = float(d.get("max_replica_lag_s", 60.0))
         if not lag >= 0:
             raise ValueError("max replica lag: must be 0 or more seconds")
@@ -109,7 +124,8 @@ class Policy:
                    jitter_s=int(d.get("jitter_s", 300)), fleet_lock=d.get("fleet_lock"),
                    group=d.get("group", "default"), reboot=bool(d.get("reboot", True)),
                    remote=d.get("remote", "origin"),
-                   max_replica_lag_s=float(d.get("max_replica_lag_s", 60.0)))
+                   max_replica_lag_s=float(d.get("max_replica_lag_s", 60.0)),
+                   operator_apply=bool(d.get("operator_apply", False)))
 
 
 @dataclass(frozen=True)
@@ -125,9 +141,14 @@ class ApplyRequest:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ApplyRequest:
-        return cls(d["kind"], dt.datetime.fromisoformat(d["requested"]),
-                   dt.datetime.fromisoformat(d["at"]) if d.get("at") else None,
-                   bool(d.get("reboot", True)))
+        """Raises: ValueError: not an apply request."""
+        if not isinstance(d, dict) or d.get("kind") not in ("now", "at", "window"):
+            raise ValueError("not an apply request")
+        requested = dt.datetime.fromisoformat(str(d.get("requested")))
+        at = dt.datetime.fromisoformat(str(d["at"])) if d.get("at") else None
+        if d["kind"] == "at" and at is None:
+            raise ValueError("an apply at a time without the time")
+        return cls(d["kind"], requested, at, bool(d.get("reboot", True)))
 
 
 @dataclass(frozen=True)
@@ -159,38 +180,71 @@ class Decision:
                 "at": self.at.isoformat() if self.at else None}
 
 
-def check_apply_request(policy: Policy, kind: str) -> None:
-    """Refuse an apply request that cannot mean anything.
+MAX_AHEAD = dt.timedelta(days=366)  # `apply --at`: a time within a year
+PAST_GRACE = dt.timedelta(minutes=1)  # "now", typed a little late, is still now
+
+
+def check_apply_request(policy: Policy, kind: str, at: dt.datetime | None = None,
+                        now: dt.datetime | None = None) -> None:
+    """Refuse an apply request that cannot mean anything. Pure.
 
     Raises:
-        InputError: ``window`` while the policy has no maintenance windows.
+        InputError: ``window`` while the policy has no maintenance windows; ``at``
+            without a time, in the past, or more than a year ahead.
     """
-    if kind == "window" and not policy.windows:
-        from atoll.core.errors import InputError
+    from atoll.core.errors import InputError
 
+    if kind == "window" and not policy.windows:
         raise InputError("no maintenance windows are configured",
                          resolution="add one (atoll policy set --window 'Sat 02:00-04:00 "
                          "Europe/Berlin'), or apply at a time (--at) or now")
+    if kind != "at":
+        return
+    if at is None:
+        raise InputError("--at: give a time, e.g. '2026-12-05 02:30'")
+    if at.tzinfo is None:
+        raise InputError("--at: the time needs a UTC offset or zone")
+    now = now or dt.datetime.now(dt.UTC)
+    if at < now - PAST_GRACE:
+        raise InputError(f"--at {at.isoformat()}: that time has passed",
+                         resolution="give a time to come, or apply now: atoll update apply "
+                         "--reboot")
+    if at > now + MAX_AHEAD:
+        raise InputError(f"--at {at.isoformat()}: more than a year ahead",
+                         resolution="give a time within a year (the signed metadata a "
+                         "download relies on expires long before)")
 
 
-def apply_noop(st: AgentState, kind: str = "now") -> str | None:
+def _pending(st: AgentState) -> bool:
+    return st.pending is not None and st.pending != st.booted
+
+
+def apply_noop(st: AgentState, kind: str = "now", reboot: bool = False) -> str | None:
     """Why an apply request has nothing to do (None: it has something). Pure.
 
-    An update already applied (pending: boots next): every request says so and
-    changes nothing, instead of preparing a copy of what already boots next. None
-    known beyond what runs, as of the last check: an apply ``now`` says so; a
-    scheduled one (``at``, ``window``) is taken, since the agent checks again
-    before it is due. A host that never checked has something to do: the agent
-    checks, downloads and prepares for the request.
+    ``reboot``: the request reboots (``--reboot``; ``--at`` and ``--window`` always do,
+    unless the policy says not to reboot). An update already applied (pending: boots
+    next) has nothing to apply, but a request that reboots has something to do: the
+    reboot into it (at its time, for a scheduled one). Without a reboot it says so
+    and changes nothing, instead of preparing a copy of what boots next. None known
+    beyond what runs, as of the last check: an apply ``now`` says so; a scheduled
+    one is taken, since the agent checks again before it is due. A host that never
+    checked has something to do: the agent checks, downloads and prepares for it.
     """
     checked = max((t for t in (st.last_check, st.checked) if t is not None), default=None)
-    if st.prepared is not None or checked is None:  # never checked: check first
+    if st.prepared is not None:
         return None
     if any(c is not None and c not in (st.booted, st.pending)
            for c in (st.downloaded, st.available)):
         return None  # something newer is known
-    if st.pending is not None and st.pending != st.booted:
-        return f"already applied: {st.pending[:12]} boots next"
+    if _pending(st):
+        assert st.pending is not None
+        if reboot:
+            return None  # the reboot into it
+        return (f"already applied: {st.pending[:12]} boots next"
+                + ("" if kind != "now" else "; `atoll update apply --reboot` reboots into it"))
+    if checked is None:  # never checked: check first
+        return None
     if kind != "now":
         return None
     return (f"already up to date (checked {checked.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC): "
@@ -206,19 +260,20 @@ def _apply_decision(policy: Policy, st: AgentState, now: dt.datetime) -> Decisio
     request = st.request
     if request is None and policy.mode == "apply" and st.prepared is not None:
         request = ApplyRequest("window", now)
-    if st.prepared is None or request is None:
+    if request is None or (st.prepared is None and not (_pending(st) and request.reboot)):
         return None
+    what = "apply" if st.prepared is not None else "reboot into the pending update"
     if request.kind == "now":
-        return Decision("apply", "apply requested now")
+        return Decision("apply", f"{what}: requested now")
     if request.kind == "at":
         assert request.at is not None
         if now >= request.at:
-            return Decision("apply", f"apply requested for {request.at.isoformat()}")
+            return Decision("apply", f"{what}: requested for {request.at.isoformat()}")
         return Decision("wait", f"apply scheduled for {request.at.isoformat()}", request.at,
                         request.at)
     windows = policy.parsed_windows()
     if not windows:
-        return Decision("apply", "apply requested; no maintenance windows configured")
+        return Decision("apply", f"{what}: requested; no maintenance windows configured")
     needed = dt.timedelta(seconds=st.last_apply_s or 0)
     choice = next_window(windows, now, needed=needed)
     if choice is None:
@@ -226,7 +281,7 @@ def _apply_decision(policy: Policy, st: AgentState, now: dt.datetime) -> Decisio
                         now + dt.timedelta(hours=1))
     skipped = ("; skipped " + "; ".join(choice.skipped)) if choice.skipped else ""
     if choice.start <= now:
-        return Decision("apply", f"inside maintenance window {choice.window}{skipped}")
+        return Decision("apply", f"{what}: inside maintenance window {choice.window}{skipped}")
     return Decision("wait", f"waiting for maintenance window {choice.window} at "
                     f"{choice.start.isoformat()}{skipped}", choice.start, choice.start)
 

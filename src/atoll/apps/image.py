@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from atoll.compose.debcache import DebCache
 from atoll.core import canonjson, fsutil
 from atoll.core.errors import InputError
 from atoll.core.run import require_tool, run
@@ -115,7 +116,7 @@ def image_inputs(
         "entrypoint": list(r.entrypoint),
         "env": list(r.env),
         "entrypoint_sha256": hashlib.sha256(_entrypoint_bytes(name)).hexdigest(),
-        "format": 1,
+        "format": 2,  # 2: the build host's /etc/hostname and resolv.conf replaced
     }
 
 
@@ -133,7 +134,8 @@ def _sources(suite: str, mirror: str) -> list[str]:
     return out
 
 
-def _rootfs(r: ImageRecipe, suite: str, mirror: str, epoch: int, out: Path, work: Path) -> None:
+def _rootfs(r: ImageRecipe, suite: str, mirror: str, epoch: int, out: Path, work: Path,
+            deb_cache: DebCache | None = None) -> None:
     require_tool("mmdebstrap")
     entry = work / "atoll-entrypoint"
     entry.write_bytes(_entrypoint_bytes(r.name))
@@ -157,7 +159,10 @@ def _rootfs(r: ImageRecipe, suite: str, mirror: str, epoch: int, out: Path, work
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         "--dpkgopt=path-include=/usr/share/locale/locale.alias",
         f"--essential-hook={user_hook}",
+        *(deb_cache.mmdebstrap_args() if deb_cache is not None else []),
         f"--customize-hook=copy-in {entry} /usr/local/sbin",
+        # mmdebstrap copies these from the build machine; Docker mounts its own at run time
+        '--customize-hook=echo localhost > "$1/etc/hostname"; : > "$1/etc/resolv.conf"',
         '--customize-hook=rm -rf "$1"/var/lib/mysql/* "$1"/var/lib/apt/lists/* '
         '"$1"/var/cache/apt/* "$1"/var/cache/ldconfig/aux-cache "$1"/var/log/*.log',
         suite,
@@ -274,8 +279,12 @@ def build_image(
     tag: str | None = None,
     mirror: str = DEFAULT_MIRROR,
     epoch: int | None = None,
+    deb_cache: DebCache | None = None,
 ) -> dict[str, object]:
     """Build image ``name`` from ``suite`` packages into a ``docker load`` tar at ``out``.
+
+    ``deb_cache``: reuse and keep the downloaded packages there (see
+    ``atoll.compose.debcache``; the same bytes come out either way).
 
     Returns:
         ``{"tag", "image_id", "layer_sha256", "inputs", "out"}``.
@@ -292,7 +301,7 @@ def build_image(
     with tempfile.TemporaryDirectory(prefix="atoll-image-", dir=out.parent) as tmp:
         work = Path(tmp)
         layer = work / "layer.tar"
-        _rootfs(r, suite, mirror, epoch, layer, work)
+        _rootfs(r, suite, mirror, epoch, layer, work, deb_cache)
         diff_id = fsutil.sha256_file(layer)
         config = image_config(r, suite, inputs, diff_id, epoch)
         image_id = write_docker_archive(layer, diff_id, config, tag, out, epoch)

@@ -23,6 +23,7 @@ from pathlib import Path
 from atoll.apps.paths import AppPaths
 from atoll.core import fsutil
 from atoll.core.errors import InputError
+from atoll.core.userfile import read_user_file
 
 __all__ = [
     "CLIENT_CNF",
@@ -37,6 +38,7 @@ __all__ = [
 MONITOR_USER = "atoll"
 CLIENT_CNF = "mysql-client.cnf"
 ROOT_CNF = "root-client.cnf"
+MAX_SECRET_FILE = 64 * 1024  # a secret is one line: a password, a key
 
 
 def parse_secret_args(items: list[str]) -> dict[str, Path]:
@@ -62,7 +64,8 @@ def read_secret_args(given: dict[str, Path], declared: list[str]) -> dict[str, b
     """Read the given secret files, checking each is declared by the spec.
 
     Raises:
-        InputError: unknown secret, unreadable or empty file.
+        InputError: unknown secret, unreadable, not a regular file, over
+            ``MAX_SECRET_FILE`` bytes, or empty.
     """
     values: dict[str, bytes] = {}
     for key, path in given.items():
@@ -71,10 +74,7 @@ def read_secret_args(given: dict[str, Path], declared: list[str]) -> dict[str, b
                 f"--secret {key}: the spec declares no such secret",
                 resolution=f"declared secrets: {', '.join(declared) or 'none'}",
             )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"--secret {key}: cannot read {path}: {exc.strerror}") from exc
+        data = read_user_file(path, MAX_SECRET_FILE, f"--secret {key}:")
         data = data.rstrip(b"\r\n")
         if not data or b"\n" in data:
             raise InputError(f"--secret {key}: {path} must hold one non-empty line")

@@ -14,8 +14,11 @@ from atoll.compose.features import Feature, register
 
 __all__ = ["register_writer"]
 
+# INITRD=No: the kernel package's postinst builds no initrd (the feature builds the
+# one the image ships, with atoll's hook, after every package is in).
 register(Feature("boot", install, packages=PACKAGES,
-                 description="kernel, GRUB boot counting, initramfs hook, boot-complete"))
+                 description="kernel, GRUB boot counting, initramfs hook, boot-complete",
+                 build_env=(("INITRD", "No"),)))
 
 
 def register_writer() -> bool:

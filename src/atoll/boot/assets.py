@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BOOT_COMPLETE_UNIT",
+    "INITRAMFS_CONF",
     "INITRAMFS_HOOK",
     "INITRAMFS_SCRIPT",
     "REQUIRED_LAYOUT",
@@ -70,6 +71,16 @@ fi
 exit 0
 """
 
+# etc/initramfs-tools/conf.d/atoll: no resume device (else mkinitramfs may look for
+# the build machine's swap), so the initrd is the same wherever it is built.
+INITRAMFS_CONF = """# atoll: hosts do not hibernate; the initrd names no resume device
+RESUME=none
+"""
+
+# The image's one copy of atoll is in /usr/lib/atoll/python (compose.features.ATOLL_PREFIX).
+# -S: no site-packages, so boot-complete runs on the standard library and atoll's
+# stdlib-only modules alone, whatever else is (or is not) installed; -P: the
+# working directory is not on the path.
 BOOT_COMPLETE_UNIT = """[Unit]
 Description=atoll boot-complete: health checks, then mark this deployment good or roll back
 After=multi-user.target
@@ -78,8 +89,8 @@ ConditionPathExists=/run/atoll/booted
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-Environment=PYTHONDONTWRITEBYTECODE=1
-ExecStart=/usr/bin/python3 -m atoll.cli.boot boot-complete --console
+Environment=PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/usr/lib/atoll/python
+ExecStart=/usr/bin/python3 -S -P -m atoll.cli.boot boot-complete --console
 StandardOutput=journal+console
 StandardError=journal+console
 TimeoutStartSec=900

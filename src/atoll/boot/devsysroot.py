@@ -19,7 +19,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -53,8 +55,16 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _prune(cache: Path, pattern: str) -> None:
+PRUNE_AFTER_S = 3 * 3600  # a cache entry unused this long belongs to no running test
+
+
+def _prune(cache: Path, pattern: str, keep: Path) -> None:
+    """Remove cache entries of other sources that no test run used for
+    :data:`PRUNE_AFTER_S` (runs of different sources may share the cache)."""
+    now = time.time()
     for old in cache.glob(pattern):
+        if old == keep or now - old.stat().st_mtime < PRUNE_AFTER_S:
+            continue
         if old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -108,9 +118,10 @@ def cached_tree(cache: Path) -> tuple[Path, str]:
     tree = cache / f"boot-tree-{key}"
     with _lock(cache / "boot-tree.lock"):
         if not (tree / ".atoll-done").exists():
-            _prune(cache, "boot-tree-*")  # trees of older sources (~750 MB each)
+            _prune(cache, "boot-tree-*", tree)  # trees of older sources (~750 MB each)
             compose_tree(base, tree)
             (tree / ".atoll-done").write_text("")
+        os.utime(tree)  # in use: not pruned by a run of other sources
     return tree, kernel_version(tree)
 
 
@@ -126,7 +137,7 @@ def cached_repo(cache: Path, versions: int = 4) -> tuple[Path, dict[str, str]]:
     index = repo_path.with_suffix(".json")
     with _lock(cache / "boot-repo.lock"):
         if not index.exists():
-            _prune(cache, "boot-repo-*")
+            _prune(cache, "boot-repo-*", repo_path)
             repo = Repo.create(repo_path)
             commits = {}
             for n in range(1, versions + 1):
@@ -134,6 +145,8 @@ def cached_repo(cache: Path, versions: int = 4) -> tuple[Path, dict[str, str]]:
                     tree, ref=f"test/v{n}", version=str(n), subject=f"boot test v{n}",
                     timestamp=1764170000 + n, skip=frozenset({".atoll-done"}))
             index.write_text(json.dumps(commits))
+        os.utime(repo_path)
+        os.utime(index)
     return repo_path, json.loads(index.read_text())
 
 

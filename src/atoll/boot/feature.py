@@ -4,25 +4,29 @@
 
 * ``usr/share/initramfs-tools/scripts/local-bottom/atoll`` + ``hooks/atoll``;
 * ``atoll-boot-complete.service`` (vendor-enabled in multi-user.target);
-* the ``atoll`` Python package in ``usr/lib/python3/dist-packages`` (the
-  boot-complete service runs it; only its stdlib-only modules are used), and
-  every ``.pyc`` in the image recompiled as unchecked-hash (see below);
+* atoll itself, once, in ``/usr/lib/atoll/python`` (``install_atoll``; the
+  ``agent`` feature adds its PyPI dependencies there); boot-complete runs it
+  with Debian's ``python3 -S`` (no site-packages: only the standard library
+  and atoll's stdlib-only modules), and every ``.pyc`` in the image is
+  recompiled as unchecked-hash (see below);
 * health-check directories, a required ``00-atoll-layout`` check (read-only
   /usr, booted deployment present) and a wanted ``10-failed-units`` check;
 * mount points ``/sysroot`` and ``/atoll``;
-* a regenerated initrd (``update-initramfs -u -k all`` in the chroot).
+* ``RESUME=none`` for initramfs-tools (no hibernation on these hosts, and the
+  initrd must not depend on the build machine's swap);
+* the initrd of every installed kernel (``update-initramfs -c -k all`` in the
+  chroot; reproducible under ``SOURCE_DATE_EPOCH``, which compose sets; the
+  kernel package's own initrd is skipped at install time, ``INITRD=No``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import atoll
 from atoll.boot import assets
-from atoll.compose.features import install_unit
+from atoll.compose.features import ATOLL_PREFIX, install_atoll, install_unit
 from atoll.core.run import run
 
 __all__ = ["PACKAGES", "install"]
@@ -79,18 +83,19 @@ def install(rootfs: Path) -> None:
            assets.REQUIRED_LAYOUT, 0o755)
     for d in ("sysroot", "atoll"):
         (rootfs / d).mkdir(exist_ok=True)
-    pkg_src = Path(atoll.__file__).resolve().parent
-    dest = rootfs / "usr/lib/python3/dist-packages/atoll"
-    shutil.copytree(pkg_src, dest, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _write(rootfs / "etc/initramfs-tools/conf.d/atoll", assets.INITRAMFS_CONF)
+    install_atoll(rootfs)
     with _chroot_mounts(rootfs):
         # Hash-based, unchecked .pyc files: the store does not keep mtimes
         # (a checkout has the object's), which invalidates timestamp-based
         # .pyc files; /usr is read-only at run time, so Python would then
-        # recompile every module it imports at every start.
+        # recompile every module it imports at every start. (Byte code of the
+        # same sources is the same bytes: no timestamps, and Python 3.11's
+        # marshal does not depend on the hash seed; fixed anyway.)
         pydirs = [f"/{p.relative_to(rootfs)}" for p in sorted(rootfs.glob("usr/lib/python3*"))]
         run(["chroot", rootfs, "python3", "-m", "compileall", "-q", "-f", "-j0",
-             "--invalidation-mode", "unchecked-hash", *pydirs],
-            what="byte-compile Python in the image", timeout=900)
-        run(["chroot", rootfs, "update-initramfs", "-u", "-k", "all"],
-            what="regenerate the initrd", timeout=900)
+             "--invalidation-mode", "unchecked-hash", *pydirs, f"/{ATOLL_PREFIX}"],
+            env={"PYTHONHASHSEED": "0"}, what="byte-compile Python in the image", timeout=900)
+        # -c: create for every installed kernel (compose's mmdebstrap made none: INITRD=No)
+        run(["chroot", rootfs, "update-initramfs", "-c", "-k", "all"],
+            what="build the initrd", timeout=900)

@@ -185,6 +185,8 @@ def build_image(
     fmt: str = "qcow2",
     size: str | int = "8G",
     firmware: str = "both",
+    *,
+    verity: bool = True,
 ) -> dict[str, object]:
     """Build a GPT disk image holding ``sysroot`` as its ext4 root.
 
@@ -197,6 +199,11 @@ def build_image(
         fmt: "raw" or "qcow2".
         size: the virtual disk size ("8G" or bytes).
         firmware: "bios", "uefi" or "both" (both boot codes are installed).
+        verity: give the root filesystem ext4's ``verity`` feature, so that the
+            host's store seals its objects with fs-verity (atoll.store.seal). A
+            kernel without fs-verity (some build machines) cannot open sealed
+            files: build with ``verity=False`` a disk you will inspect or change
+            offline on such a machine after the guest has written to its store.
 
     Raises:
         InputError: bad format, firmware, size, or a sysroot without a deployment.
@@ -211,15 +218,16 @@ def build_image(
         raise InputError(f"sysroot {sysroot} is not a directory")
     root_uuid = str(uuidlib.uuid4())
     prepare_sysroot(sysroot, root_uuid)
-    assemble_disk(sysroot, out, fmt, total, firmware, root_uuid)
+    assemble_disk(sysroot, out, fmt, total, firmware, root_uuid, verity=verity)
     return {"path": str(out), "format": fmt, "size": total, "root_uuid": root_uuid,
-            "firmware": firmware}
+            "firmware": firmware, "verity": verity}
 
 
 def assemble_disk(root_dir: Path, out: Path, fmt: str, total: int, firmware: str,
-                  root_uuid: str) -> None:
+                  root_uuid: str, *, verity: bool = True) -> None:
     """Write the GPT disk: ``root_dir`` as the ext4 root (label atoll-root,
-    ``root_uuid``), GRUB's BIOS and/or UEFI boot code finding it by UUID.
+    ``root_uuid``, with the ``verity`` feature unless told otherwise), GRUB's
+    BIOS and/or UEFI boot code finding it by UUID.
 
     Raises:
         ToolError: a tool failed.
@@ -236,7 +244,9 @@ def assemble_disk(root_dir: Path, out: Path, fmt: str, total: int, firmware: str
         root_img = work / "root.img"
         with open(root_img, "wb") as fh:
             fh.truncate(root_size)
-        run([mkfs, "-q", "-F", "-L", "atoll-root", "-U", root_uuid, "-d", sysroot, root_img],
+        features = ["-O", "verity"] if verity else []
+        run([mkfs, "-q", "-F", "-L", "atoll-root", "-U", root_uuid, *features, "-d", sysroot,
+             root_img],
             what="build the ext4 root filesystem", timeout=1800)
         disk = work / "disk.raw"
         with open(disk, "wb") as fh:
@@ -280,6 +290,8 @@ def build_image_from_ref(
     size: str | int = "8G",
     firmware: str = "both",
     customize: Callable[[Path], object] | None = None,
+    *,
+    verity: bool = True,
 ) -> dict[str, object]:
     """Deploy ``ref`` from ``repo`` into a fresh sysroot, then :func:`build_image` it.
 
@@ -304,6 +316,6 @@ def build_image_from_ref(
         dep = sysroot.deploy(ref, repo=Repo.open(Path(repo)))
         if customize is not None:
             customize(sysroot.root / "atoll" / "deploy" / dep.id)
-        result = build_image(sysroot.root, out, fmt, size, firmware)
+        result = build_image(sysroot.root, out, fmt, size, firmware, verity=verity)
         result["deployment"] = dep.id
         return result

@@ -87,9 +87,14 @@ def write_env(sysroot: Path, env: dict[str, str]) -> None:
 
 
 def read_good(sysroot: Path) -> list[str]:
-    """Deployment ids that completed a boot with every required check passing."""
-    data = read_json(_state(sysroot) / "boot.json", {}) or {}
-    return [str(x) for x in data.get("good", [])]
+    """Deployment ids that completed a boot with every required check passing (none
+    when boot.json does not read: the next mark rewrites it)."""
+    try:
+        data = read_json(_state(sysroot) / "boot.json", {}) or {}
+    except ValueError:  # not UTF-8 JSON
+        data = {}
+    good = data.get("good", []) if isinstance(data, dict) else []
+    return [str(x) for x in good] if isinstance(good, list) else []
 
 
 def add_good(sysroot: Path, deployment: str) -> None:
@@ -136,7 +141,7 @@ def last_event(sysroot: Path, deployment: str, event: str = "boot") -> dict[str,
 def booted(sysroot: Path) -> str:
     """The running deployment id (``run/atoll/booted``), or "" when unknown."""
     try:
-        return (sysroot / "run" / "atoll" / "booted").read_text().strip()
+        return (sysroot / "run" / "atoll" / "booted").read_text(errors="replace").strip()
     except FileNotFoundError:
         return ""
 

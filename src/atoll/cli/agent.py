@@ -26,12 +26,18 @@ from atoll.agent.windows import parse_window
 from atoll.cli import emit
 from atoll.cli.update import add_update_subcommand
 from atoll.core.errors import HostStateError, InputError
+from atoll.core.text import printable
 
 
 def _parse_at(text: str) -> dt.datetime:
-    """'2026-12-05 02:30' (host's local time zone) or ISO-8601 with an offset."""
+    """'2026-12-05 02:30' (host's local time zone) or ISO-8601 with an offset.
+
+    Raises: InputError: empty, or not a time.
+    """
+    if not text.strip():
+        raise InputError("--at: give a time, e.g. '2026-12-05 02:30'")
     try:
-        when = dt.datetime.fromisoformat(text)
+        when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise InputError(f"--at {text!r}: expected 'YYYY-MM-DD HH:MM' or ISO-8601") from None
     if when.tzinfo is None:
@@ -41,10 +47,10 @@ def _parse_at(text: str) -> dt.datetime:
 
 def cmd_policy_set(args: argparse.Namespace) -> None:
     files = AgentFiles(args.sysroot)
-    cur = files.policy().to_json()
+    cur = Policy().to_json() | files.raw_policy()  # a damaged one is replaced whole
     if args.mode:
         cur["mode"] = args.mode
-    if args.clear_windows:
+    if args.clear_windows or not isinstance(cur.get("windows"), list):
         cur["windows"] = []
     for w in args.window or []:
         try:
@@ -61,6 +67,8 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
         cur["reboot"] = False
     if args.reboot:
         cur["reboot"] = True
+    if args.operator_apply is not None:
+        cur["operator_apply"] = args.operator_apply == "yes"
     try:
         policy = Policy.from_json(cur)
     except ValueError as exc:
@@ -78,11 +86,14 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
 
 
 def _render_policy(p: dict[str, Any]) -> str:
-    lines = [f"mode        {p['mode']}", f"remote      {p['remote']}",
+    lines = [f"mode        {p['mode']}", f"remote      {printable(p['remote'])}",
              f"interval    {p['check_interval_s']} s (+ up to {p['jitter_s']} s jitter)",
-             f"fleet lock  {p['fleet_lock'] or '-'} (group {p['group']})",
-             f"reboot      {'yes' if p['reboot'] else 'no'}"]
-    lines += [f"window      {w}" for w in p["windows"]] or ["window      (none: any time)"]
+             f"fleet lock  {printable(p['fleet_lock'] or '-')} (group {printable(p['group'])})",
+             f"reboot      {'yes' if p['reboot'] else 'no'}",
+             f"operators   {'may' if p.get('operator_apply') else 'may not'} schedule "
+             "the apply (control plane)"]
+    lines += [f"window      {printable(w)}" for w in p["windows"]] or [
+        "window      (none: any time)"]
     return "\n".join(lines)
 
 
@@ -104,29 +115,8 @@ def cmd_apply(args: argparse.Namespace) -> None:
         emit(args, out, "scheduled apply cancelled" if out["cancelled"] else
              "no apply was scheduled")
         return
-    if args.at or args.window:
-        kind = "at" if args.at else "window"
-        at = _parse_at(args.at) if args.at else None
-        if through_agent:
-            out = api.call(args.sysroot, "POST", "/v1/apply",
-                           {"kind": kind, "at": at.isoformat() if at else None, "reboot": True})
-        else:
-            check_apply_request(files.policy(), kind)
-            noop = apply_noop(Host(args.sysroot).state(), kind)
-            if noop is not None:
-                emit(args, {"request": None, "changed": False, "note": noop}, noop)
-                return
-            req = ApplyRequest(kind, dt.datetime.now(dt.UTC), at, True)  # type: ignore[arg-type]
-            files.set_request(req)
-            out = {"request": req.to_json(), "decision": None, "changed": True,
-                   "note": "atolld is not running: it carries this out when it starts"}
-        if not out.get("changed", True):
-            emit(args, out, out["note"])
-            return
-        emit(args, out, lambda: f"apply scheduled ({kind}"
-             + (f" at {at.isoformat()}" if at else "") + ")"
-             + (f": {out['decision']['reason']}" if out.get("decision") else
-                f"; {out.get('note', '')}"))
+    if args.at is not None or args.window:
+        _schedule(args, files, through_agent)
         return
     # now: make the downloaded update the next boot; reboot only when asked
     if through_agent:
@@ -135,23 +125,61 @@ def cmd_apply(args: argparse.Namespace) -> None:
         return
     host = Host(args.sysroot)
     st = host.state()
-    noop = apply_noop(st)
+    policy = files.policy()
+    noop = apply_noop(st, "now", reboot=args.reboot and policy.reboot)
     if noop is not None:
+        if args.reboot and not policy.reboot:
+            noop += " (the update policy says not to reboot: `atoll policy set --reboot`)"
         emit(args, {"changed": False, "note": noop}, noop)
         return
     if host.sr.prepared() is None:
-        if st.downloaded is None or st.downloaded in (st.booted, st.pending):
+        newer = st.downloaded is not None and st.downloaded not in (st.booted, st.pending)
+        if newer:
+            assert st.downloaded is not None
+            host.prepare(st.downloaded)
+        elif not (args.reboot and st.pending is not None and st.pending != st.booted):
             what = ("no update is known: this host has not checked for one"
                     if st.available is None else
                     f"update {st.available[:12]} is not downloaded yet")
             raise HostStateError(what, resolution="run `atoll update download` first (it "
                                  "checks too; atolld does it by itself in modes download, "
                                  "prepare and apply)")
-        host.prepare(st.downloaded)
-    out = host.apply(files.policy(), reboot=args.reboot)
+    out = host.apply(policy, reboot=args.reboot)
     dep = out["deployment"]
-    emit(args, out | {"changed": True}, f"{dep['id']} (version {dep['version']}) boots next"
-         + ("; rebooting" if args.reboot else "; reboot when it suits you"))
+    emit(args, out | {"changed": True},
+         f"{dep['id']} (version {printable(dep['version'])}) boots next"
+         + ("; rebooting" if args.reboot and policy.reboot else
+            "; not rebooting: the update policy says not to (`atoll policy set --reboot`)"
+            if args.reboot else "; reboot when it suits you"))
+
+
+def _schedule(args: argparse.Namespace, files: AgentFiles, through_agent: bool) -> None:
+    """`update apply --at TIME | --window`: apply (or, applied already, reboot) then."""
+    kind = "at" if args.at is not None else "window"
+    at = _parse_at(args.at) if args.at is not None else None
+    if through_agent:
+        out = api.call(args.sysroot, "POST", "/v1/apply",
+                       {"kind": kind, "at": at.isoformat() if at else None, "reboot": True})
+    else:
+        policy = files.policy()
+        check_apply_request(policy, kind, at)
+        noop = apply_noop(Host(args.sysroot).state(), kind, reboot=policy.reboot)
+        if noop is not None:
+            if not policy.reboot:
+                noop += " (the update policy says not to reboot: `atoll policy set --reboot`)"
+            emit(args, {"request": None, "changed": False, "note": noop}, noop)
+            return
+        req = ApplyRequest(kind, dt.datetime.now(dt.UTC), at, True)  # type: ignore[arg-type]
+        files.set_request(req)
+        out = {"request": req.to_json(), "decision": None, "changed": True,
+               "note": "atolld is not running: it carries this out when it starts"}
+    if not out.get("changed", True):
+        emit(args, out, out["note"])
+        return
+    when = f"for {at.isoformat()}" if at else "for the next maintenance window"
+    emit(args, out, lambda: f"apply scheduled {when}"
+         + (f": {out['decision']['reason']}" if out.get("decision") else
+            f"; {out.get('note', '')}"))
 
 
 def cmd_agent_status(args: argparse.Namespace) -> None:
@@ -181,11 +209,15 @@ def _render_agent(out: dict[str, Any]) -> str:
 
 def _setup_apply(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--at", help="apply (and reboot) at this time, e.g. '2026-12-05 02:30'")
+    g.add_argument("--at", metavar="TIME",
+                   help="apply (and reboot) at this time, e.g. '2026-12-05 02:30' (the host's "
+                   "zone, or give an offset); an update applied already: reboot into it then")
     g.add_argument("--window", action="store_true",
-                   help="apply (and reboot) in the next maintenance window")
+                   help="apply (and reboot) in the next maintenance window; an update applied "
+                   "already: reboot into it then")
     g.add_argument("--cancel", action="store_true", help="cancel a scheduled apply")
-    p.add_argument("--reboot", action="store_true", help="reboot now into the update")
+    p.add_argument("--reboot", action="store_true",
+                   help="reboot now into the update (also into one applied before)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="machine-readable output on stdout")
     p.set_defaults(handler=cmd_apply)
@@ -213,6 +245,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     g.add_argument("--no-reboot", action="store_true",
                    help="apply without rebooting (the customer reboots)")
     g.add_argument("--reboot", action="store_true", help="reboot after applying (default)")
+    s.add_argument("--operator-apply", choices=["yes", "no"],
+                   help="may the control plane's operators schedule the apply in the next "
+                   "maintenance window (default: no: only the customer's own trigger)")
     common(s)
     s.set_defaults(handler=cmd_policy_set)
     s = ps.add_parser("show", help="show the update policy")

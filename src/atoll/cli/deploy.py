@@ -23,13 +23,16 @@ def cmd_init(args: argparse.Namespace) -> None:
 def cmd_deploy(args: argparse.Namespace) -> None:
     sr = Sysroot(args.sysroot)
     repo = Repo.open(args.repo) if args.repo else None
+    before = sr.deployments()
     dep = sr.deploy(args.rev, repo=repo, redeploy=args.redeploy)
     if not dep.changed:
-        emit(args, dep.to_json() | {"changed": False},
-             f"{dep.id} (version {dep.version}) already boots next: nothing to do "
-             "(--redeploy makes a fresh one)")
+        moved = bool(before) and before[0].id == dep.id and before[0].origin != dep.origin
+        emit(args, dep.to_json() | {"changed": moved},
+             f"{dep.id} (version {printable(dep.version)}) already boots next"
+             + (f"; it now follows {printable(dep.origin or '-')}" if moved else
+                ": nothing to do (--redeploy makes a fresh one)"))
         return
-    lines = [f"deployed {dep.id} (version {dep.version}): boots next"]
+    lines = [f"deployed {dep.id} (version {printable(dep.version)}): boots next"]
     if dep.etc_conflicts:
         lines.append("/etc conflicts (host's version kept; image default in /usr/etc):")
         lines += [f"  {printable(p)}" for p in dep.etc_conflicts]
@@ -43,12 +46,13 @@ def cmd_rollback(args: argparse.Namespace) -> None:
             raise InputError("`rollback ack` records an acknowledgement; it does not reboot")
         acked = sr.acknowledge_rollback()
         emit(args, {"acknowledged": acked, "changed": acked is not None},
-             (f"acknowledged the rollback of {acked.get('time')} ({acked.get('reason')})"
+             (f"acknowledged the rollback of {printable(str(acked.get('time')))} "
+              f"({printable(str(acked.get('reason') or 'no reason given'))})"
               if acked else "no unacknowledged rollback"))
         return
     order = sr.rollback()
     emit(args, [d.to_json() for d in order],
-         f"next boot: {order[0].id} (version {order[0].version})"
+         f"next boot: {order[0].id} (version {printable(order[0].version)})"
          + ("; rebooting" if args.reboot else ""))
     if args.reboot:
         from atoll.boot.complete import systemctl_reboot
@@ -71,10 +75,10 @@ def cmd_cleanup(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {}
     lines = []
     if args.pending:
-        gone = sr.remove_pending()
+        gone, next_boot = sr.remove_pending()
         out["pending"] = [d.id for d in gone]
-        lines.append(f"removed {len(gone)} pending/prepared deployment(s); the booted one "
-                     "boots next")
+        out["next_boot"] = next_boot
+        lines.append(f"removed {len(gone)} pending/prepared deployment(s); {next_boot}")
     if args.rollback:
         gone = sr.remove_rollback()
         out["rollback"] = [d.id for d in gone]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll import __version__
-from atoll.cli import GLOBAL_FLAGS, GLOBAL_VALUED, build_parser, exit_status_table
+from atoll.cli import GLOBAL_FLAGS, GLOBAL_VALUED, PATH_TYPES, build_parser, exit_status_table
 
 __all__ = ["bash_completion", "commands", "is_global", "man_page", "names", "register",
            "subcommands", "value_kind"]
@@ -32,8 +32,8 @@ GLOBALS = GLOBAL_FLAGS | GLOBAL_VALUED
 
 # Values completed from the host by `atoll completion names KIND`, by the option's dest
 # (anywhere) or by (command path..., dest).
-DYNAMIC = {"rev": "refs", "old": "refs", "new": "refs", "ref": "refs", "delete": "refs",
-           "remote": "remotes"}
+DYNAMIC = {"rev": "refs", "old": "refs", "new": "refs", "ref": "refs", "refs": "refs",
+           "from_rev": "refs", "to_rev": "refs", "remote": "remotes", "target": "channels"}
 DYNAMIC_AT: dict[tuple[str, ...], str] = {("remote", "show", "name"): "remotes",
                                           ("remote", "remove", "name"): "remotes"}
 # Path-typed values that name a directory (other Path values complete any file).
@@ -109,13 +109,14 @@ def _own(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 def value_kind(path: tuple[str, ...], action: argparse.Action) -> str:
     """How the completion offers ``action``'s value: words (its choices), ``@file``,
-    ``@dir``, ``@refs``, ``@remotes``, or "" (free text, nothing offered)."""
+    ``@dir``, ``@refs``, ``@remotes``, ``@channels``, or "" (free text, nothing
+    offered)."""
     if action.choices is not None:
         return " ".join(str(c) for c in action.choices)
     dynamic = DYNAMIC_AT.get((*path, action.dest)) or DYNAMIC.get(action.dest)
     if dynamic:
         return "@" + dynamic
-    if action.type is Path:
+    if action.type in PATH_TYPES:
         return "@dir" if action.dest in DIR_DESTS or action.metavar == "DIR" else "@file"
     return ""
 
@@ -148,7 +149,7 @@ _atoll_values() {
     case $kind in
         @file) compopt -o filenames 2>/dev/null; _atoll_reply compgen -f -- "$cur" ;;
         @dir) compopt -o filenames 2>/dev/null; _atoll_reply compgen -d -- "$cur" ;;
-        @refs | @remotes)
+        @refs | @remotes | @channels)
             _atoll_reply compgen -W "$(_atoll_names "${kind#@}")" -- "$cur" ;;
         '') COMPREPLY=() ;;
         *) _atoll_reply compgen -W "$kind" -- "$cur" ;;
@@ -180,12 +181,44 @@ _atoll_unquote() {
     printf '%s' "${v/#\~/$HOME}"
 }
 
+# COMP_WORDS with the words bash split at ':' joined again (REMOTE:CHANNEL is one
+# argument), in $words; the index of the word being completed in $cword.
+_atoll_words() {
+    local i w
+    words=() cword=0
+    for ((i = 0; i < ${#COMP_WORDS[@]}; i++)); do
+        w=${COMP_WORDS[i]}
+        if ((i > 0 && ${#words[@]} > 0)) && [[ $w == : || ${words[${#words[@]} - 1]} == *: ]]
+        then
+            words[${#words[@]} - 1]+=$w
+        else
+            words+=("$w")
+        fi
+        ((i == COMP_CWORD)) && cword=$((${#words[@]} - 1))
+    done
+}
+
 _atoll() {
-    local cur=${COMP_WORDS[COMP_CWORD]} path=atoll w i key optkey= multi= dd= npos=0
+    local -a words
+    local cword
+    _atoll_words
+    local cur=${words[cword]} path=atoll w i key optkey= multi= dd= npos=0
     local sysroot= repo= kind n
     COMPREPLY=()
-    for ((i = 1; i < COMP_CWORD; i++)); do
-        w=${COMP_WORDS[i]}
+    _atoll_complete
+    # bash replaces only the part after the last ':' of the word (COMP_WORDBREAKS)
+    if [[ $cur == *:* && $COMP_WORDBREAKS == *:* ]]; then
+        local colon=${cur%"${cur##*:}"} j
+        for j in "${!COMPREPLY[@]}"; do
+            COMPREPLY[j]=${COMPREPLY[j]#"$colon"}
+        done
+    fi
+    return 0
+}
+
+_atoll_complete() {
+    for ((i = 1; i < cword; i++)); do
+        w=${words[i]}
         if [[ -n $optkey ]]; then
             [[ $w == = ]] && continue  # --opt=value, split at '=' by bash
             case ${optkey#*|} in
@@ -313,19 +346,25 @@ def bash_completion(parser: argparse.ArgumentParser) -> str:
 
 
 def names(kind: str, sysroot: Path, repo: Path | None = None) -> list[str]:
-    """What the completion offers for ``kind``: ``refs`` (branches, then remotes/R/CH of
-    ``repo``, default the sysroot's store) or ``remotes`` (the host's remotes)."""
-    if kind == "remotes":
+    """What the completion offers for ``kind``: ``refs`` (branches, then REMOTE:CHANNEL
+    of ``repo``, default the sysroot's store), ``remotes`` (the host's remotes) or
+    ``channels`` (REMOTE:CHANNEL: what each remote follows and what was downloaded)."""
+    if kind in ("remotes", "channels"):
         from atoll.repo.remotes import list_remotes
 
-        return [r.name for r in list_remotes(sysroot)]
+        remotes = list_remotes(sysroot)
+        if kind == "remotes":
+            return [r.name for r in remotes]
+        found = [f"{r.name}:{r.channel}" for r in remotes if r.channel]
+        return list(dict.fromkeys([*found, *(n for n in names("refs", sysroot, repo)
+                                             if ":" in n)]))
     from atoll.store.repo import Repo
 
     path = repo if repo is not None else sysroot / "atoll" / "repo"
     if not (path / "config.json").is_file():
         return []
     store = Repo(path)  # not Repo.open: completing must not create anything
-    return [*store.refs("heads"), *(f"remotes/{n}" for n in store.refs("remotes"))]
+    return [*store.refs("heads"), *(":".join(n.split("/", 1)) for n in store.refs("remotes"))]
 
 
 # -- roff -----------------------------------------------------------------------------
@@ -495,9 +534,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     b.set_defaults(handler=_bash)
     n = csub.add_parser("names", help="print the refs or remotes completion offers, one a "
                         "line (what the bash script calls; never an error)")
-    n.add_argument("kind", choices=("refs", "remotes"),
-                   help="refs: branches and remotes/REMOTE/CHANNEL of the store; remotes: "
-                   "the host's remotes")
+    n.add_argument("kind", choices=("refs", "remotes", "channels"),
+                   help="refs: branches and REMOTE:CHANNEL of the store; remotes: the host's "
+                   "remotes; channels: REMOTE:CHANNEL each remote follows or was downloaded")
     n.add_argument("--repo", type=Path,
                    help="repository directory (default: the sysroot's store)")
     n.set_defaults(handler=_names)

@@ -67,8 +67,10 @@ def _backend(args: argparse.Namespace, config: FleetConfig) -> Backend:
         raise InputError("no FleetLock store given",
                          resolution="give --etcd URL or --embedded FILE, or [etcd3] endpoints "
                                     "in the --config file")
+    from atoll.fleet.etcdv3 import uses_tls
+
     if etcd is not None and etcd.client_cert and not any(
-            u.strip().startswith("https://") for u in location.split(",")):
+            uses_tls(u) for u in location.split(",") if u.strip()):
         log.warning("%s: etcd3.client_cert_pub_path not used: the etcd endpoints are http://",
                     args.config)
     return open_backend("etcd", location, **options)

@@ -22,7 +22,8 @@ def _build(args: argparse.Namespace) -> int:
             raise InputError("--config bakes into a fresh deployment: give a ref, not "
                              "--from-sysroot", resolution="atoll host-config apply CONFIG "
                              "--root SYSROOT/atoll/deploy/ID prepares a sysroot instead")
-        result = build_image(args.from_sysroot, args.out, args.format, args.size, args.firmware)
+        result = build_image(args.from_sysroot, args.out, args.format, args.size, args.firmware,
+                             verity=args.verity)
     else:
         if args.ref is None or args.repo is None:
             raise InputError("atoll image build needs a ref and --repo (or --from-sysroot)",
@@ -39,7 +40,7 @@ def _build(args: argparse.Namespace) -> int:
                 bake_config(config, deploy_dir)
 
         result = build_image_from_ref(args.ref, args.repo, args.out, args.format, args.size,
-                                      args.firmware, customize)
+                                      args.firmware, customize, verity=args.verity)
     emit(args, result, lambda: f"wrote {result['path']} ({result['format']}, "
                                f"{int(str(result['size'])) >> 20} MiB, {result['firmware']})")
     return 0
@@ -64,5 +65,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--size", default="8G", help="virtual disk size (default 8G)")
     p.add_argument("--firmware", choices=("bios", "uefi", "both"), default="both",
                    help="boot code to install (default both: one disk boots either way)")
+    p.add_argument("--no-verity", dest="verity", action="store_false",
+                   help="leave out ext4's verity feature (the store then cannot seal its "
+                   "objects with fs-verity); for disks you will change offline on a machine "
+                   "whose kernel lacks fs-verity")
     common(p)
     p.set_defaults(handler=_build)

@@ -34,7 +34,7 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     from atoll.repo.storage import DirStorage
 
     out = rotate_keys(DirStorage(args.to), KeyDir(args.keys), args.role,
-                      count=args.count, threshold=args.threshold)
+                      count=args.count, threshold=args.threshold, expires=args.expires)
     emit(args, out, f"{args.role}: {len(out['new'])} new key(s), root version "
                     f"{out['root_version']}; revoked {', '.join(k[:12] for k in out['revoked'])}")
     return 0
@@ -92,6 +92,7 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--to", type=Path, required=True, help="repository directory (www)")
     p.add_argument("--count", type=int, help="how many new keys (default: the threshold)")
     p.add_argument("--threshold", type=int, help="new threshold for the role")
+    expires(p)
     common(p)
     p.set_defaults(handler=_keys_rotate)
 
@@ -104,7 +105,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--deltas", type=int, default=3,
                    help="static deltas from the last N published commits (default 3)")
     p.add_argument("--level", type=int, default=19, choices=range(1, 23), metavar="1-22",
-                   help="zstd level of packs and deltas (default 19)")
+                   help="zstd level of packs and deltas (default 19); content compressed "
+                   "already is stored at level 1, and what an earlier publish compressed "
+                   "is reused from REPO/cache/publish")
     expires(p)
     common(p)
     p.set_defaults(handler=_publish)

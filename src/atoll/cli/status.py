@@ -13,7 +13,7 @@ from typing import Any
 from atoll.cli import emit
 from atoll.core.text import printable
 
-__all__ = ["register", "render_packages", "render_status"]
+__all__ = ["method_word", "register", "render_packages", "render_status"]
 
 _ROLE = {"booted": "booted", "pending": "pending: boots next", "rollback": "rollback",
          "other": "kept", "prepared": "prepared: waits for `atoll update apply`"}
@@ -26,6 +26,10 @@ def _kv(key: str, value: str) -> str:
 
 def render_packages(changes: dict[str, Any], indent: str = "  ") -> list[str]:
     """Package changes (``atoll.store.packages`` shape) as lines: counts, then each."""
+    if changes.get("no_manifest"):
+        sides = " and ".join(changes["no_manifest"])
+        return [f"{indent}package changes unknown: no package manifest in the {sides} commit "
+                "(its tree had no dpkg database)"]
     counts = ", ".join(f"{len(changes.get(k, []))} {k}" for k in
                        ("upgraded", "downgraded", "added", "removed") if changes.get(k))
     lines = [f"{indent}{counts or 'no package changes'}"]
@@ -97,13 +101,23 @@ def _update(up: dict[str, Any]) -> str:
     else:
         text = f"{state} {printable(up.get('version') or '?')}"
         if state == "available" and up.get("download_bytes"):
-            text += f" ({_size(int(up['download_bytes']))} to download, {up.get('method')})"
+            text += (f" ({_size(int(up['download_bytes']))} to download, "
+                     f"{method_word(str(up.get('method')))})")
     text += f" from {where}" if where else ""
     if up.get("since") and state != "up-to-date":
         text += f", since {up['since']}"
     if up.get("last_check"):
         text += f"; last check {up['last_check']}"
     return f"Update: {text}"
+
+
+# How an update is downloaded, in the words `update check` and `status` both use.
+_METHODS = {"delta": "delta", "chunks": "missing objects", "pack": "whole image",
+            "none": "nothing to download"}
+
+
+def method_word(method: str) -> str:
+    return _METHODS.get(method, printable(method))
 
 
 def _size(n: int) -> str:
@@ -119,7 +133,10 @@ def _size(n: int) -> str:
 def render_status(st: dict[str, Any], *, verbose: bool = False) -> str:
     """The human form of an ``atoll/v1 HostStatus`` document."""
     lines: list[str] = []
-    if not st["deployments"]:
+    unknown = any(p["file"].endswith("deployments.json") for p in st.get("problems") or [])
+    if unknown:
+        lines.append("Deployments: unknown (the boot order does not read: see below)")
+    elif not st["deployments"]:
         lines.append("Deployments: none (deploy a commit: atoll deploy REV)")
     else:
         lines.append("Deployments:")
@@ -132,6 +149,10 @@ def render_status(st: dict[str, Any], *, verbose: bool = False) -> str:
         lines += _last_boot(st["last_boot"], st)
     if st.get("update"):
         lines.append(_update(st["update"]))
+    for p in st.get("problems") or []:
+        lines.append(f"Damaged: {printable(p['problem'])}")
+        if p.get("resolution"):
+            lines.append(f"         {printable(p['resolution'])}")
     return "\n".join(lines)
 
 
@@ -154,9 +175,16 @@ def cmd_db_diff(args: argparse.Namespace) -> int:
     booted = next((d for d in deps if d.id == sr.booted_id()), None)
     repo = sr.repo
     if args.from_rev is None:
-        if booted is None or not deps or deps[0].id == booted.id:
+        if booted is None:
+            why = ("this sysroot has not booted" if sr.booted_id() is None else
+                   "the booted deployment is not in the boot order")
+            emit(args, {"from": None, "to": None, "packages": None},
+                 f"nothing to compare: no booted deployment ({why}); name both: "
+                 "atoll db diff FROM TO")
+            return int(NOTHING_NEW)
+        if deps[0].id == booted.id:
             prepared = sr.prepared()
-            if booted is None or prepared is None:
+            if prepared is None:
                 emit(args, {"from": None, "to": None, "packages": None},
                      "nothing to compare: no pending or prepared deployment")
                 return int(NOTHING_NEW)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +46,8 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_commit(args: argparse.Namespace) -> None:
-    repo = Repo.create(repo_path(args))
+    Repo.check_ref(args.ref)  # before anything is read or written
+    repo = Repo.open(repo_path(args))  # as `ostree commit`: `store init` creates one
     cid = repo.commit_dir(args.tree, ref=args.ref, version=args.version or "",
                           subject=args.subject or f"commit {args.tree}")
     emit(args, {"commit": cid, "ref": args.ref}, f"{cid}  ({args.ref})")
@@ -74,7 +76,8 @@ def cmd_show(args: argparse.Namespace) -> None:
     def human() -> str:
         lines = [f"commit   {cid}", f"parent   {c.parent or '-'}", f"version  {c.version}",
                  f"date     {_ts(c.timestamp)}", f"subject  {c.subject}",
-                 f"packages {len(c.manifest)}"]
+                 "packages " + (str(len(c.manifest)) if c.manifest else
+                                "none recorded (the tree had no dpkg database)")]
         lines += [f"{k:<8} {v}" for k, v in sorted(c.metadata.items())]
         if args.packages:
             lines += [f"  {p['name']} {p['version']} {p['architecture']}" for p in c.manifest]
@@ -83,26 +86,50 @@ def cmd_show(args: argparse.Namespace) -> None:
     emit(args, data, human)
 
 
+def _ref_to_delete(repo: Repo, name: str) -> tuple[str, str]:
+    """A ref as `store refs --delete` takes it -> (namespace, name in it).
+
+    Raises:
+        InputError: a deployment's ref, or no such ref.
+    """
+    ns, _, rest = name.partition("/")
+    if ":" in name:  # REMOTE:CHANNEL
+        remote, _, channel = name.partition(":")
+        namespace, ref = "remotes", f"{remote}/{channel}"
+    elif ns in ("heads", "remotes", "deploy") and rest:
+        namespace, ref = ns, rest
+    else:
+        namespace, ref = "heads", name
+    if namespace == "deploy":
+        raise InputError(f"{printable(name)}: deployment refs go with their deployment",
+                         resolution="remove the deployment: atoll undeploy N")
+    if ref not in repo.refs(namespace):
+        raise InputError(f"{printable(name)}: no such ref", resolution="list them with "
+                         "`atoll store refs --all` (a remote's: REMOTE:CHANNEL)")
+    return namespace, ref
+
+
 def cmd_refs(args: argparse.Namespace) -> None:
     repo = _open(args)
     if args.delete:
-        deleted = []
-        for name in args.delete:
-            ns, _, rest = name.partition("/")
-            namespace, ref = (ns, rest) if ns in ("heads", "remotes", "deploy") else ("heads", name)
-            if namespace == "deploy":
-                raise InputError(f"{name}: deployment refs go with their deployment",
-                                 resolution="remove the deployment: atoll undeploy N")
-            if ref not in repo.refs(namespace):
-                raise InputError(f"{name}: no such ref", resolution="list them with "
-                                 "`atoll store refs --all`")
+        if not args.refs:
+            raise InputError("--delete: name the refs to delete",
+                             resolution="atoll store refs --delete REF... (a branch, or "
+                             "REMOTE:CHANNEL)")
+        # every name is checked before any ref goes: all or nothing
+        targets = [_ref_to_delete(repo, name) for name in dict.fromkeys(args.refs)]
+        for namespace, ref in targets:
             repo.set_ref(ref, None, namespace=namespace)
-            deleted.append(name)
-        emit(args, {"deleted": deleted}, "\n".join(f"deleted {n}" for n in deleted)
+        deleted = list(dict.fromkeys(args.refs))
+        emit(args, {"deleted": deleted}, "\n".join(f"deleted {printable(n)}" for n in deleted)
              + "\n(objects only they reached are freed by `atoll store gc`)")
         return
     refs = repo.all_refs() if args.all else repo.refs()
-    emit(args, refs, lambda: "\n".join(f"{cid}  {name}" for name, cid in refs.items()))
+    if args.refs:  # prefixes, as `ostree refs PREFIX`
+        refs = {n: c for n, c in refs.items()
+                if any(n == p or n.startswith(p.rstrip("/") + "/") for p in args.refs)}
+    emit(args, refs, lambda: "\n".join(f"{cid}  {printable(name)}"
+                                       for name, cid in refs.items()))
 
 
 def render_diff(d: dict[str, Any]) -> str:
@@ -150,6 +177,17 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     data = report.to_json()
     if args.repair:
         data |= {"found": found.to_json(), "repaired": repaired, "unrepaired": notes}
+    own = (Path(args.sysroot) / "atoll" / "repo").resolve()
+    if repo.path.resolve() == own:  # the host's store: the result is monitored
+        from atoll.core.fsutil import atomic_write_json
+        from atoll.deploy.sysroot import Sysroot
+
+        with contextlib.suppress(PermissionError):  # a read-only look as another user
+            atomic_write_json(Sysroot(args.sysroot).state / "fsck.json", {
+                "format": 1, "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "ok": report.ok, "checked": found.checked, "corrupt": len(found.corrupt),
+                "missing": len(report.missing), "repaired": len(repaired),
+                "verity": report.verity})
 
     def human() -> str:
         lines = [f"checked {found.checked} objects"]
@@ -159,6 +197,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         if repaired:
             lines += [f"still missing: {x}" for x in report.missing]
         lines += [f"not repaired: {x}" for x in notes]
+        if report.verity:
+            lines.append("every file object is sealed with fs-verity")
         return "\n".join(lines + (["ok"] if report.ok else []))
 
     emit(args, data, human)
@@ -208,12 +248,15 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp = add("show", cmd_show, "one commit: version, metadata, packages")
     sp.add_argument("rev", help="the commit (REV)")
     sp.add_argument("--packages", action="store_true", help="list the package manifest")
-    sp = add("refs", cmd_refs, "list refs")
+    sp = add("refs", cmd_refs, "list refs, or delete them")
+    sp.add_argument("refs", nargs="*", metavar="REF",
+                    help="with --delete: the refs to delete; else: list only the refs under "
+                    "these prefixes")
     sp.add_argument("--all", action="store_true",
                     help="include remote and deployment refs (prefixed remotes/, deploy/)")
-    sp.add_argument("--delete", nargs="+", metavar="REF",
-                    help="delete refs (a branch, or remotes/REMOTE/CHANNEL); `store gc` then "
-                    "frees what only they reached")
+    sp.add_argument("--delete", action="store_true",
+                    help="delete the REFs (a branch, or REMOTE:CHANNEL, or remotes/R/CH), all "
+                    "or none; `store gc` then frees what only they reached")
     sp = add("diff", cmd_diff, "files and packages changed between two commits")
     sp.add_argument("old", help="the commit to compare from (REV)")
     sp.add_argument("new", help="the commit to compare to (REV)")

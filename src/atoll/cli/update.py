@@ -7,11 +7,14 @@ from their own CLI module's ``register``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from atoll.cli import emit
+from atoll.core.errors import DamagedStateError, InputError
+from atoll.core.text import printable
 
 __all__ = ["add_update_subcommand", "register"]
 
@@ -26,13 +29,21 @@ def add_update_subcommand(name: str, setup_fn: Setup, help: str = "") -> None:
     _extra[name] = (help, setup_fn)
 
 
+def followed_remote(sysroot: Path) -> str:
+    """The remote the update policy follows (``atoll policy set --remote``, ``atoll
+    rebase``): what `update check`, `update download` and atolld ask by default."""
+    from atoll.agent.state import AgentFiles
+
+    return AgentFiles(sysroot).policy().remote
+
+
 def _remote_add(args: argparse.Namespace) -> int:
     from atoll.repo.remotes import add_remote
 
     r = add_remote(args.sysroot, args.name, args.url, args.root, channel=args.channel,
                    metadata_url=args.metadata_url, targets_url=args.targets_url)
-    emit(args, r.to_json(), f"remote {r.name}: {r.url}" + (
-        f" (channel {r.channel})" if r.channel else ""))
+    emit(args, r.to_json(), f"remote {printable(r.name)}: {printable(r.url)}" + (
+        f" (channel {printable(r.channel)})" if r.channel else ""))
     return 0
 
 
@@ -41,7 +52,8 @@ def _remote_list(args: argparse.Namespace) -> int:
 
     remotes = [r.to_json() for r in list_remotes(args.sysroot)]
     emit(args, remotes, lambda: "\n".join(
-        f"{r['name']}\t{r['url']}\t{r['channel'] or '(the only channel)'}" for r in remotes)
+        f"{printable(r['name'])}\t{printable(r['url'])}\t"
+        f"{printable(r['channel'] or '(the only channel)')}" for r in remotes)
         or "no remotes")
     return 0
 
@@ -54,39 +66,59 @@ def _remote_show(args: argparse.Namespace) -> int:
     data = r.to_json() | {"metadata_base": r.metadata_base, "targets_base": r.targets_base,
                           "trusted": trusted_metadata(r)}
     emit(args, data, lambda: "\n".join(
-        [f"name      {r.name}", f"url       {r.url}", f"channel   {r.channel or '-'}",
-         f"metadata  {r.metadata_base}", f"targets   {r.targets_base}"]
+        [f"name      {printable(r.name)}", f"url       {printable(r.url)}",
+         f"channel   {printable(r.channel or '-')}",
+         f"metadata  {printable(r.metadata_base)}", f"targets   {printable(r.targets_base)}"]
         + [f"trusted   {role} v{m['version']}, expires {m['expires']}"
            for role, m in data["trusted"].items()]))
     return 0
 
 
 def _remote_remove(args: argparse.Namespace) -> int:
-    from atoll.repo.remotes import remove_remote
+    """Forget a remote. The one the update policy follows is refused (updates would stop
+    with "no remote"), unless --force: to replace it (add it again at once)."""
+    from atoll.repo.remotes import load_remote, remove_remote
 
+    with contextlib.suppress(DamagedStateError):  # removing it is the way to replace it
+        load_remote(args.sysroot, args.name)  # an unknown one: that error first
+    if followed_remote(args.sysroot) == args.name and not args.force:
+        raise InputError(
+            f"the update policy follows remote {printable(args.name)}: removing it stops "
+            "updates", resolution="follow another one first (`atoll rebase OTHER:CHANNEL` or "
+            "`atoll policy set --remote OTHER`); to replace it, `atoll remote remove --force "
+            f"{printable(args.name)}` and add it again at once")
     r = remove_remote(args.sysroot, args.name)
-    emit(args, {"removed": r.name}, f"removed remote {r.name} (what it downloaded stays in the "
-         f"store: `atoll store refs --delete remotes/{r.name}/...` then `atoll store gc`)")
+    refs: list[str] = []
+    store = Path(args.sysroot) / "atoll" / "repo"
+    if (store / "config.json").is_file():
+        from atoll.store.repo import Repo
+
+        refs = [":".join(n.split("/", 1)) for n in Repo(store).refs("remotes")
+                if n.split("/", 1)[0] == r.name]
+    out = {"removed": r.name, "refs": refs, "changed": True}
+    emit(args, out, f"removed remote {printable(r.name)}" + (
+        f"; what it downloaded stays in the store: `atoll store refs --delete {' '.join(refs)}`"
+        " then `atoll store gc` frees it" if refs else ""))
     return 0
 
 
 def _human_check(v: dict[str, Any]) -> str:
-    from atoll.cli.status import _size, render_packages
+    from atoll.cli.status import _size, method_word, render_packages
 
     t = v["target"]
-    where = f"{v['remote']}:{v['channel']}"
-    frm = v.get("current_version") or (str(v["current"])[:12] if v.get("current") else "-")
-    to = t["version"] or t["commit"][:12]
+    where = printable(f"{v['remote']}:{v['channel']}")
+    frm = printable(v.get("current_version") or (str(v["current"])[:12] if v.get("current")
+                                                 else "-"))
+    to = printable(t["version"] or t["commit"][:12])
     if v["up_to_date"]:
         return f"{where}: up to date ({to}); metadata expires {v['metadata_expires']}"
     if v.get("applied"):
-        head = f"{where}: {frm} -> {to} is applied: it boots at the next reboot"
+        head = f"{where}: {frm} → {to} is applied: it boots at the next reboot"
     elif v["downloaded"]:
-        head = f"{where}: {frm} -> {to}, downloaded: apply it with `atoll update apply`"
+        head = f"{where}: {frm} → {to}, downloaded: apply it with `atoll update apply`"
     else:
-        how = {"delta": "delta", "chunks": "missing objects", "pack": "whole image"}.get(
-            v["method"], v["method"])
-        head = f"{where}: {frm} -> {to}, {_size(int(v['download_bytes']))} ({how})"
+        head = (f"{where}: {frm} → {to}, {_size(int(v['download_bytes']))}, "
+                f"{method_word(v['method'])}")
     lines = [head, *render_packages(v["packages"])]
     lines.append(f"metadata expires {v['metadata_expires']}")
     return "\n".join(lines)
@@ -97,25 +129,28 @@ def _check(args: argparse.Namespace) -> int:
     from atoll.cli import NOTHING_NEW
     from atoll.repo.client import UpdateClient
 
-    view = UpdateClient(args.sysroot, args.remote).check()
+    view = UpdateClient(args.sysroot, args.remote or followed_remote(args.sysroot)).check()
     emit(args, view, lambda: _human_check(view))
     return int(NOTHING_NEW) if view["up_to_date"] or view.get("applied") else 0
 
 
 def _download(args: argparse.Namespace) -> int:
+    from atoll.cli.status import _size, method_word
     from atoll.repo.client import UpdateClient
 
-    out = UpdateClient(args.sysroot, args.remote).download()
+    out = UpdateClient(args.sysroot, args.remote or followed_remote(args.sysroot)).download()
     changed = out["method"] != "none"
     out["changed"] = changed
+    version = printable(out["target"]["version"] or out["target"]["commit"][:12])
     if out["up_to_date"]:
-        human = f"already up to date ({out['target']['version'] or out['target']['commit'][:12]})"
+        human = f"already up to date ({version})"
     elif not changed:
         human = (f"already downloaded: {out['target']['commit'][:12]} "
-                 f"(version {out['target']['version']}) -> {out['ref']}")
+                 f"(version {version}) -> {printable(out['ref'])}")
     else:
-        human = (f"downloaded {out['target']['commit'][:12]} ({out['download_bytes']} bytes, "
-                 f"{out['method']}) -> {out['ref']}")
+        human = (f"downloaded {out['target']['commit'][:12]} (version {version}, "
+                 f"{_size(int(out['download_bytes']))}, {method_word(out['method'])}) -> "
+                 f"{printable(out['ref'])}")
     emit(args, out, human)
     return 0
 
@@ -135,19 +170,26 @@ def _rebase(args: argparse.Namespace) -> int:
     remote = remote if sep else policy.remote
     old = load_remote(args.sysroot, remote)
     view = UpdateClient(args.sysroot, remote, channel=channel).check()  # refuses unknown ones
-    set_channel(args.sysroot, remote, channel)
-    if policy.remote != remote:
-        files.save_policy(type(policy).from_json(policy.to_json() | {"remote": remote}))
+    changed = old.channel != channel or policy.remote != remote
     sr = Sysroot(args.sysroot)
-    sr.record_event("rebase", remote=remote, channel=channel, previous=old.channel,
-                    previous_remote=policy.remote)
+    if changed:
+        set_channel(args.sysroot, remote, channel)
+        if policy.remote != remote:
+            files.save_policy(type(policy).from_json(policy.to_json() | {"remote": remote}))
+        sr.record_event("rebase", remote=remote, channel=channel, previous=old.channel,
+                        previous_remote=policy.remote)
     out: dict[str, Any] = {"remote": remote, "channel": channel, "previous": old.channel,
-                           "target": view["target"], "changed": old.channel != channel}
-    lines = [f"{remote}: following {channel} (was {old.channel or 'the only channel'}); "
-             f"newest: {view['target']['version'] or view['target']['commit'][:12]}"]
+                           "previous_remote": policy.remote, "target": view["target"],
+                           "changed": changed}
+    newest = printable(view["target"]["version"] or view["target"]["commit"][:12])
+    was = (f"{printable(policy.remote)}:{printable(old.channel or '(the only channel)')}"
+           if policy.remote != remote else printable(old.channel or "the only channel"))
+    lines = [f"{printable(remote)}: following {printable(channel)} (was {was}); newest: {newest}"
+             if changed else f"{printable(remote)}: already following {printable(channel)}; "
+             f"newest: {newest}"]
     if args.download:
         dl = UpdateClient(args.sysroot, remote).download()
-        dep = sr.prepare(dl["target"]["commit"])
+        dep = sr.prepare(dl["target"]["commit"], origin=f"{remote}:{dl['channel']}")
         out["prepared"] = dep.to_json()
         lines.append(f"downloaded and prepared {dep.id}: `atoll update apply` to boot it")
     else:
@@ -179,6 +221,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.set_defaults(handler=_remote_show)
     p = rsub.add_parser("remove", help="forget a remote and its trusted metadata")
     p.add_argument("name", help="the remote's name")
+    p.add_argument("--force", action="store_true",
+                   help="remove it even when the update policy follows it (to replace it: "
+                   "add it again at once)")
     common(p)
     p.set_defaults(handler=_remote_remove)
 
@@ -199,8 +244,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     for name, fn, text in (("check", _check, "what an update would bring"),
                            ("download", _download, "verified, resumable pull into the store")):
         p = usub.add_parser(name, help=text)
-        p.add_argument("--remote", default="origin",
-                       help="the remote to ask (default origin)")
+        p.add_argument("--remote",
+                       help="the remote to ask (default: the one the update policy follows, "
+                       "`atoll policy show`)")
         common(p)
         p.set_defaults(handler=fn)
     for n, (h, fn2) in sorted(_extra.items()):

@@ -14,6 +14,8 @@ CLI maps each branch to an exit code in one place (``atoll.cli``).
     ├── DownloadError       network and transfer problems
     ├── HostStateError      the sysroot or host is not in a state that allows this
     │   ├── BusyError       another atoll command holds the lock (try again)
+    │   ├── DamagedStateError  a state file atoll wrote does not read (names it, says
+    │   │                   what to do)
     │   └── DiskFullError   a filesystem filled up; nothing was changed
     ├── RuntimeBackendError a container runtime, etcd, or another daemon failed
     └── ToolError           an external command failed (argv, exit code, stderr)
@@ -31,6 +33,7 @@ __all__ = [
     "AtollError",
     "BusyError",
     "CorruptObjectError",
+    "DamagedStateError",
     "DiskFullError",
     "DownloadError",
     "HostStateError",
@@ -154,6 +157,16 @@ class HostStateError(AtollError):
 
 class BusyError(HostStateError):
     """Another atoll command holds the sysroot or repository lock; trying again later works."""
+
+
+class DamagedStateError(HostStateError):
+    """A state file atoll wrote (update.json, deployments.json, run/atoll/booted...)
+    no longer reads as it should; ``path`` names it, the resolution says what to do."""
+
+    def __init__(self, brief: str, *, details: str | None = None,
+                 resolution: str | None = None, path: str = ""):
+        super().__init__(brief, details=details, resolution=resolution)
+        self.path = path
 
 
 class DiskFullError(HostStateError):

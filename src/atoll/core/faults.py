@@ -12,6 +12,8 @@ The points (tests/integration/test_crash.py runs each):
     download:fetched an update is downloaded into the cache, not yet imported
     deploy:checkout  a deployment is checked out, /etc not merged
     deploy:loader    the new boot configuration is written, the pointer not swapped
+    seal:verified    an object whose seal was broken is re-hashed, not yet sealed again
+                     (tests/integration/test_store_seal.py)
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.core import canonjson
-from atoll.core.errors import DiskFullError
+from atoll.core.errors import DamagedStateError, DiskFullError
 
 __all__ = [
     "append_json_line",
@@ -34,11 +34,13 @@ __all__ = [
     "atomic_write_json",
     "copy_data",
     "copy_private",
+    "damaged",
     "disk_full",
     "free_bytes",
     "fsync_dir",
     "open_atomic",
     "read_json",
+    "read_state_json",
     "read_xattrs",
     "sha256_file",
     "syncfs",
@@ -130,7 +132,10 @@ def disk_full(exc: OSError, where: Path, what: str, *,
 def open_atomic(path: Path, mode: int = 0o644, *, sync: bool = True) -> Iterator[Any]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path`` atomically."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file being written, not a temp name nobody knows
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:  # mkstemp: 0600 until complete
             yield fh
@@ -138,7 +143,10 @@ def open_atomic(path: Path, mode: int = 0o644, *, sync: bool = True) -> Iterator
             os.fchmod(fh.fileno(), mode)
             if sync:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -177,6 +185,43 @@ def read_json(path: Path, default: Any = None) -> Any:
         return canonjson.loads(Path(path).read_bytes())
     except FileNotFoundError:
         return default
+
+
+def damaged(path: Path, why: str, resolution: str) -> DamagedStateError:
+    """The one-line error for a state file atoll wrote that no longer reads as it should
+    (a disk error, a power cut under an older atoll, a hand edit)."""
+    from atoll.core.text import printable
+
+    return DamagedStateError(f"damaged state file {printable(str(path))}: {why}",
+                             resolution=resolution, path=str(path))
+
+
+def read_state_json(path: Path, expect: type | tuple[type, ...] = dict, default: Any = None,
+                    *, resolution: str) -> Any:
+    """A state file as JSON of the type ``expect``, or ``default`` when it does not exist.
+
+    Raises:
+        DamagedStateError: the file is not UTF-8 JSON of that type (:func:`damaged`, with
+            ``resolution``: what to do about this file).
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return default
+    try:
+        value = canonjson.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        why = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not valid JSON"
+        raise damaged(path, why, resolution) from None
+    if not isinstance(value, expect):
+        want = "an object" if expect is dict else "a list" if expect is list else "a value"
+        raise damaged(path, f"expected {want}, found {_json_type(value)}", resolution)
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), "a value")
 
 
 def sha256_file(path: Path) -> str:

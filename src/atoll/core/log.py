@@ -10,7 +10,17 @@ import logging
 import sys
 from typing import TextIO
 
+from atoll.core.text import terminal_safe
+
 __all__ = ["setup_logging"]
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines carry names, URLs and reasons from files: no escape sequence in them
+    reaches the terminal or the journal (:func:`atoll.core.text.terminal_safe`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record))
 
 
 class _Stderr(logging.StreamHandler[TextIO]):
@@ -25,7 +35,8 @@ class _Stderr(logging.StreamHandler[TextIO]):
 def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     handler = _Stderr(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(name)s: %(message)s"))
+    handler.setFormatter(_SafeFormatter("%(message)s" if not debug else
+                                        "%(name)s: %(message)s"))
     root = logging.getLogger("atoll")
     root.handlers[:] = [handler]
     root.setLevel(level)

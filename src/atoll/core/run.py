@@ -7,17 +7,21 @@ environment, the command line logged at debug level, and a typed
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 from atoll.core.errors import InputError, ToolError
 
-__all__ = ["CLEAN_PATH", "clean_env", "require_tool", "run", "spawn"]
+__all__ = ["CLEAN_PATH", "clean_env", "pipe", "require_tool", "run", "spawn"]
 
 log = logging.getLogger("atoll.run")
 
@@ -117,6 +121,90 @@ def run(
             resolution=resolution,
         )
     return proc
+
+
+def pipe(
+    argv: Sequence[Arg],
+    chunks: Iterable[bytes | memoryview],
+    *,
+    what: str | None = None,
+    resolution: str | None = None,
+    read_size: int = 1 << 20,
+) -> Iterator[bytes]:
+    """Run a filter command (``gzip -n -9``, ``xz -c``) over a stream: ``chunks`` go to
+    its stdin (from a thread), its stdout comes back as it is produced.
+
+    Memory is bounded whatever the stream's length: one chunk in flight each way
+    (and the pipes' buffers); the command's stderr goes to a temp file. Closing the
+    returned iterator early kills the command.
+
+    Args:
+        argv: the command and its arguments (paths through ``os.fspath``).
+        chunks: the input, consumed once; an exception it raises is raised here
+            once the command's output ends.
+        read_size: at most this many bytes per piece of output.
+
+    Raises:
+        ToolError: the command could not start or exited non-zero (with its stderr).
+
+    Returns:
+        An iterator over the command's output, in pieces of at most ``read_size``.
+    """
+    args = _argv(argv)
+    log.debug("pipe: %s", " ".join(args))
+    return _pipe(args, chunks, what or args[0], resolution, read_size)
+
+
+def _pipe(args: list[str], chunks: Iterable[bytes | memoryview], what: str,
+          resolution: str | None,
+          read_size: int) -> Iterator[bytes]:
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=err, env=clean_env())
+        except FileNotFoundError as exc:
+            raise ToolError(f"{args[0]}: command not found", argv=args, returncode=127,
+                            resolution=resolution or f"install {args[0]} (apt-get install ...)"
+                            ) from exc
+        assert proc.stdin is not None and proc.stdout is not None
+        failed: list[BaseException] = []
+
+        def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                for chunk in chunks:
+                    proc.stdin.write(chunk)
+                    del chunk  # not held while the next one is made
+            except BrokenPipeError:
+                pass  # the command ended early: its exit code tells why
+            except BaseException as exc:  # raised in the reader's thread below
+                failed.append(exc)
+            finally:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+
+        feeder = threading.Thread(target=feed, name=f"pipe {what}", daemon=True)
+        feeder.start()
+        try:
+            out = proc.stdout
+            assert isinstance(out, io.BufferedReader)
+            while data := out.read1(read_size):
+                yield data
+            code = proc.wait()
+            feeder.join()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            feeder.join(timeout=5)
+        if failed:
+            raise failed[0]
+        if code != 0:
+            err.seek(0)
+            raise ToolError(f"{what} failed (exit code {code})", argv=args, returncode=code,
+                            stderr=err.read(64 << 10).decode("utf-8", "replace"),
+                            resolution=resolution)
 
 
 def spawn(

@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from atoll.core.errors import InputError, SpecError
+from atoll.core.userfile import open_user_file
 
 __all__ = [
     "MAX_ALIASES",
@@ -118,15 +119,15 @@ def read_spec_text(path: Path) -> str:
     """The text of the spec file at ``path``: UTF-8, at most ``MAX_SPEC_BYTES``.
 
     Raises:
-        InputError: the file cannot be read.
+        InputError: the file cannot be read, or is not a regular file (a FIFO, a device).
         SpecError: too big, or not UTF-8 (``file:line: (encoding): ...``, naming the column).
     """
     source = str(path)
-    try:
-        with open(path, "rb") as f:
+    with open_user_file(path, "spec") as f:  # a regular file: never a FIFO or a device
+        try:
             data = f.read(MAX_SPEC_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if len(data) > MAX_SPEC_BYTES:
         raise _too_big(source)
     try:

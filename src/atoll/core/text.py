@@ -4,13 +4,19 @@ A file name may hold any byte but ``/`` and NUL: a newline in a name must not
 start a new line of a Checkmk section, a tab must not shift a column, and an
 undecodable byte must not raise. :func:`printable` escapes them the way
 ``ls -b`` and Python do: ``\\n``, ``\\t``, ``\\\\``, ``\\xNN``.
+
+:func:`terminal_safe` is the last line of defence where text reaches a terminal
+(every command's human output, errors, logs): it keeps newlines and tabs, which
+the text itself lays out, and escapes every other control character, so that
+no value printed (a URL, a group, a reason read from a file) can carry an
+escape sequence to the operator's terminal.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["printable"]
+__all__ = ["printable", "terminal_safe"]
 
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 # line and paragraph separators, and the bidirectional controls that make a name
@@ -46,3 +52,13 @@ def printable(name: str | bytes | os.PathLike[str]) -> str:
     if text.isprintable() and "\\" not in text and not any(ord(c) in _INVISIBLE for c in text):
         return text
     return "".join(_escape(c) for c in text)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters other than newline and tab escaped (``\\x1b``),
+    and the invisible and bidirectional controls too; backslashes are left alone
+    (the names in it were escaped with :func:`printable` already)."""
+    if text.isprintable() and not any(ord(c) in _INVISIBLE for c in text):
+        return text
+    return "".join(c if c in "\n\t" or (c.isprintable() and ord(c) not in _INVISIBLE)
+                   else (_escape(c) if c != "\\" else c) for c in text)

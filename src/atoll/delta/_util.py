@@ -77,7 +77,7 @@ def window_log_for(size: int) -> int:
     return max(zstandard.WINDOWLOG_MIN, min(zstandard.WINDOWLOG_MAX, max(size, 1).bit_length()))
 
 
-def raw_dict(base: bytes) -> zstandard.ZstdCompressionDict:
+def raw_dict(base: bytes | bytearray | memoryview) -> zstandard.ZstdCompressionDict:
     """The old file's bytes as a raw-content dictionary (zstd ``--patch-from``)."""
     return zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 

@@ -6,27 +6,41 @@ from the commit's pack. Files on the update server::
     packs/<commit>.pack     zstd frames back to back, one per chunk
     packs/<commit>.index    zstd frame of canonical JSON (below)
 
-Index::
+Index (format 1, unchanged since the first release: every host reads it)::
 
     {"format": 1, "commit": ID,
      "chunks":  [[offset, clen, sha256-of-frame, usize], ...],
      "objects": [[id, kind, chunk, offset-in-chunk, size, meta|null], ...]}
 
-A chunk holds consecutive objects in tree order (so one package's files
-usually share a chunk) up to :data:`CHUNK_TARGET` uncompressed bytes; a large
-file is a chunk of its own. Both files are TUF targets: the index is verified
-whole, and every chunk fetched by range is checked against the sha256 the
-verified index gives, before anything is imported; the store then checks each
-object's id again.
+**Chunks.** Objects go in tree order (so one package's files usually share a
+chunk). A file of at least :data:`SOLO_MIN` bytes is a chunk of its own;
+smaller objects are gathered into chunks of :data:`CHUNK_MIN` to
+:data:`CHUNK_MAX` bytes, cut after an object chosen by its id (with a
+probability proportional to its size, :data:`CHUNK_AVG` bytes apart on
+average). Cuts depend on the objects around them only, so a chunk whose
+objects did not change between two commits is the same chunk in both packs
+and an earlier publish's compressed frame is reused (:mod:`atoll.delta.cache`).
+
+**Levels per kind of object.** Content that is already compressed (gzip, xz,
+zstd, zip, images..., or what a quick level-1 probe cannot shrink) is stored
+at :data:`PACKED_LEVEL`; everything else at the publish level. Frames are
+compressed in parallel (and a large file with zstd's own threads), written in
+order. Every frame's window is at most :data:`WINDOW_MAX`: what a host's
+decoder holds while importing a chunk.
+
+Both files are TUF targets: the index is verified whole, and every chunk
+fetched by range is checked against the sha256 the verified index gives,
+before anything is imported; the store then checks each object's id again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +50,53 @@ from atoll.core import canonjson
 from atoll.core.errors import CorruptObjectError
 from atoll.core.fsutil import open_atomic
 from atoll.core.progress import progress
-from atoll.delta._util import check_kind, commit_objects, meta_from_json
+from atoll.delta._stream import Limited, Reader, drain, read_pieces
+from atoll.delta._util import ObjectRef, check_kind, commit_objects, meta_from_json
+from atoll.delta.cache import PublishCache
+from atoll.store.objects import file_hasher
 from atoll.store.repo import WORKERS, Repo
 
-__all__ = ["CHUNK_TARGET", "Chunk", "PackIndex", "import_chunk", "write_pack"]
+__all__ = [
+    "CHUNK_AVG",
+    "CHUNK_MAX",
+    "CHUNK_MIN",
+    "LEVEL",
+    "PACKED_LEVEL",
+    "SOLO_MIN",
+    "WINDOW_MAX",
+    "Chunk",
+    "PackIndex",
+    "import_chunk",
+    "import_chunk_file",
+    "verify_frame",
+    "write_pack",
+]
 
-CHUNK_TARGET = 256 << 10
 LEVEL = 19
+PACKED_LEVEL = 1
+CHUNK_MIN = 128 << 10
+CHUNK_AVG = 1 << 20
+CHUNK_MAX = 4 << 20
+SOLO_MIN = 1 << 20
+WINDOW_LOG_MAX = 23
+WINDOW_MAX = 1 << WINDOW_LOG_MAX
+# A large file is compressed with zstd's own threads too.
+THREADED_MIN = 32 << 20
+# Compressed and waiting to be written in order: at most this many bytes of input.
+IN_FLIGHT = 256 << 20
+_PACKED_MAGIC = (
+    b"\x1f\x8b",                 # gzip
+    b"\xfd7zXZ\x00",             # xz
+    b"\x28\xb5\x2f\xfd",         # zstd
+    b"BZh",                      # bzip2
+    b"\x04\x22\x4d\x18",         # lz4
+    b"PK\x03\x04",               # zip, jar, wheel
+    b"\x89PNG",                  # png
+    b"\xff\xd8\xff",             # jpeg
+    b"GIF8",                     # gif
+    b"7z\xbc\xaf\x27\x1c",       # 7z
+    b"\x5d\x00\x00",             # lzma
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +105,9 @@ class Chunk:
     clen: int
     sha256: str
     usize: int
+
+
+Row = tuple[str, str, int, int, int, "dict[str, Any] | None"]
 
 
 @dataclass
@@ -77,6 +134,8 @@ class PackIndex:
             for o in objs:
                 if not 0 <= o[2] < len(chunks):
                     raise ValueError(f"object {o[0]}: bad chunk number")
+                if o[3] < 0 or o[4] < 0 or o[3] + o[4] > chunks[o[2]].usize:
+                    raise ValueError(f"object {o[0]}: outside its chunk")
             return cls(str(raw["commit"]), chunks, objs)
         except (ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
             raise CorruptObjectError(f"not a valid atoll pack index: {exc}") from exc
@@ -93,87 +152,288 @@ class PackIndex:
         want = set(missing)
         return sorted({o[2] for o in self.objects if (o[0], o[1]) in want})
 
+    def rows_by_chunk(self) -> dict[int, list[tuple[str, str, int, int, int,
+                                                    dict[str, Any] | None]]]:
+        """Each chunk's objects, by offset."""
+        out: dict[int, list[tuple[str, str, int, int, int, dict[str, Any] | None]]] = {}
+        for o in self.objects:
+            out.setdefault(o[2], []).append(o)
+        for rows in out.values():
+            rows.sort(key=lambda r: r[3])
+        return out
 
-def write_pack(repo: Repo, commit: str, pack: Path, index: Path, *,
-               level: int = LEVEL) -> PackIndex:
+
+# -- writing -------------------------------------------------------------------
+
+@dataclass
+class _Planned:
+    """A chunk to write: its objects (and the bytes of meta objects, read already)."""
+
+    objs: list[tuple[ObjectRef, int]] = field(default_factory=list)
+    meta: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    size: int = 0
+    packed: bool = False
+
+
+def _cut_after(oid: str, size: int) -> bool:
+    """Whether a chunk ends after this object: decided by its id, with a probability
+    proportional to its size (a cut every :data:`CHUNK_AVG` bytes on average)."""
+    return int(oid[:12], 16) < (size * (1 << 48)) // CHUNK_AVG
+
+
+def is_packed(head: bytes) -> bool:
+    """Whether content starting with ``head`` is already compressed: a known magic,
+    or a level-1 zstd probe of ``head`` that saves less than 5 %."""
+    if head.startswith(_PACKED_MAGIC):
+        return True
+    if len(head) < 4096:
+        return False
+    return len(zstandard.ZstdCompressor(level=1).compress(head)) > 0.95 * len(head)
+
+
+def _plan(repo: Repo, objs: list[ObjectRef]) -> list[_Planned]:
+    out: list[_Planned] = []
+    cur = _Planned()
+    for o in objs:
+        data = None
+        if o.kind == "file":
+            path = repo.file_path(o.id)
+            st = os.lstat(path)
+            size = st.st_size
+            if size >= SOLO_MIN and not os.path.islink(path):
+                if cur.objs:
+                    out.append(cur)
+                    cur = _Planned()
+                with open(path, "rb") as fh:
+                    head = fh.read(64 << 10)
+                out.append(_Planned([(o, size)], size=size, packed=is_packed(head)))
+                continue
+        else:
+            data = repo.read_meta_object(o.id, o.kind)
+            size = len(data)
+        if cur.objs and cur.size + size > CHUNK_MAX:
+            out.append(cur)
+            cur = _Planned()
+        cur.objs.append((o, size))
+        cur.size += size
+        if data is not None:
+            cur.meta[(o.id, o.kind)] = data
+        if cur.size >= CHUNK_MIN and _cut_after(o.id, size):
+            out.append(cur)
+            cur = _Planned()
+    if cur.objs:
+        out.append(cur)
+    return out
+
+
+def _params(level: int, size: int) -> zstandard.ZstdCompressionParameters:
+    p = zstandard.ZstdCompressionParameters.from_level(level, source_size=size)
+    wlog = min(p.window_log, WINDOW_LOG_MAX)
+    threads = WORKERS if size >= THREADED_MIN else 0
+    return zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=size, window_log=wlog, threads=threads)
+
+
+def write_pack(repo: Repo, commit: str, pack: Path, index: Path, *, level: int = LEVEL,
+               cache: PublishCache | None = None) -> PackIndex:
     """Write the pack and index of ``commit`` (atomically each).
 
-    Chunks are compressed in parallel, a bounded batch at a time.
+    Args:
+        level: zstd level of content that is not compressed already (1-22).
+        cache: reuse (and keep) compressed chunks of earlier publishes.
+
+    Raises:
+        StoreError: an object is missing or damaged.
+
+    Returns:
+        The index written.
     """
     objs = commit_objects(repo, commit)
+    planned = _plan(repo, objs)
     chunks: list[Chunk] = []
-    rows: list[tuple[str, str, int, int, int, dict[str, Any] | None]] = []
-    batch: list[bytes] = []
-
-    def compress(data: bytes) -> bytes:
-        return zstandard.ZstdCompressor(level=level).compress(data)
-
-    total = sum(_size(repo.object_path(o.id, o.kind)) for o in objs)
+    rows: list[Row] = []
+    total = sum(p.size for p in planned)
     with progress(f"pack {commit[:12]}", total, unit="bytes") as step, \
             open_atomic(pack) as fh, ThreadPoolExecutor(WORKERS) as pool:
-        def drain() -> None:
-            for raw, frame in zip(batch, pool.map(compress, batch), strict=True):
-                chunks.append(Chunk(fh.tell(), len(frame), hashlib.sha256(frame).hexdigest(),
-                                    len(raw)))
-                fh.write(frame)
-                step.advance(len(raw))
-            batch.clear()
+        def work(p: _Planned) -> tuple[bytes, list[Row]]:
+            frame, prow = _chunk(repo, p, level, cache)
+            step.advance(p.size)
+            return frame, prow
 
-        buf = bytearray()
-        for o in objs:
-            if o.kind == "file":
-                data = repo.read_file_content(o.id)
-                meta: dict[str, Any] | None = repo.file_meta(o.id).to_json()
-            else:
-                data = repo.read_meta_object(o.id, o.kind)
-                meta = None
-            if buf and len(buf) + len(data) > CHUNK_TARGET:
-                batch.append(bytes(buf))
-                buf.clear()
-                if len(batch) >= 64:
-                    drain()
-            rows.append((o.id, o.kind, len(chunks) + len(batch), len(buf), len(data), meta))
-            buf += data
-        if buf:
-            batch.append(bytes(buf))
-        drain()
+        pending: deque[tuple[_Planned, Future[tuple[bytes, list[Row]]]]] = deque()
+        in_flight = 0
+
+        def write_one() -> None:
+            nonlocal in_flight
+            p, fut = pending.popleft()
+            frame, prow = fut.result()
+            in_flight -= p.size
+            n = len(chunks)
+            chunks.append(Chunk(fh.tell(), len(frame), hashlib.sha256(frame).hexdigest(),
+                                p.size))
+            rows.extend((i, k, n, off, size, m) for i, k, _c, off, size, m in prow)
+            fh.write(frame)
+
+        for p in planned:
+            while pending and in_flight + p.size > IN_FLIGHT:
+                write_one()
+            pending.append((p, pool.submit(work, p)))
+            in_flight += p.size
+        while pending:
+            write_one()
     idx = PackIndex(commit, chunks, rows)
     with open_atomic(index) as fh:
         fh.write(idx.to_bytes())
     return idx
 
 
-def _size(path: Path) -> int:
-    """An object's size, for the progress total (0 if it is missing: reading it fails)."""
+def _chunk(repo: Repo, p: _Planned, level: int,
+           cache: PublishCache | None) -> tuple[bytes, list[Row]]:
+    """One chunk's frame and rows (chunk number 0: the writer renumbers)."""
+    lvl = PACKED_LEVEL if p.packed else level
+    rows: list[Row] = []
+    off = 0
+    for o, size in p.objs:
+        meta = repo.file_meta(o.id).to_json() if o.kind == "file" else None
+        rows.append((o.id, o.kind, 0, off, size, meta))
+        off += size
+    key = None
+    if cache is not None:
+        key = cache.key("pack-chunk", level=lvl, window_log_max=WINDOW_LOG_MAX,
+                        objects=[[r[0], r[1], r[4]] for r in rows])
+        frame = cache.get(key)
+        if frame is not None and _decodes_to(frame, rows, p):
+            return frame, rows
+    data = b"".join(repo.read_file_content(o.id) if o.kind == "file"
+                    else p.meta[(o.id, o.kind)] for o, _s in p.objs)
+    if len(data) != p.size:
+        raise CorruptObjectError("an object changed size while it was packed")
+    frame = zstandard.ZstdCompressor(compression_params=_params(lvl, len(data))).compress(data)
+    if cache is not None and key is not None:
+        cache.put(key, frame)
+    return frame, rows
+
+
+def _decodes_to(frame: bytes, rows: list[Row], p: _Planned) -> bool:
+    """Whether a cached frame decompresses to exactly these objects (by their ids)."""
     try:
-        return os.lstat(path).st_size
-    except OSError:
-        return 0
+        data = zstandard.ZstdDecompressor(max_window_size=WINDOW_MAX).decompress(
+            frame, max_output_size=p.size)
+    except zstandard.ZstdError:
+        return False
+    if len(data) != p.size:
+        return False
+    for oid, kind, _c, off, size, meta in rows:
+        part = data[off:off + size]
+        if kind == "file":
+            assert meta is not None
+            h = file_hasher(meta_from_json(meta))
+            h.update(part)
+        else:
+            h = hashlib.sha256(part)
+        if h.hexdigest() != oid:
+            return False
+    return True
 
 
-def import_chunk(repo: Repo, idx: PackIndex, number: int, frame: bytes,
-                 *, only: set[tuple[str, str]] | None = None,
-                 metas: dict[tuple[str, str], bytes]) -> None:
-    """Import the file objects of one chunk; dirtrees and commits go to ``metas``.
+# -- reading -------------------------------------------------------------------
 
-    The caller writes ``metas`` once every file is in (the commit last).
+def verify_frame(reader: Reader, clen: int, sha256: str) -> bool:
+    """Whether the next ``clen`` bytes of ``reader`` have this sha256 (read in pieces)."""
+    h = hashlib.sha256()
+    try:
+        for data in read_pieces(reader, clen):
+            h.update(data)
+    except CorruptObjectError:
+        return False
+    return h.hexdigest() == sha256
+
+
+def import_chunk_file(repo: Repo, idx: PackIndex, number: int, path: Path, offset: int = 0,
+                      *, only: set[tuple[str, str]] | None = None,
+                      metas: dict[tuple[str, str], bytes],
+                      rows: list[tuple[str, str, int, int, int,
+                                       dict[str, Any] | None]] | None = None) -> None:
+    """Import the objects of chunk ``number``, whose frame is at ``offset`` of the file
+    ``path``, in bounded memory: the frame is checked against the index's sha256
+    (read in pieces), then decompressed as a stream (window at most 128 MiB, what
+    any atoll pack uses; :data:`WINDOW_MAX` for packs written now) into the store
+    object by object. File objects go to the store (each checks its id);
+    dirtrees and commits to ``metas``, for the caller to write once every file is
+    in (the commit last). ``rows``: the chunk's index rows by offset, if the caller
+    has them (:meth:`PackIndex.rows_by_chunk`).
 
     Raises:
         CorruptObjectError: the frame does not match the index, or an object its id.
     """
     c = idx.chunks[number]
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        if not verify_frame(fh, c.clen, c.sha256):
+            raise CorruptObjectError(
+                f"pack chunk {number} of {idx.commit[:12]}: sha256 mismatch")
+        fh.seek(offset)
+        _import_frame(repo, idx, number, Limited(fh, c.clen), only=only, metas=metas,
+                      rows=rows)
+
+
+def import_chunk(repo: Repo, idx: PackIndex, number: int, frame: bytes,
+                 *, only: set[tuple[str, str]] | None = None,
+                 metas: dict[tuple[str, str], bytes]) -> None:
+    """:func:`import_chunk_file` for a frame in memory.
+
+    Raises:
+        CorruptObjectError: the frame does not match the index, or an object its id.
+    """
+    import io
+
+    c = idx.chunks[number]
     if hashlib.sha256(frame).hexdigest() != c.sha256:
         raise CorruptObjectError(f"pack chunk {number} of {idx.commit[:12]}: sha256 mismatch")
-    data = zstandard.ZstdDecompressor().decompress(frame, max_output_size=c.usize)
-    for oid, kind, num, off, size, meta in idx.objects:
-        if num != number or (only is not None and (oid, kind) not in only):
+    _import_frame(repo, idx, number, io.BytesIO(frame), only=only, metas=metas, rows=None)
+
+
+def _import_frame(repo: Repo, idx: PackIndex, number: int, frame: Reader, *,
+                  only: set[tuple[str, str]] | None, metas: dict[tuple[str, str], bytes],
+                  rows: list[tuple[str, str, int, int, int, dict[str, Any] | None]] | None
+                  ) -> None:
+    c = idx.chunks[number]
+    if rows is None:
+        rows = sorted((o for o in idx.objects if o[2] == number), key=lambda r: r[3])
+    dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+    try:
+        with dctx.stream_reader(frame, closefd=False) as reader:  # type: ignore[arg-type]
+            for piece in _objects(reader, c.usize, rows, only):
+                oid, kind, meta, size, pieces = piece
+                if kind == "file":
+                    if meta is None:
+                        raise CorruptObjectError(f"pack index: file {oid} without meta")
+                    repo.import_file_stream(oid, meta_from_json(meta), size, pieces)
+                    drain(pieces)
+                else:
+                    content = b"".join(pieces)
+                    if hashlib.sha256(content).hexdigest() != oid:
+                        raise CorruptObjectError(
+                            f"{kind} object {oid}: content does not match its id")
+                    metas[(oid, kind)] = content
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(
+            f"pack chunk {number} of {idx.commit[:12]}: bad compressed data: {exc}") from exc
+
+
+def _objects(reader: Reader, usize: int,
+             rows: list[tuple[str, str, int, int, int, dict[str, Any] | None]],
+             only: set[tuple[str, str]] | None
+             ) -> Iterator[tuple[str, str, dict[str, Any] | None, int, Iterator[bytes]]]:
+    """(id, kind, meta, size, content pieces) of each wanted object of a chunk, in
+    offset order; skipped bytes are read and dropped (read the pieces, or drain
+    them, before the next)."""
+    pos = 0
+    for oid, kind, _c, off, size, meta in rows:
+        if off < pos or off + size > usize:
+            raise CorruptObjectError("pack index: objects of a chunk overlap")
+        if only is not None and (oid, kind) not in only:
             continue
-        content = data[off:off + size]
-        if kind == "file":
-            if meta is None:
-                raise CorruptObjectError(f"pack index: file {oid} without meta")
-            repo.import_file_object(oid, meta_from_json(meta), content)
-        else:
-            if hashlib.sha256(content).hexdigest() != oid:
-                raise CorruptObjectError(f"{kind} object {oid}: content does not match its id")
-            metas[(oid, kind)] = content
+        drain(read_pieces(reader, off - pos))
+        yield oid, kind, meta, size, read_pieces(reader, size)
+        pos = off + size

@@ -19,19 +19,24 @@ from __future__ import annotations
 import gzip
 import lzma
 import zlib
+from collections.abc import Iterable, Iterator
 
-from atoll.core.run import run
+from atoll.core.run import pipe, run
 
 __all__ = [
     "GZIP_LEVELS",
+    "MEMORY_MARGIN",
     "MIN_SIZE",
     "XZ_OPTIONS",
+    "available_memory",
     "cpio_members",
     "find_xz",
     "gunzip",
     "gzip_level",
     "regzip",
+    "regzip_pieces",
     "rexz",
+    "rexz_pieces",
     "xz_options",
 ]
 
@@ -57,6 +62,15 @@ def regzip(raw: bytes, level: int) -> bytes:
         ToolError: gzip failed.
     """
     return run(["gzip", "-n", f"-{level}"], input=raw, what="gzip", timeout=600).stdout
+
+
+def regzip_pieces(pieces: Iterable[bytes | memoryview], level: int) -> Iterator[bytes]:
+    """``gzip -n -LEVEL`` of a stream (the host's rebuild: bounded memory).
+
+    Raises:
+        ToolError: gzip failed.
+    """
+    return pipe(["gzip", "-n", f"-{level}"], pieces, what="gzip")
 
 
 def gzip_level(content: bytes, raw: bytes) -> int | None:
@@ -126,6 +140,40 @@ def rexz(raw: bytes, options: list[str]) -> bytes:
         ToolError: xz failed.
     """
     return run(["xz", *options, "-c"], input=raw, what="xz", timeout=1800).stdout
+
+
+def rexz_pieces(pieces: Iterable[bytes | memoryview], options: list[str]) -> Iterator[bytes]:
+    """``xz OPTIONS -c`` of a stream (the host's rebuild: bounded memory in atoll; xz
+    itself needs what its options say: 370 MiB for the kernel's 32 MiB dictionary).
+
+    xz runs with ``--memlimit-compress`` set to the memory the host has available
+    (less :data:`MEMORY_MARGIN`) and ``--no-adjust``: on a host that cannot spare
+    it, xz refuses at once (it would otherwise shrink its dictionary and give other
+    bytes) instead of pushing the database out of memory.
+
+    Raises:
+        ToolError: xz failed, or refused for lack of memory.
+    """
+    limit = []
+    avail = available_memory()
+    if avail is not None:
+        limit = [f"--memlimit-compress={max(avail - MEMORY_MARGIN, 1 << 20)}", "--no-adjust"]
+    return pipe(["xz", *options, *limit, "-c"], pieces, what="xz")
+
+
+MEMORY_MARGIN = 64 << 20
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of /proc/meminfo, in bytes (None when unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def xz_options(stream: bytes, raw: bytes) -> list[str] | None:

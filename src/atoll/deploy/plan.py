@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Entry", "after_deploy", "after_rollback", "roles"]
+__all__ = ["Entry", "after_deploy", "after_rollback", "roles", "without_pending"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,26 @@ def after_rollback(entries: Sequence[Entry], booted: str | None) -> list[Entry]:
         b = ids.index(booted)
         return [entries[b], *entries[:b], *entries[b + 1:]]
     return [entries[1], entries[0], *entries[2:]]
+
+
+def without_pending(entries: Sequence[Entry], booted: str | None
+                    ) -> tuple[list[Entry] | None, str]:
+    """The loader list after ``cleanup -p``, and what boots next then, in words.
+
+    The deployments before the booted one (the pending one, and any other that
+    was deployed after it) go, so that the booted one boots next again; pinned ones
+    stay, behind it. When the
+    booted deployment is unknown (a sysroot that never booted) or not in the list
+    (``run/atoll/booted`` names something else), which one is pending cannot be
+    told: the list stays as it is (None).
+    """
+    ids = [e.id for e in entries]
+    if booted is None:
+        return None, ("no booted deployment is known (this sysroot has not booted): the boot "
+                      "order is unchanged; `atoll undeploy N` removes one")
+    if booted not in ids:
+        return None, (f"the booted deployment {booted[:16]} is not in the boot order: the boot "
+                      "order is unchanged; `atoll undeploy N` removes one")
+    b = ids.index(booted)
+    return [*entries[b:], *(e for e in entries[:b] if e.pinned)], \
+        "the booted deployment boots next"

@@ -21,6 +21,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,15 +30,16 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from atoll.core import canonjson
-from atoll.core.errors import CorruptObjectError, HostStateError, InputError
+from atoll.core.errors import CorruptObjectError, DamagedStateError, HostStateError, InputError
 from atoll.core.faults import crash_point
 from atoll.core.fsutil import (
     append_json_line,
     atomic_symlink,
     atomic_write_json,
+    damaged,
     disk_full,
     fsync_dir,
-    read_json,
+    read_state_json,
     syncfs,
 )
 from atoll.core.lock import FileLock
@@ -52,6 +54,8 @@ from atoll.store.tree import etc_layout_problem, path_kind
 __all__ = ["Deployment", "Sysroot"]
 
 log = logging.getLogger("atoll.deploy")
+
+_DEP_ID = re.compile(r"[0-9a-f]{64}\.[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,34 @@ class Deployment:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Deployment:
+    def from_json(cls, d: Any) -> Deployment:
+        """Raises: ValueError: not a deployment record (what is wrong, by field)."""
+        if not isinstance(d, dict):
+            raise ValueError("a deployment is not an object")
+        dep_id, commit, serial = d.get("id"), d.get("commit"), d.get("serial")
+        if not isinstance(dep_id, str) or not _DEP_ID.fullmatch(dep_id):
+            raise ValueError(f"id: {str(dep_id)[:80]!r} is not COMMIT.SERIAL")
+        if commit is None:  # the id holds it
+            commit = dep_id.partition(".")[0]
+        if not isinstance(commit, str) or not dep_id.startswith(commit + "."):
+            raise ValueError(f"{dep_id[:16]}: commit does not match the id")
+        if serial is None:
+            serial = int(dep_id.rpartition(".")[2])
+        if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+            raise ValueError(f"{dep_id[:16]}: serial is not a number")
+        for key in ("ref", "kernel", "origin"):
+            if d.get(key) is not None and not isinstance(d.get(key), str):
+                raise ValueError(f"{dep_id[:16]}: {key} is not a string")
+        for key, typ in (("version", str), ("created", str), ("pinned", bool),
+                         ("etc_conflicts", list)):
+            if d.get(key) is not None and not isinstance(d[key], typ):
+                raise ValueError(f"{dep_id[:16]}: {key} has the wrong type")
         return cls(
-            id=d["id"], commit=d["commit"], serial=int(d["serial"]), ref=d.get("ref"),
-            version=d.get("version", ""), pinned=bool(d.get("pinned", False)),
-            created=d.get("created", ""), kernel=d.get("kernel"),
-            etc_conflicts=tuple(d.get("etc_conflicts", ())), origin=d.get("origin"),
+            id=dep_id, commit=commit, serial=serial, ref=d.get("ref"),
+            version=d.get("version") or "", pinned=bool(d.get("pinned")),
+            created=d.get("created") or "", kernel=d.get("kernel"),
+            etc_conflicts=tuple(str(p) for p in d.get("etc_conflicts") or ()),
+            origin=d.get("origin"),
         )
 
     def with_(self, **changes: Any) -> Deployment:
@@ -180,17 +206,47 @@ class Sysroot:
         return self.boot / os.readlink(self.loader_link)
 
     def deployments(self) -> list[Deployment]:
-        """The boot order: [0] boots next."""
+        """The boot order: [0] boots next.
+
+        Raises:
+            HostStateError: not a sysroot, or ``deployments.json`` is damaged.
+        """
         self.check()
-        data = read_json(self.loader_dir() / "deployments.json", {"deployments": []})
-        return [Deployment.from_json(d) for d in data["deployments"]]
+        path = self.loader_dir() / "deployments.json"
+        other = "loader.1" if os.readlink(self.loader_link) == "loader.0" else "loader.0"
+        fix = (f"{self.boot / other}/deployments.json holds the boot order before the last "
+               f"change: check it, point the boot pointer at it (ln -sfn {other} "
+               f"{self.loader_link}), then deploy again")
+        data = read_state_json(path, dict, {"deployments": []}, resolution=fix)
+        entries = data.get("deployments")
+        if not isinstance(entries, list):
+            raise damaged(path, "'deployments' is not a list", fix)
+        try:
+            return [Deployment.from_json(d) for d in entries]
+        except ValueError as exc:
+            raise damaged(path, str(exc), fix) from None
 
     def booted_id(self) -> str | None:
+        """The running deployment (``run/atoll/booted``, written at boot), or None.
+
+        Raises:
+            HostStateError: the file is damaged (what deploy and cleanup must never
+                remove is then unknown, so they stop).
+        """
         p = self.root / "run/atoll/booted"
-        with contextlib.suppress(FileNotFoundError):
-            value = p.read_text().strip()
-            return value or None
-        return None
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            value = raw.decode().strip()
+        except UnicodeDecodeError:
+            value = "\0"
+        if value and not _DEP_ID.fullmatch(value):
+            raise damaged(p, "not a deployment id", "it is written at every boot from the "
+                          "kernel command line (atoll.deployment=ID, see /proc/cmdline): write "
+                          "that id into it, or reboot")
+        return value or None
 
     def deployment_path(self, dep: Deployment | str) -> Path:
         return self.deploy_dir / (dep if isinstance(dep, str) else dep.id)
@@ -205,12 +261,27 @@ class Sysroot:
         append_json_line(self.state / "events.jsonl", {"time": _now(), "event": event, **fields})
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
+        """The journal of events, oldest first (unreadable lines skipped)."""
+        return self.event_log()[0]
+
+    def event_log(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """The journal of events and the numbers of the lines that could not be read
+        (not UTF-8, not JSON, not an object: a torn write, a disk error, a hand edit)."""
+        out: list[dict[str, Any]] = []
+        bad: list[int] = []
         with contextlib.suppress(FileNotFoundError):
-            for line in (self.state / "events.jsonl").read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    out.append(canonjson.loads(line))
-        return out
+            for n, line in enumerate((self.state / "events.jsonl").read_bytes().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = canonjson.loads(line)
+                except ValueError:
+                    value = None
+                if isinstance(value, dict):
+                    out.append(value)
+                else:
+                    bad.append(n)
+        return out, bad
 
     # -- the boot pointer ------------------------------------------------
 
@@ -235,22 +306,35 @@ class Sysroot:
     # -- operations ------------------------------------------------------
 
     @_locked
-    def remove_pending(self) -> list[Deployment]:
-        """Drop the pending deployment (the booted one boots next again) and the prepared
-        one (``cleanup -p``); returns what was removed."""
+    def remove_pending(self) -> tuple[list[Deployment], str]:
+        """Drop the prepared deployment and the pending one (``cleanup -p``): the booted
+        one boots next again. Returns what was removed and what boots next, in words.
+
+        The boot order changes only when the booted deployment is known and listed
+        (:func:`atoll.deploy.plan.without_pending`); otherwise only the prepared one goes.
+        """
         gone = []
-        prepared = self.prepared()
+        try:
+            prepared = self.prepared()
+        except DamagedStateError:  # a damaged prepared.json: what cleanup -p is for
+            prepared = None
+            self._clear_prepared()
         if prepared is not None:
             self._clear_prepared()
             gone.append(prepared)
         current = self.deployments()
         booted = self.booted_id()
-        if current and booted is not None and current[0].id != booted:
-            gone.append(current[0])
-            self.write_loader(current[1:])
-            self.record_event("undeploy", deployment=current[0].id, reason="cleanup pending")
+        entries = [plan.Entry(d.id, d.pinned) for d in current]
+        keep, why = plan.without_pending(entries, booted)
+        if keep is not None and len(keep) < len(current):
+            kept = {e.id for e in keep}
+            dropped = [d for d in current if d.id not in kept]
+            self.write_loader([d for d in current if d.id in kept])
+            for d in dropped:
+                self.record_event("undeploy", deployment=d.id, reason="cleanup pending")
+            gone += dropped
         self.cleanup()
-        return gone
+        return gone, why
 
     @_locked
     def remove_rollback(self) -> list[Deployment]:
@@ -318,10 +402,19 @@ class Sysroot:
         return self.state / "prepared.json"
 
     def _prepared_record(self) -> dict[str, Any] | None:
-        data = read_json(self._prepared_path())
-        if data is None:  # written by atoll before the state words were settled
-            data = read_json(self.state / "staged.json")
-        return data if isinstance(data, dict) and "deployment" in data else None
+        fix = ("remove it (`atoll cleanup -p`), then prepare again (`atoll update apply` "
+               "or atolld)")
+        path = self._prepared_path()
+        if not path.exists():  # written by atoll before the state words were settled
+            path = self.state / "staged.json"
+        data: dict[str, Any] | None = read_state_json(path, dict, resolution=fix)
+        if data is None:
+            return None
+        try:
+            Deployment.from_json(data.get("deployment"))
+        except ValueError as exc:
+            raise damaged(path, str(exc), fix) from None
+        return data
 
     def prepared(self) -> Deployment | None:
         """The deployment :meth:`prepare` checked out, not yet in the boot order (the
@@ -332,17 +425,26 @@ class Sysroot:
         dep = Deployment.from_json(data["deployment"])
         return dep if self.deployment_path(dep).is_dir() else None
 
-    def _prepare(self, rev: str, repo: Repo | None) -> Deployment:
-        """Import (if needed), verify and check out ``rev`` as ``deploy/<id>`` (no /etc yet)."""
+    def _resolve(self, rev: str, repo: Repo | None, origin: str | None) -> tuple[str, str | None]:
+        """``rev`` -> (commit, origin), resolved once, in the store it is read from
+        (``repo`` when given: a deploy --repo; else the host's). ``origin``, when given,
+        is what the deployment follows instead (a commit id downloaded from
+        REMOTE:CHANNEL follows that)."""
+        commit, found = (repo or self.repo).resolve_ref(rev)
+        return commit, origin or found
+
+    def _prepare(self, commit: str, origin: str | None, repo: Repo | None,
+                 branch: str | None = None) -> Deployment:
+        """Import (if needed), verify and check out ``commit`` as ``deploy/<id>`` (no /etc
+        yet). ``branch``: a branch of ``repo`` to copy into the host's store (a deploy of
+        a branch by name from another repository), so it can be named again here."""
         own = self.repo
         with own.lock.shared():
             if repo is not None and repo.path.resolve() != own.path.resolve():
-                commit = repo.resolve(rev)
                 log.info("deploy: importing commit %s from %s", commit[:12], repo.path)
                 own.pull_local(repo, commit)
-                if rev in repo.refs():
-                    own.set_ref(rev, commit)
-            commit, origin = own.resolve_ref(rev)
+                if branch is not None:
+                    own.set_ref(branch, commit)
             c = own.read_commit(commit)
             serial = self._next_serial(commit)
             dep_id = f"{commit}.{serial}"
@@ -401,44 +503,64 @@ class Sysroot:
         return dep
 
     @_locked
-    def deploy(self, rev: str, *, repo: Repo | None = None,
-               redeploy: bool = False) -> Deployment:
-        """Deploy ``rev`` (a ref or commit) as the next boot.
+    def deploy(self, rev: str, *, repo: Repo | None = None, redeploy: bool = False,
+               origin: str | None = None) -> Deployment:
+        """Deploy ``rev`` (a revision: ref, REMOTE:CHANNEL, commit, REV~N) as the next boot.
 
-        When the deployment that boots next already is of that commit, nothing changes
-        and it is returned (``Deployment.changed`` False), unless ``redeploy`` asks for
-        a fresh one (a new serial: a new checkout and /etc merge).
+        ``rev`` is resolved once, in ``repo`` when given (then imported from it), else in
+        the host's store. The deployment follows the branch or REMOTE:CHANNEL that
+        ``rev`` names (``origin`` overrides it). When the deployment that boots next
+        already is of that commit, no new one is made (``Deployment.changed`` False;
+        a different origin is recorded on it, as ``ostree admin set-origin`` does),
+        unless ``redeploy`` asks for a fresh one (a new serial: a new checkout and
+        /etc merge).
 
         Raises:
             InputError: unknown ref or commit.
             CorruptObjectError: an object of the commit is corrupt; nothing changes.
-            HostStateError: the sysroot is not initialised.
+            HostStateError: the sysroot is not initialised, or its state files are damaged.
         """
         self.check()
         self.cleanup()
         current = self.deployments()
-        if current and not redeploy:
-            commit = (repo or self.repo).resolve(rev)
-            if current[0].commit == commit:
-                return current[0].with_(changed=False)
-        dep = self._prepare(rev, repo)
+        commit, origin = self._resolve(rev, repo, origin)
+        if current and not redeploy and current[0].commit == commit:
+            head = current[0]
+            if origin is None or head.origin == origin:
+                return head.with_(changed=False)
+            moved = head.with_(origin=origin, ref=origin, changed=False)
+            self.write_loader([moved, *current[1:]])
+            self.record_event("origin", deployment=head.id, origin=origin,
+                              previous=head.origin)
+            return moved
+        dep = self._prepare(commit, origin, repo, _branch_of(rev, repo))
         dep = self._activate(dep, current)
         self._clear_prepared()
         self.cleanup()
         return dep
 
     @_locked
-    def prepare(self, rev: str, *, repo: Repo | None = None) -> Deployment:
+    def prepare(self, rev: str, *, repo: Repo | None = None,
+                origin: str | None = None) -> Deployment:
         """Prepare ``rev`` (verify, check out) without making it the next boot.
 
-        A newer prepare replaces a prepared deployment that was not applied.
+        ``origin``: what the deployment follows (REMOTE:CHANNEL), when ``rev`` is a
+        commit id downloaded from there. A newer prepare replaces a prepared
+        deployment that was not applied; the same commit again returns it (its
+        origin recorded when it had none).
         """
         self.check()
         old = self.prepared()
         self.cleanup()
-        if old is not None and old.commit == (repo or self.repo).resolve(rev):
+        commit, origin = self._resolve(rev, repo, origin)
+        if old is not None and old.commit == commit:
+            if origin is None or old.origin == origin:
+                return old
+            old = old.with_(origin=origin, ref=origin)
+            record = self._prepared_record() or {}
+            atomic_write_json(self._prepared_path(), record | {"deployment": old.to_json()})
             return old
-        dep = self._prepare(rev, repo)
+        dep = self._prepare(commit, origin, repo, _branch_of(rev, repo))
         atomic_write_json(self._prepared_path(), {"deployment": dep.to_json(), "since": _now()})
         self.record_event("prepare", deployment=dep.id, version=dep.version)
         self.cleanup()
@@ -486,15 +608,24 @@ class Sysroot:
         self.record_event("rollback", deployment=new[0].id)
         return new
 
-    def _index(self, index: int) -> list[Deployment]:
+    def _index(self, index: int, action: str) -> list[Deployment]:
         current = self.deployments()
         if not 0 <= index < len(current):
-            raise InputError(f"no deployment with index {index} (there are {len(current)})")
+            if index == -1 and self.prepared() is not None:
+                raise InputError(
+                    f"index -1 is the prepared deployment, which is not in the boot order: "
+                    f"it cannot be {action}",
+                    resolution="remove it with `atoll cleanup -p`; `atoll update apply` makes "
+                    "it the next boot")
+            raise InputError(f"no deployment with index {index} (there are {len(current)}: "
+                             f"0 to {len(current) - 1})" if current else
+                             f"no deployment with index {index}: nothing is deployed",
+                             resolution="`atoll status` shows each deployment's index")
         return current
 
     @_locked
     def undeploy(self, index: int) -> Deployment:
-        current = self._index(index)
+        current = self._index(index, "undeployed")
         dep = current[index]
         if dep.id == self.booted_id():
             raise HostStateError("refusing to remove the booted deployment")
@@ -505,10 +636,20 @@ class Sysroot:
 
     @_locked
     def pin(self, index: int, pinned: bool = True) -> Deployment:
-        current = self._index(index)
+        current = self._index(index, "pinned" if pinned else "unpinned")
         current[index] = current[index].with_(pinned=pinned)
         self.write_loader(current)
         return current[index]
+
+
+def _branch_of(rev: str, repo: Repo | None) -> str | None:
+    """The branch of ``repo`` that ``rev`` names exactly (``site/db``, ``heads/site/db``):
+    a deploy of it from another repository copies it into the host's store. Not for
+    REV~N (the branch stays where it is), remote refs or commit ids."""
+    if repo is None:
+        return None
+    name = rev.removeprefix("heads/")
+    return name if name in repo.refs("heads") else None
 
 
 def _etc_layout(tree: Path) -> None:

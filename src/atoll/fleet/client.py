@@ -25,7 +25,8 @@ import ssl
 import threading
 import urllib.parse
 
-from atoll.core.errors import DownloadError, InputError, RuntimeBackendError
+from atoll.core.errors import DownloadError, RuntimeBackendError
+from atoll.core.urls import check_http_url
 from atoll.fleet.protocol import HEADER, PRE_REBOOT, STEADY_STATE, ClientParams
 
 __all__ = ["FleetLockClient", "FleetLockError"]
@@ -57,10 +58,11 @@ class FleetLockClient:
     """Talks the FleetLock protocol to one server."""
 
     def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
-        url = urllib.parse.urlsplit(base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise InputError(f"FleetLock URL {base_url!r} is not an http(s) URL",
-                             resolution="e.g. --fleet-lock https://lock.example/")
+        """Raises: InputError: not an http(s) base URL (:func:`atoll.core.urls.check_http_url`:
+        no query, fragment or credentials)."""
+        url = urllib.parse.urlsplit(check_http_url(
+            base_url, "FleetLock URL", example="e.g. --fleet-lock https://lock.example/"))
+        assert url.hostname is not None
         self.base_url = base_url
         self._scheme, self._host, self._port = url.scheme, url.hostname, url.port
         self._prefix = url.path.rstrip("/")

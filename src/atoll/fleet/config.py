@@ -32,11 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from atoll.core.errors import InputError, SpecError
+from atoll.core.userfile import read_user_file
 
 __all__ = ["DEFAULT_GROUP", "EtcdSettings", "FleetConfig", "load_config", "parse_config"]
 
 DEFAULT_GROUP = "default"
+MAX_CONFIG_BYTES = 1024 * 1024
 UINT64_MAX = 2**64 - 1
+# airlock stores slots as a uint64 but compares them as a Go int (``int(s.TotalSlots)``
+# in internal/lock/semaphore.go): above 2^63-1 that is negative and airlock refuses every
+# lock of the group. Slots are capped here, so servers on one etcd agree.
+SLOTS_MAX = 2**63 - 1
+# transaction_timeout_ms becomes a Go time.Duration (int64 nanoseconds) in airlock
+TIMEOUT_MS_MAX = (2**63 - 1) // 1_000_000
 # airlock's defaults for [service] (internal/config/settings.go)
 AIRLOCK_ADDRESS = "0.0.0.0"
 AIRLOCK_PORT = 9090
@@ -91,13 +99,13 @@ class _Reader:
         return value
 
     def uint(self, table: dict[str, Any], key: str, where: str, *, top: int = UINT64_MAX,
-             low: int = 0) -> int | None:
+             low: int = 0, why: str = "") -> int | None:
         value = table.get(key)
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= top:
             self.problems.append(f"{self.source}: {where}.{key}: must be an integer from "
-                                 f"{low} to {top}, got {value!r}")
+                                 f"{low} to {top}{why}, got {value!r}")
             return None
         return value
 
@@ -117,12 +125,16 @@ class _Reader:
         return value
 
 
+_SLOTS_WHY = (" (airlock compares slots as a signed 64-bit integer: above that it "
+              "refuses every lock of the group)")
+
+
 def _lock(r: _Reader, raw: dict[str, Any]) -> dict[str, int]:
     """airlock's ``mergeLock``: groups first, then the default group over any of the same name."""
     lock = r.table(raw, "lock", {"default_group_name", "default_slots", "groups"}) or {}
     default_name = r.string(lock, "default_group_name", "lock")
     default_name = DEFAULT_GROUP if default_name is None else default_name
-    default_slots = r.uint(lock, "default_slots", "lock")
+    default_slots = r.uint(lock, "default_slots", "lock", top=SLOTS_MAX, why=_SLOTS_WHY)
     default_slots = 1 if default_slots is None else default_slots
     groups: dict[str, int] = {}
     seen: dict[str, int] = {}
@@ -139,7 +151,7 @@ def _lock(r: _Reader, raw: dict[str, Any]) -> dict[str, int]:
             r.warnings.append(f"{r.source}: {where}.{key}: unknown setting, ignored "
                               "(as airlock ignores it)")
         name = r.string(entry, "name", where)
-        slots = r.uint(entry, "slots", where)
+        slots = r.uint(entry, "slots", where, top=SLOTS_MAX, why=_SLOTS_WHY)
         if name is None and "name" in entry:
             continue  # wrong type: a problem already
         name = name or ""
@@ -198,7 +210,8 @@ def _etcd(r: _Reader, raw: dict[str, Any]) -> EtcdSettings | None:
         r.problems.append(f"{r.source}: etcd3.endpoints: must be a list of URLs, "
                           f"got {endpoints!r}")
         endpoints = []
-    timeout_ms = r.uint(etcd, "transaction_timeout_ms", "etcd3", low=1)
+    timeout_ms = r.uint(etcd, "transaction_timeout_ms", "etcd3", low=1, top=TIMEOUT_MS_MAX,
+                        why=" (airlock's largest Go duration)")
     cert = r.string(etcd, "client_cert_pub_path", "etcd3") or None
     key = r.string(etcd, "client_cert_key_path", "etcd3") or None
     if (cert is None) != (key is None):
@@ -231,15 +244,17 @@ def load_config(path: Path | None) -> FleetConfig:
     """Read a TOML config file; None gives the default (group ``default``, 1 slot).
 
     Raises:
-        InputError: the file is missing or is not TOML.
+        InputError: the file is missing, not a regular file, over ``MAX_CONFIG_BYTES``,
+            or not TOML.
         SpecError: a setting is wrong.
     """
     if path is None:
         return FleetConfig()
+    data = read_user_file(path, MAX_CONFIG_BYTES, "FleetLock config")
     try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read FleetLock config {path}", details=str(exc)) from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"FleetLock config {path}: not UTF-8 text", details=str(exc)) from exc
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

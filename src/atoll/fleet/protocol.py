@@ -11,9 +11,10 @@ server needs:
 ==========  ==============================  ===========================================
 status      kind                            when
 ==========  ==============================  ===========================================
-400         ``invalid_client_identity``     header missing/wrong, body not a UTF-8 JSON
-                                            object, ``id`` / ``group`` missing, empty,
-                                            not a string, not valid Unicode, id too long
+400         ``invalid_client_identity``     header missing/wrong, body not what airlock's
+                                            Go decoder accepts, ``id`` / ``group`` missing,
+                                            empty, not a string, not valid Unicode, id
+                                            too long
 400         ``unknown_group``               the group is not configured on the server
 500         ``failed_lock_semaphore_full``  pre-reboot: every slot of the group is held
 500         ``failed_lock``                 the backend (etcd, sqlite) failed
@@ -36,6 +37,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from atoll.fleet._gojson import GoDecodeError, decode_params
 
 __all__ = [
     "ERRORS",
@@ -156,7 +159,11 @@ def _text(value: Any, what: str) -> str:
 def parse_client_params(headers: Mapping[str, str], body: bytes) -> ClientParams:
     """Validate a lock/unlock request; ``headers`` keys are matched case-insensitively.
 
-    The group is checked before the id, as airlock does.
+    The body is decoded as airlock's Go decoder decodes it (:mod:`atoll.fleet._gojson`:
+    the first JSON value only, keys matched case-insensitively, strict syntax, no NaN);
+    the group is checked before the id, as airlock does. Unlike airlock, an id or group
+    that is not valid Unicode (invalid UTF-8, a lone surrogate) is refused rather than
+    turned into U+FFFD.
 
     Raises:
         ProtocolError: 400 ``invalid_client_identity`` with the reason (and nothing else).
@@ -165,18 +172,11 @@ def parse_client_params(headers: Mapping[str, str], body: bytes) -> ClientParams
     if lowered.get(HEADER) != "true":
         raise _identity_error(f"wrong '{HEADER}' header")
     try:
-        raw = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise _identity_error("body is not UTF-8") from None
-    except ValueError as exc:  # JSONDecodeError; also an integer with too many digits
-        raise _identity_error(f"body is not JSON: {exc}") from None
-    except RecursionError:
-        raise _identity_error("body is not JSON: nested too deeply") from None
-    params = raw.get("client_params") if isinstance(raw, dict) else None
-    if not isinstance(params, dict):
-        raise _identity_error("missing 'client_params' object")
-    group = _text(params.get("group"), "client group")
-    client_id = _text(params.get("id"), "client ID")
+        params = decode_params(body)
+    except GoDecodeError as exc:
+        raise _identity_error(str(exc)) from None
+    group = _text(params.group, "client group")
+    client_id = _text(params.id, "client ID")
     if len(client_id) > MAX_ID:
         raise _identity_error(f"client ID longer than {MAX_ID} characters")
     return ClientParams(id=client_id, group=group)

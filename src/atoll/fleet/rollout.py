@@ -1,11 +1,16 @@
 """Rolling an update through a group with K reboot slots: simulation and load test.
 
-Each simulated agent does what atolld does: ask for a slot (``pre-reboot``),
-reboot into the new version, run its health checks, and release the slot
-(``steady-state``) only when healthy. A host that fails health rolls back to
-the old version and **keeps its slot**; the wave stops: hosts that did not get
-a slot yet do not try any more (the rollout is halted for an operator to look),
-hosts already rebooting finish.
+Each simulated agent does what atolld does: check in with the rollout (may it
+apply now?), ask for a slot (``pre-reboot``), reboot into the new version, run
+its health checks, and release the slot (``steady-state``) only when healthy. A
+host that fails health rolls back to the old version and **keeps its slot**.
+
+What the rollout grants, and when it halts, are the control plane's own decisions
+(:mod:`atoll.control.rollouts`, through :class:`RolloutLedger`): waves, canaries,
+``max_in_flight`` and the failure budget as an operator writes them. The default
+spec is one wave of the whole group whose first failure halts it: hosts that did
+not get a slot yet do not try any more (the rollout is halted for an operator to
+look), hosts already rebooting finish.
 
 Two modes share the host logic and the report:
 
@@ -14,7 +19,13 @@ Two modes share the host logic and the report:
 * ``run_rollout``: real agents in threads against a real FleetLock server over
   HTTP, with real (short) reboot times; for integration tests and the benchmark.
 
-Both check the invariant "never more than K hosts hold a slot" at every grant.
+Both check the invariant "never more than K hosts hold a slot" at every grant,
+and the rollout's own at every apply grant (running, in a started wave, no more than
+``max_in_flight`` applying).
+
+The rollout decisions live in the control layer, above this one: this module
+imports them when a rollout is simulated (late, by name), the one call from
+``atoll.fleet`` up into ``atoll.control``; they depend on nothing but ``atoll.core``.
 """
 
 from __future__ import annotations
@@ -26,8 +37,9 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from atoll.core.errors import InputError
 from atoll.fleet.backends.memory import MemoryBackend
@@ -36,9 +48,16 @@ from atoll.fleet.config import FleetConfig
 from atoll.fleet.protocol import ClientParams, ProtocolError
 from atoll.fleet.service import FleetLockService
 
-__all__ = ["HostState", "RolloutReport", "host_ids", "run_rollout", "simulate_rollout"]
+if TYPE_CHECKING:
+    from atoll.control.rollouts import HostDecision, HostProgress, RolloutSpec
+
+__all__ = ["HostState", "RolloutLedger", "RolloutReport", "default_spec", "host_ids",
+           "run_rollout", "simulate_rollout"]
 
 OLD, NEW = "old", "new"
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # virtual time 0
+# decisions after which a host stops asking: the rollout will grant it nothing more
+_STOP = ("halted", "failure-budget", "rollout-aborted", "rollout-finished", "failed")
 
 
 class HostState(enum.Enum):
@@ -66,6 +85,7 @@ class RolloutReport:
     violations: list[str] = field(default_factory=list)
     lock_ms: list[float] = field(default_factory=list)  # granted pre-reboots (real mode)
     unlock_ms: list[float] = field(default_factory=list)  # steady-states (real mode)
+    rollout: dict[str, object] = field(default_factory=dict)  # RolloutLedger.summary()
 
     @property
     def ideal_seconds(self) -> float:
@@ -75,8 +95,8 @@ class RolloutReport:
 
     @property
     def halted(self) -> bool:
-        """Whether a failed host stopped the wave."""
-        return any(s is HostState.FAILED for s in self.states.values())
+        """Whether the rollout halted (by its failure budget)."""
+        return self.rollout.get("state") == "halted"
 
     def count(self, state: HostState) -> int:
         """How many hosts ended in ``state``."""
@@ -94,6 +114,144 @@ class RolloutReport:
             "refusals": self.refusals, "violations": len(self.violations),
             "states": {s.value: self.count(s) for s in HostState},
             "lock_ms_median": _median(self.lock_ms), "unlock_ms_median": _median(self.unlock_ms),
+            "rollout": self.rollout,
+        }
+
+
+def default_spec() -> RolloutSpec:
+    """One wave of the whole group, no soak, no limit of its own; the first failure halts."""
+    from atoll.control.rollouts import FailureBudget, RolloutSpec
+
+    return RolloutSpec(waves=(100.0,), canary_wave=False, soak_s=0,
+                       budget=FailureBudget(max_failures=0))
+
+
+class RolloutLedger:
+    """One rollout over simulated hosts, moved by the control plane's decisions.
+
+    Hosts go from ``old`` to ``new`` (the two signed versions). ``ask`` is a check-in
+    of a host whose own policy would apply now; ``report`` is its check-in after the
+    reboot (healthy on ``new``, or rolled back to ``old``). After each, the driver's
+    :func:`~atoll.control.rollouts.assess` runs (advance, halt, finish). Every apply
+    grant is checked against the rollout's promises; a broken one is a ``violation``.
+    Not thread-safe: :func:`run_rollout` calls it under a lock.
+
+    Raises:
+        InputError: a bad spec (from ``create_rollout``).
+    """
+
+    def __init__(self, hosts: Iterable[str], spec: RolloutSpec, *,
+                 canaries: Iterable[str] = (), sites: Mapping[str, str] | None = None,
+                 rollout_id: str = "simulated", start: dt.datetime = START):
+        from atoll.control import rollouts as ro
+
+        self.order = ro.VersionOrder((OLD, NEW))
+        tagged = set(canaries)
+        sites = sites or {}
+        self.facts = {h: ro.HostFacts(h, labels={
+            **({"site": sites[h]} if h in sites else {}),
+            **({"canary": "true"} if h in tagged else {})}, version=OLD) for h in hosts}
+        self.rollout = ro.create_rollout(rollout_id, ro.Selector(), NEW, spec,
+                                         self.facts.values(), self.order, start)
+        self.plan = ro.plan_waves(self.rollout)
+        self.progress = {h: ro.HostProgress(h) for h in self.facts}
+        self.violations: list[str] = []
+        self.events: list[tuple[dt.datetime, str, str]] = []  # (time, action, reason)
+        self.max_in_flight = 0
+        self._wake: dt.datetime | None = None  # assess again then, or when a phase changes
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        from atoll.control import rollouts as ro
+
+        self._dirty = True
+        self._tally = ro.TallyBuilder(self.rollout, self.plan)
+        for h, p in self.progress.items():
+            self._tally.set(p, ro.phase_of(self.rollout, self.plan, p, self.facts[h],
+                                           self.order))
+
+    def _store(self, host: str, progress: HostProgress) -> None:
+        from atoll.control.rollouts import phase_of
+
+        phase = phase_of(self.rollout, self.plan, progress, self.facts[host], self.order)
+        if progress != self.progress[host] or phase is not self._tally.phase(host):
+            self._tally.set(progress, phase)
+            self._dirty = True
+        self.progress[host] = progress
+
+    def ask(self, host: str, now: dt.datetime) -> HostDecision:
+        """The host checks in, due to apply: may it?"""
+        from atoll.control import rollouts as ro
+
+        facts = self.facts[host] = replace(self.facts[host], apply_due=True, seen=now)
+        self._store(host, ro.observe(self.rollout, self.progress[host], facts, now))
+        decision = ro.decide_host(self.rollout, self.plan, self._tally.counts(),
+                                  self.progress[host], facts, self.order, now)
+        if decision.granted:
+            self._check_grant(host, decision, now)
+            self._store(host, decision.progress)
+            self.max_in_flight = max(self.max_in_flight, self._tally.counts().in_flight)
+        self.tick(now)
+        return decision
+
+    def applying(self, host: str) -> bool:
+        """The host holds an apply grant of a running rollout: asking again would only
+        say so (a host waiting for its reboot slot polls FleetLock, not the rollout)."""
+        return self.progress[host].granted is not None and self.rollout.state == "running"
+
+    def _check_grant(self, host: str, decision: HostDecision, now: dt.datetime) -> None:
+        r, counts = self.rollout, self._tally.counts()
+        wave = self.plan.wave_of(host)
+        if r.state != "running":
+            self.violations.append(f"rollout: {host} granted at {now} while {r.state.value}")
+        if wave is None or wave > r.wave:
+            self.violations.append(f"rollout: {host} of wave {wave} granted in wave {r.wave}")
+        limit = r.spec.max_in_flight
+        if limit is not None and counts.in_flight + 1 > limit:
+            self.violations.append(f"rollout: {counts.in_flight + 1} applying, limit {limit}")
+        if r.spec.budget.exceeded(counts.failed, counts.sample):
+            self.violations.append(f"rollout: {host} granted beyond the failure budget")
+
+    def report(self, host: str, healthy: bool, now: dt.datetime) -> None:
+        """The host checks in after its reboot: on ``new`` and healthy, or rolled back."""
+        facts = replace(self.facts[host], apply_due=False, seen=now)
+        facts = replace(facts, version=NEW) if healthy else replace(
+            facts, version=OLD, rolled_back_from=NEW, rolled_back_at=now,
+            rollback_reason="health check failed after the reboot")
+        self.facts[host] = facts
+        from atoll.control.rollouts import observe
+
+        self._store(host, observe(self.rollout, self.progress[host], facts, now))
+        self.tick(now)
+
+    def tick(self, now: dt.datetime) -> None:
+        """The driver: advance, halt or finish the rollout when its decisions say so."""
+        from atoll.control import rollouts as ro
+
+        if not self._dirty and (self._wake is None or now < self._wake):
+            return  # nothing changed since the last assessment
+        for _ in range(len(self.plan.waves) + 2):  # an advance may make the next one due
+            step = ro.assess(self.rollout, self.plan, self._tally.build(), self.order, now)
+            self._dirty, self._wake = False, step.wake
+            if step.action == "none":
+                return
+            self.rollout = ro.advance(self.rollout, step, now)
+            self.events.append((now, step.action, step.reason))
+            self._rebuild()
+
+    def summary(self) -> dict[str, object]:
+        """The rollout's end state: waves planned and achieved, the halt, the failures."""
+        r, plan = self.rollout, self.plan
+        halt = r.halt
+        return {
+            "state": r.state.value, "wave": r.wave, "waves": len(plan.waves),
+            "planned_percent": [w.percent for w in plan.waves],
+            "achieved_percent": [round(plan.achieved_percent(i), 3)
+                                 for i in range(len(plan.waves))],
+            "halt": None if halt is None else {"code": halt.code, "reason": halt.reason,
+                                               "hosts": list(halt.hosts)},
+            "max_in_flight": self.max_in_flight,
+            "events": [(t.isoformat(), a, why) for t, a, why in self.events],
         }
 
 
@@ -123,23 +281,29 @@ def simulate_rollout(
     group: str = "default",
     service: FleetLockService | None = None,
     max_events: int = 5_000_000,
+    spec: RolloutSpec | None = None,
+    canaries: Iterable[str] = (),
+    sites: Mapping[str, str] | None = None,
 ) -> RolloutReport:
     """Roll ``hosts`` through ``group`` in virtual time over a FleetLock service.
 
-    A refused host asks again every ``poll_seconds``. Hosts in ``failing`` fail
-    their health check after rebooting.
+    Each host checks in with the rollout (``spec``: :func:`default_spec` unless given;
+    ``canaries`` and ``sites`` label hosts) as soon as it is due to apply, and again
+    every ``poll_seconds`` while the rollout holds it back or its slot is refused. Hosts
+    in ``failing`` fail their health check after rebooting and roll back.
 
     Raises:
-        InputError: bad arguments, or more than ``max_events`` steps (a bound, not a result).
+        InputError: bad arguments or spec, or more than ``max_events`` steps (a bound,
+            not a result).
     """
     ids = list(hosts)
     _check_args(ids, slots, reboot_seconds, poll_seconds)
+    ledger = RolloutLedger(ids, spec or default_spec(), canaries=canaries, sites=sites)
     bad = set(failing)
-    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     now = 0.0
 
     def clock() -> dt.datetime:
-        return start + dt.timedelta(seconds=now)
+        return START + dt.timedelta(seconds=now)
 
     if service is None:
         service = FleetLockService(MemoryBackend(), FleetConfig({group: slots}), clock=clock)
@@ -147,7 +311,6 @@ def simulate_rollout(
     report.states = {h: HostState.PENDING for h in ids}
     report.versions = {h: OLD for h in ids}
     holding: set[str] = set()
-    halted = False
     # (time, priority, seq, host): at equal times reboots finish (0) before hosts ask (1).
     events: list[tuple[float, int, int, str]] = [(0.0, 1, i, h) for i, h in enumerate(ids)]
     heapq.heapify(events)
@@ -157,9 +320,14 @@ def simulate_rollout(
             break
         now, prio, _, host = heapq.heappop(events)
         params = ClientParams(host, group)
-        if prio == 1:  # the host asks for a slot
-            if halted:
-                report.states[host] = HostState.HALTED
+        if prio == 1:  # the host checks in, due to apply, then asks for a slot
+            decision = None if ledger.applying(host) else ledger.ask(host, clock())
+            if decision is not None and not decision.apply:
+                if decision.code in _STOP:
+                    report.states[host] = HostState.HALTED
+                else:  # its wave has not started, or too many hosts are applying
+                    seq += 1
+                    heapq.heappush(events, (now + poll_seconds, 1, seq, host))
                 continue
             report.lock_requests += 1
             try:
@@ -179,9 +347,9 @@ def simulate_rollout(
             seq += 1
             heapq.heappush(events, (now + reboot_seconds, 0, seq, host))
         else:  # the reboot finished: health decides
+            ledger.report(host, host not in bad, clock())
             if host in bad:
                 report.states[host] = HostState.FAILED  # rolled back; keeps its slot
-                halted = True
             else:
                 report.versions[host] = NEW
                 service.steady_state(params)
@@ -190,6 +358,8 @@ def simulate_rollout(
             report.total_seconds = now
     else:
         raise InputError(f"rollout simulation exceeded {max_events} steps")
+    report.violations.extend(ledger.violations)
+    report.rollout = ledger.summary()
     return report
 
 
@@ -205,19 +375,26 @@ def run_rollout(
     group: str = "default",
     deadline_seconds: float = 120.0,
     on_health: Callable[[str], None] | None = None,
+    spec: RolloutSpec | None = None,
+    canaries: Iterable[str] = (),
+    sites: Mapping[str, str] | None = None,
 ) -> RolloutReport:
     """Roll ``hosts`` through a real FleetLock server at ``base_url`` with agent threads.
 
     ``workers`` threads each play one agent at a time (so at most ``workers``
-    agents ask at once); a refused agent asks again after ``poll_seconds``
-    (with jitter). Everything stops at ``deadline_seconds``.
+    agents ask at once); an agent checks in with the rollout (``spec``, as in
+    :func:`simulate_rollout`, in real time) before each slot request; a refused agent
+    asks again after ``poll_seconds`` (with jitter); one the rollout holds back goes
+    back in the queue. Everything stops at ``deadline_seconds``.
 
     Raises:
-        InputError: bad arguments.
+        InputError: bad arguments or spec.
         DownloadError, FleetLockError: the server failed in a way agents cannot retry.
     """
     ids = list(hosts)
     _check_args(ids, slots, reboot_seconds, poll_seconds)
+    ledger = RolloutLedger(ids, spec or default_spec(), canaries=canaries, sites=sites,
+                           start=dt.datetime.now(dt.UTC))
     bad = set(failing)
     report = RolloutReport(slots, reboot_seconds)
     report.states = {h: HostState.PENDING for h in ids}
@@ -232,11 +409,24 @@ def run_rollout(
     t0 = time.monotonic()
     deadline = t0 + deadline_seconds
 
+    def clock() -> dt.datetime:
+        return ledger.rollout.created + dt.timedelta(seconds=time.monotonic() - t0)
+
     def agent(client: FleetLockClient, rng: random.Random, host: str) -> None:
         while True:
             if halted.is_set() or time.monotonic() > deadline:
                 with lock:
                     report.states[host] = HostState.HALTED
+                return
+            with lock:
+                decision = None if ledger.applying(host) else ledger.ask(host, clock())
+            if decision is not None and not decision.apply:
+                if decision.code in _STOP:
+                    with lock:
+                        report.states[host] = HostState.HALTED
+                else:  # held back: its wave has not started, or too many are applying
+                    time.sleep(poll_seconds * rng.uniform(0.5, 1.5))
+                    todo.put(host)
                 return
             try:
                 with lock:
@@ -261,10 +451,11 @@ def run_rollout(
         time.sleep(reboot_seconds)  # the reboot
         if on_health is not None:
             on_health(host)
+        with lock:
+            ledger.report(host, host not in bad, clock())
         if host in bad:
             with lock:
                 report.states[host] = HostState.FAILED  # rolled back; keeps its slot
-                halted.set()
             return
         with lock:
             report.versions[host] = NEW
@@ -299,4 +490,6 @@ def run_rollout(
     report.total_seconds = time.monotonic() - t0
     if errors:
         raise errors[0]
+    report.violations.extend(ledger.violations)
+    report.rollout = ledger.summary()
     return report

@@ -34,7 +34,7 @@ import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import h11
@@ -52,7 +52,8 @@ from atoll.core.errors import InputError
 from atoll.fleet.protocol import MAX_BODY, ProtocolError, internal_error, too_large
 from atoll.fleet.service import FleetLockService
 
-__all__ = ["IDLE_TIMEOUT", "FleetLockServer", "build_app", "parse_listen", "read_body"]
+__all__ = ["IDLE_TIMEOUT", "AsgiServer", "FleetLockServer", "build_app", "parse_listen",
+           "read_body"]
 
 log = logging.getLogger("atoll.fleet")
 IDLE_TIMEOUT = 30.0
@@ -306,15 +307,18 @@ def _route_uvicorn_logs() -> None:
         logger.propagate = False
 
 
-class FleetLockServer:
-    """A FleetLock server bound to ``host:port``."""
+class AsgiServer:
+    """An ASGI application served by uvicorn with this module's HTTP rules (h11, idle
+    timeouts, JSON 400s, lingering close), bound to ``host:port``. The FleetLock server
+    and the control plane (``atoll.control.server``) are two."""
 
-    def __init__(self, service: FleetLockService, host: str = "127.0.0.1", port: int = 0, *,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                 idle_timeout: float = IDLE_TIMEOUT, name: str = "atoll-fleetlock") -> None:
         """Bind the socket now (so ``url`` is known); serve with ``start``/``serve_forever``.
 
         Args:
             idle_timeout: seconds a connection may stay idle, or a body take to arrive.
+            name: the ``Server`` header and the serving thread's name.
 
         Raises:
             InputError: the address cannot be bound (in use, not local...).
@@ -328,13 +332,13 @@ class FleetLockServer:
         bound_host, bound_port = self._sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
         self._url = f"http://{shown}:{bound_port}"
-        self.service = service
+        self._name = name
         _route_uvicorn_logs()
         config = uvicorn.Config(
-            build_app(service, idle_timeout=idle_timeout), http=_Protocol, ws="none",
+            app, http=_Protocol, ws="none",
             loop="asyncio", lifespan="off", interface="asgi3", log_config=None,
             access_log=False, proxy_headers=False, server_header=False,
-            headers=[("server", "atoll-fleetlock")],
+            headers=[("server", name)],
             timeout_keep_alive=max(1, math.ceil(idle_timeout)),
             timeout_graceful_shutdown=GRACE_SECONDS)
         self._uvicorn = _Server(config)
@@ -356,7 +360,7 @@ class FleetLockServer:
 
     def serve_forever(self) -> None:
         """Serve in this thread until ``shutdown()``/``stop()`` from another thread."""
-        log.info("FleetLock server on %s", self.url)
+        log.info("%s on %s", self._name, self.url)
         self._serve()
 
     def shutdown(self) -> None:
@@ -368,10 +372,9 @@ class FleetLockServer:
         if self._running.is_set():
             self._stopped.wait(GRACE_SECONDS + 5)
 
-    def start(self) -> FleetLockServer:
+    def start(self) -> Self:
         """Serve in a background thread; returns self."""
-        self._thread = threading.Thread(target=self._serve, name="fleetlock-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
         self._thread.start()
         return self
 
@@ -383,8 +386,26 @@ class FleetLockServer:
             self._thread = None
         self._sock.close()
 
-    def __enter__(self) -> FleetLockServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class FleetLockServer(AsgiServer):
+    """A FleetLock server bound to ``host:port``."""
+
+    def __init__(self, service: FleetLockService, host: str = "127.0.0.1", port: int = 0, *,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+        """Bind the socket now (so ``url`` is known); serve with ``start``/``serve_forever``.
+
+        Args:
+            idle_timeout: seconds a connection may stay idle, or a body take to arrive.
+
+        Raises:
+            InputError: the address cannot be bound (in use, not local...).
+        """
+        super().__init__(build_app(service, idle_timeout=idle_timeout), host, port,
+                         idle_timeout=idle_timeout, name="atoll-fleetlock")
+        self.service = service

@@ -31,6 +31,7 @@ import docker.errors
 import requests.exceptions
 
 from atoll.core.errors import InputError, RuntimeBackendError
+from atoll.core.userfile import read_user_file
 from atoll.monitor.source import SectionSkipped
 
 __all__ = [
@@ -155,13 +156,14 @@ def read_docker_cfg(path: Path) -> str:
     import configparser
 
     parser = configparser.ConfigParser({"container_id": "short"})
+    data = read_user_file(path, 64 * 1024, "mk_docker config")  # a few lines of ini
     try:
-        text = path.read_text()
+        text = data.decode("utf-8")
         try:
             parser.read_string(text, source=str(path))
         except configparser.MissingSectionHeaderError:
             parser.read_string("[DEFAULT]\n" + text, source=str(path))
-    except (OSError, configparser.Error, UnicodeDecodeError) as exc:
+    except (configparser.Error, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read mk_docker's config: {exc}") from exc
     section = "DOCKER" if parser.has_section("DOCKER") else "DEFAULT"
     value = parser.get(section, "container_id").strip()

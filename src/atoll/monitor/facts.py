@@ -19,7 +19,9 @@ Contract (every key optional; unknown keys are ignored)::
                 "since": iso8601, "metadata_expires": iso8601,
                 "last_check": iso8601 (optional)} | None,
      "backups": [{"app": str, "last": iso8601 | None, "max_age_s": int}],
-     "rollback_events": int (optional)}
+     "rollback_events": int (optional),
+     "problems": [{"file": path, "problem": str}] (optional): damaged state files;
+                 the checks fed by one say UNKNOWN and why, the others go on}
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "BackupFact",
     "BootFact",
     "DeploymentFact",
+    "FsckFact",
     "HostFacts",
     "UpdateFact",
     "load_host_facts",
@@ -97,6 +100,18 @@ class UpdateFact:
 
 
 @dataclass(frozen=True)
+class FsckFact:
+    """The last ``atoll store fsck`` of the host's store."""
+
+    time: dt.datetime | None
+    ok: bool
+    checked: int = 0
+    corrupt: int = 0
+    missing: int = 0
+    verity: bool = False
+
+
+@dataclass(frozen=True)
 class BackupFact:
     """The newest backup of one app and its policy (``max_age_s`` 0: no policy)."""
 
@@ -126,6 +141,16 @@ class HostFacts:
     # the first-boot host config: applied | refused | failed, and why (None: never run)
     provision_result: str | None = None
     provision_problem: str = ""
+    # damaged state files: (file name, problem); the checks they feed say UNKNOWN
+    problems: tuple[tuple[str, str], ...] = ()
+    fsck: FsckFact | None = None  # None: never run
+
+    def damaged(self, *names: str) -> str | None:
+        """The problem of the first damaged state file named (by file name), or None."""
+        for path, problem in self.problems:
+            if Path(path).name in names:
+                return problem
+        return None
 
     @classmethod
     def unknown(cls, error: str) -> HostFacts:
@@ -223,6 +248,18 @@ def _backups(value: Any) -> tuple[BackupFact, ...]:
     return tuple(out)
 
 
+def _fsck(value: Any) -> FsckFact | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError("fsck: expected an object")
+    return FsckFact(time=parse_time(value.get("time")), ok=value.get("ok") is True,
+                    checked=int(value.get("checked") or 0),
+                    corrupt=int(value.get("corrupt") or 0),
+                    missing=int(value.get("missing") or 0),
+                    verity=value.get("verity") is True)
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -244,6 +281,9 @@ def parse_host_status(data: Any) -> HostFacts:
         request = _mapping(agent.get("request"))
         prov = _mapping(data.get("provision"))
         problems = prov.get("problems") or ([prov["error"]] if prov.get("error") else [])
+        damaged = data.get("problems") or []
+        if not isinstance(damaged, list):
+            raise ValueError("problems: expected a list")
         return HostFacts(
             available=True,
             booted=_deployment(data.get("booted"), "booted"),
@@ -260,6 +300,9 @@ def parse_host_status(data: Any) -> HostFacts:
                            request.get("at") else "")) if request else None,
             provision_result=_str(prov.get("result")) or None,
             provision_problem=_str(problems[0]) if problems else "",
+            problems=tuple((_str(_mapping(d).get("file")), _str(_mapping(d).get("problem")))
+                           for d in damaged),
+            fsck=_fsck(data.get("fsck")),
         )
     except (ValueError, TypeError) as exc:
         return HostFacts.unknown(f"malformed host status: {exc}")

@@ -45,6 +45,9 @@ class LocalCheckPolicy:
     # re-signing) stopped; at 0 the host refuses updates (freeze protection).
     metadata_expiry_warn_s: int = 12 * 3600
     metadata_expiry_crit_s: int = 2 * 3600
+    # atoll-fsck.timer runs weekly (with up to 6 hours of random delay): two missed
+    # runs mean the timer is off or fsck keeps failing
+    fsck_age_warn_s: int = 15 * 86400
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,24 @@ def _age(seconds: float) -> str:
     return f"{minutes}m"
 
 
+# Which state files feed which check (docs/on-disk.md): a damaged one makes only those
+# UNKNOWN, with the problem, and the other checks go on.
+_DEPLOYMENTS = ("deployments.json", "booted")
+_UPDATE = ("update.json",)
+
+
+def _damaged(facts: HostFacts, name: str, files: tuple[str, ...]) -> LocalCheck | None:
+    problem = facts.damaged(*files)
+    return LocalCheck(UNKNOWN, name, problem) if problem else None
+
+
 def _version_check(facts: HostFacts) -> LocalCheck:
     name = "atoll version"
     if not facts.available:
         return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    bad = _damaged(facts, name, _DEPLOYMENTS)
+    if bad is not None:
+        return bad
     b = facts.booted
     if b is None:
         return LocalCheck(UNKNOWN, name, "no booted deployment is known")
@@ -113,6 +130,9 @@ def _update_check(facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy) 
     name = "atoll update"
     if not facts.available:
         return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    bad = _damaged(facts, name, _UPDATE + _DEPLOYMENTS)
+    if bad is not None:
+        return bad
     u = facts.update
     if u is None:
         return LocalCheck(UNKNOWN, name, "update state unknown")
@@ -139,6 +159,14 @@ def _boot_check(facts: HostFacts) -> LocalCheck:
     name = "atoll last boot"
     if not facts.available:
         return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    check = _last_boot(facts, name)
+    skipped = facts.damaged("events.jsonl")  # the other events still tell the last boot
+    if skipped:
+        return LocalCheck(check.state, name, f"{check.summary}; events.jsonl: {skipped}")
+    return check
+
+
+def _last_boot(facts: HostFacts, name: str) -> LocalCheck:
     b = facts.last_boot
     if b is None:
         return LocalCheck(UNKNOWN, name, "no boot recorded yet")
@@ -148,7 +176,7 @@ def _boot_check(facts: HostFacts) -> LocalCheck:
         text = f"last boot at {_iso(b.time)} rolled back: {b.reason or 'no reason given'}"
         if b.acknowledged:
             return LocalCheck(OK, name, text + " (acknowledged)")
-        return LocalCheck(CRIT, name, text + " (not acknowledged yet)")
+        return LocalCheck(CRIT, name, text + " (not acknowledged yet: `atoll rollback ack`)")
     return LocalCheck(UNKNOWN, name, f"last boot result unknown: {b.reason or 'no reason given'}")
 
 
@@ -156,6 +184,9 @@ def _etc_check(facts: HostFacts) -> LocalCheck:
     name = "atoll etc merge"
     if not facts.available:
         return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    bad = _damaged(facts, name, _DEPLOYMENTS)
+    if bad is not None:
+        return bad
     n = len(facts.etc_conflicts)
     perf = (f"etc_conflicts={n};1",)
     if not n:
@@ -168,6 +199,9 @@ def _metadata_check(facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy
     name = "atoll update metadata"
     if not facts.available:
         return LocalCheck(UNKNOWN, name, f"host status unknown: {facts.error}")
+    bad = _damaged(facts, name, _UPDATE)
+    if bad is not None:
+        return bad
     if facts.update is None or facts.update.metadata_expires is None:
         return LocalCheck(UNKNOWN, name, "TUF metadata expiry unknown")
     left = (facts.update.metadata_expires - now).total_seconds()
@@ -212,6 +246,26 @@ def _decision_check(facts: HostFacts) -> LocalCheck | None:
     return LocalCheck(WARN if failed else OK, "atoll update decision", text)
 
 
+def _fsck_check(facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy) -> LocalCheck:
+    """The scheduled re-hash of the store (bit rot): CRIT on damage, WARN when stale."""
+    name = "atoll store fsck"
+    f = facts.fsck
+    if f is None:
+        return LocalCheck(OK, name, "no fsck yet (atoll-fsck.timer runs it weekly)")
+    age = (now - f.time).total_seconds() if f.time else float("inf")
+    perf = (f"fsck_age={int(min(age, 10**9))};{policy.fsck_age_warn_s}",
+            f"fsck_damaged={f.corrupt + f.missing};;1")
+    if not f.ok:
+        return LocalCheck(CRIT, name, f"{f.corrupt} damaged (quarantined), {f.missing} missing "
+                          f"object(s) at {_iso(f.time)}: run `atoll store fsck --repair`", perf)
+    text = f"{f.checked} objects whole at {_iso(f.time)}" + (
+        "; sealed with fs-verity" if f.verity else "")
+    if age > policy.fsck_age_warn_s:
+        return LocalCheck(WARN, name, f"last fsck {_age(age)} ago: is atoll-fsck.timer "
+                          f"enabled? ({text})", perf)
+    return LocalCheck(OK, name, text, perf)
+
+
 def _provision_check(facts: HostFacts) -> LocalCheck | None:
     """The first-boot host config: CRIT when it was refused or failed."""
     if facts.provision_result is None:
@@ -237,6 +291,7 @@ def host_checks(
     ]
     if facts.available:
         checks += _backup_checks(facts, now)
+        checks.append(_fsck_check(facts, now, policy))
         checks += [c for c in (_decision_check(facts), _provision_check(facts)) if c is not None]
     return checks
 

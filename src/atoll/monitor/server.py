@@ -15,10 +15,10 @@ import contextlib
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from atoll.core.cache import SharedValue
 from atoll.core.errors import InputError
 from atoll.monitor.access import OnlyFrom
 
@@ -27,38 +27,12 @@ __all__ = ["AgentServer", "OutputCache", "ServerStats"]
 log = logging.getLogger("atoll.monitor")
 
 
-class OutputCache:
-    """Share one computed output between concurrent callers for ``max_age`` seconds."""
+class OutputCache(SharedValue[bytes]):
+    """Share one computed output (UTF-8) between concurrent callers for ``max_age``
+    seconds."""
 
     def __init__(self, produce: Callable[[], str], max_age: float = 1.0):
-        self._produce = produce
-        self._max_age = max_age
-        self._cond = threading.Condition()
-        self._value: bytes | None = None
-        self._at = 0.0
-        self._busy = False
-
-    def get(self) -> bytes:
-        with self._cond:
-            while True:
-                fresh = self._value is not None and time.monotonic() - self._at < self._max_age
-                if fresh and self._value is not None:
-                    return self._value
-                if not self._busy:
-                    self._busy = True
-                    break
-                self._cond.wait()
-        try:
-            value = self._produce().encode("utf-8")
-        except BaseException:
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-            raise
-        with self._cond:
-            self._value, self._at, self._busy = value, time.monotonic(), False
-            self._cond.notify_all()
-        return value
+        super().__init__(lambda: produce().encode("utf-8"), max_age)
 
 
 class ServerStats:

@@ -13,6 +13,7 @@ network            /etc/systemd/network/50-atoll-N.network
 sysctl, limits     /etc/sysctl.d/90-atoll.conf, /etc/security/limits.d/90-atoll.conf
 checkmk            /etc/atoll/checkmk-agent.env (ATOLL_CHECKMK_ONLY_FROM)
 updates            the remote (trusted root.json) and the agent's policy
+control            the control plane's URL and the enrolment token (0600) for atolld
 apps               installed with their secrets (files copied 0600 by the apps layer)
 =================  =========================================================
 
@@ -36,6 +37,8 @@ from typing import Any
 from atoll.core.errors import HostStateError
 from atoll.core.fsutil import atomic_symlink, atomic_write, atomic_write_json, read_json
 from atoll.core.run import run
+from atoll.core.spec import MAX_SPEC_BYTES
+from atoll.core.userfile import read_user_file
 from atoll.provision.config import HostConfig
 
 __all__ = ["PHASES", "RECORD", "apply_config", "config_sha256"]
@@ -45,7 +48,7 @@ RECORD = "var/lib/atoll/provision/applied.json"
 
 
 def config_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hashlib.sha256(read_user_file(path, MAX_SPEC_BYTES, "host config")).hexdigest()
 
 
 def _ensure(path: Path, content: str, mode: int = 0o644) -> bool:
@@ -225,6 +228,17 @@ def _updates(cfg: HostConfig, base: Path, sysroot: Path) -> list[str]:
     return out
 
 
+def _control(cfg: HostConfig, base: Path, sysroot: Path) -> list[str]:
+    if cfg.control is None:
+        return []
+    from atoll.agent.control import ControlFiles
+
+    c = cfg.control
+    return ControlFiles(sysroot).configure(
+        c.url, base / c.enrol_token, ca=base / c.ca if c.ca else None,
+        interval_s=c.interval, jitter_s=c.jitter)
+
+
 def _apps(cfg: HostConfig, base: Path, sysroot: Path) -> list[str]:
     out: list[str] = []
     if not cfg.apps:
@@ -270,6 +284,7 @@ def apply_config(cfg: HostConfig, config_path: Path, root: Path, sysroot: Path,
             ("network", lambda: _network(cfg, root)),
             ("tuning", lambda: _tuning(cfg, root)),
             ("updates", lambda: _updates(cfg, base, sysroot)),
+            ("control", lambda: _control(cfg, base, sysroot)),
         ]
     if "apps" in phases:
         steps.append(("apps", lambda: _apps(cfg, base, sysroot)))

@@ -20,6 +20,7 @@ Example (``examples/site.yaml``)::
       remote: {name: origin, url: "https://updates.example/", root: /etc/atoll/root.json}
       policy: {mode: stage, windows: ["Sat 02:00-04:00 Europe/Berlin"], group: db}
     checkmk: {only_from: [10.0.0.5, 127.0.0.1]}
+    control: {url: "https://fleet.example:8470", enrol_token: secrets/enrol-token}
     sysctl: {vm.swappiness: 1}
     limits: [{domain: mysql, type: "-", item: nofile, value: 65535}]
 
@@ -117,6 +118,32 @@ class Updates(Spec):
         return v
 
 
+class Control(Spec):
+    """The fleet control plane this host checks in with (docs/control-plane.md)."""
+
+    url: str = Field(description="the control plane, e.g. https://fleet.example:8470")
+    enrol_token: str = Field(description="path of a file holding the one-time enrolment "
+                             "token (`atoll fleet enrol-token create --out FILE`); copied "
+                             "0600 to the host's state, removed once enrolled, never logged")
+    ca: str | None = Field(None, description="path of a CA bundle (PEM) that the server's "
+                           "https certificate is checked against (default: the system's)")
+    interval: int = Field(300, ge=30, le=86400, description="seconds between check-ins")
+    jitter: int = Field(30, ge=0, le=3600, description="up to this many seconds added to "
+                        "each interval, at random")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from atoll.core.errors import InputError
+        from atoll.core.urls import check_http_url
+
+        try:
+            check_http_url(v, "control plane URL", example="https://fleet.example:8470")
+        except InputError as exc:
+            raise ValueError(exc.brief) from None
+        return v
+
+
 class Checkmk(Spec):
     only_from: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
 
@@ -144,6 +171,7 @@ class HostConfig(Spec):
     apps: list[AppEntry] = Field(default_factory=list)
     updates: Updates = Field(default_factory=Updates)
     checkmk: Checkmk = Field(default_factory=Checkmk)
+    control: Control | None = None
     sysctl: dict[str, str | int] = Field(default_factory=dict)
     limits: list[Limit] = Field(default_factory=list)
 
@@ -195,6 +223,12 @@ def load_host_config(path: Path) -> HostConfig:
         line = line_of(path, ("updates", "remote", "root"))
         missing.append(f"{path}:{line}: updates.remote.root: file {cfg.updates.remote.root} "
                        "does not exist")
+    if cfg.control:
+        for key in ("enrol_token", "ca"):
+            ref = getattr(cfg.control, key)
+            if ref is not None and not (base / ref).is_file():
+                line = line_of(path, ("control", key))
+                missing.append(f"{path}:{line}: control.{key}: file {ref} does not exist")
     if missing:
         raise SpecError(missing)
     return cfg

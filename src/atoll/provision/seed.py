@@ -21,18 +21,21 @@ import tempfile
 from pathlib import Path
 
 from atoll.core.run import require_tool, run
+from atoll.core.spec import MAX_SPEC_BYTES
+from atoll.core.userfile import read_user_file
 from atoll.provision.config import load_host_config
 
 __all__ = ["LABEL", "build_seed", "seed_files"]
 
 LABEL = "CIDATA"
+MAX_SEED_FILE = 2 << 20  # a file the config names (secret, app spec, root.json): the seed's size
 
 
 def seed_files(config: Path) -> dict[str, bytes]:
     """Every file of the seed, by path (validates the config first)."""
     cfg = load_host_config(config)
     base = Path(config).parent
-    data = Path(config).read_bytes()
+    data = read_user_file(config, MAX_SPEC_BYTES, "host config")
     sha = hashlib.sha256(data).hexdigest()
     files = {
         "meta-data": f"instance-id: atoll-{sha[:16]}\nlocal-hostname: {cfg.hostname}\n".encode(),
@@ -43,6 +46,8 @@ def seed_files(config: Path) -> dict[str, bytes]:
     refs += [a.spec for a in cfg.apps if a.spec]
     if cfg.updates.remote:
         refs.append(cfg.updates.remote.root)
+    if cfg.control:
+        refs += [r for r in (cfg.control.enrol_token, cfg.control.ca) if r]
     for ref in refs:
         rel = Path(ref)
         if rel.is_absolute() or ".." in rel.parts:
@@ -50,7 +55,8 @@ def seed_files(config: Path) -> dict[str, bytes]:
 
             raise InputError(f"{config}: {ref}: a seed carries files named relative to the "
                              "config, inside its directory")
-        files[f"atoll/{rel.as_posix()}"] = (base / rel).read_bytes()
+        files[f"atoll/{rel.as_posix()}"] = read_user_file(base / rel, MAX_SEED_FILE, str(config)
+                                                          + ":")
     return files
 
 

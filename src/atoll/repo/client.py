@@ -50,9 +50,11 @@ from atoll.core.fsutil import (
     disk_full,
     free_bytes,
     read_json,
+    read_state_json,
     syncfs,
 )
 from atoll.core.lock import FileLock
+from atoll.core.memory import release_large_buffers
 from atoll.core.progress import progress
 from atoll.repo.fetch import HttpFetcher, RangeFetcher
 from atoll.repo.plan import ChannelInfo, Plan, choose
@@ -118,8 +120,17 @@ def trusted_metadata(remote: Remote) -> dict[str, dict[str, Any]]:
 
 
 def read_update_state(sysroot: Path) -> dict[str, Any]:
-    """The content of ``state/update.json`` (empty when never checked)."""
-    return dict(read_json(state_dir(sysroot) / "update.json", {}) or {})
+    """The content of ``state/update.json`` (empty when never checked, and when it does
+    not read: a check writes it whole again)."""
+    path = state_dir(sysroot) / "update.json"
+    try:
+        data = read_json(path, {})
+    except ValueError:  # not UTF-8 JSON
+        data = None
+    if not isinstance(data, dict):
+        log.warning("%s is damaged: written again", path)
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str | int | None)}
 
 
 @contextlib.contextmanager
@@ -127,12 +138,19 @@ def _tuf_errors(what: str) -> Iterator[None]:
     try:
         yield
     except tuf_exc.ExpiredMetadataError as exc:
+        role = next((r for r in ("root", "timestamp", "snapshot", "targets")
+                     if r in str(exc)), None)
+        fix = ("the publisher must sign a new root with the offline root keys: `atoll keys "
+               "rotate root --keys KEYS --to WWW --expires root=365d` (`atoll timestamp` "
+               "cannot: it signs only the online roles)" if role == "root" else
+               "the publisher must refresh the repository: `atoll timestamp --to WWW --keys "
+               "KEYS` (re-signs every online role near expiry; run it from cron)")
         raise MetadataExpiredError(
-            f"{what}: the update server's signed metadata has expired",
+            f"{what}: the update server's {f'{role}.json' if role else 'signed metadata'} "
+            "has expired",
             details=str(exc),
-            resolution="the publisher must refresh the repository: `atoll timestamp --to WWW "
-            "--keys KEYS` (re-signs every online role near expiry; run it from cron); if it "
-            "is fresh, someone may be replaying old metadata (a freeze attack)") from exc
+            resolution=f"{fix}; if it is fresh on the server, someone may be replaying old "
+            "metadata (a freeze attack)") from exc
     except tuf_exc.DownloadError as exc:
         raise DownloadError(f"{what}: download failed: {exc}",
                             resolution="check the network and the remote URL; retry later") \
@@ -370,12 +388,14 @@ class UpdateClient:
 
     def _deployed(self) -> tuple[str | None, str | None]:
         """(booted commit, next-boot commit) from the boot pointer (Nones without one)."""
-        deps = read_json(self.sysroot / "boot" / "loader" / "deployments.json") or {}
-        listed = [d for d in deps.get("deployments", []) if isinstance(d, dict)]
+        deps = read_state_json(self.sysroot / "boot" / "loader" / "deployments.json", dict,
+                               {}, resolution="`atoll status` says what to do")
+        listed = [d for d in deps.get("deployments") or [] if isinstance(d, dict)
+                  and isinstance(d.get("commit"), str)]
         booted = None
         p = self.sysroot / "run" / "atoll" / "booted"
         if p.exists():
-            bid = p.read_text().strip()
+            bid = p.read_bytes().decode(errors="replace").strip()
             booted = next((str(d["commit"]) for d in listed if d.get("id") == bid), None)
         return booted, (str(listed[0]["commit"]) if listed else None)
 
@@ -510,12 +530,14 @@ class UpdateClient:
     # -- download ------------------------------------------------------
 
     def download(self) -> dict[str, Any]:
-        """Verified pull of the channel's commit into the host's store.
+        """Verified pull of the channel's commit into the host's store, in bounded
+        memory (docs/delivery.md, "Memory").
 
         Raises:
             HostStateError: not enough free space (checked first), or the disk filled.
             MetadataExpiredError, RepositoryError, DownloadError.
         """
+        release_large_buffers()
         with self._locked():
             return self._download_locked()
 

@@ -10,8 +10,9 @@ a deadline, so a stalled or endless server cannot hang a host.
 from __future__ import annotations
 
 import abc
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import urllib3
 from tuf.api import exceptions as tuf_exc
@@ -113,9 +114,46 @@ class HttpFetcher(RangeFetcher):
         return self._bounded(url, self._chunks(resp), 1 << 40)
 
     def _fetch_range(self, url: str, start: int, end: int | None) -> tuple[int, Iterator[bytes]]:
-        headers = {}
-        if start or end is not None:
-            headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        resp = self._request(url, headers)
-        offset = start if resp.status == 206 else 0
-        return offset, self._chunks(resp)
+        if not start and end is None:
+            return 0, self._chunks(self._request(url, {}))
+        resp = self._request(url, {"Range": f"bytes={start}-{'' if end is None else end}"})
+        if resp.status != 206:
+            return 0, self._chunks(resp)  # the server ignores ranges: the whole file
+        length = _partial_length(resp.headers, start, end)
+        if length is None:
+            # A 206 that is not the range asked for (no or another Content-Range, or a
+            # Content-Length that does not fit it): where its bytes start is unknown, so it
+            # is handled as a server that ignores ranges: the whole file, from byte 0.
+            resp.release_conn()
+            return 0, self._chunks(self._request(url, {}))
+        return start, self._exactly(url, self._chunks(resp), length)
+
+    @staticmethod
+    def _exactly(url: str, chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
+        got = 0
+        for chunk in chunks:
+            got += len(chunk)
+            if got > length:
+                raise tuf_exc.DownloadError(
+                    f"{url}: the server sent more than the {length} bytes its Content-Range "
+                    "announced (a broken server or proxy)")
+            yield chunk
+
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def _partial_length(headers: Mapping[str, str], start: int, end: int | None) -> int | None:
+    """The length of a 206 answer to ``Range: bytes=start-end`` when its headers say it
+    is exactly that range (or, for an open end, the range from ``start``); else None."""
+    m = _CONTENT_RANGE.match((headers.get("Content-Range") or "").strip())
+    if m is None:
+        return None
+    first, last = int(m.group(1)), int(m.group(2))
+    if first != start or last < first or (end is not None and last > end):
+        return None
+    length = last - first + 1
+    declared = headers.get("Content-Length")
+    if declared is not None and declared.strip() != str(length):
+        return None
+    return length

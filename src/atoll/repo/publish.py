@@ -32,19 +32,21 @@ from typing import Any
 
 from atoll.core import canonjson
 from atoll.core.progress import progress
+from atoll.delta.cache import PublishCache
 from atoll.delta.pack import write_pack
 from atoll.delta.static import generate_delta
-from atoll.repo.keys import ONLINE_ROLES, KeyDir, Policy
+from atoll.repo.keyops import init_repository, online_signers, refresh_repository, rotate_keys
+from atoll.repo.keys import ONLINE_ROLES, KeyDir
 from atoll.repo.storage import Storage
 from atoll.repo.tufrepo import TufRepository
 from atoll.store.repo import Repo
 
+# keys init, keys rotate and timestamp live in atoll.repo.keyops (re-exported here)
 __all__ = ["HISTORY", "PublishResult", "init_repository", "publish", "ref_target",
-           "refresh_repository"]
+           "refresh_repository", "rotate_keys"]
 
 log = logging.getLogger("atoll.publish")
 HISTORY = 10
-ROOT_WARN_DAYS = 30
 
 
 def ref_target(ref: str) -> str:
@@ -59,37 +61,10 @@ class PublishResult:
     targets: dict[str, int] = field(default_factory=dict)
     deltas: dict[str, dict[str, int]] = field(default_factory=dict)
     targets_version: int = 0
+    cache: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def online_signers(keys: KeyDir) -> dict[str, list[Any]]:
-    return {role: keys.signers(role) for role in ONLINE_ROLES}
-
-
-def init_repository(storage: Storage, keys: KeyDir, *, threshold: int = 1,
-                    online_threshold: int = 1, expires: list[str] | None = None) -> Policy:
-    """Create keys (``threshold`` root keys, ``online_threshold`` per online role) and v1 metadata.
-
-    Raises:
-        InputError: keys or metadata exist already, or a bad --expires.
-    """
-    from atoll.core.errors import InputError
-
-    if keys.role_dir("root").exists() and any(keys.role_dir("root").glob("*.pem")):
-        raise InputError(f"{keys.path} already holds root keys",
-                         resolution="use `atoll keys rotate` to replace keys")
-    policy = Policy().override(expires or [])
-    policy.thresholds = {"root": threshold, **dict.fromkeys(ONLINE_ROLES, online_threshold)}
-    tuf = TufRepository(storage, policy)
-    if tuf.exists():
-        raise InputError("the target directory already has TUF metadata")
-    root = keys.generate("root", threshold)
-    online = {role: keys.generate(role, online_threshold) for role in ONLINE_ROLES}
-    keys.save_policy(policy)
-    tuf.init(root, online)
-    return policy
 
 
 def _custom(tf: Any) -> dict[str, Any]:
@@ -105,7 +80,9 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
     Args:
         deltas: make static deltas from this many previously published commits.
         expires: ``ROLE=DURATION`` overrides of the key directory's policy.
-        level: zstd level of packs and deltas (19: smallest; 3: fast, for tests).
+        level: zstd level of packs and deltas (19: smallest; 3: fast, for tests); what
+            is compressed already is stored at level 1 whatever this says, and what an
+            earlier publish compressed is reused (``REPO/cache/publish``).
         commit: publish this commit on channel ``ref`` instead of what ``ref`` points at.
 
     Raises:
@@ -115,8 +92,10 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
     repo.check_ref(ref)
     commit_id = repo.resolve(commit or ref)
     cobj = repo.read_commit(commit_id)
-    tuf = TufRepository(storage, keys.policy().override(expires or []))
+    tuf = TufRepository(storage, keys.policy().override(expires or [], signs=ONLINE_ROLES,
+                                                        command="atoll publish"))
     online = online_signers(keys)
+    tuf.check_signers(online)  # before building anything: keys root.json does not trust
     targets = tuf.targets().signed
     prev_tf = targets.targets.get(ref_target(ref))
     prev = _custom(prev_tf) if prev_tf is not None else {}
@@ -124,10 +103,12 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         return PublishResult(ref, commit_id, False, targets_version=targets.version)
     history = ([prev["commit"], *list(prev.get("history", []))]) if prev else []
     history = history[:HISTORY]
+    cache = PublishCache(repo)
     with repo.lock.shared(), repo.staging_dir("publish-") as work, progress(f"publish {ref}"):
         add: list[tuple[str, Path, dict[str, Any]]] = []
         pack, index = f"packs/{commit_id}.pack", f"packs/{commit_id}.index"
-        idx = write_pack(repo, commit_id, work / "pack", work / "index", level=level)
+        idx = write_pack(repo, commit_id, work / "pack", work / "index", level=level,
+                         cache=cache)
         add += [(pack, work / "pack", {}), (index, work / "index", {})]
         manifest = f"manifests/{commit_id}.json"
         (work / "manifest").write_bytes(canonjson.dumps(list(cobj.manifest)))
@@ -143,7 +124,8 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
                 log.warning("publish: no delta from %s: not in %s", old[:12], repo.path)
                 continue
             name = f"deltas/{old}-{commit_id}.delta"
-            stats = generate_delta(repo, old, commit_id, work / f"{old}.delta", level=level)
+            stats = generate_delta(repo, old, commit_id, work / f"{old}.delta", level=level,
+                                   cache=cache)
             add.append((name, work / f"{old}.delta", {"atoll": {
                 "kind": "delta", "from": old, "to": commit_id,
                 "unpacked": stats.bytes_new + stats.meta_bytes}}))
@@ -170,68 +152,9 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         old_paths = {prev.get(k) for k in ("pack", "index", "manifest", "sbom")} | set(
             prev.get("deltas", {}).values())
         remove = {p for p in old_paths if isinstance(p, str)} - keep
-        new_targets = tuf.update_targets(online, add=add, remove=sorted(remove))
+        with progress(f"publish {ref}: sign and copy targets"):
+            new_targets = tuf.update_targets(online, add=add, remove=sorted(remove))
         result.targets = {p: new_targets.targets[p].length for p, _, _ in add}
         result.targets_version = new_targets.version
+        result.cache = {"hits": cache.hits, "misses": cache.misses, "pruned": cache.prune()}
         return result
-
-
-def refresh_repository(storage: Storage, keys: KeyDir, *,
-                       expires: list[str] | None = None) -> dict[str, Any]:
-    """Keep the whole repository fresh (``atoll timestamp``, run from cron): re-sign the
-    timestamp, and snapshot and targets when less than half their lifetime is left.
-
-    Returns:
-        {"resigned": {role: version}, "expires": {role: ISO time},
-         "root_expires_in_days": N} (root is offline: it is never re-signed here).
-
-    Raises:
-        RepositoryError: no repository in ``storage``.
-        InputError: the online keys are missing.
-    """
-    tuf = TufRepository(storage, keys.policy().override(expires or []))
-    resigned = tuf.refresh(online_signers(keys))
-    exp = tuf.expiries()
-    days = (exp["root"] - tuf.now()).total_seconds() / 86400
-    if days < ROOT_WARN_DAYS:
-        log.warning("root.json expires in %.0f days: sign a new root with the offline root "
-                    "keys (atoll keys rotate root --keys KEYS --to WWW) before it does, or "
-                    "every host stops updating", days)
-    return {"resigned": resigned,
-            "expires": {r: e.strftime("%Y-%m-%dT%H:%M:%SZ") for r, e in exp.items()},
-            "root_expires_in_days": int(days)}
-
-
-def rotate_keys(storage: Storage, keys: KeyDir, role: str, *, count: int | None = None,
-                threshold: int | None = None) -> dict[str, Any]:
-    """Replace every key of ``role``: a new root version signed by the old root keys
-    (and, for root, the new ones); the replaced keys move to ``keys/retired/``.
-
-    Raises:
-        InputError: unknown role, or the (offline) root keys are not present.
-    """
-    from atoll.core.errors import InputError
-    from atoll.repo.keys import ROLES
-
-    if role not in ROLES:
-        raise InputError(f"unknown role {role!r}", resolution=f"one of {', '.join(ROLES)}")
-    policy = keys.policy()
-    tuf = TufRepository(storage, policy)
-    old_root = keys.signers("root")
-    old_ids = tuf.role_keyids(role)
-    n = count or threshold or policy.thresholds.get(role, 1)
-    old_files = {s.public_key.keyid for s in keys.signers(role, required=False)}
-    new = keys.generate(role, n)
-    online = {r: ([*new] if r == role else keys.signers(r)) for r in ONLINE_ROLES}
-    if role != "root":
-        online[role] = new
-    version = tuf.rotate(role, old_root if role != "root" else
-                         [s for s in old_root if s.public_key.keyid in old_files],
-                         new, online, threshold)
-    for keyid in old_files:
-        keys.retire(role, keyid)
-    if threshold is not None:
-        policy.thresholds[role] = threshold
-        keys.save_policy(policy)
-    return {"role": role, "root_version": version, "revoked": sorted(old_ids),
-            "new": sorted(s.public_key.keyid for s in new)}

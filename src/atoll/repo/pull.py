@@ -9,17 +9,21 @@ commit object is written last.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import os
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuf.api import exceptions as tuf_exc
 
 from atoll.core.errors import CorruptObjectError, DownloadError, HostStateError, RepositoryError
-from atoll.core.fsutil import atomic_write
+from atoll.core.fsutil import sha256_file
 from atoll.core.progress import track
-from atoll.delta.pack import PackIndex, import_chunk
+from atoll.delta.pack import Chunk, PackIndex, import_chunk_file
 from atoll.delta.static import apply_delta, repo_missing
 from atoll.repo.plan import ChannelInfo, Plan, merge_ranges
 from atoll.store.repo import Repo
@@ -51,29 +55,24 @@ def fetch(client: UpdateClient, info: ChannelInfo, plan: Plan,
     spans = merge_ranges((c.offset, c.clen) for c in todo.values())
     for off, length in track(spans, "download pack chunks", unit="bytes",
                              weight=lambda span: span[1]):
+        frames = sorted((c for c in todo.values()
+                         if off <= c.offset and c.offset + c.clen <= off + length),
+                        key=lambda c: c.offset)
         try:
-            start, chunks = client.fetcher.fetch_range(url, off, off + length - 1, length)
+            start, pieces = client.fetcher.fetch_range(url, off, off + length - 1, length)
             if start != off:
                 raise DownloadError(f"{url}: the server ignores HTTP ranges",
                                     resolution="serve the repository with a web server that "
                                     "supports Range requests")
-            buf = b"".join(chunks)
+            _save_frames(pieces, off, frames, chunk_dir)
         except tuf_exc.DownloadError as exc:
             raise DownloadError(f"download of pack chunks failed: {exc}",
                                 resolution="retry: chunks already fetched are kept") from exc
-        for _n, c in todo.items():
-            if off <= c.offset and c.offset + c.clen <= off + len(buf):
-                frame = buf[c.offset - off:c.offset - off + c.clen]
-                if hashlib.sha256(frame).hexdigest() != c.sha256:
-                    raise RepositoryError(
-                        f"pack chunk at {c.offset} does not match the signed index; refused")
-                try:
-                    atomic_write(chunk_dir / f"{c.sha256}.zst", frame, sync=False)
-                except OSError as exc:
-                    if exc.errno == errno.ENOSPC:
-                        raise HostStateError(f"disk full while downloading to {chunk_dir}",
-                                             resolution="free space and retry") from exc
-                    raise
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise HostStateError(f"disk full while downloading to {chunk_dir}",
+                                     resolution="free space and retry") from exc
+            raise
     missing = [n for n, c in want.items() if not _have_chunk(chunk_dir, c.sha256)]
     if missing:
         raise DownloadError(f"{len(missing)} pack chunks were not received",
@@ -81,9 +80,58 @@ def fetch(client: UpdateClient, info: ChannelInfo, plan: Plan,
     return {"chunks": chunk_dir, "index": idx}
 
 
+def _save_frames(pieces: Iterable[bytes], start: int, frames: list[Chunk],
+                 chunk_dir: Path) -> None:
+    """Write the frames found in a ranged response (``pieces`` from byte ``start``) to
+    ``chunk_dir/<sha256>.zst``, each checked against the signed index's sha256 as it
+    streams; holds one piece. A frame the response does not complete is not kept.
+
+    Raises:
+        RepositoryError: a frame does not match the signed index.
+    """
+    todo = deque(frames)
+    pos = start
+    fd = -1
+    h: Any = None
+    part = chunk_dir / ".part"
+    try:
+        for piece in pieces:
+            view = memoryview(piece)
+            while view and todo:
+                c = todo[0]
+                if pos < c.offset:  # bytes between the frames wanted
+                    skip = min(len(view), c.offset - pos)
+                    view, pos = view[skip:], pos + skip
+                    continue
+                if fd < 0:
+                    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                 0o600)
+                    h = hashlib.sha256()
+                take = view[:c.offset + c.clen - pos]
+                h.update(take)
+                while take:
+                    take = take[os.write(fd, take):]
+                n = min(len(view), c.offset + c.clen - pos)
+                view, pos = view[n:], pos + n
+                if pos == c.offset + c.clen:
+                    os.close(fd)
+                    fd = -1
+                    if h.hexdigest() != c.sha256:
+                        raise RepositoryError(
+                            f"pack chunk at {c.offset} does not match the signed index; "
+                            "refused")
+                    os.replace(part, chunk_dir / f"{c.sha256}.zst")
+                    todo.popleft()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
 def _have_chunk(d: Path, sha: str) -> bool:
     p = d / f"{sha}.zst"
-    return p.exists() and hashlib.sha256(p.read_bytes()).hexdigest() == sha
+    return p.exists() and sha256_file(p) == sha
 
 
 def import_into(repo: Repo, info: ChannelInfo, plan: Plan, files: dict[str, Any]) -> None:
@@ -105,19 +153,25 @@ def import_into(repo: Repo, info: ChannelInfo, plan: Plan, files: dict[str, Any]
 
 
 def _import_pack(repo: Repo, info: ChannelInfo, plan: Plan, files: dict[str, Any]) -> None:
+    """Import the objects the store lacks, chunk by chunk, each streamed from disk
+    into the store (bounded memory: :func:`atoll.delta.pack.import_chunk_file`)."""
     idx: PackIndex = files["index"]
     need = {(o[0], o[1]) for o in idx.objects if not repo.has(o[0], o[1])}
+    by_chunk = idx.rows_by_chunk()
     metas: dict[tuple[str, str], bytes] = {}
     if plan.method == "pack":
-        with open(files["pack"], "rb") as fh:
-            for n, c in track(list(enumerate(idx.chunks)), f"import {info.commit}",
-                              unit="chunks"):
-                fh.seek(c.offset)
-                import_chunk(repo, idx, n, fh.read(c.clen), only=need, metas=metas)
+        numbers = [n for n, rows in sorted(by_chunk.items())
+                   if any((r[0], r[1]) in need for r in rows)]
     else:
-        for n in track(plan.chunks, f"import {info.commit}", unit="chunks"):
-            frame = (files["chunks"] / f"{idx.chunks[n].sha256}.zst").read_bytes()
-            import_chunk(repo, idx, n, frame, only=need, metas=metas)
+        numbers = list(plan.chunks)
+    for n in track(numbers, f"import {info.commit}", unit="chunks"):
+        c = idx.chunks[n]
+        if plan.method == "pack":
+            path, offset = files["pack"], c.offset
+        else:
+            path, offset = files["chunks"] / f"{c.sha256}.zst", 0
+        import_chunk_file(repo, idx, n, path, offset, only=need, metas=metas,
+                          rows=by_chunk.get(n, []))
     if (info.commit, "commit") not in metas and not repo.has(info.commit, "commit"):
         raise CorruptObjectError(f"the pack does not hold commit {info.commit[:12]}")
     gaps = repo_missing(repo, info.commit, metas)

@@ -5,8 +5,9 @@ relative to its parent directory fd with ``O_NOFOLLOW``, names are checked
 (no ``..``, ``/`` or NUL), and only regular files, symlinks and directories
 are created. A hostile tree (absolute symlinks pointing outside, ``..``
 entries, device nodes) therefore cannot write outside the destination.
-With ``verify=True`` every object is re-hashed first (in parallel), so a
-corrupt object is refused (and quarantined) before anything is created.
+With ``verify=True`` every object is checked first (its seal; re-hashed when
+the seal is broken, :func:`bad_objects`), so a damaged object is refused (and
+quarantined) before anything is created.
 
 Hardlinks have limits: empty files are created, not linked (every empty
 file of a tree is the same object), and a file object whose link count is
@@ -27,14 +28,21 @@ from atoll.core.fsutil import copy_data, read_xattrs
 from atoll.core.progress import Step, progress
 from atoll.store.objects import DirMeta, FileMeta, check_name
 from atoll.store.repo import REPAIR_HINT, WORKERS, Repo
+from atoll.store.seal import OBJECT_MTIME
 from atoll.store.tree import MAX_DEPTH
 
 __all__ = ["bad_objects", "checkout", "verify_commit"]
 
 
-def bad_objects(repo: Repo, commit: str) -> list[str]:
-    """Re-hash every object of ``commit``; quarantine and return (``"kind id"``) those
-    that are damaged or missing."""
+def bad_objects(repo: Repo, commit: str, *, full: bool = False) -> list[str]:
+    """Check every object of ``commit``; quarantine and return (``"kind id"``) those
+    that are damaged or missing.
+
+    Dirtrees and the commit are re-hashed (they are small). A file object is
+    re-hashed only when its seal is broken (:meth:`Repo.is_sealed`: it was written
+    to since it was verified, or it predates sealing), or with ``full``; one found
+    whole is sealed again.
+    """
     try:
         objs = repo.reachable(commit, parents=False)
     except StoreError as exc:  # a damaged (now quarantined) or missing dirtree/commit
@@ -50,18 +58,22 @@ def bad_objects(repo: Repo, commit: str) -> list[str]:
                 continue
             if hashlib.sha256(data).hexdigest() != oid:
                 bad.append(f"{kind} {oid}")
-    with progress(f"verify {commit[:12]}", len(files), unit="files") as step, \
-            ThreadPoolExecutor(WORKERS) as pool:
-        for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64), strict=True):
-            step.advance()
-            if not ok:
-                bad.append(f"file {oid}")
-                repo.quarantine(oid, "file", "content does not match its id")
+    with ThreadPoolExecutor(WORKERS) as pool:
+        if not full:
+            sealed = pool.map(repo.is_sealed, files, chunksize=256)
+            files = [oid for oid, ok in zip(files, sealed, strict=True) if not ok]
+        with progress(f"verify {commit[:12]}", len(files), unit="files") as step:
+            for oid, ok in zip(files, pool.map(repo.reverify, files, chunksize=64),
+                               strict=True):
+                step.advance()
+                if not ok:
+                    bad.append(f"file {oid}")
+                    repo.quarantine(oid, "file", "content does not match its id")
     return sorted(bad)
 
 
 def verify_commit(repo: Repo, commit: str) -> None:
-    """Re-hash every object of ``commit``.
+    """Check every object of ``commit`` (:func:`bad_objects`).
 
     Raises:
         CorruptObjectError: naming each corrupt or missing object (the damaged ones
@@ -118,6 +130,7 @@ def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
         path = f"/proc/self/fd/{dir_fd}/{name}"
         for k, v in meta.xattrs.items():
             os.setxattr(path, k, v, follow_symlinks=False)
+        os.utime(name, (OBJECT_MTIME, OBJECT_MTIME), dir_fd=dir_fd, follow_symlinks=False)
         return
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=dir_fd)
@@ -129,6 +142,7 @@ def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
         os.fchmod(fd, meta.mode)
         for k, v in meta.xattrs.items():
             os.setxattr(fd, k, v)
+        os.utime(fd, (OBJECT_MTIME, OBJECT_MTIME))  # as the hardlinked files have
     finally:
         os.close(fd)
 

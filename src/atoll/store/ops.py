@@ -38,8 +38,14 @@ def log(repo: Repo, commit: str, limit: int = 50) -> list[tuple[str, Commit]]:
 
 def package_changes(old: Commit, new: Commit) -> dict[str, Any]:
     """Added / removed / upgraded / downgraded packages between two commits (pure; the
-    shape of :func:`atoll.store.packages.package_view`)."""
-    return package_view([dict(p) for p in old.manifest], [dict(p) for p in new.manifest])
+    shape of :func:`atoll.store.packages.package_view`). A commit of a tree without a
+    dpkg database has no manifest (an empty one): the changes are then unknown, not
+    "everything added" or "none", and ``no_manifest`` names the side(s) (old, new)."""
+    view = package_view([dict(p) for p in old.manifest], [dict(p) for p in new.manifest])
+    missing = [side for side, c in (("old", old), ("new", new)) if not c.manifest]
+    if missing:
+        view = {k: [] for k in view} | {"no_manifest": missing}
+    return view
 
 
 @dataclass
@@ -98,6 +104,8 @@ class FsckReport:
     missing: list[str] = field(default_factory=list)
     incomplete: dict[str, str] = field(default_factory=dict)  # ref -> commit
     quarantined: int = 0
+    unsealed: int = 0    # whole regular file objects without fs-verity on a store that can
+    verity: bool = False  # every file object sealed: deploy now demands it
 
     @property
     def ok(self) -> bool:
@@ -106,11 +114,17 @@ class FsckReport:
     def to_json(self) -> dict[str, Any]:
         return {"checked": self.checked, "corrupt": self.corrupt, "missing": self.missing,
                 "incomplete_refs": self.incomplete, "quarantined": self.quarantined,
-                "ok": self.ok}
+                "verity": self.verity, "ok": self.ok}
 
 
 def fsck(repo: Repo) -> FsckReport:
     """Re-hash every object; check that every ref's commit is complete.
+
+    Whole file objects are sealed where they are not (mtime 0; fs-verity where
+    the filesystem can: objects from before sealing, or from a disk image built
+    on a machine without fs-verity). Once every file object of a store that can
+    carries fs-verity, the store is marked sealing (``"verity": true``) and
+    deploy from then on re-hashes any object without it.
 
     Damaged objects are moved to quarantine (the next pull or commit that needs
     them writes them again; ``store fsck --repair`` fetches them on a host).
@@ -133,13 +147,16 @@ def fsck(repo: Repo) -> FsckReport:
                     report.corrupt.append(f"{kind} {oid}")
                     repo.quarantine(oid, kind, "content does not match its id")
             with ThreadPoolExecutor(WORKERS) as pool:
-                for oid, ok in zip(files, pool.map(repo.verify_file, files, chunksize=64),
+                for oid, ok in zip(files, pool.map(repo.reverify, files, chunksize=64),
                                    strict=True):
                     report.checked += 1
                     step.advance()
                     if not ok:
                         report.corrupt.append(f"file {oid}")
                         repo.quarantine(oid, "file", "content does not match its id")
+                    elif repo.can_seal and not repo.has_verity(oid) and \
+                            not repo.object_path(oid, "file").is_symlink():
+                        report.unsealed += 1
         quarantined = {n.split(".")[0] for n in repo.quarantined()}
         for name, cid in repo.all_refs().items():
             gaps = repo.gaps(cid)
@@ -150,6 +167,9 @@ def fsck(repo: Repo) -> FsckReport:
                 + ("damaged (quarantined)" if why == "missing" and oid in quarantined else why)
                 for oid, kind, why in gaps]
         report.quarantined = len(repo.quarantined())
+        report.verity = bool(repo.can_seal) and report.ok and not report.unsealed
+        if report.verity != repo.sealing and (report.verity or repo.can_seal is False):
+            repo.set_sealing(report.verity)  # from now on deploy demands fs-verity
     report.corrupt.sort()
     return report
 

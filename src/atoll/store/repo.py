@@ -3,11 +3,13 @@
 On-disk layout::
 
     repo/
-    ├── config.json                 {"version": 1, "mode": "bare"}
+    ├── config.json                 {"version": 1, "mode": "bare"}; "verity": true once
+    │                               every file object is sealed (atoll.store.seal)
     ├── lock                        flock: shared by writers, exclusive for gc (atoll.core.lock)
     ├── objects/ab/<62 hex>.file    file object: the file itself, with its mode,
     │                               owner and xattrs (a symlink is a symlink), so
-    │                               checkouts are hardlinks
+    │                               checkouts are hardlinks; mtime 0 and, where the
+    │                               filesystem can, fs-verity once verified
     ├── objects/ab/<62 hex>.dirtree canonical JSON
     ├── objects/ab/<62 hex>.commit  canonical JSON
     ├── refs/heads/<name>           a branch: commit id + newline
@@ -26,6 +28,12 @@ and xattrs), syncs the filesystem once, renames them into ``objects/``
 ``objects/`` is therefore always complete and durable before any ref can
 point at it, and a power cut leaves at worst garbage in ``tmp/``.
 
+Objects are verified once, as they enter: every way in hashes the content it
+writes, then seals the object (:mod:`atoll.store.seal`: mtime 0, and fs-verity
+where the filesystem supports it). Deploy checks the seal of each object (one
+``lstat``, and one ``ioctl`` on a sealing store) and re-hashes only objects
+whose seal is broken; ``fsck`` re-hashes everything.
+
 An object that fails verification anywhere (deploy, pull, fsck) is moved to
 ``quarantine/``; the next commit or pull that needs it writes it again.
 """
@@ -36,6 +44,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -63,6 +72,7 @@ from atoll.core.fsutil import (
 from atoll.core.lock import FileLock
 from atoll.core.progress import progress
 from atoll.core.text import printable
+from atoll.store import seal as _seal
 from atoll.store.objects import (
     Commit,
     DirEntry,
@@ -82,6 +92,12 @@ log = logging.getLogger("atoll.store")
 
 KINDS = ("file", "dirtree", "commit")
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+REF_PART_MAX = 200  # a ref's part is a file name (255 bytes), plus a temp file's affixes
+REF_MAX = 1000
+REF_NAMESPACES = ("heads", "remotes", "deploy")  # REV may name a ref by its namespace
+REV_FORMS = ("a branch (site/db), REMOTE:CHANNEL (origin:site/db), a commit id or a prefix "
+             "of at least 8 hex digits, or REV~N (its N-th ancestor); list refs with "
+             "`atoll store refs --all`")
 _CHUNK = 1 << 20
 WORKERS = max(2, os.cpu_count() or 2)
 TMP_GRACE = 120.0  # seconds: an unlocked tmp/ entry younger than this may be in use
@@ -186,6 +202,8 @@ class Repo:
         self.lock = FileLock(self.path / "lock", f"repository {self.path}")
         self._txn: _Txn | None = None
         self._txn_depth = 0
+        self._can_seal: bool | None = None  # fs-verity here? None: not tried yet
+        self._sealing: bool | None = None    # config.json's "verity", read once
 
     # -- lifecycle -----------------------------------------------------
 
@@ -214,6 +232,33 @@ class Repo:
             if stat.S_IMODE(os.stat(repo.tmp).st_mode) != 0o700:
                 os.chmod(repo.tmp, 0o700)  # repositories made before tmp/ was private
         return repo
+
+    def config(self) -> dict[str, Any]:
+        """``config.json`` (``{}`` when unreadable)."""
+        try:
+            data = json.loads((self.path / "config.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def sealing(self) -> bool:
+        """Whether every file object carries fs-verity (``"verity": true`` in
+        config.json, set by ``fsck`` once it has sealed them all): deploy then
+        re-hashes any object without it."""
+        if self._sealing is None:
+            self._sealing = self.config().get("verity") is True
+        return self._sealing
+
+    def set_sealing(self, on: bool) -> None:
+        config = self.config() | {"verity": on}
+        atomic_write(self.path / "config.json", canonjson.dumps(config))
+        self._sealing = on
+
+    @property
+    def can_seal(self) -> bool | None:
+        """Whether this store's filesystem takes fs-verity (None: not tried yet)."""
+        return self._can_seal
 
     @contextlib.contextmanager
     def staging_dir(self, prefix: str) -> Iterator[Path]:
@@ -468,6 +513,7 @@ class Repo:
                 os.unlink(tmp)
             os.symlink(target, tmp)
             write_file_meta(tmp, meta)
+            self._mark_verified(tmp, "lnk")
             txn.add(tmp, oid, "file")
             return oid, 0
         with open(src, "rb") as fh:
@@ -484,6 +530,7 @@ class Repo:
             # The caller hands over a throwaway tree (compose): hardlink, no copy.
             try:
                 os.link(src, tmp)
+                self._mark_verified(tmp, "reg")  # its content was just hashed
                 txn.add(tmp, oid, "file")
                 return oid, st.st_size
             except OSError as exc:
@@ -505,6 +552,7 @@ class Repo:
             os.rename(tmp, tmp2)
             tmp = tmp2
         write_file_meta(tmp, FileMeta(meta.kind, meta.mode, meta.uid, meta.gid, meta.xattrs))
+        self._mark_verified(tmp, "reg")
         txn.add(tmp, oid, "file")
         return oid, size
 
@@ -531,7 +579,57 @@ class Repo:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(content)
         write_file_meta(tmp, meta)
+        self._mark_verified(tmp, meta.kind)
         txn.add(tmp, oid, "file")
+
+    def import_file_stream(self, oid: str, meta: FileMeta, size: int,
+                           pieces: Iterable[bytes | memoryview]) -> None:
+        """:meth:`import_file_object` for content that arrives in pieces (a delta or
+        pack being decompressed), never whole in memory: each piece is hashed and
+        appended to a private temp file in the transaction's staging directory; only
+        when ``size`` bytes came and their id is ``oid`` does that file become a
+        staged object. ``pieces`` is read only as far as needed: not at all when the
+        store already holds a whole copy.
+
+        Raises:
+            CorruptObjectError: the content does not match ``oid`` or ``size`` (the
+                temp file is removed).
+        """
+        if meta.kind == "lnk":  # a symlink's target: a few bytes
+            self.import_file_object(oid, meta, b"".join(pieces))
+            return
+        if self.has(oid, "file") and self._existing_matches(oid, meta, size):
+            return
+        txn = self._stage()
+        tmp = txn.tmp_for(oid, "file")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        h = file_hasher(meta)
+        n = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for piece in pieces:
+                    n += len(piece)
+                    if n > size:
+                        break
+                    h.update(piece)
+                    fh.write(piece)
+                    del piece  # not held while the next one is made
+            if n != size or h.hexdigest() != oid:
+                raise CorruptObjectError(f"file object {oid}: content does not match its id")
+            write_file_meta(tmp, meta)
+            self._mark_verified(tmp, meta.kind)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        txn.add(tmp, oid, "file")
+
+    def file_path(self, oid: str) -> Path:
+        """Where a file object's bytes can be read: in ``objects/``, or staged by the
+        running transaction (read it in pieces; a symlink object is a symlink)."""
+        return self._locate(oid, "file")
 
     def file_meta(self, oid: str) -> FileMeta:
         path = self._locate(oid, "file")
@@ -543,6 +641,63 @@ class Repo:
         if os.path.islink(path):
             return os.fsencode(os.readlink(path))
         return path.read_bytes()
+
+    def _mark_verified(self, path: str, kind: str) -> None:
+        """Seal a file object whose content has just been verified (written from
+        hashed bytes, or re-hashed): mtime 0, and fs-verity on a regular file
+        where the filesystem can (tried once per repository, then remembered).
+
+        Raises:
+            OSError: sealing failed for another reason than lack of support (the
+                disk is full, an I/O error); the object is left unsealed.
+        """
+        _seal.stamp(path)
+        if kind == "reg" and self._can_seal is not False:
+            self._can_seal = _seal.seal(path) is True
+
+    def is_sealed(self, oid: str) -> bool:
+        """Whether a file object is unchanged since it was verified, by its seal
+        alone (no hashing): a regular file or symlink with mtime 0 and, on a
+        sealing store (:attr:`sealing`), a regular file carrying fs-verity. False
+        when missing. A False object needs :meth:`verify_file`, not rejection."""
+        path = os.fspath(self._locate(oid, "file"))
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if st.st_mtime_ns != _seal.OBJECT_MTIME * 1_000_000_000:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            return True
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        return not self.sealing or _seal.sealed(path)
+
+    def reverify(self, oid: str) -> bool:
+        """Re-hash a file object (:meth:`verify_file`); when it is whole, make sure it
+        is sealed (mtime 0; fs-verity where the filesystem can). Returns whether it
+        is whole. A failure to seal (no space for the Merkle tree, a writer holding
+        the file open) leaves a whole object unsealed, re-hashed again next time."""
+        if not self.verify_file(oid):
+            return False
+        crash_point("seal:verified")
+        path = os.fspath(self._locate(oid, "file"))
+        try:
+            st = os.lstat(path)
+            kind = "lnk" if stat.S_ISLNK(st.st_mode) else "reg"
+            verity = kind == "reg" and _seal.sealed(path)
+            if verity:
+                self._can_seal = True
+            if st.st_mtime_ns != 0 or (kind == "reg" and not verity
+                                       and self._can_seal is not False):
+                self._mark_verified(path, kind)
+        except OSError as exc:
+            log.debug("store: could not seal %s: %s", oid, exc)
+        return True
+
+    def has_verity(self, oid: str) -> bool:
+        """Whether a file object carries fs-verity."""
+        return _seal.sealed(os.fspath(self._locate(oid, "file")))
 
     def verify_file(self, oid: str) -> bool:
         """Re-hash one file object; True when it matches its id (False when missing)."""
@@ -577,13 +732,34 @@ class Repo:
 
     @staticmethod
     def check_ref(name: str) -> str:
+        """Raises: InputError: not a ref name atoll can store and resolve again (the
+        characters, a part longer than a file name may be, a namespace's name first)."""
         if not _REF_RE.fullmatch(name) or ".." in name:
             raise InputError(f"invalid ref name '{printable(name)}'",
                              resolution="use letters, digits, '.', '_', '-' and '/' separators")
+        longest = max(len(part.encode()) for part in name.split("/"))
+        if longest > REF_PART_MAX or len(name) > REF_MAX:
+            raise InputError(f"ref name too long ({len(name)} characters, a part of "
+                             f"{longest}): '{printable(name[:40])}...'",
+                             resolution=f"at most {REF_PART_MAX} characters between '/' and "
+                             f"{REF_MAX} in all")
+        first, sep, _ = name.partition("/")
+        if sep and first in REF_NAMESPACES:
+            raise InputError(f"invalid ref name '{printable(name)}': '{first}/' names a "
+                             "namespace of refs, so the ref could not be named again",
+                             resolution="choose a name that does not start with heads/, "
+                             "remotes/ or deploy/")
         return name
 
     def _ref_path(self, name: str, namespace: str = "heads") -> Path:
         return self.refs_dir / namespace / self.check_ref(name)
+
+    def _old_ref_path(self, name: str, namespace: str) -> Path:
+        """The path of a ref to delete: names an older atoll let through (a namespace's
+        name first) can still be deleted; nothing outside ``refs/`` can."""
+        if not _REF_RE.fullmatch(name) or ".." in name:
+            self.check_ref(name)  # raises
+        return self.refs_dir / namespace / name
 
     def set_ref(self, name: str, commit: str | None, namespace: str = "heads") -> None:
         """Point a ref at ``commit`` (None: delete it), atomically and durably.
@@ -594,7 +770,7 @@ class Repo:
         Raises:
             StoreError: the commit object is missing.
         """
-        path = self._ref_path(name, namespace)
+        path = self._ref_path(name, namespace) if commit else self._old_ref_path(name, namespace)
         with self.lock.shared():
             if commit is None:
                 with contextlib.suppress(FileNotFoundError):
@@ -660,13 +836,24 @@ class Repo:
             InputError: unknown, ambiguous, or an ancestor that is not in the store.
         """
         base, sep, steps = rev.rpartition("~")
-        if sep and steps.isdigit() and base:
+        if sep:  # '~' is in no ref name: REV~N
+            if not (base and steps.isascii() and steps.isdigit() and len(steps) <= 9):
+                raise InputError(f"{printable(rev)}: not a revision: ~N takes a number of "
+                                 "ancestors (site/db~1: the commit before)",
+                                 resolution=f"REV is {REV_FORMS}")
             cid, origin = self.resolve_ref(base)
             for n in range(int(steps)):
                 parent = self.read_commit(cid).parent
-                if parent is None or not self.has(parent, "commit"):
+                if parent is None:
                     raise InputError(f"{printable(rev)}: commit {cid[:12]} has no parent "
-                                     f"in {self.path} (ancestor {n + 1} of {steps})")
+                                     f"(ancestor {n + 1} of {steps} does not exist)")
+                if not self.has(parent, "commit"):
+                    raise InputError(
+                        f"{printable(rev)}: ancestor {n + 1}, commit {parent[:12]}, was never "
+                        f"downloaded into {self.path}",
+                        resolution="a host's store holds the commits it downloaded (an update "
+                        "brings the newest of a channel, not its history): deploy one it has, "
+                        "or import it from the build repository (atoll deploy REV --repo DIR)")
                 cid = parent
             return cid, origin  # an older commit of the same branch follows the branch
         found = self._named_ref(rev)
@@ -680,9 +867,10 @@ class Repo:
                 return matches[0], None
             if len(matches) > 1:
                 raise InputError(f"{rev}: ambiguous commit prefix")
-        raise InputError(f"{printable(rev)}: no such ref or commit in {self.path}",
-                         resolution="list them with `atoll store refs --all` (remote refs: "
-                         "REMOTE:CHANNEL, e.g. origin:site/db)")
+        short = (len(rev) < 8 and rev != "" and all(c in "0123456789abcdef" for c in rev))
+        raise InputError(f"{printable(rev)}: no such ref or commit in {self.path}"
+                         + (" (a commit prefix needs at least 8 hex digits)" if short else ""),
+                         resolution=f"REV is {REV_FORMS}")
 
     def _named_ref(self, rev: str) -> tuple[str, str] | None:
         if ":" in rev:

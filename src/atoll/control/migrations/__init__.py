@@ -1,0 +1,1 @@
+"""Alembic migrations of the control plane's schema (``atoll fleet db upgrade``)."""

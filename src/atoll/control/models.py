@@ -1,0 +1,210 @@
+"""The control plane's tables (SQLAlchemy 2, one schema for SQLite and PostgreSQL).
+
+    customers         the tenants: set by operators, never from what a host reports
+    operator_tokens   bearer tokens of people and tools: role, customer scope, sha256
+    enrol_tokens      one-time tokens that bind a new host to a customer
+    hosts             one row per enrolled host: its key, its counter, the last check-in
+    host_labels       operators' labels (site, role...) by which groups are chosen
+    host_requests     operators' requests for one host (cancel, pin, ack, apply)
+    manifests         package manifests by sha256, shared by every host that runs one
+    events            append-only history: host events and operator actions
+
+Migrations (``atoll/control/migrations``) create these; a change to a model is a new
+migration. Times are aware UTC datetimes (:class:`UTCDateTime` stores them naive UTC
+on SQLite, which has no time zones).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ROLES",
+    "Base",
+    "Customer",
+    "EnrolToken",
+    "Event",
+    "Host",
+    "HostLabel",
+    "HostRequest",
+    "Manifest",
+    "OperatorToken",
+    "UTCDateTime",
+]
+
+ROLES = ("viewer", "operator", "admin")  # each may do what the ones before it may
+# an id column that is BIGINT on PostgreSQL and SQLite's INTEGER rowid alias
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware UTC datetime on both databases.
+
+    Raises:
+        ValueError: a naive datetime is bound (a bug: every time here is aware).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None,
+                           dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime bound to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None,
+                             dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON,
+                           list[Any]: JSON}
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[dt.datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+
+
+class OperatorToken(Base):
+    """``customer_ids`` None: every customer; else the ids it may see and act on."""
+
+    __tablename__ = "operator_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    customer_ids: Mapped[list[Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class EnrolToken(Base):
+    __tablename__ = "enrol_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("customers.id"))
+    host_name: Mapped[str | None] = mapped_column(String(63))
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    host_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Host(Base):
+    """An enrolled host. The inventory columns repeat what the last check-in said, so
+    that lists and filters are queries; ``report`` keeps that check-in whole (without
+    the manifest, which is in ``manifests`` by ``manifest_sha256``)."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (UniqueConstraint("customer_id", "name", name="uq_hosts_customer_name"),
+                      Index("ix_hosts_last_seen", "last_seen"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("customers.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    machine_id: Mapped[str | None] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(String(64))  # Ed25519, raw 32 bytes, base64
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    enrolled_at: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime | None]
+    lost: Mapped[bool] = mapped_column(Boolean, default=False)
+    checkins: Mapped[int] = mapped_column(BigInteger, default=0)
+    booted_version: Mapped[str | None] = mapped_column(String(200))
+    booted_commit: Mapped[str | None] = mapped_column(String(64))
+    pending_version: Mapped[str | None] = mapped_column(String(200))
+    update_state: Mapped[str | None] = mapped_column(String(20))
+    last_boot_result: Mapped[str | None] = mapped_column(String(20))
+    last_boot_time: Mapped[str | None] = mapped_column(String(40))
+    rollback_events: Mapped[int] = mapped_column(Integer, default=0)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class HostLabel(Base):
+    __tablename__ = "host_labels"
+    __table_args__ = (Index("ix_host_labels_key_value", "key", "value"),)
+
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
+class HostRequest(Base):
+    """``state``: queued (sent with every answer until the host reports it), then done,
+    failed or refused (as the host reported), or cancelled (by an operator)."""
+
+    __tablename__ = "host_requests"
+    __table_args__ = (Index("ix_host_requests_host_state", "host_id", "state"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(12), default="queued")
+    created_at: Mapped[dt.datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    completed_at: Mapped[dt.datetime | None]
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class Manifest(Base):
+    __tablename__ = "manifests"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    packages: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime]
+
+
+class Event(Base):
+    """One line of history. ``actor``: ``host:<id>``, ``operator:<token name>`` or
+    ``server``. Host id and name are copied, not referenced: history outlives a pruned
+    host. The database refuses UPDATE and DELETE on this table (triggers)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_host_time", "host_id", "time"),
+                      Index("ix_events_customer_time", "customer_id", "time"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    time: Mapped[dt.datetime] = mapped_column(index=True)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    host_id: Mapped[str | None] = mapped_column(String(36))
+    host_name: Mapped[str | None] = mapped_column(String(63))
+    actor: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

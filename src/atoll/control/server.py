@@ -1,0 +1,89 @@
+"""``atoll fleet serve``: the control plane's API on uvicorn, plus the lost-host sweep.
+
+The HTTP rules are the FleetLock server's (:class:`atoll.fleet.server.AsgiServer`:
+h11, idle timeouts, JSON 400s for malformed HTTP, lingering close after a refused
+body). A FleetLock application may be mounted at ``/fleetlock`` (one process for a
+one-site setup; hosts then use ``fleet_lock: http://SERVER/fleetlock``).
+
+The sweep marks hosts lost (:func:`atoll.control.service.mark_lost`) every
+``sweep_s`` seconds in a thread; it is safe with several instances (each host is
+marked, and its event written, once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import Any
+
+from atoll.control.app import Clock, Settings, build_app, utcnow
+from atoll.control.db import Database, unavailable
+from atoll.control.service import mark_lost
+from atoll.fleet.server import IDLE_TIMEOUT, AsgiServer
+
+__all__ = ["ControlServer"]
+
+log = logging.getLogger("atoll.control")
+
+
+class ControlServer(AsgiServer):
+    """The control plane bound to ``host:port``; ``start()``/``serve_forever()``, ``stop()``."""
+
+    def __init__(self, db: Database, host: str = "127.0.0.1", port: int = 0, *,
+                 settings: Settings | None = None, clock: Clock = utcnow,
+                 fleetlock: Any = None, sweep_s: float | None = None,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+        """Bind now (``url`` is known); the database must be at this atoll's schema.
+
+        Args:
+            fleetlock: a FleetLock ASGI application to mount at ``/fleetlock``.
+            sweep_s: seconds between lost-host sweeps (default: a tenth of
+                ``settings.lost_after``, between 5 s and 5 min).
+
+        Raises:
+            InputError: the address cannot be bound.
+        """
+        self.db = db
+        self.settings = settings or Settings()
+        self.clock = clock
+        lost = self.settings.lost_after.total_seconds()
+        self.sweep_s = sweep_s if sweep_s is not None else min(300.0, max(5.0, lost / 10))
+        super().__init__(build_app(db, self.settings, clock=clock, fleetlock=fleetlock),
+                         host, port, idle_timeout=idle_timeout, name="atoll-control")
+        self._halt = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def sweep(self) -> list[str]:
+        """One lost-host sweep now; returns the hosts marked lost."""
+        return mark_lost(self.db, self.clock(), self.settings.lost_after)
+
+    def _sweep_loop(self) -> None:
+        while not self._halt.wait(self.sweep_s):
+            try:
+                self.sweep()
+            except Exception as exc:  # the database is away: the next sweep tries again
+                if not unavailable(exc):
+                    log.exception("lost-host sweep failed")
+                else:
+                    log.warning("lost-host sweep: the database cannot be reached")
+
+    def _serve(self) -> None:
+        self._halt.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="atoll-control-sweep",
+                                         daemon=True)
+        self._sweeper.start()
+        try:
+            super()._serve()
+        finally:
+            self._halt.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._halt.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+
+
+def lost_after(seconds: float) -> dt.timedelta:
+    return dt.timedelta(seconds=seconds)

@@ -1,0 +1,94 @@
+"""Sealing file objects: verified once, when they enter the store, then trusted.
+
+Every way into the store hashes an object's content as it is written (commit,
+pull, delta and pack import), so an object in ``objects/`` matched its id when
+it got there. Two marks then say "not changed since":
+
+* **The canonical mtime, 0** (OSTree's). A file object is given mtime 0 once its
+  content is verified; writing to it (through any hardlink: a deployment's
+  ``/usr`` when it is not mounted read-only) sets the mtime to the time of the
+  write. An object whose mtime is not 0 is therefore re-hashed before it is used.
+  This catches accidents and torn edits, not an attacker who resets the mtime.
+* **fs-verity**, where the filesystem supports it (ext4 with the ``verity``
+  feature, on a kernel built with ``CONFIG_FS_VERITY``; atoll's disk images
+  enable the feature). A sealed file cannot be opened for writing at all, and
+  the kernel checks every page it reads against the file's Merkle tree: content
+  changed underneath the filesystem (bit rot, an offline edit of the disk) gives
+  ``EIO`` at read time instead of wrong bytes.
+
+Source: the fs-verity ioctls and ``struct fsverity_enable_arg`` are the Linux
+UAPI (``include/uapi/linux/fsverity.h``, Documentation/filesystems/fsverity.rst);
+the mtime convention is OSTree's (objects of a bare repository have mtime 0).
+The threat model: docs/store-integrity.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+
+__all__ = ["OBJECT_MTIME", "seal", "sealed", "stamp"]
+
+OBJECT_MTIME = 0  # seconds since the epoch: every verified file object has it
+
+# <linux/fsverity.h>: _IOW('f', 133, struct fsverity_enable_arg), 128 bytes
+FS_IOC_ENABLE_VERITY = 0x40806685
+# <linux/fs.h>: _IOR('f', 1, long); the kernel reads and writes an int
+FS_IOC_GETFLAGS = 0x80086601
+FS_VERITY_FL = 0x00100000
+_HASH_SHA256 = 1
+_BLOCK_SIZE = 4096  # the page size: Linux 6.1 supports only that
+# version, hash_algorithm, block_size, salt_size, salt_ptr, sig_size, reserved,
+# sig_ptr, reserved[11]
+_ENABLE_ARG = struct.pack("=IIIIQIIQ88x", 1, _HASH_SHA256, _BLOCK_SIZE, 0, 0, 0, 0, 0)
+# what the kernel or filesystem answers when it cannot seal at all
+_UNSUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+
+
+def stamp(path: str) -> None:
+    """Give a verified file object (a regular file or a symlink) the canonical mtime."""
+    os.utime(path, (OBJECT_MTIME, OBJECT_MTIME), follow_symlinks=False)
+
+
+def seal(path: str) -> bool | None:
+    """Enable fs-verity on the regular file ``path``.
+
+    The file must be complete and have no open writer (the kernel refuses with
+    ``ETXTBSY``). Building the Merkle tree reads the whole file once.
+
+    Returns:
+        True when the file is sealed (now or before); None when this filesystem or
+        kernel cannot seal (the caller stops trying).
+
+    Raises:
+        OSError: any other failure (no space for the Merkle tree, an I/O error).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, FS_IOC_ENABLE_VERITY, _ENABLE_ARG)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            return True
+        if exc.errno in _UNSUPPORTED:
+            return None
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def sealed(path: str) -> bool:
+    """Whether the regular file ``path`` carries fs-verity (False when unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return bool(struct.unpack("=i", buf[:4])[0] & FS_VERITY_FL)
