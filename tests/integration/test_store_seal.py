@@ -9,6 +9,7 @@ the store demands fs-verity."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,28 +63,37 @@ def _objects(repo: Repo) -> list[Path]:
     return sorted(repo.objects.glob("*/*.file"))
 
 
+def _marked(p: Path) -> bool:
+    """Whether the object file ``p`` carries its seal mtime."""
+    oid = p.parent.name + p.name.removesuffix(".file")
+    st = p.lstat()
+    return st.st_mtime_ns == seal.seal_mtime_ns(oid, st)
+
+
 def test_every_way_in_seals_objects(sr: Sysroot, tmp_path: Path) -> None:
     """commit (copy and link), local import (copy across filesystems) and pack
-    import all leave file objects, symlinks too, with mtime 0; checkouts of them,
-    hardlinked or copied (empty files), have it too."""
+    import all leave file objects, symlinks too, with their seal mtime (0 s and
+    nanoseconds of their own); checkouts of them, hardlinked or copied (empty
+    files), have 0 s too."""
     objs = _objects(sr.repo)
     assert len(objs) == 42  # 40 files, the script, the symlink
-    assert all(p.lstat().st_mtime_ns == 0 for p in objs)
+    assert all(_marked(p) for p in objs)
+    assert len({p.lstat().st_mtime_ns for p in objs}) == len(objs)  # one mark each
     linked = tmp_path / "throwaway"
     (linked / "usr").mkdir(parents=True)
     (linked / "usr/new").write_bytes(b"linked in\n")
     sr.repo.commit_dir(linked, ref="t/linked", link=True)
-    assert (linked / "usr/new").stat().st_mtime_ns == 0  # the object is this very inode
+    assert int((linked / "usr/new").stat().st_mtime) == 0  # the object is this very inode
     other = Repo.create(Path("/dev/shm") / f"atoll-seal-{os.getpid()}")  # another filesystem
     try:
         other.pull_local(sr.repo, sr.repo.resolve("t/app"))
-        assert all(p.lstat().st_mtime_ns == 0 for p in _objects(other))
+        assert all(_marked(p) for p in _objects(other))
     finally:
         subprocess.run(["rm", "-rf", str(other.path)], check=True)
     dep = sr.deploy("t/app")
     tree = sr.deployment_path(dep)
     for rel in ("usr/lib/f3", "usr/bin/tool", "usr/bin/link"):
-        assert (tree / rel).lstat().st_mtime_ns == 0, rel
+        assert (tree / rel).lstat().st_mtime_ns < 1_000_000_000, rel
     assert not seal.sealed(os.fspath(objs[0]))  # this kernel has no fs-verity
     assert seal.seal(os.fspath(objs[0])) is None  # ...and says so, instead of failing
 
@@ -94,12 +104,12 @@ def test_deploy_rehashes_only_objects_whose_seal_is_broken(
     first = sr.deploy("t/app")
     assert seen.oids == []  # all sealed at commit: nothing re-hashed
     _boot(sr, first.id)
-    obj = _objects(sr.repo)[5]
+    obj = next(p for p in _objects(sr.repo)[5:] if not p.is_symlink())
     os.utime(obj)  # touched (an older atoll's object, or a write that restored the bytes)
     sr.deploy("t/app", redeploy=True)
     oid = obj.parent.name + obj.name.split(".")[0]
     assert seen.oids == [oid]  # only that one, found whole...
-    assert obj.lstat().st_mtime_ns == 0  # ...and sealed again
+    assert _marked(obj)  # ...and sealed again
     seen.oids.clear()
     sr.deploy("t/app", redeploy=True)
     assert seen.oids == []
@@ -127,7 +137,10 @@ def test_an_edit_that_resets_the_mtime_is_found_by_fsck(sr: Sysroot) -> None:
     obj = next(p for p in _objects(sr.repo) if p.lstat().st_size > 100)
     with open(obj, "r+b") as fh:
         fh.write(b"rot")
-    os.utime(obj, (0, 0))
+    oid = obj.parent.name + obj.name.removesuffix(".file")
+    ns = seal.seal_mtime_ns(oid, obj.lstat())
+    os.utime(obj, ns=(ns, ns))
+    assert sr.repo.is_sealed(oid)  # the mark is forged
     report = ops.fsck(sr.repo)
     assert not report.ok and len(report.corrupt) == 1
     assert report.verity is False and not sr.repo.sealing
@@ -152,7 +165,7 @@ def test_a_sealing_store_without_fs_verity_rehashes_everything_until_fsck(
     sr.repo.set_sealing(True)
     seen = Rehashes(monkeypatch)
     assert bad_objects(sr.repo, sr.repo.resolve("t/app")) == []
-    assert len(seen.oids) == 41  # every regular file; the symlink is sealed by its mtime
+    assert len(seen.oids) == 42  # every object (symlinks on a sealing store are always read)
     report = ops.fsck(sr.repo)
     assert report.ok and report.verity is False
     assert not Repo.open(sr.repo.path).sealing
@@ -168,8 +181,53 @@ def test_killed_while_sealing_again_the_next_deploy_finishes(sr: Sysroot) -> Non
     p = subprocess.run(args, env=dict(os.environ, ATOLL_CRASH_AT="seal:verified"),
                        capture_output=True, text=True)
     assert p.returncode == -signal.SIGKILL, p.stderr
-    assert obj.lstat().st_mtime_ns != 0
+    assert not _marked(obj)
     p = subprocess.run(args, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    assert obj.lstat().st_mtime_ns == 0
+    assert _marked(obj)
     assert ops.fsck(sr.repo).ok
+
+
+def test_copies_preserving_times_and_mode_changes_break_the_seal(
+        sr: Sysroot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cp -p` of one checked-out file over another keeps an mtime of 0 s, but not
+    the target object's mark; a chmod or chown moves the mark too. Either way the
+    next deploy re-hashes that object and refuses it (quarantined)."""
+    dep = sr.deploy("t/app")
+    tree = sr.deployment_path(dep)
+    small = sorted((p for p in (tree / "usr/lib").iterdir() if p.is_file()),
+                   key=lambda p: p.name)
+    a, b = small[0], small[1]
+    subprocess.run(["cp", "-p", "--", str(a), str(b)], check=True)  # b's inode is b's object
+    with pytest.raises(CorruptObjectError):
+        sr.deploy("t/app", redeploy=True)
+    assert len(sr.repo.quarantined()) == 1
+    c = small[2]
+    oid_c = next(o for o in _objects(sr.repo) if o.lstat().st_ino == c.lstat().st_ino)
+    os.chmod(c, 0o4755)
+    assert not sr.repo.is_sealed(oid_c.parent.name + oid_c.name.removesuffix(".file"))
+
+
+def test_fsck_result_reaches_status_and_checkmk(sr: Sysroot) -> None:
+    """What the scheduled fsck found is in `atoll status --json` and in the Checkmk
+    local check: OK when whole, CRIT with damage (recorded even when --repair
+    cannot fetch: no remote here); a damaged fsck.json is a named problem."""
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "atoll.cli", "--sysroot", str(sr.root),
+                               *args], capture_output=True, text=True)
+
+    assert cli("-q", "store", "fsck").returncode == 0
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["fsck"]["ok"] is True and status["fsck"]["checked"] >= 42
+    assert '0 "atoll store fsck"' in cli("checkmk-agent").stdout
+    obj = next(p for p in _objects(sr.repo) if p.lstat().st_size > 100)
+    with open(obj, "r+b") as fh:
+        fh.write(b"rot")
+    assert cli("-q", "store", "fsck", "--repair").returncode != 0
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["fsck"]["ok"] is False and status["fsck"]["corrupt"] == 1
+    assert '2 "atoll store fsck"' in cli("checkmk-agent").stdout
+    (sr.state / "fsck.json").write_text('{"time": 5}')
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["fsck"] is None
+    assert any(p["file"].endswith("fsck.json") for p in status["problems"])

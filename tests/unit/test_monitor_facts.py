@@ -242,3 +242,7 @@ def test_store_fsck_check() -> None:
     f = parse_host_status(sample(fsck=stale))
     assert states(f)["atoll store fsck"] == WARN
     assert "last fsck 25d 13h ago" in text(f, "atoll store fsck")
+    repaired = recent | {"corrupt": 2, "repaired": 1}  # whole again; deployments may not be
+    f = parse_host_status(sample(fsck=repaired))
+    assert states(f)["atoll store fsck"] == WARN
+    assert "2 damaged object(s) replaced" in text(f, "atoll store fsck")

@@ -244,7 +244,9 @@ def assemble_disk(root_dir: Path, out: Path, fmt: str, total: int, firmware: str
         root_img = work / "root.img"
         with open(root_img, "wb") as fh:
             fh.truncate(root_size)
-        features = ["-O", "verity"] if verity else []
+        # 4 KiB blocks: Linux before 6.3 mounts ext4 with verity only when the block
+        # size is the page size, and mke2fs picks 1 KiB blocks below 512 MiB
+        features = ["-O", "verity", "-b", "4096"] if verity else []
         run([mkfs, "-q", "-F", "-L", "atoll-root", "-U", root_uuid, *features, "-d", sysroot,
              root_img],
             what="build the ext4 root filesystem", timeout=1800)

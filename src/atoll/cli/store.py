@@ -158,9 +158,27 @@ def cmd_diff(args: argparse.Namespace) -> None:
     emit(args, d, human)
 
 
+def _record_fsck(args: argparse.Namespace, repo: Repo, found: ops.FsckReport,
+                 report: ops.FsckReport, repaired: int) -> None:
+    """Write the host store's result to state/fsck.json (monitored: Checkmk's "atoll
+    store fsck", ``atoll status``); other stores' results are not recorded."""
+    own = (Path(args.sysroot) / "atoll" / "repo").resolve()
+    if repo.path.resolve() != own:
+        return
+    from atoll.core.fsutil import atomic_write_json
+    from atoll.deploy.sysroot import Sysroot
+
+    with contextlib.suppress(PermissionError):  # a read-only look as another user
+        atomic_write_json(Sysroot(args.sysroot).state / "fsck.json", {
+            "format": 1, "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ok": report.ok, "checked": found.checked, "corrupt": len(found.corrupt),
+            "missing": len(report.missing), "repaired": repaired, "verity": report.verity})
+
+
 def cmd_fsck(args: argparse.Namespace) -> int:
     repo = _open(args)
     found = report = ops.fsck(repo)
+    _record_fsck(args, repo, found, report, 0)  # kept even if the repair fails
     notes: list[str] = []
     repaired: list[str] = []
     if args.repair and report.incomplete:
@@ -171,23 +189,13 @@ def cmd_fsck(args: argparse.Namespace) -> int:
             repaired, notes = repair_from_remotes(Path(args.sysroot), report.incomplete)
             if repaired:
                 report = ops.fsck(repo)
+                _record_fsck(args, repo, found, report, len(repaired))
         else:
             notes = [f"{ref}: commit {cid[:12]}: commit or compose the tree again"
                      for ref, cid in sorted(report.incomplete.items())]
     data = report.to_json()
     if args.repair:
         data |= {"found": found.to_json(), "repaired": repaired, "unrepaired": notes}
-    own = (Path(args.sysroot) / "atoll" / "repo").resolve()
-    if repo.path.resolve() == own:  # the host's store: the result is monitored
-        from atoll.core.fsutil import atomic_write_json
-        from atoll.deploy.sysroot import Sysroot
-
-        with contextlib.suppress(PermissionError):  # a read-only look as another user
-            atomic_write_json(Sysroot(args.sysroot).state / "fsck.json", {
-                "format": 1, "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "ok": report.ok, "checked": found.checked, "corrupt": len(found.corrupt),
-                "missing": len(report.missing), "repaired": len(repaired),
-                "verity": report.verity})
 
     def human() -> str:
         lines = [f"checked {found.checked} objects"]

@@ -195,6 +195,7 @@ def host_status(sysroot: Path, *, packages: bool = False) -> dict[str, Any]:
         "backups": _backups(Path(sysroot), problems),
         "agent": _agent(sr, problems),
         "provision": _provision(Path(sysroot), problems),
+        "fsck": _fsck(sr.state / "fsck.json", problems),
         "problems": problems,
     }
 
@@ -249,6 +250,28 @@ def update_state(raw: dict[str, Any] | None, roles: dict[str, dict[str, Any] | N
         return raw | common | {"state": "up-to-date", "since": raw.get("since")}
     since = raw.get("downloaded_since") if state == "downloaded" else raw.get("available_since")
     return raw | common | {"state": state, "since": since}
+
+
+FSCK_FIX = "run `atoll store fsck` (atoll-fsck.service): it rewrites it"
+
+
+def _fsck(path: Path, problems: list[dict[str, str]]) -> dict[str, Any] | None:
+    """The last ``atoll store fsck`` of the host's store (state/fsck.json, written by
+    the CLI: time, ok, checked, corrupt, missing, repaired, verity); None: never."""
+    try:
+        rec = read_state_json(path, dict, resolution=FSCK_FIX)
+        if rec is None:
+            return None
+        for key in ("checked", "corrupt", "missing", "repaired"):
+            if not isinstance(rec.get(key, 0), int) or isinstance(rec.get(key), bool):
+                raise damaged(path, f"{key} is not a number", FSCK_FIX)
+        if not isinstance(rec.get("time"), str) or not isinstance(rec.get("ok"), bool):
+            raise damaged(path, "time or ok is missing", FSCK_FIX)
+    except DamagedStateError as exc:
+        _problem(problems, exc)
+        return None
+    return {k: rec.get(k) for k in ("time", "ok", "checked", "corrupt", "missing",
+                                    "repaired", "verity")}
 
 
 def _provision(sysroot: Path, problems: list[dict[str, str]]) -> dict[str, Any] | None:

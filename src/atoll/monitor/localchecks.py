@@ -260,6 +260,12 @@ def _fsck_check(facts: HostFacts, now: dt.datetime, policy: LocalCheckPolicy) ->
                           f"object(s) at {_iso(f.time)}: run `atoll store fsck --repair`", perf)
     text = f"{f.checked} objects whole at {_iso(f.time)}" + (
         "; sealed with fs-verity" if f.verity else "")
+    if f.corrupt:
+        # the store is whole again, but deployments checked out before the repair
+        # still link the damaged copies (quarantine keeps their inodes)
+        return LocalCheck(WARN, name, f"{f.corrupt} damaged object(s) replaced at "
+                          f"{_iso(f.time)}; deployments made before may still hold the damaged "
+                          "copies: deploy them again (`atoll deploy --redeploy`)", perf)
     if age > policy.fsck_age_warn_s:
         return LocalCheck(WARN, name, f"last fsck {_age(age)} ago: is atoll-fsck.timer "
                           f"enabled? ({text})", perf)

@@ -513,7 +513,7 @@ class Repo:
                 os.unlink(tmp)
             os.symlink(target, tmp)
             write_file_meta(tmp, meta)
-            self._mark_verified(tmp, "lnk")
+            self._mark_verified(tmp, oid, "lnk")
             txn.add(tmp, oid, "file")
             return oid, 0
         with open(src, "rb") as fh:
@@ -530,7 +530,7 @@ class Repo:
             # The caller hands over a throwaway tree (compose): hardlink, no copy.
             try:
                 os.link(src, tmp)
-                self._mark_verified(tmp, "reg")  # its content was just hashed
+                self._mark_verified(tmp, oid, "reg")  # its content was just hashed
                 txn.add(tmp, oid, "file")
                 return oid, st.st_size
             except OSError as exc:
@@ -552,7 +552,7 @@ class Repo:
             os.rename(tmp, tmp2)
             tmp = tmp2
         write_file_meta(tmp, FileMeta(meta.kind, meta.mode, meta.uid, meta.gid, meta.xattrs))
-        self._mark_verified(tmp, "reg")
+        self._mark_verified(tmp, oid, "reg")
         txn.add(tmp, oid, "file")
         return oid, size
 
@@ -579,7 +579,7 @@ class Repo:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(content)
         write_file_meta(tmp, meta)
-        self._mark_verified(tmp, meta.kind)
+        self._mark_verified(tmp, oid, meta.kind)
         txn.add(tmp, oid, "file")
 
     def import_file_stream(self, oid: str, meta: FileMeta, size: int,
@@ -619,7 +619,7 @@ class Repo:
             if n != size or h.hexdigest() != oid:
                 raise CorruptObjectError(f"file object {oid}: content does not match its id")
             write_file_meta(tmp, meta)
-            self._mark_verified(tmp, meta.kind)
+            self._mark_verified(tmp, oid, meta.kind)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -642,40 +642,45 @@ class Repo:
             return os.fsencode(os.readlink(path))
         return path.read_bytes()
 
-    def _mark_verified(self, path: str, kind: str) -> None:
+    def _mark_verified(self, path: str, oid: str, kind: str) -> None:
         """Seal a file object whose content has just been verified (written from
-        hashed bytes, or re-hashed): mtime 0, and fs-verity on a regular file
-        where the filesystem can (tried once per repository, then remembered).
+        hashed bytes, or re-hashed): its seal mtime (:func:`atoll.store.seal.
+        seal_mtime_ns`), and fs-verity on a regular file where the filesystem can
+        (tried once per repository, then remembered).
 
         Raises:
             OSError: sealing failed for another reason than lack of support (the
                 disk is full, an I/O error); the object is left unsealed.
         """
-        _seal.stamp(path)
+        _seal.stamp(path, oid)
         if kind == "reg" and self._can_seal is not False:
             self._can_seal = _seal.seal(path) is True
 
     def is_sealed(self, oid: str) -> bool:
         """Whether a file object is unchanged since it was verified, by its seal
-        alone (no hashing): a regular file or symlink with mtime 0 and, on a
-        sealing store (:attr:`sealing`), a regular file carrying fs-verity. False
-        when missing. A False object needs :meth:`verify_file`, not rejection."""
+        alone (no hashing): a regular file or symlink with its seal mtime (which
+        also covers its mode, owner and group) and, on a sealing store
+        (:attr:`sealing`), a regular file carrying fs-verity; symlinks there are
+        never taken as sealed (fs-verity cannot cover them; re-reading one is as
+        cheap as this check). False when missing. A False object needs
+        :meth:`verify_file`, not rejection. Extended attributes are not covered:
+        fsck re-hashes them."""
         path = os.fspath(self._locate(oid, "file"))
         try:
             st = os.lstat(path)
         except OSError:
             return False
-        if st.st_mtime_ns != _seal.OBJECT_MTIME * 1_000_000_000:
+        if st.st_mtime_ns != _seal.seal_mtime_ns(oid, st):
             return False
         if stat.S_ISLNK(st.st_mode):
-            return True
+            return not self.sealing
         if not stat.S_ISREG(st.st_mode):
             return False
         return not self.sealing or _seal.sealed(path)
 
     def reverify(self, oid: str) -> bool:
         """Re-hash a file object (:meth:`verify_file`); when it is whole, make sure it
-        is sealed (mtime 0; fs-verity where the filesystem can). Returns whether it
+        is sealed (its seal mtime; fs-verity where the filesystem can). Returns whether it
         is whole. A failure to seal (no space for the Merkle tree, a writer holding
         the file open) leaves a whole object unsealed, re-hashed again next time."""
         if not self.verify_file(oid):
@@ -688,9 +693,9 @@ class Repo:
             verity = kind == "reg" and _seal.sealed(path)
             if verity:
                 self._can_seal = True
-            if st.st_mtime_ns != 0 or (kind == "reg" and not verity
-                                       and self._can_seal is not False):
-                self._mark_verified(path, kind)
+            if st.st_mtime_ns != _seal.seal_mtime_ns(oid, st) or (
+                    kind == "reg" and not verity and self._can_seal is not False):
+                self._mark_verified(path, oid, kind)
         except OSError as exc:
             log.debug("store: could not seal %s: %s", oid, exc)
         return True

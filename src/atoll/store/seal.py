@@ -4,11 +4,14 @@ Every way into the store hashes an object's content as it is written (commit,
 pull, delta and pack import), so an object in ``objects/`` matched its id when
 it got there. Two marks then say "not changed since":
 
-* **The canonical mtime, 0** (OSTree's). A file object is given mtime 0 once its
-  content is verified; writing to it (through any hardlink: a deployment's
-  ``/usr`` when it is not mounted read-only) sets the mtime to the time of the
-  write. An object whose mtime is not 0 is therefore re-hashed before it is used.
-  This catches accidents and torn edits, not an attacker who resets the mtime.
+* **The seal mtime**: 0 seconds (OSTree's canonical mtime) and a nanosecond part
+  derived from the object's id, mode, owner and group (:func:`seal_mtime_ns`). A
+  file object is given it once its content is verified; writing to it (through
+  any hardlink: a deployment's ``/usr`` when it is not mounted read-only) sets the
+  mtime to the time of the write, and a copy that preserves timestamps from
+  another checked-out file (``cp -p``) or a ``chmod``/``chown`` leaves an mtime
+  that does not match the object. Such an object is re-hashed before it is used.
+  This catches accidents and torn edits, not an attacker who sets the mtime.
 * **fs-verity**, where the filesystem supports it (ext4 with the ``verity``
   feature, on a kernel built with ``CONFIG_FS_VERITY``; atoll's disk images
   enable the feature). A sealed file cannot be opened for writing at all, and
@@ -26,12 +29,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import struct
 
-__all__ = ["OBJECT_MTIME", "seal", "sealed", "stamp"]
+__all__ = ["OBJECT_MTIME", "seal", "seal_mtime_ns", "sealed", "stamp"]
 
-OBJECT_MTIME = 0  # seconds since the epoch: every verified file object has it
+OBJECT_MTIME = 0  # seconds since the epoch: every checked-out file has it
 
 # <linux/fsverity.h>: _IOW('f', 133, struct fsverity_enable_arg), 128 bytes
 FS_IOC_ENABLE_VERITY = 0x40806685
@@ -47,9 +51,22 @@ _ENABLE_ARG = struct.pack("=IIIIQIIQ88x", 1, _HASH_SHA256, _BLOCK_SIZE, 0, 0, 0,
 _UNSUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
-def stamp(path: str) -> None:
-    """Give a verified file object (a regular file or a symlink) the canonical mtime."""
-    os.utime(path, (OBJECT_MTIME, OBJECT_MTIME), follow_symlinks=False)
+def seal_mtime_ns(oid: str, st: os.stat_result) -> int:
+    """The mtime (ns since the epoch) that marks the file object ``oid`` with the
+    inode ``st`` (its ``lstat``) as verified: 0 s and a nanosecond part in [1,
+    10^9) derived from the id, the mode, the owner and the group, so that a file
+    object's mark differs from every other's and moves with a mode or owner
+    change. Filesystems that keep no nanoseconds never match: their objects are
+    re-hashed at each use (safe, slower)."""
+    key = f"{oid}:{st.st_mode:o}:{st.st_uid}:{st.st_gid}".encode()
+    return 1 + int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % 999_999_999
+
+
+def stamp(path: str, oid: str) -> None:
+    """Give a verified file object (a regular file or a symlink, its mode and owner
+    already final) its seal mtime (:func:`seal_mtime_ns`)."""
+    ns = seal_mtime_ns(oid, os.lstat(path))
+    os.utime(path, ns=(ns, ns), follow_symlinks=False)
 
 
 def seal(path: str) -> bool | None:
