@@ -170,8 +170,9 @@ def test_directive_holds_the_agents_own_steps(site: tuple[Site, WwwServer], cp: 
     agent = Agent(s.host, host=Host(s.host, reboot=lambda p: None), clock=Clock(WED))
     allow: list[str] = []
     target = [directives.Target("site/base", "2", v2)]
-    monkeypatch.setattr(directives, "decide_for_host", lambda session, host: directives.Directive(
-        target[0], tuple(allow), "wave 2 has not started"))
+    monkeypatch.setattr(directives, "decide_for_host",
+                        lambda session, host, now: directives.Directive(
+                            target[0], tuple(allow), "wave 2 has not started"))
     agent.control.checkin()
     assert agent.tick().action == "check"  # checks are never held
     d = agent.tick()

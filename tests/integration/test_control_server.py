@@ -251,6 +251,15 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/tokens", {"name": "t{n}", "role": "viewer"}, "admin*"),
     ("POST", "/v1/tokens/victim/revoke", None, "admin*"),
     ("POST", "/v1/customers", {"name": "c{n}"}, "admin*"),
+    ("POST", "/v1/rollouts", {"id": "r{n}", "customer": "{customer}", "channel": "site/db",
+                              "versions": [{"version": v, "commit": commit_of(v)}
+                                           for v in ("1", "2")],
+                              "to_version": "2"}, "operator"),
+    ("GET", "/v1/rollouts", None, "viewer"),
+    ("GET", "/v1/rollouts/r0", None, "viewer"),
+    ("POST", "/v1/rollouts/r0/halt", None, "operator"),
+    ("POST", "/v1/rollouts/r0/resume", None, "operator"),
+    ("POST", "/v1/rollouts/r0/abort", None, "operator"),
 ]
 ROLES = ["viewer", "operator", "admin"]
 
@@ -272,6 +281,9 @@ def test_every_route_is_authorized(control: Control) -> None:
     foreign = enrolled(c, "db09", "beta")
     foreign.checkin(status=host_status("7"))
     c.token("victim", "viewer")
+    status, doc = c.api.call("POST", "/v1/rollouts", _fill(ROUTES[-6][2], {
+        "n": "0", "customer": "acme"}))
+    assert status == 201, doc
     tokens = {(role, scope): c.token(f"{role}-{scope}", role, None if scope == "all"
                                      else [scope])
               for role in ROLES for scope in ("all", "acme")}
@@ -339,7 +351,7 @@ def test_openapi_describes_every_route(control: Control) -> None:
     listed = set()
     for method, path, _, _ in ROUTES:
         template = path.replace("{host}", "{ref}").replace("{request}", "{request_id}")
-        template = template.replace("victim", "{name}")
+        template = template.replace("victim", "{name}").replace("/r0", "/{rollout_id}")
         assert method.lower() in paths[template], path
         listed.add((method.lower(), template))
     # and every operator route is in ROUTES (so test_every_route_is_authorized runs it)
@@ -428,6 +440,25 @@ def test_the_one_site_setup_from_the_command_line(tmp_path: Path) -> None:
         hosts = atoll("fleet", "hosts", "--label", "site=fra", *ops)
         assert [(x["name"], x["customer"], x["booted_version"]) for x in hosts] == [
             ("db01", "acme", "1")]
+        # a rollout from the command line: created, read, halted, resumed, aborted
+        made = atoll("fleet", "rollout", "create", "r1", "--customer", "acme", "--label",
+                     "site=fra", "--channel", "site/db", "--to", "2", "--version",
+                     f"1={commit_of('1')}", "--version", f"2={commit_of('2')}",
+                     "--waves", "50,100", "--soak", "10m", "--max-failures", "1", *ops)
+        assert (made["state"], made["members"], made["spec"]["soak_s"]) == ("running", 1, 600)
+        assert made["spec"]["waves"] == [50, 100]
+        assert [r["id"] for r in atoll("fleet", "rollout", "status", *ops)] == ["r1"]
+        shown = atoll("fleet", "rollout", "status", "r1", "--hosts", *ops)
+        assert [x["name"] for x in shown["hosts"]] == ["db01"]
+        assert atoll("fleet", "rollout", "halt", "r1", "--reason", "wait", *ops)["state"] \
+            == "halted"
+        assert atoll("fleet", "rollout", "resume", "r1", *ops)["state"] == "running"
+        assert atoll("fleet", "rollout", "abort", "r1", *ops)["state"] == "aborted"
+        bad = subprocess.run([sys.executable, "-m", "atoll.cli", "fleet", "rollout", "create",
+                              "r2", "--channel", "c", "--to", "2", "--version", "nocommit",
+                              *ops], env=env, capture_output=True, timeout=120, check=False)
+        assert bad.returncode != 0 and b"VERSION=COMMIT" in bad.stderr
+        assert b"Traceback" not in bad.stderr
         # FleetLock in the same process: one slot (the default group)
         lock = FleetLockClient(url + "/fleetlock/")
         lock.pre_reboot("db01")

@@ -3,6 +3,7 @@
     atoll fleet serve --listen HOST:PORT --db URL         the server (docs/control-plane.md)
     atoll fleet db upgrade|status|init --db URL           its database
     atoll fleet hosts | host NAME | events | label | request | prune
+    atoll fleet rollout create|status|halt|resume|abort   (atoll.cli.fleet_rollouts)
     atoll fleet customers add|list | tokens create|list|revoke | enrol-token create
 
 Every command but ``serve`` and ``db`` talks to a running server over HTTP with an
@@ -128,7 +129,8 @@ def _serve(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         stack.callback(db.close)
         server = ControlServer(db, host, port, settings=settings,
-                               fleetlock=_fleetlock(args, stack))
+                               fleetlock=_fleetlock(args, stack),
+                               drive_s=_seconds(args.rollout_tick, "--rollout-tick"))
         stop = threading.Event()
 
         def _term(signum: int, frame: object) -> None:
@@ -402,6 +404,9 @@ def register(sub: Any, common: Common) -> None:
     serve.add_argument("--directive-ttl", default="1d", metavar="DURATION",
                        help="how long a host holds itself to an answer when it cannot check "
                        "in again (default: 1d)")
+    serve.add_argument("--rollout-tick", default="30s", metavar="DURATION",
+                       help="how often the rollout driver advances waves after their soak "
+                       "and finds timeouts (default: 30s)")
     fl = serve.add_mutually_exclusive_group()
     fl.add_argument("--fleetlock-embedded", type=Path, metavar="FILE",
                     help="also serve FleetLock at /fleetlock, slots in this sqlite file")

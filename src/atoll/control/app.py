@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import atoll
 from atoll.control import operations as ops
-from atoll.control import service
+from atoll.control import rollout_ops, service
 from atoll.control.auth import Principal
 from atoll.control.db import Database, unavailable
 from atoll.control.errors import ApiError
@@ -101,6 +101,41 @@ class RequestIn(_In):
 
 class PruneIn(_In):
     lost_for_s: int = Field(ge=0)
+
+
+RolloutId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class SignedVersionIn(_In):
+    version: Version
+    commit: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RolloutIn(_In):
+    id: RolloutId
+    customer: Name | None = Field(None, description="null: the group spans every customer "
+                                  "(an every-customer token only)")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32,
+                                   description="the group: hosts with all these labels")
+    channel: Version = Field(description="the channel the versions are signed on")
+    versions: list[SignedVersionIn] = Field(min_length=1, max_length=1000, description=(
+        "the signed versions the rollout chooses among, oldest first"))
+    to_version: Version
+    from_version: Version | None = None
+    floors: list[Version] = Field(default_factory=list, max_length=100)
+    dead_ends: list[Version] = Field(default_factory=list, max_length=100)
+    spec: dict[str, Any] = Field(default_factory=dict, description="RolloutSpec "
+                                 "(docs/control-plane.md); omitted fields take defaults")
+
+
+class ReasonIn(_In):
+    reason: str = Field("", max_length=1000)
+
+
+class ResumeIn(_In):
+    excuse: bool = Field(True, description="failures so far no longer count against the "
+                         "budget (those hosts stay where they are)")
 
 
 # -- the guard: body limits and content types -------------------------------
@@ -342,6 +377,45 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
         with db.write() as s:
             pruned = ops.prune(s, p, dt.timedelta(seconds=body.lost_for_s), clock())
         return {"pruned": pruned}
+
+    # -- rollouts --------------------------------------------------------
+
+    @app.post("/v1/rollouts", tags=["rollouts"], status_code=201)
+    def create_rollout(p: Op, body: RolloutIn) -> dict[str, Any]:
+        """Start a rollout over the hosts its group matches now (its members)."""
+        with db.write() as s:
+            return rollout_ops.create(
+                s, p, rollout_id=body.id, customer=body.customer, labels=body.labels,
+                channel=body.channel, versions=[v.model_dump() for v in body.versions],
+                to_version=body.to_version, from_version=body.from_version,
+                floors=body.floors, dead_ends=body.dead_ends, spec=body.spec, now=clock())
+
+    @app.get("/v1/rollouts", tags=["rollouts"])
+    def rollouts(p: Op, state: str | None = None) -> list[dict[str, Any]]:
+        with db.read() as s:
+            return rollout_ops.list_rollouts(s, p, state=state)
+
+    @app.get("/v1/rollouts/{rollout_id}", tags=["rollouts"])
+    def rollout(p: Op, rollout_id: str, hosts: bool = False) -> dict[str, Any]:
+        """The rollout's waves, phases, failing hosts and the driver's next step."""
+        with db.read() as s:
+            return rollout_ops.status(s, p, rollout_id, clock(), hosts=hosts)
+
+    @app.post("/v1/rollouts/{rollout_id}/halt", tags=["rollouts"])
+    def halt_rollout(p: Op, rollout_id: str, body: ReasonIn | None = None) -> dict[str, Any]:
+        with db.write() as s:
+            return rollout_ops.halt(s, p, rollout_id, (body or ReasonIn()).reason, clock())
+
+    @app.post("/v1/rollouts/{rollout_id}/resume", tags=["rollouts"])
+    def resume_rollout(p: Op, rollout_id: str,
+                       body: ResumeIn | None = None) -> dict[str, Any]:
+        with db.write() as s:
+            return rollout_ops.resume(s, p, rollout_id, (body or ResumeIn()).excuse, clock())
+
+    @app.post("/v1/rollouts/{rollout_id}/abort", tags=["rollouts"])
+    def abort_rollout(p: Op, rollout_id: str, body: ReasonIn | None = None) -> dict[str, Any]:
+        with db.write() as s:
+            return rollout_ops.abort(s, p, rollout_id, (body or ReasonIn()).reason, clock())
 
     # -- tenancy and access ----------------------------------------------
 

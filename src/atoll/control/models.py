@@ -8,6 +8,9 @@
     host_requests     operators' requests for one host (cancel, pin, ack, apply)
     manifests         package manifests by sha256, shared by every host that runs one
     events            append-only history: host events and operator actions
+    rollouts          one row per rollout: its document (spec, members, state), its
+                      signed versions, its customer (scope); migration 0002
+    rollout_hosts     one row per host a rollout decided for: its wave, phase, progress
 
 Migrations (``atoll/control/migrations``) create these; a change to a model is a new
 migration. Times are aware UTC datetimes (:class:`UTCDateTime` stores them naive UTC
@@ -46,6 +49,8 @@ __all__ = [
     "HostRequest",
     "Manifest",
     "OperatorToken",
+    "RolloutHost",
+    "RolloutRow",
     "UTCDateTime",
 ]
 
@@ -208,3 +213,43 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RolloutRow(Base):
+    """A rollout. ``doc`` is :meth:`atoll.control.rollouts.Rollout.to_json` (members,
+    spec, state, wave, halt); ``state`` repeats its state for queries; ``versions``
+    the signed versions it chooses among, oldest first (``[{"version", "commit"}]``);
+    ``customer_id`` None: a group over every customer (only an every-customer token
+    sees it). Check-ins that may grant lock this row (``SELECT ... FOR UPDATE``)."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("customers.id"),
+                                                    index=True)
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    channel: Mapped[str] = mapped_column(String(200))
+    versions: Mapped[list[Any]] = mapped_column(JSON)
+    doc: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class RolloutHost(Base):
+    """One host in one rollout: ``wave`` its wave (fixed at creation for members; the
+    last for a host that joined the group later), ``phase`` where it stands
+    (:class:`atoll.control.rollouts.Phase`), ``progress``
+    :meth:`~atoll.control.rollouts.HostProgress.to_json`. Not a foreign key to hosts:
+    a pruned host's progress stays with its rollout."""
+
+    __tablename__ = "rollout_hosts"
+    __table_args__ = (Index("ix_rollout_hosts_rollout_phase", "rollout_id", "phase"),)
+
+    rollout_id: Mapped[str] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    host_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    member: Mapped[bool] = mapped_column(Boolean)
+    phase: Mapped[str] = mapped_column(String(12))
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime]

@@ -7,7 +7,10 @@ one-site setup; hosts then use ``fleet_lock: http://SERVER/fleetlock``).
 
 The sweep marks hosts lost (:func:`atoll.control.service.mark_lost`) every
 ``sweep_s`` seconds in a thread; it is safe with several instances (each host is
-marked, and its event written, once).
+marked, and its event written, once). The rollout driver
+(:func:`atoll.control.rollout_store.drive`: advance waves after their soak, finish,
+halt on timeouts) runs every ``drive_s`` seconds in another; also safe with several
+instances (each rollout's row is locked while it is driven).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import Any
 
 from atoll.control.app import Clock, Settings, build_app, utcnow
 from atoll.control.db import Database, unavailable
+from atoll.control.rollout_store import drive
 from atoll.control.service import mark_lost
 from atoll.fleet.server import IDLE_TIMEOUT, AsgiServer
 
-__all__ = ["ControlServer"]
+__all__ = ["DRIVE_S", "ControlServer"]
 
 log = logging.getLogger("atoll.control")
+DRIVE_S = 30.0  # the rollout driver's tick (atoll fleet serve --rollout-tick)
 
 
 class ControlServer(AsgiServer):
@@ -33,13 +38,14 @@ class ControlServer(AsgiServer):
     def __init__(self, db: Database, host: str = "127.0.0.1", port: int = 0, *,
                  settings: Settings | None = None, clock: Clock = utcnow,
                  fleetlock: Any = None, sweep_s: float | None = None,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 drive_s: float = DRIVE_S, idle_timeout: float = IDLE_TIMEOUT) -> None:
         """Bind now (``url`` is known); the database must be at this atoll's schema.
 
         Args:
             fleetlock: a FleetLock ASGI application to mount at ``/fleetlock``.
             sweep_s: seconds between lost-host sweeps (default: a tenth of
                 ``settings.lost_after``, between 5 s and 5 min).
+            drive_s: seconds between the rollout driver's ticks.
 
         Raises:
             InputError: the address cannot be bound.
@@ -49,30 +55,41 @@ class ControlServer(AsgiServer):
         self.clock = clock
         lost = self.settings.lost_after.total_seconds()
         self.sweep_s = sweep_s if sweep_s is not None else min(300.0, max(5.0, lost / 10))
+        self.drive_s = drive_s
         super().__init__(build_app(db, self.settings, clock=clock, fleetlock=fleetlock),
                          host, port, idle_timeout=idle_timeout, name="atoll-control")
         self._halt = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def sweep(self) -> list[str]:
         """One lost-host sweep now; returns the hosts marked lost."""
         return mark_lost(self.db, self.clock(), self.settings.lost_after)
 
-    def _sweep_loop(self) -> None:
-        while not self._halt.wait(self.sweep_s):
+    def drive(self) -> list[dict[str, Any]]:
+        """One rollout driver tick now; returns the steps taken."""
+        return drive(self.db, self.clock())
+
+    def _loop(self, what: str, every: float, run: Any) -> None:
+        while not self._halt.wait(every):
             try:
-                self.sweep()
-            except Exception as exc:  # the database is away: the next sweep tries again
+                run()
+            except Exception as exc:  # the database is away: the next tick tries again
                 if not unavailable(exc):
-                    log.exception("lost-host sweep failed")
+                    log.exception("%s failed", what)
                 else:
-                    log.warning("lost-host sweep: the database cannot be reached")
+                    log.warning("%s: the database cannot be reached", what)
 
     def _serve(self) -> None:
         self._halt.clear()
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="atoll-control-sweep",
-                                         daemon=True)
-        self._sweeper.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=("lost-host sweep", self.sweep_s,
+                                                      self.sweep),
+                             name="atoll-control-sweep", daemon=True),
+            threading.Thread(target=self._loop, args=("rollout driver", self.drive_s,
+                                                      self.drive),
+                             name="atoll-control-drive", daemon=True)]
+        for t in self._threads:
+            t.start()
         try:
             super()._serve()
         finally:
@@ -81,8 +98,8 @@ class ControlServer(AsgiServer):
     def stop(self) -> None:
         super().stop()
         self._halt.set()
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
 
 
 def lost_after(seconds: float) -> dt.timedelta:

@@ -223,7 +223,7 @@ def _record_checkin(s: Session, host: Host, report: CheckIn, now: dt.datetime,
                    host=host)
     s.flush()
     _point("checkin:recorded")
-    decided = directives.decide_for_host(s, host)
+    decided = directives.decide_for_host(s, host, now)
     queued = s.scalars(select(HostRequest).where(HostRequest.host_id == host.id,
                                                  HostRequest.state == "queued")
                        .order_by(HostRequest.id)).all()
