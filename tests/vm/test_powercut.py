@@ -72,10 +72,10 @@ COMPLETE_V2 = r"ATOLL-BOOT-COMPLETE \{.*\"deployment\": \"{c2}\."
 PACK = "<pack request>"  # anchor: the update server receives a .pack (range) request
 
 
-def verified(tens: str) -> str:
-    """The prepare's progress line (atolld logs it) once [tens]0% of the objects are
-    verified."""
-    return rf"verify [0-9a-f]{{12}}: [\d,]+/[\d,]+ files \([{tens}]0%\)"
+# the prepare's check (seals; a re-hash only of objects whose seal is broken) and its
+# hardlink checkout follow this line: no progress tenths to anchor on once objects are
+# sealed (issue 15), so the points inside it are times after it
+CHECKOUT = r"deploy [0-9a-f]{16}: checking out commit "
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ POINTS = (
     Point(1, "download: import +3 s", (PACK,), 3.0),
     Point(10, "download: import +6 s", (PACK,), 6.0),
     Point(13, "prepare starts", (PREPARE,), 0.5),
-    Point(16, "prepare: 30% verified", (PREPARE, verified("3-9")), 0.0),
-    Point(4, "prepare: 60% verified", (PREPARE, verified("6-9")), 0.0),
-    Point(9, "prepare: checkout", (PREPARE, verified("9")), 3.0),
+    Point(16, "prepare: seal check", (PREPARE, CHECKOUT), 0.2),
+    Point(4, "prepare: checkout +1 s", (PREPARE, CHECKOUT), 1.0),
+    Point(9, "prepare: checkout +3 s", (PREPARE, CHECKOUT), 3.0),
     Point(14, "finalize +0.3 s", (APPLY,), 0.3),
     Point(6, "finalize +1 s", (APPLY,), 1.0),
     Point(11, "finalize +2 s", (APPLY,), 2.0),
