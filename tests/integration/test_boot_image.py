@@ -113,3 +113,17 @@ def test_image_build_from_ref_with_the_deploy_layer(
     kernel = debugfs_cat(out, f"/boot/atoll/{commits['1']}/vmlinuz")
     assert kernel[0x202:0x206] == b"HdrS"  # a real bzImage
     assert list(tmp_path.glob(".atoll-*")) == []  # the temporary sysroot is gone
+    # the objects keep their seal marks (mke2fs -d alone keeps whole seconds only): the
+    # host's first deploy trusts them instead of re-hashing all
+    from atoll.store import Repo
+    from atoll.store.seal import seal_mtime_ns
+
+    src = Repo.open(repo)
+    oid = next(o for o, k in sorted(src.reachable(commits["1"], parents=False))
+               if k == "file" and src.object_path(o, "file").lstat().st_size > 0
+               and not src.object_path(o, "file").is_symlink())
+    st = src.object_path(oid, "file").lstat()
+    inside = f"/atoll/repo/objects/{oid[:2]}/{oid[2:]}.file"
+    stat = subprocess.run(["debugfs", "-R", f"stat {inside}", f"{out}?offset={ROOT_START}"],
+                          capture_output=True, text=True, check=True).stdout
+    assert f"mtime: 0x00000000:{seal_mtime_ns(oid, st) << 2:08x}" in stat, stat

@@ -223,6 +223,32 @@ def build_image(
             "firmware": firmware, "verity": verity}
 
 
+def keep_seal_marks(root_dir: Path, root_img: Path, script: Path) -> int:
+    """Write the store's seal marks (:func:`atoll.store.seal.seal_mtime_ns`: the
+    nanoseconds of each file object's mtime) into the ext4 image ``root_img`` that
+    ``mke2fs -d root_dir`` built: mke2fs copies whole seconds only, and an object
+    without its mark would be re-hashed by the host's first deploy. One debugfs
+    run (``set_inode_field PATH mtime_extra NS<<2``: ext4's extra timestamp
+    field, nanoseconds in its upper 30 bits; e2fsprogs' debugfs(8)). Returns how
+    many objects were marked.
+
+    Raises:
+        ToolError: debugfs failed.
+    """
+    objects = Path(root_dir) / "atoll/repo/objects"
+    lines = []
+    for path in sorted(objects.glob("*/*.file")):
+        ns = os.lstat(path).st_mtime_ns % 1_000_000_000
+        if ns:  # names are hex ids: nothing to quote
+            lines.append(f"sif /atoll/repo/objects/{path.parent.name}/{path.name} "
+                         f"mtime_extra {ns << 2}\n")
+    if lines:
+        script.write_text("".join(lines))
+        run([require_tool("debugfs", package="e2fsprogs"), "-w", "-f", script, root_img],
+            what="keep the store's seal marks in the image", timeout=1800)
+    return len(lines)
+
+
 def assemble_disk(root_dir: Path, out: Path, fmt: str, total: int, firmware: str,
                   root_uuid: str, *, verity: bool = True) -> None:
     """Write the GPT disk: ``root_dir`` as the ext4 root (label atoll-root,
@@ -247,9 +273,11 @@ def assemble_disk(root_dir: Path, out: Path, fmt: str, total: int, firmware: str
         # 4 KiB blocks: Linux before 6.3 mounts ext4 with verity only when the block
         # size is the page size, and mke2fs picks 1 KiB blocks below 512 MiB
         features = ["-O", "verity", "-b", "4096"] if verity else []
-        run([mkfs, "-q", "-F", "-L", "atoll-root", "-U", root_uuid, *features, "-d", sysroot,
-             root_img],
+        # -I 256: inodes with room for nanosecond timestamps (the objects' seal marks)
+        run([mkfs, "-q", "-F", "-L", "atoll-root", "-U", root_uuid, "-I", "256", *features,
+             "-d", sysroot, root_img],
             what="build the ext4 root filesystem", timeout=1800)
+        keep_seal_marks(sysroot, root_img, work / "marks.debugfs")
         disk = work / "disk.raw"
         with open(disk, "wb") as fh:
             fh.truncate(total)
