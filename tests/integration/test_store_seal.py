@@ -231,3 +231,20 @@ def test_fsck_result_reaches_status_and_checkmk(sr: Sysroot) -> None:
     status = json.loads(cli("status", "--json").stdout)
     assert status["fsck"] is None
     assert any(p["file"].endswith("fsck.json") for p in status["problems"])
+
+
+def test_a_local_import_of_a_missing_object_is_a_clear_error(sr: Sysroot,
+                                                             tmp_path: Path) -> None:
+    """`deploy --repo` from a store that lost an object (quarantined there): a store
+    error naming the object and the repair, exit 3 or 7 never with a traceback."""
+    src = sr.repo
+    obj = next(p for p in _objects(src) if not p.is_symlink() and p.lstat().st_size > 0)
+    os.unlink(obj)
+    other = tmp_path / "other"
+    p = subprocess.run([sys.executable, "-m", "atoll.cli", "-q", "--sysroot", str(other),
+                        "init"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "atoll.cli", "--sysroot", str(other), "deploy",
+                        "t/app", "--repo", str(src.path)], capture_output=True, text=True)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "is missing" in p.stderr and "No such file" not in p.stderr, p.stderr

@@ -1018,8 +1018,12 @@ class Repo:
         """Import ``commit`` and its objects from another local repo; returns objects copied.
 
         Objects are hardlinked when both repos share a filesystem (and the link count
-        allows), else copied with their metadata. They become visible together, at
-        the end of the transaction (the commit last).
+        allows): the same inode, so the same seal (deploy checks it), else copied
+        with their metadata and verified. They become visible together, at the end
+        of the transaction (the commit last).
+
+        Raises:
+            StoreError: an object is missing in ``other``.
         """
         with other.lock.shared(), self.transaction(f"import of {commit[:12]}"):
             needed = other.reachable(commit, parents=False)
@@ -1036,6 +1040,9 @@ class Repo:
                     if os.lstat(src).st_size == 0:
                         raise OSError(errno.EMLINK, "empty files are copied")
                     os.link(src, tmp, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise StoreError(f"file object {oid} is missing in {other.path}",
+                                     resolution=REPAIR_HINT) from None
                 except OSError as exc:
                     if exc.errno not in (errno.EXDEV, errno.EMLINK):
                         raise
