@@ -9,6 +9,9 @@ import datetime as dt
 import time
 from typing import Any
 
+import pytest
+
+from atoll.control import rollout_store
 from atoll.control.db import Database
 from tests.integration.control_fixtures import (
     Control,
@@ -224,5 +227,34 @@ def test_max_in_flight_and_a_silent_host_timed_out_by_the_driver(
         again = [h.host_id for h in hosts if h.host_id not in applying
                  and _prepared(h)["allow"] == ALL]
         assert len(again) == 1
+    finally:
+        c.server.stop()
+
+
+def test_one_rollout_failing_never_stops_the_driver_for_the_others(
+        control_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver step that fails for one rollout (a bug, data it cannot read) is logged,
+    and the other rollouts are still driven in the same tick."""
+    c = start_control(control_db)
+    try:
+        c.customer("acme")
+        _enrol(c, "db01", role="db")
+        for rid in ("bad", "good"):
+            status, doc = c.api.call("POST", "/v1/rollouts", {
+                "id": rid, "customer": "acme", "labels": {"role": "db"},
+                "channel": "site/db", "versions": VERSIONS, "to_version": "2",
+                "spec": {"waves": [100]}})
+            assert status == 201, doc
+        real, driven = rollout_store.drive_one, []
+
+        def drive_one(s: Any, row: Any, now: dt.datetime) -> Any:
+            if row.id == "bad":
+                raise ValueError("cannot read this rollout")
+            driven.append(row.id)
+            return real(s, row, now)
+
+        monkeypatch.setattr(rollout_store, "drive_one", drive_one)
+        rollout_store.drive(control_db, c.clock())
+        assert driven == ["good"]
     finally:
         c.server.stop()

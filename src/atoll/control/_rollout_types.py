@@ -26,6 +26,9 @@ __all__ = [
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+MAX_SECONDS = 365 * 86400  # the longest soak or update timeout a spec may ask for
+
+
 class RolloutState(enum.StrEnum):
     RUNNING = "running"
     HALTED = "halted"      # by the failure budget or an operator: nothing is granted
@@ -172,8 +175,9 @@ class RolloutSpec:
                              resolution="the last wave takes the whole group: end with 100")
         for name in ("soak_s", "update_timeout_s"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise InputError(f"{name}: {v!r} must be a whole number of seconds, 0 or more")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SECONDS:
+                raise InputError(f"{name}: {v!r} must be a whole number of seconds from 0 "
+                                 f"to {MAX_SECONDS} (a year)")
         if self.update_timeout_s < 1:
             raise InputError("update_timeout_s: must be 1 second or more")
         q = self.quorum_percent

@@ -31,6 +31,7 @@ pending deployment, or a prepared one under policy mode ``apply``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,12 +40,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atoll.control import rollouts as ro
-from atoll.control.db import Database
+from atoll.control.db import Database, unavailable
 from atoll.control.models import Customer, Event, Host, HostLabel, RolloutHost, RolloutRow
+from atoll.core.text import printable
 
 __all__ = ["ACTIVE", "Held", "commit_of", "decide", "drive", "drive_one", "event", "facts_of",
            "fleet_facts", "load", "order_of", "plan_of", "save", "stored_progress",
            "tally_of"]
+
+log = logging.getLogger("atoll.control")
 
 ACTIVE = (ro.RolloutState.RUNNING.value, ro.RolloutState.HALTED.value)
 _UNHEALTHY_OK = ("healthy", "running", "starting")
@@ -351,12 +355,19 @@ def drive(db: Database, now: dt.datetime) -> list[dict[str, Any]]:
             RolloutRow.state == ro.RolloutState.RUNNING.value).order_by(RolloutRow.id)))
     done = []
     for rid in ids:
-        with db.write() as s:
-            row = s.scalars(select(RolloutRow).where(RolloutRow.id == rid)
-                            .with_for_update()).first()
-            if row is None or row.state != ro.RolloutState.RUNNING.value:
-                continue
-            step = drive_one(s, row, now)
+        try:
+            with db.write() as s:
+                row = s.scalars(select(RolloutRow).where(RolloutRow.id == rid)
+                                .with_for_update()).first()
+                if row is None or row.state != ro.RolloutState.RUNNING.value:
+                    continue
+                step = drive_one(s, row, now)
+        except Exception as exc:  # one rollout's fault never stops the others'
+            if unavailable(exc):
+                raise  # the database is away: the whole tick waits for the next
+            log.exception("rollout %s: the driver step failed; the other rollouts go on",
+                          printable(rid))
+            continue
         if step.action != "none":
             done.append({"rollout": rid, "action": step.action, "code": step.code,
                          "reason": step.reason})
