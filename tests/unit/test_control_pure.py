@@ -169,3 +169,14 @@ def test_checkin_is_strict(field: str, value: Any) -> None:
     assert CheckIn.model_validate(doc).status.model_extra == {"new_v1_field": {"kept": True}}
     with pytest.raises(ValidationError):
         CheckIn.model_validate(doc | {field: value})
+
+
+def test_a_directive_holds_the_agent_a_week_at_most() -> None:
+    """Whatever expiry the server sends, the agent keeps at most MAX_HOLD from when
+    the answer arrived; an expiry that does not parse is none."""
+    from atoll.agent.control import MAX_HOLD, held_until
+
+    now = dt.datetime(2026, 11, 29, 12, tzinfo=dt.UTC)
+    assert held_until("2026-11-30T12:00:00Z", now) == "2026-11-30T12:00:00+00:00"
+    assert held_until("9999-01-01T00:00:00Z", now) == (now + MAX_HOLD).isoformat()
+    assert held_until("soon", now) is None and held_until(None, now) is None

@@ -61,6 +61,19 @@ def _utc(text: str) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+MAX_HOLD = dt.timedelta(days=7)  # the longest a directive holds the agent's own steps
+
+
+def held_until(expires: Any, now: dt.datetime) -> str | None:
+    """A directive's expiry as the agent keeps it: at most :data:`MAX_HOLD` after it
+    arrived, whatever the server says (a compromised or misconfigured control plane
+    cannot hold a host for years); None when it has none or it does not parse. Pure."""
+    t = _utc(str(expires)) if isinstance(expires, str) else None
+    if t is None:
+        return None
+    return iso(min(t, now + MAX_HOLD))
+
+
 @dataclass(frozen=True)
 class ControlConfig:
     url: str
@@ -381,6 +394,7 @@ class Control:
         state["results"] = [r for r in state.get("results") or [] if r["id"] not in reported]
         state["directive"] = {k: answer.get(k) for k in ("target", "allow", "reason",
                                                          "expires", "requests")}
+        state["directive"]["expires"] = held_until(answer.get("expires"), now)
         state["last_ok"] = iso(now)
         state.pop("last_error", None)
         self.files.save_state(state)
