@@ -158,6 +158,24 @@ def test_bad_input_changes_nothing(control: Control) -> None:
     status, err, _ = c.api.raw("POST", "/v1/customers", b"x" * 70000, {
         "Content-Type": "application/json", "Authorization": f"Bearer {c.admin}"})
     assert (status, err["kind"]) == (413, "request_too_large")
+    # numbers past what the databases or the clock hold: 422, never an internal error
+    big = 10**20
+    for method, path, payload in (
+            ("POST", f"/v1/requests/{big}/cancel", None),
+            ("GET", f"/v1/events?after={big}", None),
+            ("GET", "/v1/events?since=9999-12-31T23:59:59-23:59", None),
+            ("GET", "/v1/events?since=0001-01-01T00:00:00%2B14:00", None),
+            ("POST", "/v1/tokens", {"name": "t9", "role": "viewer", "expires_in_s": big}),
+            ("POST", "/v1/enrol-tokens", {"customer": "acme", "expires_in_s": big}),
+            ("POST", "/v1/prune", {"lost_for_s": big}),
+            ("POST", "/v1/rollouts", {"id": "r9", "customer": "acme", "labels": {},
+                                      "channel": "site/db", "versions": [], "to_version": "2",
+                                      "spec": {"budget": {"max_failures": "5"}}}),
+            ("POST", "/v1/rollouts", {"id": "r9", "customer": "acme", "labels": {},
+                                      "channel": "site/db", "versions": [], "to_version": "2",
+                                      "spec": {"budget": [1]}})):
+        status, err = c.api.call(method, path, payload)
+        assert status in (404, 422) and err["kind"] != "internal_error", (path, err)
     status, host = c.api.call("GET", "/v1/hosts/db01")
     assert host["checkins"] == 1  # none of those was recorded
     assert [e["kind"] for e in events(c, host="db01")] == ["enrolled", "first-checkin"]

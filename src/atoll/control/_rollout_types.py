@@ -207,9 +207,17 @@ class RolloutSpec:
         if unknown := sorted(set(d) - known):
             raise InputError(f"rollout spec: unknown field(s) {', '.join(unknown)}")
         b = d.get("budget", {})
-        if not isinstance(b, Mapping) or (bad := sorted(set(b) - {
-                "max_failures", "max_failure_percent", "min_sample"})):
-            raise InputError(f"rollout spec: budget: unknown field(s) {bad if b else b!r}")
+        if not isinstance(b, Mapping):
+            raise InputError("rollout spec: budget: expected an object")
+        if bad := sorted(set(b) - {"max_failures", "max_failure_percent", "min_sample"}):
+            raise InputError(f"rollout spec: budget: unknown field(s) {', '.join(bad)}")
+        for key in ("max_failures", "min_sample"):
+            v = b.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise InputError(f"rollout spec: budget: {key}: {v!r} is not a whole number")
+        v = b.get("max_failure_percent")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise InputError(f"rollout spec: budget: max_failure_percent: {v!r} is not a number")
         waves = d.get("waves", cls.waves)
         if isinstance(waves, str) or not isinstance(waves, Sequence):
             raise InputError("waves: expected a list of percentages")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -54,6 +55,10 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in both databases
+MAX_SPAN_S = 10 * 365 * 86400  # the longest duration a request may name
+
+
 @dataclass(frozen=True)
 class Settings:
     """``directive_ttl``: how long a host holds itself to an answer when it cannot check
@@ -78,7 +83,7 @@ class TokenIn(_In):
     name: Name
     role: str = Field(description="viewer, operator or admin")
     customers: list[Name] | None = Field(None, description="null: every customer")
-    expires_in_s: int | None = Field(None, ge=60)
+    expires_in_s: int | None = Field(None, ge=60, le=MAX_SPAN_S)
 
 
 class EnrolTokenIn(_In):
@@ -86,7 +91,8 @@ class EnrolTokenIn(_In):
     host_name: Name | None = Field(None, description="only a host of this name may use it "
                                    "(and it may replace that host's key)")
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
-    expires_in_s: int = Field(7 * 86400, description="default 7 days, at most 30")
+    expires_in_s: int = Field(7 * 86400, ge=1, le=MAX_SPAN_S,
+                              description="default 7 days, at most 30")
 
 
 class LabelsIn(_In):
@@ -100,7 +106,7 @@ class RequestIn(_In):
 
 
 class PruneIn(_In):
-    lost_for_s: int = Field(ge=0)
+    lost_for_s: int = Field(ge=0, le=MAX_SPAN_S)
 
 
 RolloutId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -231,9 +237,9 @@ def _time(value: str | None, what: str) -> dt.datetime | None:
         return None
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(422, "invalid", f"{what}: not an ISO 8601 time") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise ApiError(422, "invalid", f"{what}: not an ISO 8601 time in range") from None
 
 
 def _principal(request: Request) -> Principal:
@@ -357,13 +363,15 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
             return ops.create_request(s, p, ref, customer, body.kind, body.args, clock())
 
     @app.post("/v1/requests/{request_id}/cancel", tags=["requests"])
-    def cancel(p: Op, request_id: int) -> dict[str, Any]:
+    def cancel(p: Op, request_id: Annotated[int, FastApiPath(ge=1, le=MAX_ID)]
+               ) -> dict[str, Any]:
         with db.write() as s:
             return ops.cancel_request(s, p, request_id, clock())
 
     @app.get("/v1/events", tags=["history"])
     def events(p: Op, host: str | None = None, customer: str | None = None,
-               since: str | None = None, kind: str | None = None, after: int | None = None,
+               since: str | None = None, kind: str | None = None,
+               after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """History, oldest first; ``after=ID`` continues after an event seen."""
         with db.read() as s:
