@@ -432,6 +432,7 @@ def test_the_one_site_setup_from_the_command_line(tmp_path: Path) -> None:
 
     atoll("fleet", "db", "init", "--db", db, "--token-file", str(token))
     assert token.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "control.db").stat().st_mode & 0o077 == 0  # token hashes, host keys
     url = f"http://127.0.0.1:{free_port()}"
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "atoll.cli", "fleet", "serve", "--db", db,

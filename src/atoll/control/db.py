@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,11 @@ class Database:
         self.shown = self.url.render_as_string(hide_password=True)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.dialect == "sqlite":
-            Path(str(self.url.database)).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(str(self.url.database))
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # token hashes, host keys, history: private; SQLite gives its -wal and -shm
+            # files the database file's mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=10,
