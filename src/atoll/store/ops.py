@@ -120,7 +120,7 @@ class FsckReport:
 def fsck(repo: Repo) -> FsckReport:
     """Re-hash every object; check that every ref's commit is complete.
 
-    Whole file objects are sealed where they are not (mtime 0; fs-verity where
+    Whole file objects are sealed where they are not (seal mtime; fs-verity where
     the filesystem can: objects from before sealing, or from a disk image built
     on a machine without fs-verity). Once every file object of a store that can
     carries fs-verity, the store is marked sealing (``"verity": true``) and

@@ -8,7 +8,7 @@ On-disk layout::
     ├── lock                        flock: shared by writers, exclusive for gc (atoll.core.lock)
     ├── objects/ab/<62 hex>.file    file object: the file itself, with its mode,
     │                               owner and xattrs (a symlink is a symlink), so
-    │                               checkouts are hardlinks; mtime 0 and, where the
+    │                               checkouts are hardlinks; a seal mark (mtime) and, where the
     │                               filesystem can, fs-verity once verified
     ├── objects/ab/<62 hex>.dirtree canonical JSON
     ├── objects/ab/<62 hex>.commit  canonical JSON
@@ -29,7 +29,7 @@ and xattrs), syncs the filesystem once, renames them into ``objects/``
 point at it, and a power cut leaves at worst garbage in ``tmp/``.
 
 Objects are verified once, as they enter: every way in hashes the content it
-writes, then seals the object (:mod:`atoll.store.seal`: mtime 0, and fs-verity
+writes, then seals the object (:mod:`atoll.store.seal`: its seal mtime, and fs-verity
 where the filesystem supports it). Deploy checks the seal of each object (one
 ``lstat``, and one ``ioctl`` on a sealing store) and re-hashes only objects
 whose seal is broken; ``fsck`` re-hashes everything.
