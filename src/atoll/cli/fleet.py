@@ -21,13 +21,12 @@ import importlib
 import logging
 import os
 import pkgutil
-import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from atoll.cli import emit
+from atoll.cli._serve import serve_until_signalled
 from atoll.core.errors import InputError
 
 __all__ = ["register"]
@@ -131,18 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
         server = ControlServer(db, host, port, settings=settings,
                                fleetlock=_fleetlock(args, stack),
                                drive_s=_seconds(args.rollout_tick, "--rollout-tick"))
-        stop = threading.Event()
-
-        def _term(signum: int, frame: object) -> None:
-            if not stop.is_set():
-                stop.set()
-                threading.Thread(target=server.shutdown, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, _term)
-        signal.signal(signal.SIGINT, _term)
         log.info("control plane on %s, database %s", server.url, db.shown)
-        with contextlib.suppress(KeyboardInterrupt):
-            server.serve_forever()
+        serve_until_signalled(server)
         server.stop()
     return 0
 

@@ -12,13 +12,13 @@ import contextlib
 import json
 import logging
 import signal
-import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atoll.cli import emit
+from atoll.cli._serve import serve_until_signalled
 from atoll.core.errors import InputError
 from atoll.core.text import terminal_safe
 
@@ -205,19 +205,9 @@ def _sd_serve(args: argparse.Namespace) -> int:
     try:
         server = serve_entries(lambda: read_services(client)[0], token, host, port,
                                cache_seconds=args.cache_seconds)
-        stop = threading.Event()
-
-        def _term(signum: int, frame: object) -> None:
-            if not stop.is_set():
-                stop.set()
-                threading.Thread(target=server.shutdown, daemon=True).start()
-
-        old = {s: signal.signal(s, _term) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            server.serve_forever()
+            serve_until_signalled(server)
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             server.stop()
     finally:
         client.close()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import signal
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.cli import emit
+from atoll.cli._serve import serve_until_signalled
 from atoll.core.errors import DownloadError, InputError
 from atoll.fleet.backends import Backend, open_backend
 from atoll.fleet.config import FleetConfig, load_config
@@ -94,17 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = _listen(args, config)
     with _backend(args, config) as backend:
         server = FleetLockServer(FleetLockService(backend, config), host, port)
-        stop = threading.Event()
-
-        def _term(signum: int, frame: object) -> None:
-            if not stop.is_set():
-                stop.set()
-                threading.Thread(target=server.shutdown, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, _term)
-        signal.signal(signal.SIGINT, _term)
-        with contextlib.suppress(KeyboardInterrupt):
-            server.serve_forever()
+        serve_until_signalled(server)
         server.stop()
     return 0
 
