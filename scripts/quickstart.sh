@@ -1,11 +1,13 @@
 #!/bin/bash
 # atoll quickstart: the whole life of a customer database server, on this machine.
 #
-#   compose v1 -> sign and publish it -> write a host config -> build a disk image
-#   with the config baked in -> power it on in QEMU (first boot provisions it and
-#   starts MariaDB) -> the database answers, the Checkmk agent answers -> compose
-#   and publish v2 -> the host downloads and prepares it -> the "customer" applies
-#   it -> it reboots into v2 with the data intact.
+#   compose v1 -> sign and publish it -> start the fleet control plane (SQLite) ->
+#   write a host config -> build a disk image with the config baked in -> power it
+#   on in QEMU (first boot provisions it, starts MariaDB and enrols it in the
+#   fleet) -> the database answers, the Checkmk agent answers, db01 is in the
+#   inventory -> compose v2, roll it out to the customer's databases, publish it ->
+#   the host downloads and prepares it (the rollout grants it) -> the "customer"
+#   applies it -> it reboots into v2 with the data intact; the rollout finishes.
 #
 # Installs what it needs first (apt packages, a venv). Run as root on Debian 12.
 # Everything is in $ATOLL_QUICKSTART_DIR (default /var/tmp/atoll-quickstart).
@@ -16,6 +18,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 WORK=${ATOLL_QUICKSTART_DIR:-/var/tmp/atoll-quickstart}
 REPO=$WORK/repo WWW=$WORK/www KEYS=$WORK/keys SITE=$WORK/site CONSOLE=$WORK/console.log
+FLEET=$WORK/fleet
 
 PIDS=()
 cleanup() {
@@ -25,10 +28,13 @@ cleanup() {
 trap cleanup EXIT
 [ -f "$WORK/qemu.pid" ] && kill "$(cat "$WORK/qemu.pid")" 2>/dev/null || true
 rm -rf "$WORK"
-mkdir -p "$WORK" "$SITE/site"
+mkdir -p "$WORK" "$SITE/site" "$FLEET"
+chmod 700 "$FLEET"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-HTTP_PORT=$(free_port) SSH_PORT=$(free_port) CMK_PORT=$(free_port)
+HTTP_PORT=$(free_port) SSH_PORT=$(free_port) CMK_PORT=$(free_port) FLEET_PORT=$(free_port)
+# the operators' CLI talks to the control plane with the admin token made below
+export ATOLL_FLEET_SERVER=http://127.0.0.1:$FLEET_PORT ATOLL_FLEET_TOKEN_FILE=$FLEET/admin-token
 
 T0=$(date +%s.%N)
 TIMINGS=()
@@ -72,7 +78,24 @@ python3 -m http.server --bind 127.0.0.1 --directory "$WWW" "$HTTP_PORT" >"$WORK/
 PIDS+=($!)
 echo "    update server: http://127.0.0.1:$HTTP_PORT/ (the VM reaches it as 10.0.2.2)"; took
 
-step "write the host config: hostname, an SSH-key user, the database, updates, Checkmk"
+step "start the fleet control plane (embedded SQLite) and make db01's one-time enrolment token"
+atoll fleet db init --db "sqlite:///$FLEET/control.db" --token-file "$FLEET/admin-token"
+# --rollout-tick 5s: the quickstart's rollout advances within seconds (default 30 s)
+atoll fleet serve --listen "127.0.0.1:$FLEET_PORT" --db "sqlite:///$FLEET/control.db" \
+    --rollout-tick 5s >"$FLEET/serve.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 60); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$FLEET_PORT/v1/health" 2>/dev/null && break
+    kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$FLEET/serve.log" >&2; die "atoll fleet serve exited"; }
+    sleep 1
+done
+atoll fleet customers add acme
+atoll fleet enrol-token create --customer acme --host db01 --label role=db --label site=quickstart \
+    --out "$SITE/site/enrol-token"
+echo "    control plane: $ATOLL_FLEET_SERVER (the VM reaches it as 10.0.2.2); admin token: $FLEET/admin-token"
+took
+
+step "write the host config: hostname, an SSH-key user, the database, updates, Checkmk, the fleet"
 ssh-keygen -q -t ed25519 -N '' -C ops@quickstart -f "$SITE/id_ed25519"
 head -c 32 /dev/urandom | base64 >"$SITE/site/db-root-password"
 chmod 600 "$SITE/site/db-root-password"
@@ -92,6 +115,7 @@ updates:
   policy: {mode: prepare, check_interval_s: 30, jitter_s: 5}
 checkmk:
   only_from: [10.0.2.2, 127.0.0.1]
+control: {url: "http://10.0.2.2:$FLEET_PORT", enrol_token: site/enrol-token, interval: 30, jitter: 5}
 sysctl:
   vm.swappiness: 1
 EOF
@@ -126,10 +150,24 @@ echo "    $(grep -c '^<<<' "$WORK/checkmk.txt") sections, e.g. $(grep -o '^<<<[a
 grep -a '"atoll ' "$WORK/checkmk.txt" | sed 's/^/    /'
 took
 
-step "compose v2 (adds htop) and publish it"
+step "db01 enrolled itself at first boot and checks in: the fleet inventory"
+start=$SECONDS
+until atoll fleet hosts --json | json '[h["name"] for h in d if h.get("booted_version")]' | grep -q db01; do
+    [ $((SECONDS - start)) -lt 300 ] || die "db01 not in the fleet inventory after 300 s (see $FLEET/serve.log)"
+    sleep 5
+done
+atoll fleet hosts | sed 's/^/    /'
+took
+
+step "compose v2 (adds htop), roll it out to acme's databases, then publish it"
 atoll compose examples/db-host-v2.yaml --repo "$REPO"
+V2=$(atoll store refs --repo "$REPO" --json | json 'd["site/db"]')
+# one wave (a fleet would use e.g. --waves 1,10,100 --soak 1h); the rollout says what
+# db01 may do: its own policy (prepare) and the customer's apply decide the rest
+atoll fleet rollout create v2-db --customer acme --label role=db --channel site/db \
+    --version "1=$V1" --version "2=$V2" --from 1 --to 2 --waves 100 --soak 0s --max-failures 0
 atoll publish site/db --repo "$REPO" --to "$WWW" --keys "$KEYS" --level 6
-V2=$(atoll store refs --repo "$REPO" --json | json 'd["site/db"]'); took
+took
 
 step "the host's agent downloads v2 (a delta) and prepares it; nothing reboots (policy: prepare)"
 start=$SECONDS
@@ -152,6 +190,16 @@ on_host "sudo atoll status" | sed 's/^/    /'
 rows=$(on_host "sudo atoll app sql mariadb --root 'SELECT COUNT(*) FROM shop.orders'")
 [ "$rows" = 1000 ] || die "shop.orders has $rows rows, expected 1000"
 echo "    shop.orders rows: $rows; htop: $(on_host 'command -v htop')"
+took
+
+step "the rollout sees db01 on v2 at its next check-in and finishes"
+start=$SECONDS
+until [ "$(atoll fleet rollout status v2-db --json | json 'd["state"]')" = finished ]; do
+    [ $((SECONDS - start)) -lt 300 ] || die "rollout v2-db not finished after 300 s"
+    sleep 5
+done
+atoll fleet rollout status v2-db | sed 's/^/    /'
+atoll fleet events --host db01 --limit 12 | sed 's/^/    /'
 took
 
 step "power off"

@@ -648,13 +648,17 @@ class Repo:
         seal_mtime_ns`), and fs-verity on a regular file where the filesystem can
         (tried once per repository, then remembered).
 
+        fs-verity first: enabling it writes the Merkle tree, and ext4 then sets the
+        file's mtime to the current time (seen in Debian's 6.1 kernel), which
+        would undo the seal mtime.
+
         Raises:
             OSError: sealing failed for another reason than lack of support (the
                 disk is full, an I/O error); the object is left unsealed.
         """
-        _seal.stamp(path, oid)
         if kind == "reg" and self._can_seal is not False:
             self._can_seal = _seal.seal(path) is True
+        _seal.stamp(path, oid)
 
     def is_sealed(self, oid: str) -> bool:
         """Whether a file object is unchanged since it was verified, by its seal
