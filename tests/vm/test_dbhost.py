@@ -201,6 +201,84 @@ def test_os_update_keeps_the_rows(host: Host, world: World) -> None:
     assert _rows(host.guest) == ROWS + 1
 
 
+# Run in the guest as root: seals, refused writes and read-time checks of fs-verity.
+_SEAL_PROBE = r"""
+import errno, fcntl, json, mmap, os, struct, subprocess
+from pathlib import Path
+out = {}
+tree = Path("/var/tmp/sealtest")
+(tree / "usr/share").mkdir(parents=True, exist_ok=True)
+(tree / "usr/share/a").write_bytes(b"a" * 8192)
+(tree / "usr/share/b").write_bytes(b"b" * 8192)
+subprocess.run(["atoll", "-q", "store", "commit", str(tree), "--ref", "test/seal"], check=True)
+objs = {}  # the two objects: found by content
+for path in Path("/atoll/repo/objects").glob("*/*.file"):
+    if not path.is_symlink() and path.lstat().st_size == 8192:
+        data = path.read_bytes()
+        if data in (b"a" * 8192, b"b" * 8192):
+            objs[data[:1].decode()] = path
+a, b = objs["a"], objs["b"]
+out["b_id"] = b.parent.name + b.name.split(".")[0]
+flags = fcntl.ioctl(os.open(a, os.O_RDONLY), 0x80086601, b"\0" * 8)
+out["sealed"] = bool(struct.unpack("=i", flags[:4])[0] & 0x00100000)
+out["mtime"] = a.lstat().st_mtime
+try:
+    os.open(a, os.O_WRONLY)
+    out["write"] = "allowed"
+except OSError as exc:
+    out["write"] = errno.errorcode[exc.errno]
+# change a's block under the filesystem: the kernel must refuse what it reads
+fiemap = struct.pack("=QQIIII", 0, 2**64 - 1, 1, 0, 1, 0) + b"\0" * 56
+res = fcntl.ioctl(os.open(a, os.O_RDONLY), 0xC020660B, fiemap)
+physical = struct.unpack("=QQQ", res[32:56])[1]
+dev = os.open("/dev/disk/by-label/atoll-root", os.O_WRONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+buf.write(b"X" * 4096)
+os.pwrite(dev, buf, physical)
+os.close(dev)
+Path("/proc/sys/vm/drop_caches").write_text("3")
+try:
+    a.read_bytes()
+    out["read"] = "ok"
+except OSError as exc:
+    out["read"] = errno.errorcode[exc.errno]
+# replace b with other bytes (a new inode, as a careless or hostile root would)
+tmp = b.with_name(".x")
+tmp.write_bytes(b"c" * 8192)
+os.chmod(tmp, b.stat().st_mode)
+os.rename(tmp, b)
+# a scratch sysroot on the store's own mount (/atoll is a bind mount of its own: a
+# local import from there hardlinks, as on a build machine)
+subprocess.run(["atoll", "-q", "--sysroot", "/atoll/scratch", "init"], check=True)
+res = subprocess.run(["atoll", "--sysroot", "/atoll/scratch", "deploy", "test/seal",
+                      "--repo", "/atoll/repo"], capture_output=True, text=True)
+out["deploy"] = [res.returncode, res.stderr]
+q = Path("/atoll/repo/quarantine")
+out["quarantined"] = sorted(os.listdir(q)) if q.is_dir() else []
+print(json.dumps(out))
+"""
+
+
+def test_objects_are_sealed_and_tampering_is_refused(host: Host) -> None:
+    """fs-verity in the guest (Debian's kernel has it; the image's ext4 has the
+    feature): an object the store writes is sealed, cannot be opened for writing,
+    and changed blocks under it give EIO when read; an object replaced by other
+    bytes is refused at deploy and quarantined."""
+    # the probe's commands print before it: its answer is the last line
+    text = host.guest.ok(f"sudo python3 - <<'EOF'\n{_SEAL_PROBE}\nEOF", timeout=600)
+    out = json.loads(text.strip().splitlines()[-1])
+    try:
+        assert out["sealed"] is True and int(out["mtime"]) == 0, out  # 0 s (+ its mark in ns)
+        assert out["write"] in ("EPERM", "ETXTBSY", "EACCES"), out
+        assert out["read"] == "EIO", out
+        code, err = out["deploy"]
+        assert code == 3 and "damaged" in err, out
+        assert any(n.startswith(out["b_id"] + ".file.") for n in out["quarantined"]), out
+    finally:
+        host.guest.run("sudo atoll -q store refs --delete test/seal; "
+                       "sudo rm -rf /atoll/scratch /var/tmp/sealtest")
+
+
 def test_rollback_keeps_the_rows(host: Host, world: World) -> None:
     start = len(host.vm.console.read_bytes())
     host.guest.reboot_command("sudo atoll rollback --reboot")
