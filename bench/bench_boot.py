@@ -104,7 +104,7 @@ rc=$?
 end=$(date +%s.%N)
 {
   tail -n 20 /run/bench-apply.err
-  grep -h '"event":"\\(stage\\|deploy\\)"' /atoll/state/events.jsonl | sed 's/^/BENCH-EVENT /'
+  grep -h '"event":"\\(prepare\\|deploy\\)"' /atoll/state/events.jsonl | sed 's/^/BENCH-EVENT /'
   echo "BENCH-APPLY {\\"rc\\": $rc, \\"start\\": $start, \\"end\\": $end}"
 } > /dev/ttyS0
 """

@@ -185,14 +185,13 @@ def test_directive_holds_the_agents_own_steps(site: tuple[Site, WwwServer], cp: 
     allow.append("prepare")
     agent.control.checkin()
     assert agent.tick().action == "prepare" and s.sr.prepared().commit == v2  # type: ignore[union-attr]
-    # a target that is not the head the host's TUF client verified: not taken, no failure
+    # a target that is not a signed version: the host's check refuses it, nothing taken
     target[0] = directives.Target("site/base", "1.5", "ab" * 32)
     v3 = s.publish(3)
     agent.control.checkin()
     agent.clock = Clock(WED + dt.timedelta(hours=2))  # type: ignore[method-assign]
-    assert agent.tick().action == "check"
     d = agent.tick()
-    assert d.action == "none" and "not supported yet" in d.reason, d
+    assert d.action == "wait" and "not a signed version" in d.reason, d
     assert agent.host.state().downloaded != v3
     # the directive expires: the host follows its own policy again
     agent.clock = Clock(WED + dt.timedelta(days=2))  # type: ignore[method-assign]

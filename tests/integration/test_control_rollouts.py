@@ -258,3 +258,41 @@ def test_one_rollout_failing_never_stops_the_driver_for_the_others(
         assert driven == ["good"]
     finally:
         c.server.stop()
+
+
+def test_hosts_off_the_rollouts_path_are_released_with_a_recorded_reason(
+        control: Control) -> None:
+    """A host ahead of the target, on a version the rollout does not know, or on
+    another channel is not held by the rollout: no target, every step its own
+    policy's; the skipped ones get one ``rollout-host-skipped`` event with the reason."""
+    c = control
+    c.customer("acme")
+    member = _enrol(c, "db01", role="db")
+    unknown = _enrol(c, "db02", role="db")
+    ahead = _enrol(c, "db03", role="db")
+    other = _enrol(c, "db04", role="db")
+    web = host_status("1", update="prepared")
+    web["update"]["channel"] = "site/web"
+    reports = {member: host_status("1", update="prepared"),
+               unknown: host_status("7", update="prepared"),
+               ahead: host_status("3"), other: web}
+    for h, st in reports.items():
+        _prepared(h, status=st)
+    versions = [{"version": v, "commit": commit_of(v)} for v in ("1", "2", "3")]
+    status, doc = c.api.call("POST", "/v1/rollouts", {
+        "id": "r1", "customer": "acme", "labels": {"role": "db"}, "channel": "site/db",
+        "versions": versions, "to_version": "2", "spec": {"waves": [100],
+                                                          "canary_wave": False}})
+    assert status == 201, doc
+    for _ in range(2):  # the reason is recorded once, not at every check-in
+        answers = {h: _prepared(h, status=st) for h, st in reports.items()}
+    assert answers[member]["target"]["version"] == "2" and answers[member]["allow"] == ALL
+    for h in (unknown, ahead, other):
+        assert answers[h]["target"] is None and answers[h]["allow"] == ALL, answers[h]
+    phases = {h["host"]: h["phase"] for h in _status(c)["hosts"]}
+    assert phases == {member.host_id: "in-flight", unknown.host_id: "skipped",
+                      ahead.host_id: "at-target", other.host_id: "skipped"}
+    skipped = [e for e in c.api.call("GET", "/v1/events",
+                                     query={"kind": "rollout-host-skipped"})[1]]
+    assert sorted((e["host_name"], e["data"]["code"]) for e in skipped) == [
+        ("db02", "unknown-version"), ("db04", "other-channel")]

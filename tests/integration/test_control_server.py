@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from atoll.control.db import Database
-from atoll.control.protocol import MAX_CHECKIN_BYTES, Package, manifest_digest
+from atoll.control.protocol import MAX_CHECKIN_BYTES, Package, manifest_digest, sign
 from atoll.core.errors import HostStateError
 from atoll.fleet.client import FleetLockError
 from tests.integration.control_fixtures import (
@@ -25,6 +25,7 @@ from tests.integration.control_fixtures import (
     control_fixture,  # noqa: F401 (a fixture)
     host_status,
     pg_fixture,  # noqa: F401 (a fixture)
+    start_control,
 )
 
 
@@ -168,6 +169,7 @@ def test_bad_input_changes_nothing(control: Control) -> None:
             ("POST", "/v1/tokens", {"name": "t9", "role": "viewer", "expires_in_s": big}),
             ("POST", "/v1/enrol-tokens", {"customer": "acme", "expires_in_s": big}),
             ("POST", "/v1/prune", {"lost_for_s": big}),
+            ("POST", "/v1/hosts/db01/labels", {"set": {"site\n": "x"}}),
             ("POST", "/v1/rollouts", {"id": "r9", "customer": "acme", "labels": {},
                                       "channel": "site/db", "versions": [], "to_version": "2",
                                       "spec": {"budget": {"max_failures": "5"}}}),
@@ -263,6 +265,8 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/hosts/{host}/labels", {"set": {"role": "db"}}, "operator"),
     ("POST", "/v1/hosts/{host}/requests", {"kind": "ack-rollback"}, "operator"),
     ("POST", "/v1/enrol-tokens", {"customer": "{customer}"}, "operator"),
+    ("GET", "/v1/enrol-tokens", None, "operator"),
+    ("POST", "/v1/enrol-tokens/{etoken}/revoke", None, "operator"),
     ("POST", "/v1/requests/{request}/cancel", None, "operator"),
     ("POST", "/v1/prune", {"lost_for_s": 0}, "admin"),
     ("GET", "/v1/tokens", None, "admin*"),
@@ -299,6 +303,7 @@ def test_every_route_is_authorized(control: Control) -> None:
     foreign = enrolled(c, "db09", "beta")
     foreign.checkin(status=host_status("7"))
     c.token("victim", "viewer")
+    etoken = str(c.api.call("POST", "/v1/enrol-tokens", {"customer": "acme"})[1]["id"])
     status, doc = c.api.call("POST", "/v1/rollouts", _fill(ROUTES[-6][2], {
         "n": "0", "customer": "acme"}))
     assert status == 201, doc
@@ -313,7 +318,7 @@ def test_every_route_is_authorized(control: Control) -> None:
             n += 1
             req = c.api.call("POST", "/v1/hosts/db01/requests", {"kind": "cancel"})[1]
             names = {"host": "db01", "customer": "acme", "request": str(req["id"]),
-                     "n": str(n)}
+                     "n": str(n), "etoken": etoken}
             status, doc = c.api.call(method, _fill(path, names), _fill(body, names),
                                      token=token)
             allowed = ROLES.index(role) >= ROLES.index(need) and (
@@ -324,7 +329,8 @@ def test_every_route_is_authorized(control: Control) -> None:
         # a token without a valid secret, and none at all
         for bad in ("atl_op_nope", ""):
             status, doc = c.api.call(method, _fill(path, {"host": "db01", "customer": "acme",
-                                                          "request": "1", "n": "x"}),
+                                                          "request": "1", "n": "x",
+                                                          "etoken": etoken}),
                                      body and _fill(body, {"customer": "acme", "n": "x"}),
                                      token=bad)
             assert status == 401, (method, path, doc)
@@ -362,6 +368,33 @@ def test_revoked_and_expired_tokens_stop_working(control: Control) -> None:
     assert all("token" not in t and "secret_sha256" not in t for t in listed)
 
 
+def test_enrolment_tokens_are_listed_and_revoked(control: Control) -> None:
+    c = control
+    c.customer("acme")
+    c.customer("beta")
+    made = c.api.call("POST", "/v1/enrol-tokens", {"customer": "acme", "host_name": "db01"})[1]
+    other = c.api.call("POST", "/v1/enrol-tokens", {"customer": "beta"})[1]
+    listed = c.api.call("GET", "/v1/enrol-tokens")[1]
+    assert [(t["id"], t["customer"], t["state"]) for t in listed] == [
+        (made["id"], "acme", "valid"), (other["id"], "beta", "valid")]
+    assert all("token" not in t and "secret_sha256" not in t for t in listed)
+    acme = c.token("acme-op", "operator", ["acme"])
+    assert [t["id"] for t in c.api.call("GET", "/v1/enrol-tokens", token=acme)[1]] == [
+        made["id"]]
+    # another customer's token does not exist for a scoped operator
+    assert c.api.call("POST", f"/v1/enrol-tokens/{other['id']}/revoke", token=acme)[0] == 404
+    status, out = c.api.call("POST", f"/v1/enrol-tokens/{made['id']}/revoke", token=acme)
+    assert status == 200 and out["changed"] is True and out["state"] == "revoked"
+    assert c.api.call("POST", f"/v1/enrol-tokens/{made['id']}/revoke")[1]["changed"] is False
+    # a revoked token enrols nothing
+    status, doc = SimHost(c.server.url, "db01").enrol(made["token"])
+    assert status == 401 and "revoked" in doc["brief"], doc
+    assert c.api.call("GET", "/v1/enrol-tokens", query={"valid": True})[1][0]["id"] == \
+        other["id"]
+    kinds = [e["kind"] for e in c.api.call("GET", "/v1/events", query={"customer": "acme"})[1]]
+    assert kinds.count("enrol-token-revoked") == 1
+
+
 def test_openapi_describes_every_route(control: Control) -> None:
     status, spec = control.api.call("GET", "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
@@ -369,11 +402,14 @@ def test_openapi_describes_every_route(control: Control) -> None:
     listed = set()
     for method, path, _, _ in ROUTES:
         template = path.replace("{host}", "{ref}").replace("{request}", "{request_id}")
+        template = template.replace("{etoken}", "{token_id}")
         template = template.replace("victim", "{name}").replace("/r0", "/{rollout_id}")
         assert method.lower() in paths[template], path
         listed.add((method.lower(), template))
     # and every operator route is in ROUTES (so test_every_route_is_authorized runs it)
     public = {("get", "/v1/health"), ("post", "/v1/enrol"), ("post", "/v1/checkin")}
+    # needs a server reading an update repository: authorized in test_releases.py
+    public |= {("get", "/v1/releases")}
     assert {(m, p) for p, ops in paths.items() for m in ops} - public == listed
     checkin = paths["/v1/checkin"]["post"]
     body = checkin["requestBody"]["content"]["application/json"]["schema"]
@@ -388,9 +424,18 @@ def test_events_are_append_only(control_db: Database) -> None:
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     with control_db.write() as s:
         record(s, now, "server", "test", {})
-    for statement in ("UPDATE events SET kind = 'x'", "DELETE FROM events"):
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=31)
+    with control_db.write() as s:
+        record(s, old, "server", "old", {})
+    for statement in ("UPDATE events SET kind = 'x'", "DELETE FROM events",
+                      "UPDATE events SET kind = 'x' WHERE kind = 'old'"):
         with pytest.raises(Exception, match="append-only"), control_db.write() as s:
             s.execute(text(statement))
+    with control_db.read() as s:
+        assert sorted(e.kind for e in s.query(Event)) == ["old", "test"]
+    # only the retention's path: an event older than 30 days may be deleted
+    with control_db.write() as s:
+        s.execute(text("DELETE FROM events WHERE kind = 'old'"))
     with control_db.read() as s:
         assert [e.kind for e in s.query(Event)] == ["test"]
 
@@ -490,3 +535,48 @@ def test_the_one_site_setup_from_the_command_line(tmp_path: Path) -> None:
         proc.wait(timeout=30)
         log.close()
     assert proc.returncode == 0, (tmp_path / "serve.log").read_text()
+
+
+def test_a_host_is_held_to_its_checkin_and_event_budgets(control_db: Database) -> None:
+    """A host checking in faster than its budget gets 429 with Retry-After and nothing
+    is recorded; events over its event budget are not written, the report still is."""
+    from atoll.control.app import Settings
+    from atoll.control.limits import Bucket
+
+    c = start_control(control_db, settings=Settings(checkin_limit=Bucket(3, 3600.0),
+                                                    event_limit=Bucket(1, 3600.0)))
+    try:
+        c.customer("acme")
+        h = enrolled(c, "db01")
+        assert h.checkin()[0] == 200  # first-checkin: the one event of the budget
+        assert h.checkin(status=host_status("2", result="rolled-back", rollbacks=1))[0] == 200
+        status, host = c.api.call("GET", "/v1/hosts/db01")
+        assert host["booted_version"] == "2"  # the report is kept
+        assert [e["kind"] for e in events(c, host="db01")] == ["enrolled", "first-checkin"]
+        assert h.checkin()[0] == 200
+        body = json.dumps(h.report(), sort_keys=True).encode()
+        status, doc, headers = h.api.raw("POST", "/v1/checkin", body, {
+            "Content-Type": "application/json", "Atoll-Signature": sign(h.key, h.host_id,
+                                                                        body)})
+        assert status == 429 and doc["kind"] == "rate_limited", doc
+        assert int(headers["retry-after"]) >= 1
+        assert c.api.call("GET", "/v1/hosts/db01")[1]["checkins"] == 3
+    finally:
+        c.server.stop()
+
+
+def test_events_past_the_retention_are_pruned_and_younger_ones_kept(control: Control) -> None:
+    from atoll.control.service import record
+
+    c = control
+    now = c.clock()
+    with c.db.write() as s:
+        for days in (500, 401, 399, 10):
+            record(s, now - dt.timedelta(days=days), "server", f"old-{days}", {})
+    assert c.server.prune_events() == 2  # the default retention: 400 days
+    kinds = [e["kind"] for e in events(c)]
+    assert "old-500" not in kinds and "old-401" not in kinds
+    assert {"old-399", "old-10", "events-pruned"} <= set(kinds)
+    pruned = next(e for e in events(c) if e["kind"] == "events-pruned")
+    assert pruned["data"]["count"] == 2 and pruned["actor"] == "server"
+    assert c.server.prune_events() == 0

@@ -143,7 +143,8 @@ def test_gate() -> None:
     held = gate(Decision("prepare", "x"), st_, directive("v2", ["download"]), NOW)
     assert held.action == "none" and "not allowed now (wave 1)" in held.reason
     other = gate(dl, st_, directive("v9", ["download", "prepare", "apply"]), NOW)
-    assert other.action == "none" and "not supported yet" in other.reason
+    assert other.action == "none" and "is not what this host's TUF client verified" in \
+        other.reason
     hold = gate(dl, st_, directive("v1", []), NOW)
     assert hold.action == "none" and "hold at 2 (booted)" in hold.reason
     expired = directive("v9", [], NOW - dt.timedelta(seconds=1))

@@ -232,6 +232,15 @@ def test_next_step_passes_through_floors(version: str | None, floors: tuple[str,
     assert next_step(r, version, ORDER)[:2] == expect
 
 
+def test_a_host_on_another_channel_is_off_the_path() -> None:
+    r = rollout()
+    order = VersionOrder(ORDER.versions, "site/db")
+    assert next_step(r, "v1", order, "site/web")[:2] == (None, "other-channel")
+    assert next_step(r, "v1", order, "site/db")[1] == next_step(r, "v1", ORDER)[1]
+    assert next_step(r, "v1", order, None)[1] == next_step(r, "v1", ORDER)[1]  # not reported
+    assert next_step(r, "v1", ORDER, "site/web")[1] == next_step(r, "v1", ORDER)[1]
+
+
 def test_a_target_no_longer_signed_holds_everyone() -> None:
     r = rollout()
     step, code, _ = next_step(r, "v2", VersionOrder(("v1", "v2")))

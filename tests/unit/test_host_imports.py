@@ -8,11 +8,13 @@ import sys
 from atoll.agent.feature import PUBLISHER_ONLY
 
 HOST_MODULES = ["atoll.cli", "atoll.repo.client", "atoll.agent.daemon", "atoll.deploy.status",
-                "atoll.monitor.agent", "atoll.apps.manager", "atoll.provision.firstboot"]
+                "atoll.monitor.agent", "atoll.apps.manager", "atoll.provision.firstboot",
+                "atoll.security.host", "atoll.cli.cve"]
 
 
 def test_host_modules_import_without_publisher_packages() -> None:
-    blocked = [p.replace("-python-lib", "") for p in PUBLISHER_ONLY]  # cyclonedx
+    imports = {"cyclonedx-python-lib": "cyclonedx", "python-debian": "debian"}
+    blocked = [imports[p] for p in PUBLISHER_ONLY]
     code = (
         "import sys, importlib.abc\n"
         "class Block(importlib.abc.MetaPathFinder):\n"

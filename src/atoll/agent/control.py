@@ -14,9 +14,12 @@ atolld goes on checking, downloading and applying by its own policy, exactly as
 without one. A directive with a target holds the agent's *automatic* download,
 prepare and apply to that target and to the steps it allows, until it expires;
 an explicit apply (the customer's ``atoll update apply``, or an operator's request
-the host's policy allows) is not held back. A target is taken only when it is the
-channel head the host's TUF client verified; any other version is "not supported
-yet" (per-version targets): logged, and nothing is taken.
+the host's policy allows) is not held back. While a directive names a target, the
+agent's checks and downloads ask the update repository for that signed version
+(``atoll update check|download --version V``): the host's TUF client verifies it,
+and refuses a version that is not signed or is older than the one the host runs (a
+directive can never allow a downgrade). A step is taken only when the commit the
+client verified for that version is the directive's commit; else nothing is taken.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from atoll.core.fsutil import atomic_write, atomic_write_json, read_state_json
 if TYPE_CHECKING:
     from atoll.agent.daemon import Agent
 
-__all__ = ["Control", "ControlFiles", "app_reports", "gate"]
+__all__ = ["Control", "ControlFiles", "app_reports", "gate", "target_version"]
 
 log = logging.getLogger("atoll.agent")
 TIMEOUT_S = 30
@@ -226,6 +229,19 @@ def _manifest(sysroot: Path, status: dict[str, Any]) -> list[dict[str, Any]] | N
 # -- the gate (pure) -------------------------------------------------------------
 
 
+def target_version(directive: dict[str, Any] | None, now: dt.datetime) -> str | None:
+    """The version a directive's target names while it holds (not expired), else None.
+    Pure."""
+    if not directive or not isinstance(directive.get("target"), dict):
+        return None
+    expires = _utc(str(directive.get("expires", "")))
+    version = directive["target"].get("version")
+    if expires is None or now >= expires or not isinstance(version, str) or not version:
+        return None
+    return version
+
+
+
 def gate(d: Decision, st: AgentState, directive: dict[str, Any] | None, now: dt.datetime,
          retry_s: int = 300) -> Decision:
     """``d`` as the control plane's directive lets it be. Pure.
@@ -249,9 +265,8 @@ def gate(d: Decision, st: AgentState, directive: dict[str, Any] | None, now: dt.
         if commit == st.booted:
             why = f"control plane: hold at {version} (booted); not taking {str(acting)[:12]}"
         else:
-            why = (f"control plane: target {version} ({commit[:12]}) is not the channel head "
-                   f"{str(acting)[:12]} this host verified; taking another signed version "
-                   "is not supported yet: waiting")
+            why = (f"control plane: target {version} ({commit[:12]}) is not what this "
+                   f"host's TUF client verified ({str(acting)[:12]}): waiting")
         return Decision("none", why, wake)
     if d.action not in (directive.get("allow") or []):
         reason = directive.get("reason") or "not allowed yet"
@@ -270,6 +285,13 @@ class Control:
         self.agent = agent
         self.sysroot = agent.sysroot
         self.files = ControlFiles(agent.sysroot)
+
+    def wanted_version(self, now: dt.datetime) -> str | None:
+        """The signed version a live directive names (the agent's checks and downloads
+        ask for it), or None: the channel's newest."""
+        if self.files.config() is None:
+            return None
+        return target_version(self.files.directive(), now)
 
     def gate(self, d: Decision, st: AgentState, now: dt.datetime) -> Decision:
         cfg = self.files.config()

@@ -81,10 +81,11 @@ class Agent:
             d = self.control.gate(decide(policy, st, now), st, now)
             self.files.record(d, now)
             try:
+                version = self.control.wanted_version(now)  # a directive's signed target
                 if d.action == "check":
-                    self.host.check(policy, now)
+                    self.host.check(policy, now, version=version)
                 elif d.action == "download":
-                    self.host.download(policy)
+                    self.host.download(policy, version=version)
                 elif d.action == "prepare":
                     assert st.downloaded is not None
                     self.host.prepare(st.downloaded)

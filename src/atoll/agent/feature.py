@@ -114,7 +114,7 @@ WantedBy=timers.target
 
 
 # Needed only where images are composed and published, not on hosts.
-PUBLISHER_ONLY = ("cyclonedx-python-lib",)
+PUBLISHER_ONLY = ("cyclonedx-python-lib", "python-debian")
 
 
 def _requirements() -> list[str]:

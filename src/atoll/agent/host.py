@@ -136,21 +136,37 @@ class Host:
             pending=pending,
             request=self.files.request(),
             last_apply_s=float(last_apply) if isinstance(last_apply, int | float) else None,
+            security_fixes=self._security_fixes(booted, update.get("commit")),
         )
+
+    def _security_fixes(self, booted: str | None, commit: str | None) -> tuple[str, ...] | None:
+        """What the update fixes at or above the policy's threshold (``security-only``)."""
+        try:
+            policy = self.files.policy()
+        except DamagedStateError:
+            return None  # atolld reports the damaged policy itself
+        if policy.updates != "security-only":
+            return None
+        from atoll.security.host import update_fixes
+
+        return update_fixes(self.sr.root, booted, commit, policy.security_threshold,
+                            unassigned=policy.unassigned_as)
 
     # -- actions -------------------------------------------------------
 
-    def check(self, policy: Policy, now: dt.datetime) -> dict[str, Any]:
+    def check(self, policy: Policy, now: dt.datetime, *,
+              version: str | None = None) -> dict[str, Any]:
         data = self.files.load()
         data["last_check"] = iso(now)
         self.files.save(data)  # a failing check is retried at the next interval, not at once
-        return self._update("check", policy.remote)
+        return self._update("check", policy.remote, version)
 
-    def download(self, policy: Policy) -> dict[str, Any]:
-        return self._update("download", policy.remote)
+    def download(self, policy: Policy, *, version: str | None = None) -> dict[str, Any]:
+        return self._update("download", policy.remote, version)
 
-    def _update(self, action: str, remote: str) -> dict[str, Any]:
-        """Run ``atoll update ACTION`` in a child process.
+    def _update(self, action: str, remote: str, version: str | None = None) -> dict[str, Any]:
+        """Run ``atoll update ACTION [--version V]`` in a child process (never with
+        ``--allow-downgrade``: the agent never goes back by itself).
 
         The TUF client and its crypto stay out of the long-running agent (its
         memory stays small), and a crash in a download cannot take the agent down.
@@ -161,6 +177,8 @@ class Host:
                "sys.exit(main())"
         argv = [sys.executable, "-c", boot, "--json", "--sysroot", str(self.sysroot),
                 "update", action, "--remote", remote]
+        if version is not None:
+            argv.append(f"--version={version}")  # "=": a version may start with "-"
         proc = run(argv, check=False, timeout=6 * 3600)
         try:
             out: dict[str, Any] = json.loads(proc.stdout or b"{}")

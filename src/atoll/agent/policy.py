@@ -25,6 +25,12 @@ Apply requests (the customer's command, any mode but off):
 Without windows, ``window`` means now. Every decision carries its reason; the
 agent logs it and keeps the last ones in its state for ``status --json`` and
 the Checkmk local checks.
+
+Which updates the agent takes on its own (``updates``): ``all``, or ``security-only``:
+only a release that fixes an open CVE at or above ``security_threshold`` (the Debian
+security tracker's urgencies; ``not yet assigned`` counts as ``unassigned_as``), by
+the signed CVE report published with it (docs/security.md). Other releases wait for
+the operator: an apply request still takes them.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ MIN_INTERVAL_S = 10  # a floor against busy loops; tests in QEMU use 20-30 s
 MAX_INTERVAL_S = 7 * 86400
 # A FleetLock group (as Zincati's `group`) and a remote's name: one word, no '/'.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+UPDATES = ("all", "security-only")
+URGENCIES = ("unimportant", "low", "medium", "high")  # atoll.security.urgency.ORDER
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,9 @@ class Policy:
     # the control plane's operators may schedule this host's apply in its next window
     # (a request at a check-in); otherwise only the customer's own trigger applies
     operator_apply: bool = False
+    updates: Literal["all", "security-only"] = "all"
+    security_threshold: str = "high"  # an urgency (atoll.security.urgency.ORDER)
+    unassigned_as: str = "medium"     # what "not yet assigned" counts as
 
     def parsed_windows(self) -> list[Window]:
         return [parse_window(w) for w in self.windows]
@@ -71,7 +82,9 @@ class Policy:
                 "check_interval_s": self.check_interval_s, "jitter_s": self.jitter_s,
                 "fleet_lock": self.fleet_lock, "group": self.group, "reboot": self.reboot,
                 "remote": self.remote, "max_replica_lag_s": self.max_replica_lag_s,
-                "operator_apply": self.operator_apply}
+                "operator_apply": self.operator_apply, "updates": self.updates,
+                "security_threshold": self.security_threshold,
+                "unassigned_as": self.unassigned_as}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Policy:
@@ -119,13 +132,21 @@ class Policy:
         lag = float(d.get("max_replica_lag_s", 60.0))
         if not lag >= 0:
             raise ValueError("max replica lag: must be 0 or more seconds")
+        updates = d.get("updates", "all")
+        if updates not in UPDATES:
+            raise ValueError(f"updates: {updates!r} is not one of {', '.join(UPDATES)}")
+        for key, default in (("security_threshold", "high"), ("unassigned_as", "medium")):
+            if d.get(key, default) not in URGENCIES:
+                raise ValueError(f"{key}: {d.get(key)!r} is not one of {', '.join(URGENCIES)}")
         return cls(mode=mode, windows=windows,
                    check_interval_s=int(d.get("check_interval_s", 3600)),
                    jitter_s=int(d.get("jitter_s", 300)), fleet_lock=d.get("fleet_lock"),
                    group=d.get("group", "default"), reboot=bool(d.get("reboot", True)),
                    remote=d.get("remote", "origin"),
                    max_replica_lag_s=float(d.get("max_replica_lag_s", 60.0)),
-                   operator_apply=bool(d.get("operator_apply", False)))
+                   operator_apply=bool(d.get("operator_apply", False)),
+                   updates=updates, security_threshold=d.get("security_threshold", "high"),
+                   unassigned_as=d.get("unassigned_as", "medium"))
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,9 @@ class AgentState:
     pending: str | None = None       # commit that boots next, when not the booted one
     request: ApplyRequest | None = None
     last_apply_s: float | None = None
+    # the CVEs at or above the threshold that the available or downloaded update fixes
+    # (atoll.security.report.qualifies); None: no CVE report for it
+    security_fixes: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
@@ -286,6 +310,21 @@ def _apply_decision(policy: Policy, st: AgentState, now: dt.datetime) -> Decisio
                     f"{choice.start.isoformat()}{skipped}", choice.start, choice.start)
 
 
+def _fixes(st: AgentState) -> str:
+    return f" (fixes {', '.join(st.security_fixes)})" if st.security_fixes else ""
+
+
+def _security_wait(policy: Policy, st: AgentState, commit: str,
+                   next_check: dt.datetime) -> Decision | None:
+    """Under ``security-only``, the reason an update is not taken (None: take it)."""
+    if policy.updates != "security-only" or st.request is not None or st.security_fixes:
+        return None
+    why = ("has no CVE report" if st.security_fixes is None else
+           f"fixes no open CVE of urgency {policy.security_threshold} or above")
+    return Decision("none", f"update {commit[:12]} {why} (policy: security-only): it waits "
+                    "for the operator", next_check)
+
+
 def decide(policy: Policy, st: AgentState, now: dt.datetime) -> Decision:
     """The one next thing the agent should do, and why.
 
@@ -304,11 +343,13 @@ def decide(policy: Policy, st: AgentState, now: dt.datetime) -> Decision:
     avail = st.available
     if avail is not None and avail not in (st.booted, st.pending) and avail != st.downloaded \
             and (_want(policy.mode, "download") or st.request is not None):
-        return Decision("download", f"update {avail[:12]} is available")
+        return _security_wait(policy, st, avail, next_check) or Decision(
+            "download", f"update {avail[:12]} is available" + _fixes(st))
     if st.downloaded is not None and st.downloaded not in (st.booted, st.pending) \
             and st.downloaded != st.prepared and (
                 _want(policy.mode, "prepare") or st.request is not None):
-        return Decision("prepare", f"update {st.downloaded[:12]} is downloaded")
+        return _security_wait(policy, st, st.downloaded, next_check) or Decision(
+            "prepare", f"update {st.downloaded[:12]} is downloaded" + _fixes(st))
     if applying is not None:
         if applying.wake is not None and applying.wake > next_check:
             return Decision("wait", applying.reason, next_check, applying.at)

@@ -69,6 +69,9 @@ def cmd_policy_set(args: argparse.Namespace) -> None:
         cur["reboot"] = True
     if args.operator_apply is not None:
         cur["operator_apply"] = args.operator_apply == "yes"
+    for key in ("updates", "security_threshold", "unassigned_as"):
+        if getattr(args, key) is not None:
+            cur[key] = getattr(args, key)
     try:
         policy = Policy.from_json(cur)
     except ValueError as exc:
@@ -90,6 +93,10 @@ def _render_policy(p: dict[str, Any]) -> str:
              f"interval    {p['check_interval_s']} s (+ up to {p['jitter_s']} s jitter)",
              f"fleet lock  {printable(p['fleet_lock'] or '-')} (group {printable(p['group'])})",
              f"reboot      {'yes' if p['reboot'] else 'no'}",
+             f"updates     {p.get('updates', 'all')}" + (
+                 f" (fixes of urgency {p['security_threshold']} or above; 'not yet "
+                 f"assigned' counts as {p['unassigned_as']})"
+                 if p.get("updates") == "security-only" else ""),
              f"operators   {'may' if p.get('operator_apply') else 'may not'} schedule "
              "the apply (control plane)"]
     lines += [f"window      {printable(w)}" for w in p["windows"]] or [
@@ -151,6 +158,37 @@ def cmd_apply(args: argparse.Namespace) -> None:
          + ("; rebooting" if args.reboot and policy.reboot else
             "; not rebooting: the update policy says not to (`atoll policy set --reboot`)"
             if args.reboot else "; reboot when it suits you"))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    """`update prepare`: check out and verify the downloaded update, outside the boot order
+    (what atolld does in mode prepare); `update apply` then makes it the next boot."""
+    host = Host(args.sysroot)
+    st = host.state()
+    prepared = host.sr.prepared()
+    if st.downloaded is None or st.downloaded in (st.booted, st.pending):
+        if st.available is not None and st.downloaded is None:
+            raise HostStateError(f"update {st.available[:12]} is not downloaded yet",
+                                 resolution="run `atoll update download` first")
+        note = ("already prepared: " + prepared.id if prepared is not None else
+                "nothing to prepare: no downloaded update the host does not run or boot next")
+        emit(args, {"changed": False, "note": note,
+                    "prepared": prepared.to_json() if prepared else None}, note)
+        return
+    if prepared is not None and prepared.commit == st.downloaded:
+        note = f"already prepared: {prepared.id}"
+        emit(args, {"changed": False, "note": note, "prepared": prepared.to_json()}, note)
+        return
+    dep = host.prepare(st.downloaded)
+    emit(args, {"changed": True, "prepared": dep},
+         f"prepared {dep['id']} (version {printable(dep['version'])}): `atoll update apply` "
+         "makes it the next boot")
+
+
+def _setup_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="machine-readable output on stdout")
+    p.set_defaults(handler=cmd_prepare)
 
 
 def _schedule(args: argparse.Namespace, files: AgentFiles, through_agent: bool) -> None:
@@ -223,6 +261,8 @@ def _setup_apply(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_apply)
 
 
+add_update_subcommand("prepare", _setup_prepare,
+                      "check out and verify the downloaded update; not yet the next boot")
 add_update_subcommand("apply", _setup_apply,
                       "make the downloaded update the next boot (now, --at, --window)")
 
@@ -245,6 +285,15 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     g.add_argument("--no-reboot", action="store_true",
                    help="apply without rebooting (the customer reboots)")
     g.add_argument("--reboot", action="store_true", help="reboot after applying (default)")
+    s.add_argument("--updates", choices=["all", "security-only"],
+                   help="which updates the agent takes on its own: all, or only those that "
+                   "fix an open CVE at or above --security-threshold (docs/security.md)")
+    s.add_argument("--security-threshold", choices=["unimportant", "low", "medium", "high"],
+                   help="the Debian security tracker's urgency a fix must have under "
+                   "security-only (default high)")
+    s.add_argument("--unassigned-as", choices=["unimportant", "low", "medium", "high"],
+                   help="what the tracker's 'not yet assigned' urgency counts as (default "
+                   "medium)")
     s.add_argument("--operator-apply", choices=["yes", "no"],
                    help="may the control plane's operators schedule the apply in the next "
                    "maintenance window (default: no: only the customer's own trigger)")

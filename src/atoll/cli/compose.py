@@ -10,7 +10,7 @@ from typing import Any
 from atoll.cli import emit
 from atoll.compose.build import compose
 from atoll.compose.debcache import DEFAULT_DIR, DEFAULT_MAX_BYTES, DebCache
-from atoll.compose.treefile import load_treefile
+from atoll.compose.treefile import load_treefile, security_only
 from atoll.core.errors import InputError
 from atoll.store.repo import Repo
 
@@ -29,6 +29,8 @@ def _deb_cache(args: argparse.Namespace) -> DebCache | None:
 
 def cmd_compose(args: argparse.Namespace) -> None:
     tf = load_treefile(args.treefile)
+    if args.security_only:
+        tf = security_only(tf)
     cache = _deb_cache(args)  # checked before anything is created
     repo = Repo.create(args.repo)
     res = compose(tf, args.treefile.parent, repo, ref=args.ref, deb_cache=cache)
@@ -58,6 +60,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
                    f"first (default {DEFAULT_MAX_BYTES >> 30}G; 0: no limit)")
     p.add_argument("--no-deb-cache", action="store_true",
                    help="download every package, keep none")
+    p.add_argument("--security-only", action="store_true",
+                   help="compose from the point release and <suite>-security only, without "
+                   "<suite>-updates, whatever the treefile says (docs/security.md)")
     common(p)
     p.set_defaults(handler=cmd_compose)
     v = sub.add_parser("treefile-validate", help="check a treefile without composing")

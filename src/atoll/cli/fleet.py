@@ -4,7 +4,7 @@
     atoll fleet db upgrade|status|init --db URL           its database
     atoll fleet hosts | host NAME | events | label | request | prune
     atoll fleet rollout create|status|halt|resume|abort   (atoll.cli.fleet_rollouts)
-    atoll fleet customers add|list | tokens create|list|revoke | enrol-token create
+    atoll fleet customers add|list | tokens create|list|revoke | enrol-token create|list|revoke
 
 Every command but ``serve`` and ``db`` talks to a running server over HTTP with an
 operator token (:mod:`atoll.control.client`: ``--server``, ``--token-file``, or
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -109,17 +110,55 @@ def _fleetlock(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
     return build_app(FleetLockService(backend, config))
 
 
+def _election(args: argparse.Namespace, stack: contextlib.ExitStack,
+              port: int) -> Any:
+    """``--etcd``: this instance's side of the rollout driver's election (or None)."""
+    if not args.etcd:
+        return None
+    import socket
+
+    from atoll.control.leader import Election
+    from atoll.fleet.etcdv3 import EtcdClient
+
+    ttl = _seconds(args.etcd_lease, "--etcd-lease")
+    if not 2 <= ttl <= 300:
+        raise InputError("--etcd-lease: between 2s and 300s")
+    client = EtcdClient(args.etcd)
+    stack.callback(client.close)
+    return Election(client, f"{socket.gethostname()}:{os.getpid()}:{port}", ttl_s=int(ttl))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from atoll.control.app import Settings
+    from atoll.control.limits import Bucket
+    from atoll.control.retention import MIN_RETENTION
     from atoll.control.server import ControlServer
     from atoll.fleet.server import parse_listen
 
     host, port = parse_listen(args.listen)
+    limits = {}
+    for what, text in (("--checkin-limit", args.checkin_limit),
+                       ("--event-limit", args.event_limit)):
+        try:
+            limits[what] = Bucket.parse(text)
+        except ValueError as exc:
+            raise InputError(f"{what}: {exc}") from None
+    retention = None
+    if args.event_retention != "forever":
+        retention = dt.timedelta(seconds=_seconds(args.event_retention, "--event-retention"))
+        if retention < MIN_RETENTION:
+            raise InputError(f"--event-retention: at least {MIN_RETENTION.days}d (the "
+                             "database refuses to delete younger events), or forever")
     settings = Settings(
         lost_after=dt.timedelta(seconds=_seconds(args.lost_after, "--lost-after")),
-        directive_ttl=dt.timedelta(seconds=_seconds(args.directive_ttl, "--directive-ttl")))
+        directive_ttl=dt.timedelta(seconds=_seconds(args.directive_ttl, "--directive-ttl")),
+        checkin_limit=limits["--checkin-limit"], event_limit=limits["--event-limit"],
+        event_retention=retention)
+    tick = _seconds(args.rollout_tick, "--rollout-tick")
+    if not 0.1 <= tick <= 86400:
+        raise InputError("--rollout-tick: between 0.1s and 1d")
     db = _database(args)
     if args.no_upgrade:
         db.require_current()
@@ -127,9 +166,13 @@ def _serve(args: argparse.Namespace) -> int:
         db.upgrade()
     with contextlib.ExitStack() as stack:
         stack.callback(db.close)
+        from atoll.control.releases import open_source
+
+        releases = stack.enter_context(open_source(args.repo, args.repo_root))
+        settings = dataclasses.replace(settings, releases=releases)
         server = ControlServer(db, host, port, settings=settings,
                                fleetlock=_fleetlock(args, stack),
-                               drive_s=_seconds(args.rollout_tick, "--rollout-tick"))
+                               drive_s=tick, election=_election(args, stack, port))
         log.info("control plane on %s, database %s", server.url, db.shown)
         serve_until_signalled(server)
         server.stop()
@@ -167,6 +210,8 @@ def _bootstrap(args: argparse.Namespace, db: Any) -> None:
 
     if args.token_file.exists():
         raise InputError(f"{args.token_file} exists; the token is not written over a file")
+    # ~/.config/atoll on a fresh machine: made private (0700), as the token file is
+    args.token_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     db.upgrade()
     with db.write() as s:
         if s.scalar(select(OperatorToken.id).where(OperatorToken.role == "admin",
@@ -334,6 +379,21 @@ def _tokens(args: argparse.Namespace) -> int:
 
 
 def _enrol_token(args: argparse.Namespace) -> int:
+    if args.enrol_command == "list":
+        rows = _client(args).call("GET", "/v1/enrol-tokens", query={
+            "customer": args.customer, "valid": True if args.valid else None})
+        emit(args, rows, lambda: "\n".join(
+            f"{t['id']:>6} {t['customer']:16} {t['host_name'] or '*':16} {t['state']:8} "
+            + {"spent": f"by {t['host_id']} {_ago(t['used_at'])}",
+               "revoked": _ago(t["revoked_at"])}.get(t["state"],
+                                                     f"expires {_ago(t['expires_at'])}")
+            for t in rows) or "no enrolment tokens")
+        return 0
+    if args.enrol_command == "revoke":
+        out = _client(args).call("POST", f"/v1/enrol-tokens/{args.id}/revoke")
+        emit(args, out, f"enrolment token {args.id} " + (
+            "revoked" if out["changed"] else f"left as it was ({out['state']})"))
+        return 0
     body = {"customer": args.customer, "host_name": args.host,
             "labels": _pairs(args.label, "--label"),
             "expires_in_s": int(_seconds(args.expires, "--expires"))}
@@ -396,6 +456,26 @@ def register(sub: Any, common: Common) -> None:
     serve.add_argument("--rollout-tick", default="30s", metavar="DURATION",
                        help="how often the rollout driver advances waves after their soak "
                        "and finds timeouts (default: 30s)")
+    serve.add_argument("--etcd", metavar="URL[,URL...]",
+                       help="several instances: elect in this etcd the one that drives "
+                       "rollouts (default: every instance drives, one rollout at a time)")
+    serve.add_argument("--etcd-lease", default="10s", metavar="DURATION",
+                       help="the election's lease: a dead leader is replaced within about "
+                       "this (2s..300s, default 10s)")
+    serve.add_argument("--checkin-limit", default="30/2", metavar="BURST/SECONDS",
+                       help="check-ins per host: BURST at once, then one every SECONDS; "
+                       "faster ones get 429 (default: 30/2; off: no limit)")
+    serve.add_argument("--event-limit", default="200/10", metavar="BURST/SECONDS",
+                       help="host events per host (boot, version, app health...): over it "
+                       "they are counted in one events-dropped event (default: 200/10)")
+    serve.add_argument("--event-retention", default="400d", metavar="DURATION",
+                       help="events older than this are deleted, hourly (default: 400d; at "
+                       "least 30d; forever: never)")
+    serve.add_argument("--repo", metavar="URL|DIR",
+                       help="the update repository hosts follow: rollouts choose among its "
+                       "signed versions only (GET /v1/releases); needs --repo-root")
+    serve.add_argument("--repo-root", type=Path, metavar="FILE",
+                       help="the repository's root.json (as `remote add --root`)")
     fl = serve.add_mutually_exclusive_group()
     fl.add_argument("--fleetlock-embedded", type=Path, metavar="FILE",
                     help="also serve FleetLock at /fleetlock, slots in this sqlite file")
@@ -496,6 +576,12 @@ def register(sub: Any, common: Common) -> None:
                          help="default 7d, at most 30d")
     ecreate.add_argument("--out", type=Path, metavar="FILE",
                          help="write the token to a new file (0600) instead of printing it")
+    elist = _add(ec, common, "list", _enrol_token, "list enrolment tokens (never their "
+                 "secrets): valid, spent (by which host), expired or revoked")
+    elist.add_argument("--customer", metavar="NAME", help="only this customer's")
+    elist.add_argument("--valid", action="store_true", help="only those still usable")
+    _add(ec, common, "revoke", _enrol_token, "revoke an enrolment token not yet spent "
+         "(a leaked one)").add_argument("id", type=int, help="the token's id (enrol-token list)")
 
     import atoll.cli as pkg
 

@@ -89,7 +89,7 @@ def _rollout(args: argparse.Namespace) -> int:
     if what == "create":
         body = {"id": args.id, "customer": args.customer,
                 "labels": _pairs(args.label, "--label"), "channel": args.channel,
-                "versions": _versions(args.version), "to_version": args.to,
+                "versions": _versions(args.version or []), "to_version": args.to,
                 "from_version": args.from_version, "floors": args.floor or [],
                 "dead_ends": args.dead_end or [], "spec": _spec(args)}
         doc = client.call("POST", "/v1/rollouts", body)
@@ -125,10 +125,10 @@ def register_fleet(cmds: Any, common: Common) -> None:
                         help="the signed version to move the group to")
     create.add_argument("--channel", required=True, metavar="CHANNEL",
                         help="the channel its versions are signed on, e.g. site/db")
-    create.add_argument("--version", action="append", required=True,
-                        metavar="VERSION=COMMIT",
+    create.add_argument("--version", action="append", metavar="VERSION=COMMIT",
                         help="a signed version the rollout chooses among, oldest first "
-                        "(repeatable; hosts on other versions are skipped)")
+                        "(repeatable; hosts on other versions are skipped; default: every "
+                        "signed version, when the server reads the repository)")
     create.add_argument("--customer", metavar="NAME",
                         help="the group's customer (default: every customer; needs a token "
                         "of every customer)")

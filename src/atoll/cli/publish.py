@@ -48,10 +48,11 @@ def _publish(args: argparse.Namespace) -> int:
 
     res = publish(Repo.open(args.repo), args.ref, DirStorage(args.to), KeyDir(args.keys),
                   deltas=args.deltas, expires=args.expires, level=args.level,
-                  commit=args.commit)
+                  commit=args.commit, keep=args.keep, security_tracker=args.security_tracker)
     emit(args, res.to_json(), lambda: (
-        f"published {args.ref} = {res.commit[:12]} (targets v{res.targets_version}, "
-        f"{len(res.deltas)} delta(s))" if res.changed else
+        f"published {args.ref} = {res.commit[:12]} (publication {res.sequence}, targets "
+        f"v{res.targets_version}, {len(res.deltas)} delta(s); {len(res.releases)} signed "
+        f"version(s) kept, {len(res.pruned)} target(s) pruned)" if res.changed else
         f"{args.ref} = {res.commit[:12]} is already published"))
     return 0
 
@@ -61,10 +62,20 @@ def _timestamp(args: argparse.Namespace) -> int:
     from atoll.repo.publish import refresh_repository
     from atoll.repo.storage import DirStorage
 
+    cves: dict[str, str] = {}
+    if args.security_tracker is not None:  # CVE reports first: then everything is re-signed
+        from atoll.security.refresh import refresh_reports
+        from atoll.security.tracker import load_tracker
+
+        cves = refresh_reports(DirStorage(args.to), KeyDir(args.keys),
+                               load_tracker(args.security_tracker), expires=args.expires)
     out = refresh_repository(DirStorage(args.to), KeyDir(args.keys), expires=args.expires)
+    if args.security_tracker is not None:
+        out["cve_reports"] = cves
     emit(args, out, lambda: "re-signed " + ", ".join(
         f"{role} v{v}" for role, v in sorted(out["resigned"].items()))
-        + "; expires " + ", ".join(f"{r} {t}" for r, t in sorted(out["expires"].items())))
+        + "; expires " + ", ".join(f"{r} {t}" for r, t in sorted(out["expires"].items()))
+        + (f"; {len(cves)} CVE report(s) re-computed" if args.security_tracker else ""))
     return 0
 
 
@@ -104,10 +115,17 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--keys", type=Path, required=True, help="key directory")
     p.add_argument("--deltas", type=int, default=3,
                    help="static deltas from the last N published commits (default 3)")
+    p.add_argument("--keep", type=int, default=5, metavar="N",
+                   help="signed versions the channel keeps, the head included (default 5); "
+                   "older ones are pruned from the metadata and the directory")
     p.add_argument("--level", type=int, default=19, choices=range(1, 23), metavar="1-22",
                    help="zstd level of packs and deltas (default 19); content compressed "
                    "already is stored at level 1, and what an earlier publish compressed "
                    "is reused from REPO/cache/publish")
+    p.add_argument("--security-tracker", type=Path, metavar="FILE",
+                   help="the Debian security tracker's JSON (https://security-tracker.debian."
+                   "org/tracker/data/json) for the image's open CVEs in its signed CVE report "
+                   "(without it: only the CVEs the changelogs say the update fixes)")
     expires(p)
     common(p)
     p.set_defaults(handler=_publish)
@@ -117,6 +135,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--to", type=Path, required=True, help="repository directory (www)")
     p.add_argument("--keys", type=Path, required=True,
                    help="key directory (its online/ part is enough)")
+    p.add_argument("--security-tracker", type=Path, metavar="FILE",
+                   help="re-compute every published CVE report from this (newer) Debian "
+                   "security tracker JSON, with a new expiry (docs/security.md)")
     expires(p)
     common(p)
     p.set_defaults(handler=_timestamp)

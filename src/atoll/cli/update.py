@@ -120,25 +120,37 @@ def _human_check(v: dict[str, Any]) -> str:
         head = (f"{where}: {frm} → {to}, {_size(int(v['download_bytes']))}, "
                 f"{method_word(v['method'])}")
     lines = [head, *render_packages(v["packages"])]
+    if v.get("cves"):  # the signed CVE report's summary (docs/security.md)
+        lines.append(f"{v['cves']} (`atoll cve list`)")
+    if v.get("requested_version") and v.get("head_version") != t["version"]:
+        lines.append(f"signed version {to} asked for; the channel's newest is "
+                     f"{printable(str(v.get('head_version')))}"
+                     + (" (older than what runs: --allow-downgrade)" if v.get("downgrade")
+                        else ""))
     lines.append(f"metadata expires {v['metadata_expires']}")
     return "\n".join(lines)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from atoll.repo.client import UpdateClient
+
+    return UpdateClient(args.sysroot, args.remote or followed_remote(args.sysroot),
+                        version=args.version, allow_downgrade=args.allow_downgrade)
 
 
 def _check(args: argparse.Namespace) -> int:
     """Exit 77 (NOTHING_NEW) when the host runs, or has applied, the newest version."""
     from atoll.cli import NOTHING_NEW
-    from atoll.repo.client import UpdateClient
 
-    view = UpdateClient(args.sysroot, args.remote or followed_remote(args.sysroot)).check()
+    view = _client(args).check()
     emit(args, view, lambda: _human_check(view))
     return int(NOTHING_NEW) if view["up_to_date"] or view.get("applied") else 0
 
 
 def _download(args: argparse.Namespace) -> int:
     from atoll.cli.status import _size, method_word
-    from atoll.repo.client import UpdateClient
 
-    out = UpdateClient(args.sysroot, args.remote or followed_remote(args.sysroot)).download()
+    out = _client(args).download()
     changed = out["method"] != "none"
     out["changed"] = changed
     version = printable(out["target"]["version"] or out["target"]["commit"][:12])
@@ -247,6 +259,11 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
         p.add_argument("--remote",
                        help="the remote to ask (default: the one the update policy follows, "
                        "`atoll policy show`)")
+        p.add_argument("--version", metavar="V",
+                       help="this signed version of the channel (a version or commit its "
+                       "head lists) instead of the newest")
+        p.add_argument("--allow-downgrade", action="store_true",
+                       help="take --version even when it is older than what the host runs")
         common(p)
         p.set_defaults(handler=fn)
     for n, (h, fn2) in sorted(_extra.items()):

@@ -219,7 +219,13 @@ def _compose_in(tf: Treefile, base: Path, repo: Repo, ref: str, wanted: list[str
             to_atoll_layout(root)
     log.info("compose %s: committing %d packages", ref, len(manifest))
     with repo.lock.shared():  # gc cannot take the new commit before the ref points at it
-        return _commit_rootfs(tf, repo, ref, wanted, tfhash, root, manifest, start)
+        result = _commit_rootfs(tf, repo, ref, wanted, tfhash, root, manifest, start)
+    if result.changed and deb_cache is not None:  # before the cache is trimmed
+        from atoll.security.build import record_changelog_fixes  # python-debian
+
+        record_changelog_fixes(repo, repo.read_commit(result.commit).parent, result.commit,
+                               deb_cache.path_of)
+    return result
 
 
 def _commit_rootfs(tf: Treefile, repo: Repo, ref: str, wanted: list[str], tfhash: str,

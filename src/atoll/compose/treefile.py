@@ -31,7 +31,7 @@ from atoll.core import canonjson
 from atoll.core.errors import InputError
 from atoll.core.spec import SingleLine, Spec, load_spec
 
-__all__ = ["FileSpec", "Treefile", "load_treefile", "treefile_hash"]
+__all__ = ["FileSpec", "Treefile", "load_treefile", "security_only", "treefile_hash"]
 
 _PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?$")
 
@@ -134,6 +134,13 @@ class Treefile(Spec):
         if self.security:
             lines.append(f"deb {self.security_mirror} {self.suite}-security {comps}")
         return lines
+
+
+def security_only(tf: Treefile) -> Treefile:
+    """``tf`` composed from the point release and ``<suite>-security`` only, without
+    ``<suite>-updates`` (``atoll compose --security-only``; docs/security.md). The archive
+    keeps only current versions, so this is the security-only image that can be built."""
+    return tf.model_copy(update={"updates": False, "security": True})
 
 
 def load_treefile(path: Path) -> Treefile:

@@ -59,7 +59,7 @@ class Phase(enum.StrEnum):
     SUCCEEDED = "succeeded"  # on the target, healthy, moved by this rollout
     AT_TARGET = "at-target"  # on (or past) the target without this rollout's grant
     FAILED = "failed"
-    SKIPPED = "skipped"      # cannot be placed: its version is not among the signed ones
+    SKIPPED = "skipped"      # off the path: a version not signed here, or another channel
     LOST = "lost"            # the inventory marked it lost
     EXCLUDED = "excluded"    # no longer matches the group's labels
 
@@ -365,6 +365,7 @@ class VersionOrder:
     """
 
     versions: tuple[str, ...]
+    channel: str | None = None  # the channel they are signed on (None: not compared)
     _rank: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -390,6 +391,7 @@ class HostFacts:
         failed_checks: required health checks failing now; unhealthy_apps: apps unhealthy now.
         apply_due: the host's own policy (the customer's apply, a window) would apply now.
         seen: its last check-in; lost: the inventory marked it lost.
+        channel: the update channel the host follows (None: not reported).
     """
 
     host: str
@@ -406,6 +408,7 @@ class HostFacts:
     apply_due: bool = False
     seen: dt.datetime | None = None
     lost: bool = False
+    channel: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ signature) needs an operator token, checked here on every request.
 
 HTTP rules (as the FleetLock server's, docs/control-plane.md):
 
-* bodies are JSON (``Content-Type: application/json``, else 415), read as a stream
+* bodies are JSON (``Content-Type: application/json``, else 415; the web console's
+  forms under ``/console`` are form-encoded), read as a stream
   and never held beyond their limit: 2 MiB for a check-in, 64 KiB elsewhere (413);
 * every error is JSON ``{"error", "kind", "brief", "details", "resolution"}``
   (:mod:`atoll.control.errors`), a database that cannot be reached included:
@@ -19,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -37,9 +38,14 @@ import atoll
 from atoll.control import operations as ops
 from atoll.control import rollout_ops, service
 from atoll.control.auth import Principal
+from atoll.control.console import CONSOLE
+from atoll.control.console.web import build_console
 from atoll.control.db import Database, unavailable
 from atoll.control.errors import ApiError
+from atoll.control.limits import Bucket, HostLimits
 from atoll.control.protocol import MAX_CHECKIN_BYTES, CheckIn, Directive, Enrolled, EnrolRequest
+from atoll.control.releases import ReleaseSource, releases_json, rollout_versions
+from atoll.control.retention import DEFAULT_RETENTION
 
 __all__ = ["MAX_BODY", "Settings", "build_app"]
 
@@ -62,10 +68,17 @@ MAX_SPAN_S = 10 * 365 * 86400  # the longest duration a request may name
 @dataclass(frozen=True)
 class Settings:
     """``directive_ttl``: how long a host holds itself to an answer when it cannot check
-    in again; ``lost_after``: a host not seen this long is marked lost."""
+    in again; ``lost_after``: a host not seen this long is marked lost;
+    ``checkin_limit``, ``event_limit``: the per-host budgets (:mod:`atoll.control.limits`);
+    ``event_retention``: events older than this are deleted (None: kept forever;
+    :mod:`atoll.control.retention`)."""
 
     directive_ttl: dt.timedelta = dt.timedelta(days=1)
     lost_after: dt.timedelta = dt.timedelta(hours=1)
+    checkin_limit: Bucket = field(default_factory=lambda: Bucket(30, 2.0))
+    event_limit: Bucket = field(default_factory=lambda: Bucket(200, 10.0))
+    event_retention: dt.timedelta | None = DEFAULT_RETENTION
+    releases: ReleaseSource | None = None  # the signed versions (atoll.control.releases)
 
 
 # -- bodies ------------------------------------------------------------------
@@ -125,8 +138,10 @@ class RolloutIn(_In):
     labels: dict[str, str] = Field(default_factory=dict, max_length=32,
                                    description="the group: hosts with all these labels")
     channel: Version = Field(description="the channel the versions are signed on")
-    versions: list[SignedVersionIn] = Field(min_length=1, max_length=1000, description=(
-        "the signed versions the rollout chooses among, oldest first"))
+    versions: list[SignedVersionIn] = Field(default_factory=list, max_length=1000,
+                                            description=(
+        "the signed versions the rollout chooses among, oldest first (empty: every signed "
+        "version of the channel, when the server reads the update repository)"))
     to_version: Version
     from_version: Version | None = None
     floors: list[Version] = Field(default_factory=list, max_length=100)
@@ -190,7 +205,8 @@ class _Guard:
             await _error_response(too_large)(scope, receive, send)
             return
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if has_body and ctype != "application/json":
+        form = path.startswith(CONSOLE + "/") and ctype == "application/x-www-form-urlencoded"
+        if has_body and ctype != "application/json" and not form:
             await _error_response(ApiError(415, "unsupported_media_type",
                                            "the body must be JSON (Content-Type: "
                                            "application/json)"))(scope, receive, send)
@@ -254,10 +270,13 @@ Op = Annotated[Principal, Depends(_principal)]
 
 
 def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = utcnow,
-              fleetlock: ASGIApp | None = None) -> FastAPI:
+              fleetlock: ASGIApp | None = None,
+              driver: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
     """The ASGI application over ``db``; ``fleetlock``: a FleetLock application mounted
-    at ``/fleetlock`` (one process for a one-site setup)."""
+    at ``/fleetlock`` (one process for a one-site setup); ``driver``: this instance's
+    rollout driver status, shown by ``/v1/health``."""
     settings = settings or Settings()
+    limits = HostLimits(settings.checkin_limit, settings.event_limit)
     app = FastAPI(title="atoll control plane", version=atoll.__version__,
                   description="Fleet inventory, check-ins, history (docs/control-plane.md).",
                   docs_url=None, redoc_url=None)
@@ -309,7 +328,10 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
         """Whether the server and its database answer (no token needed)."""
         with db.read() as s:
             s.execute(text("SELECT 1"))
-        return {"status": "ok", "version": atoll.__version__}
+        out: dict[str, Any] = {"status": "ok", "version": atoll.__version__}
+        if driver is not None:
+            out["rollout_driver"] = driver()
+        return out
 
     @app.post("/v1/enrol", tags=["hosts"], response_model=Enrolled, openapi_extra={
         "requestBody": {"required": True, "content": {
@@ -331,7 +353,7 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
         body = await request.body()
         return await run_in_threadpool(
             service.checkin, db, request.headers.get("atoll-signature"), body, clock(),
-            directive_ttl=settings.directive_ttl)
+            directive_ttl=settings.directive_ttl, limits=limits)
 
     # -- inventory -------------------------------------------------------
 
@@ -390,13 +412,25 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
 
     @app.post("/v1/rollouts", tags=["rollouts"], status_code=201)
     def create_rollout(p: Op, body: RolloutIn) -> dict[str, Any]:
-        """Start a rollout over the hosts its group matches now (its members)."""
+        """Start a rollout over the hosts its group matches now (its members); with a
+        repository (``fleet serve --repo``), among its signed versions only (else 422)."""
+        ops._require(p, "operator")  # before reading the repository for a viewer
+        named = [body.to_version, *body.floors] + ([body.from_version]
+                                                   if body.from_version else [])
+        versions = rollout_versions(settings.releases, body.channel,
+                                    [v.model_dump() for v in body.versions], named)
         with db.write() as s:
             return rollout_ops.create(
                 s, p, rollout_id=body.id, customer=body.customer, labels=body.labels,
-                channel=body.channel, versions=[v.model_dump() for v in body.versions],
+                channel=body.channel, versions=versions,
                 to_version=body.to_version, from_version=body.from_version,
                 floors=body.floors, dead_ends=body.dead_ends, spec=body.spec, now=clock())
+
+    @app.get("/v1/releases", tags=["rollouts"])
+    def releases(p: Op) -> dict[str, Any]:
+        """The signed versions per channel of the update repository the server reads
+        (newest first), verified with python-tuf as hosts do."""
+        return releases_json(settings.releases)
 
     @app.get("/v1/rollouts", tags=["rollouts"])
     def rollouts(p: Op, state: str | None = None) -> list[dict[str, Any]]:
@@ -462,5 +496,19 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
             return ops.create_enrol_token(s, p, body.customer, body.host_name, body.labels,
                                           dt.timedelta(seconds=body.expires_in_s), clock())
 
+    @app.get("/v1/enrol-tokens", tags=["access"])
+    def enrol_tokens(p: Op, customer: str | None = None,
+                     valid: bool = False) -> list[dict[str, Any]]:
+        """Enrolment tokens in the caller's scope (never their secrets)."""
+        with db.read() as s:
+            return ops.list_enrol_tokens(s, p, clock(), customer=customer, valid=valid)
+
+    @app.post("/v1/enrol-tokens/{token_id}/revoke", tags=["access"])
+    def revoke_enrol_token(p: Op, token_id: Annotated[int, FastApiPath(ge=1, le=MAX_ID)]
+                           ) -> dict[str, Any]:
+        with db.write() as s:
+            return ops.revoke_enrol_token(s, p, token_id, clock())
+
+    app.mount(CONSOLE, build_console(db, clock))  # the web console (docs/console.md)
     app.add_middleware(_Guard, fleetlock=fleetlock)
     return app

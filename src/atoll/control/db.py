@@ -41,7 +41,7 @@ __all__ = ["BUSY_TIMEOUT_S", "DEFAULT_DB", "Database", "normalize_url", "unavail
 
 log = logging.getLogger("atoll.control")
 DEFAULT_DB = "sqlite:////var/lib/atoll/control/control.db"
-BUSY_TIMEOUT_S = 30
+BUSY_TIMEOUT_S = 20  # under atolld's 30 s HTTP timeout: a locked SQLite answers 503 in time
 _MIGRATION_LOCK = 0x61746F6C6C  # "atoll": pg_advisory_xact_lock key of `db upgrade`
 
 

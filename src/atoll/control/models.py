@@ -20,6 +20,8 @@ on SQLite, which has no time zones).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from typing import Any
 
 from sqlalchemy import (
@@ -35,6 +37,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,6 +55,7 @@ __all__ = [
     "RolloutHost",
     "RolloutRow",
     "UTCDateTime",
+    "doc_digest",
 ]
 
 ROLES = ("viewer", "operator", "admin")  # each may do what the ones before it may
@@ -128,6 +132,7 @@ class EnrolToken(Base):
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]
     host_id: Mapped[str | None] = mapped_column(String(36))
+    revoked_at: Mapped[dt.datetime | None]  # migration 0003
 
 
 class Host(Base):
@@ -199,7 +204,8 @@ class Manifest(Base):
 class Event(Base):
     """One line of history. ``actor``: ``host:<id>``, ``operator:<token name>`` or
     ``server``. Host id and name are copied, not referenced: history outlives a pruned
-    host. The database refuses UPDATE and DELETE on this table (triggers)."""
+    host. The database refuses UPDATE on this table, and DELETE of an event younger
+    than 30 days (triggers; migration 0003): only the retention prunes history."""
 
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_host_time", "host_id", "time"),
@@ -220,7 +226,10 @@ class RolloutRow(Base):
     spec, state, wave, halt); ``state`` repeats its state for queries; ``versions``
     the signed versions it chooses among, oldest first (``[{"version", "commit"}]``);
     ``customer_id`` None: a group over every customer (only an every-customer token
-    sees it). Check-ins that may grant lock this row (``SELECT ... FOR UPDATE``)."""
+    sees it). Check-ins that may grant lock this row (``SELECT ... FOR UPDATE``).
+    ``doc_sha256``: sha256 of ``doc``'s canonical JSON, set whenever ``doc`` is written
+    (migration 0003): ``doc`` is loaded only when asked for (it holds every member), and
+    a check-in finds the parsed rollout by this digest in a cache."""
 
     __tablename__ = "rollouts"
 
@@ -230,17 +239,31 @@ class RolloutRow(Base):
     state: Mapped[str] = mapped_column(String(12), index=True)
     channel: Mapped[str] = mapped_column(String(200))
     versions: Mapped[list[Any]] = mapped_column(JSON)
-    doc: Mapped[dict[str, Any]] = mapped_column(JSON)
+    doc: Mapped[dict[str, Any]] = mapped_column(JSON, deferred=True)
+    doc_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+
+
+def doc_digest(doc: Any) -> str:
+    """sha256 (hex) of a JSON document's canonical form (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+@event.listens_for(RolloutRow.doc, "set", propagate=True)
+def _doc_set(target: RolloutRow, value: Any, old: Any, initiator: Any) -> None:
+    target.doc_sha256 = doc_digest(value)
 
 
 class RolloutHost(Base):
     """One host in one rollout: ``wave`` its wave (fixed at creation for members; the
     last for a host that joined the group later), ``phase`` where it stands
     (:class:`atoll.control.rollouts.Phase`), ``progress``
-    :meth:`~atoll.control.rollouts.HostProgress.to_json`. Not a foreign key to hosts:
-    a pruned host's progress stays with its rollout."""
+    :meth:`~atoll.control.rollouts.HostProgress.to_json`, ``skipped`` why the rollout
+    skips it (off its path: an unknown version, another channel; migration 0003; an
+    event when it changes). Not a foreign key to hosts: a pruned host's progress stays
+    with its rollout."""
 
     __tablename__ = "rollout_hosts"
     __table_args__ = (Index("ix_rollout_hosts_rollout_phase", "rollout_id", "phase"),)
@@ -252,4 +275,5 @@ class RolloutHost(Base):
     member: Mapped[bool] = mapped_column(Boolean)
     phase: Mapped[str] = mapped_column(String(12))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON)
+    skipped: Mapped[str | None] = mapped_column(String(300), default=None)
     updated_at: Mapped[dt.datetime]

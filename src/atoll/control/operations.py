@@ -50,16 +50,19 @@ __all__ = [
     "get_host",
     "host_detail",
     "list_customers",
+    "list_enrol_tokens",
     "list_events",
     "list_hosts",
     "list_tokens",
     "prune",
+    "revoke_enrol_token",
     "revoke_token",
     "set_labels",
 ]
 
 REQUEST_KINDS = ("cancel", "pin", "ack-rollback", "apply")
-LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$")
+# used with fullmatch: "^...$" with match would let a trailing newline in ("k\n")
+LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?")
 MAX_ENROL_TTL = dt.timedelta(days=30)
 
 
@@ -222,9 +225,57 @@ def create_enrol_token(s: Session, p: Principal, customer: str, host_name: str |
             "expires_at": _iso(t.expires_at), "token": secret}
 
 
+def _enrol_token_json(t: EnrolToken, names: dict[int, str], now: dt.datetime) -> dict[str, Any]:
+    state = ("spent" if t.used_at is not None else "revoked" if t.revoked_at is not None
+             else "expired" if t.expires_at <= now else "valid")
+    return {"id": t.id, "customer": names.get(t.customer_id, f"#{t.customer_id}"),
+            "host_name": t.host_name, "labels": t.labels, "state": state,
+            "created_at": _iso(t.created_at), "created_by": t.created_by,
+            "expires_at": _iso(t.expires_at), "used_at": _iso(t.used_at),
+            "host_id": t.host_id, "revoked_at": _iso(t.revoked_at)}
+
+
+def list_enrol_tokens(s: Session, p: Principal, now: dt.datetime, *,
+                      customer: str | None = None, valid: bool = False) -> list[dict[str, Any]]:
+    """Enrolment tokens in ``p``'s scope (of ``customer``; only the usable ones with
+    ``valid``), oldest first; never their secrets (only their sha256 is stored)."""
+    _require(p, "operator")
+    q = select(EnrolToken).order_by(EnrolToken.id)
+    if customer is not None:
+        q = q.where(EnrolToken.customer_id == _customer_id(s, p, customer))
+    elif p.customer_ids is not None:
+        q = q.where(EnrolToken.customer_id.in_(sorted(p.customer_ids)))
+    if valid:
+        q = q.where(EnrolToken.used_at.is_(None), EnrolToken.revoked_at.is_(None),
+                    EnrolToken.expires_at > now)
+    names = _customers(s)
+    return [_enrol_token_json(t, names, now) for t in s.scalars(q)]
+
+
+def revoke_enrol_token(s: Session, p: Principal, token_id: int,
+                       now: dt.datetime) -> dict[str, Any]:
+    """Revoke an enrolment token not yet spent (an event); a spent, expired or revoked
+    one is left as it is (``changed`` false).
+
+    Raises:
+        ApiError: 404 (no such token in ``p``'s scope), 403 (a viewer).
+    """
+    _require(p, "operator")
+    t = s.scalars(select(EnrolToken).where(EnrolToken.id == token_id)
+                  .with_for_update()).first()
+    if t is None or not p.sees(t.customer_id):
+        raise not_found(f"enrolment token {token_id}")
+    changed = t.used_at is None and t.revoked_at is None and t.expires_at > now
+    if changed:
+        t.revoked_at = now
+        record(s, now, p.actor, "enrol-token-revoked",
+               {"enrol_token": t.id, "host_name": t.host_name}, customer_id=t.customer_id)
+    return _enrol_token_json(t, _customers(s), now) | {"changed": changed}
+
+
 def _check_labels(labels: dict[str, str]) -> None:
     for key, value in labels.items():
-        if not LABEL_KEY.match(key):
+        if not LABEL_KEY.fullmatch(key):
             raise ApiError(422, "invalid", f"label {key!r}: a key is 1-63 lowercase letters, "
                            "digits, '.', '_', '/', '-'")
         if not isinstance(value, str) or len(value) > 200 or not value.isprintable():

@@ -36,12 +36,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, object_session
 
 from atoll.control import rollouts as ro
 from atoll.control.db import Database, unavailable
-from atoll.control.models import Customer, Event, Host, HostLabel, RolloutHost, RolloutRow
+from atoll.control.models import (
+    Customer,
+    Event,
+    Host,
+    HostLabel,
+    RolloutHost,
+    RolloutRow,
+    doc_digest,
+)
 from atoll.core.text import printable
 
 __all__ = ["ACTIVE", "Held", "commit_of", "decide", "drive", "drive_one", "event", "facts_of",
@@ -52,37 +60,68 @@ log = logging.getLogger("atoll.control")
 
 ACTIVE = (ro.RolloutState.RUNNING.value, ro.RolloutState.HALTED.value)
 _UNHEALTHY_OK = ("healthy", "running", "starting")
-_NOT_GOVERNING = ("not-in-group", "rollout-finished", "rollout-aborted")
+# codes after which the rollout does not answer the host: it follows its own policy.
+# ``ahead``: newer than the target (never sent back; done for the quorum);
+# ``unknown-version``, ``other-channel``: not on the rollout's path (skipped, with a
+# ``rollout-host-skipped`` event the first time). ``at-target`` is *not* released: it is
+# kept at the target, as a host that succeeded, while the rollout is active.
+_NOT_GOVERNING = ("not-in-group", "rollout-finished", "rollout-aborted", "ahead",
+                  "unknown-version", "other-channel")
+
+
+_LOADED: dict[str, ro.Rollout] = {}
+_LOADED_MAX = 64
 
 
 def load(row: RolloutRow) -> ro.Rollout:
-    return ro.Rollout.from_json(row.doc)
+    """The rollout ``row`` stores. Parsed once per document (by ``doc_sha256``, a content
+    address: right whatever database or instance wrote it), so a check-in neither loads
+    nor parses the document, which lists every member (0.8 MB for 10,000)."""
+    digest = row.doc_sha256
+    rollout = _LOADED.get(digest) if digest else None
+    if rollout is None:
+        doc = row.doc
+        if digest and doc_digest(doc) != digest:  # loaded before a newer doc_sha256 was
+            session = object_session(row)
+            if session is not None:
+                session.refresh(row, ["doc"])
+            doc = row.doc
+        rollout = ro.Rollout.from_json(doc)
+        if digest and doc_digest(doc) == digest:
+            if len(_LOADED) >= _LOADED_MAX:
+                _LOADED.clear()
+            _LOADED[digest] = rollout
+    return rollout
 
 
 def save(row: RolloutRow, rollout: ro.Rollout, now: dt.datetime) -> None:
     row.doc, row.state, row.updated_at = rollout.to_json(), rollout.state.value, now
 
 
-_PLANS: dict[tuple[str, ro.RolloutSpec, tuple[ro.Member, ...]], ro.WavePlan] = {}
+_PLANS: dict[tuple[str, ro.RolloutSpec, int], tuple[tuple[ro.Member, ...], ro.WavePlan]] = {}
 _PLANS_MAX = 64
 
 
 def plan_of(row: RolloutRow, rollout: ro.Rollout) -> ro.WavePlan:
     """The rollout's wave plan. It depends only on what is fixed at creation (id,
     spec, members), so it is kept by those instead of derived again (seeds hashed and
-    sorted) at every check-in; at most ``_PLANS_MAX`` plans are kept."""
-    key = (row.id, rollout.spec, rollout.members)
-    plan = _PLANS.get(key)
-    if plan is None:
-        plan = ro.plan_waves(rollout)
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        _PLANS[key] = plan
+    sorted) at every check-in; at most ``_PLANS_MAX`` plans are kept. The members are
+    matched by identity (the cache holds the tuple, so its id is not reused): a loaded
+    rollout is cached with its members (:func:`load`), and a check-in never hashes or
+    compares 10,000 of them."""
+    key = (row.id, rollout.spec, id(rollout.members))
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is rollout.members:
+        return hit[1]
+    plan = ro.plan_waves(rollout)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[key] = (rollout.members, plan)
     return plan
 
 
 def order_of(row: RolloutRow) -> ro.VersionOrder:
-    return ro.VersionOrder(tuple(str(v["version"]) for v in row.versions))
+    return ro.VersionOrder(tuple(str(v["version"]) for v in row.versions), row.channel)
 
 
 def commit_of(row: RolloutRow, version: str) -> str | None:
@@ -143,6 +182,7 @@ def facts_of(host: Host, customer: str | None, labels: Mapping[str, str]) -> ro.
             unhealthy.append(str(app.get("name")))
     state = _get(status, "update", "state")
     mode = _get(report, "policy", "mode")
+    channel = _get(status, "update", "channel")
     return ro.HostFacts(
         host=host.id, customer=customer, labels=dict(labels),
         version=host.booted_version, pending=host.pending_version,
@@ -152,7 +192,8 @@ def facts_of(host: Host, customer: str | None, labels: Mapping[str, str]) -> ro.
         rolled_back_at=_when(boot.get("time")) if rolled_from else None,
         failed_checks=failed, unhealthy_apps=tuple(sorted(unhealthy)),
         apply_due=state == "pending" or (state == "prepared" and mode == "apply"),
-        seen=host.last_seen, lost=host.lost)
+        seen=host.last_seen, lost=host.lost,
+        channel=channel if isinstance(channel, str) and channel else None)
 
 
 def _labels_of(s: Session, host_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -185,27 +226,47 @@ def stored_progress(s: Session, rollout_id: str) -> dict[str, RolloutHost]:
 
 
 def _counts(s: Session, rollout: ro.Rollout) -> tuple[ro.Counts, tuple[str, ...]]:
-    """In flight, counted failures and sample, from the stored phases; the failing hosts."""
-    rows = s.execute(select(RolloutHost.host_id, RolloutHost.phase).where(
+    """In flight, counted failures and sample, from the stored phases; the failing hosts.
+
+    Counted by the database (one indexed ``GROUP BY`` over the rollout's phases); only
+    the failed hosts' ids are read (a rollout halts on few).
+    """
+    by_phase = {phase: int(n) for phase, n in s.execute(
+        select(RolloutHost.phase, func.count()).where(RolloutHost.rollout_id == rollout.id)
+        .group_by(RolloutHost.phase))}
+    failed = s.scalars(select(RolloutHost.host_id).where(
         RolloutHost.rollout_id == rollout.id,
-        RolloutHost.phase.in_([ro.Phase.IN_FLIGHT.value, ro.Phase.FAILED.value,
-                               ro.Phase.SUCCEEDED.value]))).all()
-    in_flight = sum(1 for _, p in rows if p == ro.Phase.IN_FLIGHT.value)
-    failing = tuple(sorted(h for h, p in rows
-                           if p == ro.Phase.FAILED.value and h not in rollout.excused))
-    sample = len(failing) + sum(1 for h, p in rows if p == ro.Phase.SUCCEEDED.value
-                                and h not in rollout.excused)
-    return ro.Counts(in_flight, len(failing), sample), failing
+        RolloutHost.phase == ro.Phase.FAILED.value)).all()
+    failing = tuple(sorted(h for h in failed if h not in rollout.excused))
+    succeeded = int(by_phase.get(ro.Phase.SUCCEEDED.value, 0))
+    if rollout.excused:  # few: the failures an operator accepted on resume
+        succeeded -= len(s.scalars(select(RolloutHost.host_id).where(
+            RolloutHost.rollout_id == rollout.id,
+            RolloutHost.phase == ro.Phase.SUCCEEDED.value,
+            RolloutHost.host_id.in_(sorted(rollout.excused)))).all())
+    in_flight = int(by_phase.get(ro.Phase.IN_FLIGHT.value, 0))
+    return ro.Counts(in_flight, len(failing), len(failing) + succeeded), failing
 
 
 def _store(s: Session, rollout: ro.Rollout, plan: ro.WavePlan, order: ro.VersionOrder,
            rh: RolloutHost, progress: ro.HostProgress, facts: ro.HostFacts,
            now: dt.datetime, host: Host | None, row: RolloutRow) -> None:
-    """Store a host's progress and phase; an outcome reached now is an event."""
+    """Store a host's progress and phase; an outcome reached now is an event, and so is
+    a host found off the rollout's path (skipped: its reason recorded once)."""
     before = ro.HostProgress.from_json(rh.progress) if rh.progress else None
     rh.progress = progress.to_json()
     rh.phase = ro.phase_of(rollout, plan, progress, facts, order).value
     rh.updated_at = now
+    code, why = None, ""
+    if rh.phase == ro.Phase.SKIPPED.value:
+        _, code, why = ro.next_step(rollout, facts.version, order, facts.channel)
+    skipped = None if code is None else f"{code}: {why}"[:300]
+    if host is not None and skipped != rh.skipped:
+        rh.skipped = skipped
+        if skipped is not None:
+            event(s, now, "server", "rollout-host-skipped",
+                  {"code": code, "reason": why, "version": facts.version,
+                   "channel": facts.channel}, row=row, host=host)
     if host is not None and progress.outcome is not None and (
             before is None or before.outcome != progress.outcome):
         event(s, now, "server", f"rollout-host-{progress.outcome.value}",
@@ -257,13 +318,15 @@ def decide(s: Session, host: Host, now: dt.datetime) -> Held | None:
 
     Called inside the check-in's transaction (the host row is already updated).
     """
-    customer = s.get(Customer, host.customer_id)
-    labels = _labels_of(s, [host.id])[host.id]
-    facts = facts_of(host, customer.name if customer else None, labels)
     candidates = s.scalars(select(RolloutRow).where(
         RolloutRow.state.in_(ACTIVE),
         (RolloutRow.customer_id.is_(None)) | (RolloutRow.customer_id == host.customer_id))
         .order_by(RolloutRow.created_at, RolloutRow.id)).all()
+    if not candidates:  # the common case: no rollout for this customer now
+        return None
+    customer = s.get(Customer, host.customer_id)
+    labels = _labels_of(s, [host.id])[host.id]
+    facts = facts_of(host, customer.name if customer else None, labels)
     for candidate in candidates:
         rh = s.get(RolloutHost, (candidate.id, host.id))
         if rh is None and not load(candidate).selector.matches(facts.customer, facts.labels):

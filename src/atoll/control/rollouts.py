@@ -227,18 +227,23 @@ def plan_waves(rollout: Rollout) -> WavePlan:
     return WavePlan(tuple(waves), n)
 
 
-def next_step(rollout: Rollout, version: str | None,
-              order: VersionOrder) -> tuple[str | None, str, str]:
-    """The version a host on ``version`` moves to next: ``(step, code, reason)``.
+def next_step(rollout: Rollout, version: str | None, order: VersionOrder,
+              channel: str | None = None) -> tuple[str | None, str, str]:
+    """The version a host on ``version`` (following ``channel``) moves to next:
+    ``(step, code, reason)``.
 
     The oldest floor above its version and below the target, else the target. ``step``
     is None when there is nothing to do or nothing safe to do: codes ``at-target``,
-    ``ahead`` (never sent back), ``unknown-version``, ``unsigned`` (the target or that
-    floor is no longer signed); else the code is ``floor`` or ``target``.
+    ``ahead`` (never sent back), ``unknown-version``, ``other-channel`` (the host
+    follows another channel than the one ``order`` is signed on), ``unsigned`` (the
+    target or that floor is no longer signed); else the code is ``floor`` or ``target``.
     """
     t = order.rank(rollout.to_version)
     if t is None:
         return None, "unsigned", f"the target {rollout.to_version} is no longer signed"
+    if order.channel is not None and channel is not None and channel != order.channel:
+        return None, "other-channel", (f"follows channel {channel!r}, not the rollout's "
+                                       f"{order.channel!r}")
     r = order.rank(version)
     if r is None:
         return None, "unknown-version", (f"version {version!r} is not among the signed "
@@ -344,7 +349,7 @@ def phase_of(rollout: Rollout, plan: WavePlan, progress: HostProgress, facts: Ho
         return Phase.EXCLUDED
     if facts.lost:
         return Phase.LOST
-    step, code, _ = next_step(rollout, facts.version, order)
+    step, code, _ = next_step(rollout, facts.version, order, facts.channel)
     if step is None:
         return Phase.AT_TARGET if code in ("at-target", "ahead") else Phase.SKIPPED
     return Phase.WAITING if _in_wave(rollout, plan, facts.host, facts.version)[1] \
@@ -470,7 +475,8 @@ class HostDecision:
     whether and when it does); ``progress``: the progress to store (changed when
     ``granted``: an apply grant given now). ``code`` is stable (metrics, tests):
     ``rollout-finished``, ``rollout-aborted``, ``not-in-group``, ``failed``,
-    ``succeeded``, ``at-target``, ``ahead``, ``unknown-version``, ``unsigned``,
+    ``succeeded``, ``at-target``, ``ahead``, ``unknown-version``, ``other-channel``,
+    ``unsigned``,
     ``halted``, ``wave-not-started``, ``failure-budget``, ``applying``,
     ``waiting-for-host``, ``max-in-flight``, ``apply-granted``.
     """
@@ -518,7 +524,7 @@ def decide_host(rollout: Rollout, plan: WavePlan, counts: Counts, progress: Host
                    f"{progress.detail}); held where it is", wave=wave, in_wave=moving)
     if progress.outcome is Outcome.SUCCEEDED:
         return say("succeeded", f"moved to {rollout.to_version}", wave=wave, in_wave=moving)
-    step, code, why = next_step(rollout, facts.version, order)
+    step, code, why = next_step(rollout, facts.version, order, facts.channel)
     if step is None:
         return say(code, why, wave=wave, in_wave=moving)
     if progress.granted is not None and progress.step != step:

@@ -10,7 +10,10 @@ The sweep marks hosts lost (:func:`atoll.control.service.mark_lost`) every
 marked, and its event written, once). The rollout driver
 (:func:`atoll.control.rollout_store.drive`: advance waves after their soak, finish,
 halt on timeouts) runs every ``drive_s`` seconds in another; also safe with several
-instances (each rollout's row is locked while it is driven).
+instances (each rollout's row is locked while it is driven). Events past the
+retention are deleted every hour (:func:`atoll.control.retention.prune_events`).
+With an :class:`~atoll.control.leader.Election` (``--etcd``) only the leader runs the
+driver and the retention; a third thread campaigns.
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ from typing import Any
 
 from atoll.control.app import Clock, Settings, build_app, utcnow
 from atoll.control.db import Database, unavailable
+from atoll.control.leader import Election
+from atoll.control.retention import prune_events
 from atoll.control.rollout_store import drive
 from atoll.control.service import mark_lost
+from atoll.core.errors import RuntimeBackendError
 from atoll.fleet.server import IDLE_TIMEOUT, AsgiServer
 
 __all__ = ["DRIVE_S", "ControlServer"]
 
 log = logging.getLogger("atoll.control")
 DRIVE_S = 30.0  # the rollout driver's tick (atoll fleet serve --rollout-tick)
+RETENTION_S = 3600.0  # how often events past the retention are deleted
 
 
 class ControlServer(AsgiServer):
@@ -38,7 +45,8 @@ class ControlServer(AsgiServer):
     def __init__(self, db: Database, host: str = "127.0.0.1", port: int = 0, *,
                  settings: Settings | None = None, clock: Clock = utcnow,
                  fleetlock: Any = None, sweep_s: float | None = None,
-                 drive_s: float = DRIVE_S, idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 drive_s: float = DRIVE_S, idle_timeout: float = IDLE_TIMEOUT,
+                 election: Election | None = None) -> None:
         """Bind now (``url`` is known); the database must be at this atoll's schema.
 
         Args:
@@ -46,6 +54,9 @@ class ControlServer(AsgiServer):
             sweep_s: seconds between lost-host sweeps (default: a tenth of
                 ``settings.lost_after``, between 5 s and 5 min).
             drive_s: seconds between the rollout driver's ticks.
+            election: drive rollouts (and the event retention) only while this
+                instance leads (:mod:`atoll.control.leader`); None: every instance
+                drives, each rollout's row locked while it is driven.
 
         Raises:
             InputError: the address cannot be bound.
@@ -56,7 +67,10 @@ class ControlServer(AsgiServer):
         lost = self.settings.lost_after.total_seconds()
         self.sweep_s = sweep_s if sweep_s is not None else min(300.0, max(5.0, lost / 10))
         self.drive_s = drive_s
-        super().__init__(build_app(db, self.settings, clock=clock, fleetlock=fleetlock),
+        self.election = election
+        self.driver_ticks = 0  # ticks this instance drove (health: who drives)
+        super().__init__(build_app(db, self.settings, clock=clock, fleetlock=fleetlock,
+                                   driver=self.driver_status),
                          host, port, idle_timeout=idle_timeout, name="atoll-control")
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -65,9 +79,48 @@ class ControlServer(AsgiServer):
         """One lost-host sweep now; returns the hosts marked lost."""
         return mark_lost(self.db, self.clock(), self.settings.lost_after)
 
+    def drives(self) -> bool:
+        """Whether this instance drives rollouts now (no election: always)."""
+        return self.election is None or self.election.leading()
+
+    def driver_status(self) -> dict[str, Any]:
+        """``{"election": "etcd"|"none", "role": "leader"|"standby"|"every-instance",
+        "ticks"}`` (``GET /v1/health``)."""
+        if self.election is None:
+            return {"election": "none", "role": "every-instance", "ticks": self.driver_ticks}
+        return {"election": "etcd", "role": "leader" if self.election.leading()
+                else "standby", "ticks": self.driver_ticks}
+
     def drive(self) -> list[dict[str, Any]]:
-        """One rollout driver tick now; returns the steps taken."""
+        """One rollout driver tick now, if this instance drives; the steps taken."""
+        if not self.drives():
+            return []
+        self.driver_ticks += 1
         return drive(self.db, self.clock())
+
+    def prune_events(self) -> int:
+        """Delete the events past ``settings.event_retention`` now, if this instance
+        drives; returns how many."""
+        retention = self.settings.event_retention
+        if retention is None or not self.drives():
+            return 0
+        return prune_events(self.db, self.clock(), retention)
+
+    def _campaign(self) -> None:
+        election = self.election
+        assert election is not None
+        failing = False
+        while True:
+            try:
+                election.step()
+                failing = False
+            except RuntimeBackendError as exc:
+                if not failing:
+                    log.warning("rollout driver election: %s; this instance does not drive "
+                                "until etcd answers", exc)
+                failing = True
+            if self._halt.wait(election.every_s):
+                return
 
     def _loop(self, what: str, every: float, run: Any) -> None:
         while not self._halt.wait(every):
@@ -88,6 +141,13 @@ class ControlServer(AsgiServer):
             threading.Thread(target=self._loop, args=("rollout driver", self.drive_s,
                                                       self.drive),
                              name="atoll-control-drive", daemon=True)]
+        if self.election is not None:
+            self._threads.append(threading.Thread(target=self._campaign,
+                                                  name="atoll-control-election", daemon=True))
+        if self.settings.event_retention is not None:
+            self._threads.append(threading.Thread(
+                target=self._loop, args=("event retention", RETENTION_S, self.prune_events),
+                name="atoll-control-retention", daemon=True))
         for t in self._threads:
             t.start()
         try:
@@ -100,6 +160,8 @@ class ControlServer(AsgiServer):
         self._halt.set()
         for t in self._threads:
             t.join(timeout=10)
+        if self.election is not None:
+            self.election.resign()
 
 
 def lost_after(seconds: float) -> dt.timedelta:

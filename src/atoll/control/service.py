@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +32,7 @@ from atoll.control import directives, inventory
 from atoll.control.auth import ENROL_PREFIX, bearer, token_sha256
 from atoll.control.db import Database
 from atoll.control.errors import ApiError, conflict, forbidden, unauthorized
+from atoll.control.limits import HostLimits
 from atoll.control.models import Customer, EnrolToken, Event, Host, HostLabel, HostRequest, Manifest
 from atoll.control.protocol import (
     STEPS,
@@ -89,7 +92,7 @@ def enrol(db: Database, authorization: str | None, body: bytes,
     of that name that exists already: its key is replaced (a reinstalled host).
 
     Raises:
-        ApiError: 401 (no, unknown, used or expired token), 400/422 (bad body),
+        ApiError: 401 (no, unknown, used, revoked or expired token), 400/422 (bad body),
             403 (the token is for another host name), 409 (the name is taken).
     """
     token = bearer(authorization, ENROL_PREFIX)
@@ -104,12 +107,13 @@ def enrol(db: Database, authorization: str | None, body: bytes,
         spent = s.execute(
             update(EnrolToken)
             .where(EnrolToken.secret_sha256 == token_sha256(token),
-                   EnrolToken.used_at.is_(None), EnrolToken.expires_at > now)
+                   EnrolToken.used_at.is_(None), EnrolToken.revoked_at.is_(None),
+                   EnrolToken.expires_at > now)
             .values(used_at=now)
             .returning(EnrolToken.id, EnrolToken.customer_id, EnrolToken.host_name,
                        EnrolToken.labels)).first()
         if spent is None:
-            raise unauthorized("the enrolment token is unknown, used or expired",
+            raise unauthorized("the enrolment token is unknown, used, revoked or expired",
                                "ask an operator for a new one (atoll fleet enrol-token create)")
         token_id, customer_id, host_name, labels = spent
         if host_name is not None and host_name != req.name:
@@ -161,15 +165,24 @@ def _authenticate(db: Database, signature: str | None, body: bytes) -> str:
 
 
 def checkin(db: Database, signature: str | None, body: bytes, now: dt.datetime, *,
-            directive_ttl: dt.timedelta) -> Directive:
+            directive_ttl: dt.timedelta, limits: HostLimits | None = None) -> Directive:
     """Verify, record and answer one check-in.
+
+    ``limits``: the per-host budgets (:mod:`atoll.control.limits`; None: unlimited),
+    counted on the monotonic clock (real rates, whatever ``now`` says).
 
     Raises:
         ApiError: 401 (unsigned, unknown host, bad signature), 400/422 (not a valid
             check-in), 403 (signed by one host, about another), 409 (a replayed or
-            out-of-order counter), 422 (a manifest that does not match its sha256).
+            out-of-order counter), 422 (a manifest that does not match its sha256),
+            429 (the host checks in faster than its budget; ``Retry-After``).
     """
     host_id = _authenticate(db, signature, body)  # nothing is parsed before this
+    wait = limits.checkin_wait(host_id, time.monotonic()) if limits else 0.0
+    if wait > 0:
+        raise ApiError(429, "rate_limited", "check-in refused: this host checks in faster "
+                       "than the server allows", resolution="wait for Retry-After seconds",
+                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
     try:
         report = CheckIn.model_validate_json(body)
     except ValidationError as exc:
@@ -186,11 +199,11 @@ def checkin(db: Database, signature: str | None, body: bytes, now: dt.datetime, 
             raise ApiError(409, "replay", "check-in refused: its counter is not larger than "
                            "the last one accepted (a replay, or an older check-in)")
         host = s.get_one(Host, host_id)
-        return _record_checkin(s, host, report, now, directive_ttl)
+        return _record_checkin(s, host, report, now, directive_ttl, limits)
 
 
 def _record_checkin(s: Session, host: Host, report: CheckIn, now: dt.datetime,
-                    ttl: dt.timedelta) -> Directive:
+                    ttl: dt.timedelta, limits: HostLimits | None = None) -> Directive:
     actor = f"host:{host.id}"
     stored = report.model_dump(mode="json", exclude={"manifest", "requests", "counter"})
     old, new = inventory.summarize(host.report), inventory.summarize(stored)
@@ -208,8 +221,16 @@ def _record_checkin(s: Session, host: Host, report: CheckIn, now: dt.datetime,
     host.report, host.last_seen, host.lost = stored, now, False
     host.manifest_sha256 = report.manifest_sha256
     host.checkins += 1
-    for kind, data in inventory.changes(old, new):
-        record(s, now, actor, kind, data, host=host)
+    changes = inventory.changes(old, new)
+    keep, dropped = (limits.admit(host.id, time.monotonic(), [k for k, _ in changes])
+                     if limits else ([True] * len(changes), None))
+    if dropped:
+        record(s, now, "server", "events-dropped",
+               {"kinds": dropped, "count": sum(dropped.values()),
+                "why": "the host's event budget (atoll fleet serve --event-limit)"}, host=host)
+    for (kind, data), kept in zip(changes, keep, strict=True):
+        if kept:
+            record(s, now, actor, kind, data, host=host)
     for result in report.requests:
         done = s.execute(update(HostRequest)
                          .where(HostRequest.id == result.id, HostRequest.host_id == host.id,

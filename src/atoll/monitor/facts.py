@@ -30,7 +30,7 @@ import datetime as dt
 import importlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "UPDATE_STATES",
     "BackupFact",
     "BootFact",
+    "CveFact",
     "DeploymentFact",
     "FsckFact",
     "HostFacts",
@@ -121,6 +122,17 @@ class BackupFact:
 
 
 @dataclass(frozen=True)
+class CveFact:
+    """The booted commit's signed CVE report (atoll.security; None fields: no report)."""
+
+    open_counts: tuple[tuple[str, int], ...] = ()  # (urgency, CVEs), atoll.security.report
+    generated: dt.datetime | None = None
+    expires: dt.datetime | None = None
+    report: bool = False
+    fixes_available: int = 0  # open CVEs the tracker knows a fixed version for
+
+
+@dataclass(frozen=True)
 class HostFacts:
     """Everything monitoring knows about atoll on this host."""
 
@@ -144,6 +156,7 @@ class HostFacts:
     # damaged state files: (file name, problem); the checks they feed say UNKNOWN
     problems: tuple[tuple[str, str], ...] = ()
     fsck: FsckFact | None = None  # None: never run
+    cves: CveFact | None = None  # None: no booted commit, or not read
 
     def damaged(self, *names: str) -> str | None:
         """The problem of the first damaged state file named (by file name), or None."""
@@ -322,4 +335,24 @@ def load_host_facts(sysroot: Path) -> HostFacts:
     except Exception as exc:  # a monitoring agent must report, never crash
         log.debug("host_status failed", exc_info=True)
         return HostFacts.unknown(f"host status failed: {type(exc).__name__}: {exc}")
-    return parse_host_status(data)
+    facts = parse_host_status(data)
+    if facts.booted is not None and facts.booted.commit:
+        facts = replace(facts, cves=_cves(sysroot, facts.booted.commit))
+    return facts
+
+
+def _cves(sysroot: Path, commit: str) -> CveFact | None:
+    """The booted commit's CVE report as a fact (None: it does not read; logged)."""
+    try:
+        from atoll.security.host import load_report
+        from atoll.security.report import counts
+
+        doc = load_report(sysroot, commit)
+    except (AtollError, ImportError) as exc:
+        log.warning("CVE report of %s: %s", commit[:12], exc)
+        return None
+    if doc is None:
+        return CveFact()
+    return CveFact(tuple(counts(doc["open"]).items()), parse_time(doc["generated"]),
+                   parse_time(doc["expires"]), True,
+                   len({c["cve"] for c in doc["open"] if c.get("fixed_version")}))

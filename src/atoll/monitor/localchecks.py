@@ -299,7 +299,34 @@ def host_checks(
         checks += _backup_checks(facts, now)
         checks.append(_fsck_check(facts, now, policy))
         checks += [c for c in (_decision_check(facts), _provision_check(facts)) if c is not None]
+        if facts.cves is not None:  # read by load_host_facts for a booted commit
+            checks.append(_cve_check(facts, now))
     return checks
+
+
+def _cve_check(facts: HostFacts, now: dt.datetime) -> LocalCheck:
+    """Open CVEs of the booted commit by urgency, from its signed CVE report: WARN with
+    an open ``high`` one or when the report expired (docs/security.md)."""
+    name = "atoll CVEs"
+    c = facts.cves
+    assert c is not None
+    if not c.report:
+        return LocalCheck(UNKNOWN, name, "no CVE report for the booted commit (published "
+                          "without one, or not downloaded: `atoll update check`)")
+    by = dict(c.open_counts)
+    total = sum(by.values())
+    perf = tuple(f"cves_{u.replace(' ', '_')}={n}" for u, n in c.open_counts)
+    parts = ", ".join(f"{n} {u}" for u, n in reversed(c.open_counts) if n)
+    text = f"{total} open CVE(s)" + (f" ({parts})" if parts else "")
+    text += f", {c.fixes_available} fixed in a newer Debian version"
+    age = (now - c.generated).total_seconds() if c.generated else 0.0
+    text += f"; data {_age(age)} old"
+    perf += (f"cve_data_age={int(age)}",)
+    state = WARN if by.get("high") else OK
+    if c.expires is not None and now >= c.expires:
+        state = WARN
+        text += f", expired {_iso(c.expires)} (stale: the publisher's tracker data is old)"
+    return LocalCheck(state, name, text, perf)
 
 
 def agent_check(outcomes: Sequence[SectionOutcome]) -> LocalCheck:

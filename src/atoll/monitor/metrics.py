@@ -161,6 +161,20 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         yield last
         yield max_age
         yield overdue
+    if f.cves is not None and f.cves.report:
+        cves = GaugeMetricFamily("atoll_cves_open", "Open CVEs of the booted commit by the "
+                                 "Debian security tracker's urgency (signed CVE report)",
+                                 labels=["urgency"])
+        for urgency, n in f.cves.open_counts:
+            cves.add_metric([urgency], n)
+        yield cves
+        for name, doc, t in (
+                ("atoll_cve_report_generated_timestamp_seconds", "When the booted commit's "
+                 "CVE report was generated", f.cves.generated),
+                ("atoll_cve_report_expires_timestamp_seconds", "When the booted commit's "
+                 "CVE report goes stale", f.cves.expires)):
+            if t is not None:
+                yield GaugeMetricFamily(name, doc, value=t.timestamp())
     yield GaugeMetricFamily("atoll_docker_up", "1 when the Docker daemon answers",
                             value=int(snap.apps is not None))
     if snap.apps:

@@ -57,7 +57,7 @@ from atoll.core.lock import FileLock
 from atoll.core.memory import release_large_buffers
 from atoll.core.progress import progress
 from atoll.repo.fetch import HttpFetcher, RangeFetcher
-from atoll.repo.plan import ChannelInfo, Plan, choose
+from atoll.repo.plan import ChannelInfo, DowngradeError, Plan, choose, is_older, pick_release
 from atoll.repo.publish import ref_target
 from atoll.repo.remotes import Remote, add_remote, list_remotes, load_remote, state_dir
 from atoll.repo.tufrepo import target_url_path
@@ -65,6 +65,7 @@ from atoll.store.repo import Repo
 
 __all__ = [
     "SUPPORTED_HASHES",
+    "DowngradeError",
     "Remote",
     "UpdateClient",
     "add_remote",
@@ -73,6 +74,7 @@ __all__ = [
     "read_update_state",
     "repair_from_remotes",
     "trusted_metadata",
+    "tuf_errors",
 ]
 
 # Hash algorithms a target may list (TUF lets a repository choose; hashlib's names).
@@ -163,6 +165,9 @@ def _tuf_errors(what: str) -> Iterator[None]:
                               ) from exc
 
 
+tuf_errors = _tuf_errors  # python-tuf's errors as atoll's, for other readers of a repository
+
+
 def _same_files(a: Path, b: Path) -> bool:
     """Whether two metadata directories hold the same files (names, link targets, bytes)."""
     def listing(root: Path) -> dict[str, bytes]:
@@ -184,9 +189,13 @@ class UpdateClient:
     """``update check`` / ``update download`` for one remote of a host."""
 
     def __init__(self, sysroot: Path, remote: str = "origin", *,
-                 fetcher: RangeFetcher | None = None, channel: str | None = None):
+                 fetcher: RangeFetcher | None = None, channel: str | None = None,
+                 version: str | None = None, allow_downgrade: bool = False):
         """``channel``: follow this channel instead of the remote's (``atoll rebase``
-        checks a channel before switching to it)."""
+        checks a channel before switching to it). ``version``: take this signed version
+        of the channel (a version string or commit the head's signed release list
+        names) instead of the head; one older than the host runs is refused
+        (:class:`DowngradeError`) unless ``allow_downgrade``."""
         self.sysroot = Path(sysroot)
         self.remote = load_remote(self.sysroot, remote)
         if channel is not None:
@@ -195,8 +204,12 @@ class UpdateClient:
         self.fetcher = fetcher or HttpFetcher()
         self.store_path = self.sysroot / "atoll" / "repo"
         self.staging = self.sysroot / "atoll" / "cache" / "downloads" / self.remote.name
+        self.version = version
+        self.allow_downgrade = allow_downgrade
         self._work: Path | None = None
         self._updater: Updater | None = None
+        self._info: ChannelInfo | None = None
+        self._cves: dict[str, bytes] = {}  # commit -> verified CVE report (_fetch_cves)
 
     # -- trusted metadata ----------------------------------------------
     #
@@ -457,6 +470,7 @@ class UpdateClient:
             self._open()
             view = self._check()
             self._record(view)
+            self._save_cves()
             return view
         finally:
             self._keep_verified()
@@ -465,13 +479,28 @@ class UpdateClient:
         from atoll.store.packages import package_view
 
         channel = self._channel()
-        info = ChannelInfo.from_custom(self._targetinfo(ref_target(channel)).custom, channel)
-        if info.ref != channel:
-            raise RepositoryError(f"signed channel pointer names {info.ref}, expected {channel}")
+        head = ChannelInfo.from_custom(self._targetinfo(ref_target(channel)).custom, channel)
+        if head.ref != channel:
+            raise RepositoryError(f"signed channel pointer names {head.ref}, expected {channel}")
+        info = self._chosen(head)
         repo = self._repo()
-        plan, _ = self._plan(info, repo)
         current = self.current_commit()
+        running_seq, running_ts = self._running(head, current, repo)
+        older = current is not None and info.commit != current and is_older(
+            info, running_seq, running_ts)
+        if older and self.version is not None and not self.allow_downgrade:
+            raise DowngradeError(
+                f"channel {channel}: version {info.version} (publication {info.sequence}) "
+                f"is older than what this host runs ({str(current)[:12]}, publication "
+                f"{running_seq or 'unknown'}); refused",
+                details="TUF accepts any signed target; atoll refuses to go back unless an "
+                "operator allows it (a control plane never can)",
+                resolution="to go back on purpose: `atoll update download --version "
+                f"{info.version} --allow-downgrade` (an operator at the host)")
+        self._info = info
+        plan, _ = self._plan(info, repo)
         new_manifest = canonjson.loads(self._fetch_verified(info.manifest))
+        cves = self._fetch_cves(info.commit, current)
         # package changes against what the host runs; on a host without deployments,
         # against what it downloaded from this channel before
         base = current or (repo.refs("remotes").get(f"{self.remote.name}/{channel}")
@@ -487,7 +516,9 @@ class UpdateClient:
             "remote": self.remote.name, "channel": channel, "current": current,
             "current_version": current_version,
             "target": {"commit": info.commit, "version": info.version,
-                       "timestamp": info.timestamp},
+                       "timestamp": info.timestamp, "sequence": info.sequence},
+            "requested_version": self.version, "head_version": head.version,
+            "current_sequence": running_seq, "downgrade": older,
             "up_to_date": current == info.commit,
             "applied": nxt == info.commit and booted != info.commit,  # pending: boots next
             "downloaded": plan.method == "none",
@@ -495,7 +526,97 @@ class UpdateClient:
             "delta_from": plan.delta_from, "unpacked_size": info.unpacked_size,
             "packages": package_view(old_manifest, new_manifest),
             "metadata_expires": self._expires(),
+            "cves": cves,
         }
+
+    def _fetch_cves(self, commit: str, current: str | None) -> str | None:
+        """Verify the signed CVE reports of ``commit`` and ``current`` (none from a
+        repository published without them), kept by :meth:`_save_cves` once the check or
+        download succeeds; the update's summary, or None."""
+        from atoll.security.report import check_report, fixes_summary, report_path
+
+        assert self._updater is not None
+        summary = None
+        self._cves = {}
+        for c in dict.fromkeys(x for x in (commit, current) if x):
+            with _tuf_errors("update"):
+                if self._updater.get_targetinfo(report_path(c)) is None:
+                    continue
+            data = self._fetch_verified(report_path(c))
+            try:
+                doc = check_report(canonjson.loads(data), c)
+            except ValueError as exc:
+                raise RepositoryError(f"{report_path(c)}: not JSON") from exc
+            self._cves[c] = data
+            if c == commit and c != current:
+                summary = fixes_summary(doc)
+        return summary
+
+    def _save_cves(self) -> None:
+        """Keep the reports :meth:`_fetch_cves` verified (atoll.security.host)."""
+        from atoll.security.host import save_report
+
+        for commit, data in self._cves.items():
+            save_report(self.sysroot, commit, data)
+
+    def _chosen(self, head: ChannelInfo) -> ChannelInfo:
+        """The head, or the signed version asked for: its own signed record, which must
+        say what the head's signed release list says of it.
+
+        Raises:
+            RepositoryError: not a signed version of the channel (never published,
+                pruned, or records that disagree).
+        """
+        if self.version is None or self.version in (head.version, head.commit):
+            return head
+        rel = pick_release(head, self.version)
+        info = ChannelInfo.from_custom(self._targetinfo(rel.target).custom, head.ref)
+        if (info.ref, info.commit, info.sequence) != (head.ref, rel.commit, rel.sequence):
+            raise RepositoryError(f"{rel.target}: its signed record does not match the "
+                                  "channel's signed release list")
+        return info
+
+    def _sequences_path(self) -> Path:
+        return self.remote.dir / "sequences.json"
+
+    def _running(self, head: ChannelInfo, current: str | None,
+                 repo: Repo | None) -> tuple[int | None, int | None]:
+        """(publication sequence, commit timestamp) of what the host runs: the sequence
+        from the channel's signed release list, else as recorded when it was downloaded
+        (``remotes/<name>/sequences.json``); the timestamp from the host's store."""
+        if current is None:
+            return None, None
+        seqs = [r.sequence for r in head.releases if r.commit == current]
+        seq = max(seqs) if seqs else None
+        if seq is None:
+            try:
+                known = read_json(self._sequences_path(), {})
+            except ValueError:
+                known = {}
+            rec = (known.get(head.ref) or {}) if isinstance(known, dict) else {}
+            got = rec.get(current) if isinstance(rec, dict) else None
+            seq = got if isinstance(got, int) and got > 0 else None
+        ts = None
+        if repo is not None and repo.has(current, "commit"):
+            ts = repo.read_commit(current).timestamp
+        return seq, ts
+
+    def _remember_sequence(self, info: ChannelInfo) -> None:
+        """Record the sequence of a downloaded version (the last 50 per channel): the
+        host still knows how old it is once the repository has pruned it."""
+        if not info.sequence:
+            return
+        try:
+            known = read_json(self._sequences_path(), {})
+        except ValueError:
+            known = {}
+        known = known if isinstance(known, dict) else {}
+        old = known.get(info.ref)
+        rec = {k: v for k, v in (old if isinstance(old, dict) else {}).items()
+               if k != info.commit and isinstance(v, int)}
+        rec[info.commit] = info.sequence
+        known[info.ref] = dict(sorted(rec.items(), key=lambda kv: kv[1])[-50:])
+        atomic_write_json(self._sequences_path(), known)
 
     def _record(self, view: dict[str, Any], *, downloaded: bool = False) -> None:
         """Write ``state/update.json`` (schema in docs/delivery.md)."""
@@ -549,7 +670,8 @@ class UpdateClient:
             self._open()
             view = self._check()
             channel = view["channel"]
-            info = ChannelInfo.from_custom(self._targetinfo(ref_target(channel)).custom, channel)
+            info = self._info
+            assert info is not None
             repo = self._repo()  # None on a host that never downloaded: created on import
             with contextlib.ExitStack() as stack:  # the store's lock (shared): gc waits
                 if repo is not None:
@@ -586,7 +708,9 @@ class UpdateClient:
                     shutil.rmtree(self.staging, ignore_errors=True)
                 assert repo is not None
                 repo.set_ref(f"{self.remote.name}/{channel}", info.commit, namespace="remotes")
+            self._remember_sequence(info)
             self._record(view, downloaded=True)
+            self._save_cves()
             return view | {"downloaded": True, "ref": f"remotes/{self.remote.name}/{channel}",
                            "download_bytes": plan.download_bytes, "method": plan.method}
         finally:

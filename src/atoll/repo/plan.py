@@ -10,18 +10,53 @@ from atoll.core.errors import RepositoryError
 
 __all__ = [
     "ChannelInfo",
+    "DowngradeError",
     "Plan",
+    "Release",
     "choose",
+    "is_older",
     "merge_ranges",
+    "pick_release",
 ]
 
 # Above this share of the pack's chunks, fetch the whole pack (one request).
 WHOLE_PACK_SHARE = 0.8
 
 
+class DowngradeError(RepositoryError):
+    """The version asked for is older than the one the host runs (and no operator
+    allowed a downgrade)."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One signed version of a channel, as the head's ``releases`` lists it."""
+
+    version: str
+    commit: str
+    sequence: int
+    timestamp: int
+    target: str
+
+    @classmethod
+    def from_json(cls, d: Any) -> Release:
+        """Raises: RepositoryError: not a release entry."""
+        try:
+            return cls(str(d["version"]), str(d["commit"]), int(d["sequence"]),
+                       int(d["timestamp"]), str(d["target"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RepositoryError("signed release list entry lacks atoll's fields",
+                                  details=repr(exc)) from exc
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 @dataclass(frozen=True)
 class ChannelInfo:
-    """The signed ``custom`` of ``refs/<channel>.json`` (see atoll.repo.publish)."""
+    """The signed ``custom`` of ``refs/<channel>.json`` or of one release record,
+    ``releases/<channel>/<commit>.json`` (see atoll.repo.publish). ``sequence`` 0 and
+    no ``releases``: published by an atoll without per-version targets."""
 
     ref: str
     commit: str
@@ -33,6 +68,8 @@ class ChannelInfo:
     manifest: str
     sbom: str
     unpacked_size: int
+    sequence: int = 0
+    releases: tuple[Release, ...] = ()
 
     @classmethod
     def from_custom(cls, custom: Any, ref: str) -> ChannelInfo:
@@ -42,10 +79,46 @@ class ChannelInfo:
             return cls(str(c["ref"]), str(c["commit"]), str(c["version"]), int(c["timestamp"]),
                        {str(k): str(v) for k, v in dict(c["deltas"]).items()}, str(c["pack"]),
                        str(c["index"]), str(c["manifest"]), str(c["sbom"]),
-                       int(c["unpacked_size"]))
+                       int(c["unpacked_size"]), int(c.get("sequence") or 0),
+                       tuple(Release.from_json(r) for r in c.get("releases") or ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise RepositoryError(f"channel {ref}: signed target lacks atoll metadata",
                                   details=repr(exc)) from exc
+
+
+def pick_release(info: ChannelInfo, version: str) -> Release:
+    """The signed release of ``version`` the channel head lists (the newest publication
+    when a version string was published twice). Pure.
+
+    Raises:
+        RepositoryError: the channel has no signed version ``version`` (never published,
+            or pruned).
+    """
+    found = [r for r in info.releases if r.version == version or r.commit == version]
+    if not found:
+        kept = ", ".join(r.version for r in info.releases) or "none (an older publisher)"
+        raise RepositoryError(
+            f"channel {info.ref}: {version!r} is not a signed version of this channel",
+            details=f"signed versions kept now: {kept}",
+            resolution="choose one of the signed versions (`atoll fleet releases`), or "
+            "publish it again")
+    return max(found, key=lambda r: r.sequence)
+
+
+def is_older(candidate: Release | ChannelInfo, running_sequence: int | None,
+             running_timestamp: int | None) -> bool:
+    """Whether ``candidate`` is older than what the host runs. Pure.
+
+    "Older" is by the channel's signed publish sequence when the host knows the one it
+    runs (from the signed release list, or recorded when it downloaded it); else by the
+    commit's own timestamp (what the host's store says of its booted commit); with
+    neither, nothing is older.
+    """
+    if running_sequence and candidate.sequence:
+        return candidate.sequence < running_sequence
+    if running_timestamp is not None:
+        return candidate.timestamp < running_timestamp
+    return False
 
 
 @dataclass

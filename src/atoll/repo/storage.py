@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +31,8 @@ class Storage(Protocol):
     def put_file(self, rel: str, src: Path) -> None: ...
 
     def exists(self, rel: str) -> bool: ...
+
+    def remove(self, rel: str) -> None: ...
 
 
 class DirStorage:
@@ -61,6 +64,11 @@ class DirStorage:
     def exists(self, rel: str) -> bool:
         return os.path.exists(self._path(rel))
 
+    def remove(self, rel: str) -> None:
+        """Delete a file (gone already: nothing to do)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path(rel).unlink()
+
 
 class MemStorage:
     """An in-memory repository (unit tests serve it through a fake fetcher)."""
@@ -79,3 +87,6 @@ class MemStorage:
 
     def exists(self, rel: str) -> bool:
         return _check(rel) in self.files
+
+    def remove(self, rel: str) -> None:
+        self.files.pop(_check(rel), None)

@@ -86,6 +86,7 @@ class TufRepository:
         self.policy = policy or Policy()
         self._pending: dict[str, bytes] | None = None  # inside a transaction
         self._pending_files: list[tuple[str, Path]] = []
+        self._pending_deletes: list[str] = []
 
     # -- transactions --------------------------------------------------
 
@@ -111,7 +112,7 @@ class TufRepository:
         if self._pending is not None:
             yield
             return
-        self._pending, self._pending_files = {}, []
+        self._pending, self._pending_files, self._pending_deletes = {}, [], []
         try:
             started = _now()
             yield
@@ -125,8 +126,10 @@ class TufRepository:
 
             for rel in sorted(pending, key=_write_order):
                 self.storage.put(rel, pending[rel])
+            for rel in self._pending_deletes:  # no longer signed: the new metadata is out
+                self.storage.remove(rel)
         finally:
-            self._pending, self._pending_files = None, []
+            self._pending, self._pending_files, self._pending_deletes = None, [], []
 
     # -- reading -------------------------------------------------------
 
@@ -302,25 +305,32 @@ class TufRepository:
 
     def update_targets(self, online: Mapping[str, Sequence[Signer]],
                        add: Iterable[tuple[str, Path, dict[str, Any]]] = (),
-                       remove: Iterable[str] = ()) -> Targets:
+                       remove: Iterable[str] = (), *, delete: bool = False) -> Targets:
         """Add files as targets (stored under their hash-prefixed names), drop others.
 
         Args:
             add: (target path, local file, custom) triples.
-            remove: target paths to drop from the metadata (their files stay).
+            remove: target paths to drop from the metadata.
+            delete: also delete the files of the targets dropped (once the new metadata
+                is written); else they stay.
 
         Raises:
             RepositoryError: a host would refuse the result (nothing is written).
         """
         with self.transaction():
-            return self._update_targets(online, add, remove)
+            return self._update_targets(online, add, remove, delete)
 
     def _update_targets(self, online: Mapping[str, Sequence[Signer]],
                         add: Iterable[tuple[str, Path, dict[str, Any]]],
-                        remove: Iterable[str]) -> Targets:
+                        remove: Iterable[str], delete: bool = False) -> Targets:
         targets = self.targets().signed
+        consistent = self.root().signed.consistent_snapshot
         for path in remove:
-            targets.targets.pop(path, None)
+            gone = targets.targets.pop(path, None)
+            if gone is not None and delete:
+                self._pending_deletes.extend(
+                    "targets/" + (target_url_path(path, h) if consistent else path)
+                    for h in gone.hashes.values())
         for path, src, custom in add:
             tf = TargetFile.from_file(path, str(src), ["sha256"])
             if custom:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +43,12 @@ __all__ = [
 FILE_PREFIX = b"atoll-file\0"
 
 
+_OBJECT_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def is_object_id(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    """Whether ``value`` is an object id: 64 lower-case hex digits (sha256)."""
+    return _OBJECT_ID.fullmatch(value) is not None
 
 
 def check_name(name: str) -> str:

@@ -1,0 +1,141 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: atoll developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: atoll_policy
+short_description: Set an atoll host's update policy and maintenance windows
+version_added: "0.1.0"
+description:
+  - What atolld does by itself (mode), when (maintenance windows, check interval), whether it
+    reboots, which FleetLock server and group give it a reboot slot, which remote it follows.
+  - Options left out keep their value; I(windows) replaces every window (an empty list removes them).
+  - Reads C(atoll policy show --json); runs C(atoll policy set) only when something differs.
+    When atolld runs, atoll hands the policy to it.
+options:
+  mode:
+    description: What atolld does by itself (docs/states.md of atoll, "Agent modes").
+    type: str
+    choices: ['off', check, download, prepare, apply]
+  windows:
+    description: Maintenance windows, each C(DAYS HH:MM-HH:MM ZONE), e.g. C(Sat,Sun 02:00-04:00 Europe/Berlin).
+    type: list
+    elements: str
+  fleet_lock:
+    description: The FleetLock server's URL; an empty string removes it.
+    type: str
+  group:
+    description: The FleetLock reboot group.
+    type: str
+  remote:
+    description: The remote to follow (one the host has, C(atoll remote list)).
+    type: str
+  interval:
+    description: Seconds between checks.
+    type: int
+  reboot:
+    description: Reboot after applying (else the customer reboots).
+    type: bool
+  operator_apply:
+    description: May the control plane's operators schedule the apply in the next maintenance window.
+    type: bool
+extends_documentation_fragment:
+  - atoll.os.atoll
+attributes:
+  check_mode:
+    description: Predicts exactly what the real run does and changes nothing.
+    support: full
+  diff_mode:
+    description: Shows the state before and after (predicted in check mode).
+    support: full
+author:
+  - atoll developers (@atoll)
+'''
+
+EXAMPLES = r'''
+- name: Prepare updates by themselves; apply in the Sunday night window, one host of the group at a time
+  atoll.os.atoll_policy:
+    mode: apply
+    windows:
+      - "Sun 02:00-04:00 Europe/Berlin"
+    fleet_lock: http://fleet.example:8470/fleetlock
+    group: db
+'''
+
+RETURN = r'''
+policy:
+  description: The update policy after the task (in check mode, what the real run would write).
+  returned: always
+  type: dict
+  sample: {"mode": "apply", "windows": ["Sun 02:00-04:00 Europe/Berlin"], "reboot": true}
+commands:
+  description: The atoll commands run.
+  returned: always
+  type: list
+  elements: list
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.atoll.os.plugins.module_utils.atoll_cli import COMMON_ARGS, AtollCli
+
+# module option -> (policy key, `atoll policy set` option)
+FIELDS = dict(mode=('mode', '--mode'), fleet_lock=('fleet_lock', '--fleet-lock'),
+              group=('group', '--group'), remote=('remote', '--remote'),
+              interval=('check_interval_s', '--interval'))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            mode=dict(type='str', choices=['off', 'check', 'download', 'prepare', 'apply']),
+            windows=dict(type='list', elements='str'),
+            fleet_lock=dict(type='str'),
+            group=dict(type='str'),
+            remote=dict(type='str'),
+            interval=dict(type='int'),
+            reboot=dict(type='bool'),
+            operator_apply=dict(type='bool'),
+            **COMMON_ARGS
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    cli = AtollCli(module)
+    before = cli.run(['policy', 'show'])
+    want = dict(before)
+    argv = []
+    for opt, (key, flag) in FIELDS.items():
+        if p[opt] is None:
+            continue
+        value = (p[opt] or None) if opt == 'fleet_lock' else p[opt]
+        want[key] = value
+        if before.get(key) != value:
+            argv += [flag, str(p[opt])]
+    for opt, key in (('reboot', 'reboot'), ('operator_apply', 'operator_apply')):
+        if p[opt] is not None:
+            want[key] = p[opt]
+            if bool(before.get(key)) != p[opt]:
+                argv += (['--reboot' if p[opt] else '--no-reboot'] if opt == 'reboot' else
+                         ['--operator-apply', 'yes' if p[opt] else 'no'])
+    if p['windows'] is not None:
+        want['windows'] = list(p['windows'])
+        if list(before.get('windows') or []) != want['windows']:
+            argv += ['--clear-windows']
+            for w in p['windows']:
+                argv += ['--window', w]
+    changed = bool(argv)
+    after = want
+    if changed and not module.check_mode:
+        after = cli.run(['policy', 'set'] + argv)
+    result = dict(changed=changed, policy=after, commands=cli.commands)
+    if module._diff:
+        result['diff'] = dict(before=before, after=after)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

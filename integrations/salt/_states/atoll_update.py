@@ -1,0 +1,87 @@
+"""Salt states for atoll updates: ``atoll_update.downloaded``, ``.prepared``, ``.pending``.
+
+``pending`` is applied: the update boots at the next reboot (atoll's docs/states.md). With
+``test=True`` the remote is asked (``atoll update check``) and the states say exactly what
+a real run would do (``result: None`` and the predicted ``changes``), changing nothing else.
+A second run has no ``changes``.
+
+.. code-block:: yaml
+
+    newest atoll:
+      atoll_update.pending:
+        - reboot: False
+"""
+
+__virtualname__ = "atoll_update"
+
+ORDER = ("downloaded", "prepared", "pending")
+
+
+def __virtual__():
+    if "atoll.status" in __salt__:
+        return __virtualname__
+    return (False, "atoll_update: the atoll execution module is not available")
+
+
+def _dep(d):
+    return "{} ({})".format(d["id"], d.get("version")) if d else None
+
+
+def _reach(name, want, remote=None, reboot=False, sysroot=None):
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    view = __salt__["atoll.update_check"](remote=remote, sysroot=sysroot)
+    st = __salt__["atoll.status"](sysroot=sysroot)
+    target = view.get("target") or {}
+    current = view.get("up_to_date") or view.get("applied")
+    prepared = st.get("prepared") or {}
+    steps = []
+    level = ORDER.index(want)
+    if not view.get("downloaded"):
+        steps.append("download")
+    if level == 1 and not current and prepared.get("commit") != target.get("commit"):
+        steps.append("prepare")
+    needs = __salt__["atoll.needs_reboot"](st=st)
+    if level == 2 and (not current or (reboot and needs)):
+        steps.append("apply")
+    version = target.get("version") or target.get("commit", "")[:12]
+    if not steps:
+        ret["comment"] = "atoll: {} is {} already".format(version, want)
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["changes"] = {"steps": steps, "update_state": {"old": (st.get("update") or {})
+                                                           .get("state"), "new": want},
+                          "version": version}
+        ret["comment"] = "atoll: would {} {}".format(", ".join(steps), version)
+        return ret
+    for step in steps:
+        if step == "download":
+            __salt__["atoll.download"](remote=remote, sysroot=sysroot)
+        elif step == "prepare":
+            __salt__["atoll.prepare"](remote=remote, sysroot=sysroot)
+        else:
+            __salt__["atoll.apply"](reboot=reboot, sysroot=sysroot)
+    after = __salt__["atoll.status"](sysroot=sysroot)
+    ret["changes"] = {"steps": steps, "version": version,
+                      "update_state": {"old": (st.get("update") or {}).get("state"),
+                                       "new": (after.get("update") or {}).get("state")},
+                      "pending": {"old": _dep(st.get("pending")),
+                                  "new": _dep(after.get("pending"))},
+                      "needs_reboot": __salt__["atoll.needs_reboot"](st=after)}
+    ret["comment"] = "atoll: {} {}".format(", ".join(steps), version)
+    return ret
+
+
+def downloaded(name, remote=None, sysroot=None):
+    """The newest signed version is verified in the host's store."""
+    return _reach(name, "downloaded", remote=remote, sysroot=sysroot)
+
+
+def prepared(name, remote=None, sysroot=None):
+    """... and checked out as the prepared deployment (not yet the next boot)."""
+    return _reach(name, "prepared", remote=remote, sysroot=sysroot)
+
+
+def pending(name, remote=None, reboot=False, sysroot=None):
+    """... and applied: the next boot (``reboot``: rebooted into now)."""
+    return _reach(name, "pending", remote=remote, reboot=reboot, sysroot=sysroot)

@@ -1,0 +1,127 @@
+"""CVE reports on a host: kept as downloaded, shown per deployment and update.
+
+``atoll update check`` downloads the signed CVE report of the update it finds
+(and of the booted commit, while the repository still signs it) beside the other
+state::
+
+    /atoll/state/cves/<commit>.json   the report as verified through TUF
+                                      (shape: atoll.security.report)
+
+Nothing here talks to the network or the tracker: hosts never need the tracker.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from atoll.core import canonjson
+from atoll.core.errors import AtollError, RepositoryError
+from atoll.core.fsutil import atomic_write, read_state_json
+from atoll.repo.remotes import state_dir
+from atoll.security import report as rpt
+
+__all__ = ["cve_view", "load_report", "report_file", "save_report", "section", "update_fixes"]
+
+log = logging.getLogger("atoll.security")
+
+_FIX = "run `atoll update check`: it downloads the signed CVE report again"
+
+
+def report_file(sysroot: Path, commit: str) -> Path:
+    return state_dir(sysroot) / "cves" / f"{commit}.json"
+
+
+def save_report(sysroot: Path, commit: str, data: bytes) -> dict[str, Any]:
+    """Keep a verified report (bytes of the TUF target) for ``commit``.
+
+    Raises:
+        RepositoryError: not a CVE report of ``commit`` (a signed target of the wrong
+            shape: nothing is written).
+    """
+    try:
+        raw = canonjson.loads(data)
+    except ValueError as exc:
+        raise RepositoryError(f"CVE report of {commit[:12]}: not JSON") from exc
+    doc = rpt.check_report(raw, commit)
+    path = report_file(sysroot, commit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
+    return doc
+
+
+def load_report(sysroot: Path, commit: str) -> dict[str, Any] | None:
+    """The kept report of ``commit``, or None.
+
+    Raises:
+        DamagedStateError: the file does not read; RepositoryError: not a report of it.
+    """
+    raw = read_state_json(report_file(sysroot, commit), dict, default=None, resolution=_FIX)
+    return None if raw is None else rpt.check_report(raw, commit)
+
+
+def section(sysroot: Path, commit: str | None, now: datetime, *, unassigned: str = "medium",
+            fixes: bool = False) -> dict[str, Any] | None:
+    """What one commit's report says, for ``cve list`` (None: no commit).
+
+    Returns:
+        ``{"commit", "report": bool, "generated", "expires", "age_seconds", "stale",
+        "tracker", "open": [...], "open_counts": {urgency: n}}`` plus, with ``fixes``,
+        ``"fixes": [...], "fixes_counts", "summary"``.
+    """
+    if commit is None:
+        return None
+    doc = load_report(sysroot, commit)
+    if doc is None:
+        return {"commit": commit, "report": False}
+    out: dict[str, Any] = {
+        "commit": commit, "report": True, "generated": doc["generated"],
+        "expires": doc["expires"], "age_seconds": rpt.age_seconds(doc, now),
+        "stale": rpt.is_stale(doc, now), "tracker": doc.get("tracker"),
+        "open": doc["open"], "open_counts": rpt.counts(doc["open"])}
+    if fixes:
+        out |= {"fixes": doc["fixes"]["cves"], "fixes_missing": doc["fixes"].get("missing", []),
+                "fixes_counts": rpt.counts(doc["fixes"]["cves"]),
+                "summary": rpt.fixes_summary(doc)}
+    return out
+
+
+def cve_view(sysroot: Path, now: datetime, *, unassigned: str = "medium") -> dict[str, Any]:
+    """The booted deployment's open CVEs and what the update (pending, prepared,
+    downloaded or available) fixes: ``{"booted": section, "update": section + "state"}``.
+
+    Raises:
+        HostStateError: not an atoll sysroot.
+    """
+    from atoll.deploy.status import host_status
+
+    st = host_status(sysroot)
+    booted = (st.get("booted") or {}).get("commit")
+    upd = st.get("update") or {}
+    upd_commit = upd.get("commit") if upd.get("state") not in (None, "up-to-date") else None
+    update = section(sysroot, upd_commit, now, unassigned=unassigned, fixes=True)
+    if update is not None:
+        update["state"] = upd.get("state")
+        update["version"] = upd.get("version")
+    return {"booted": section(sysroot, booted, now, unassigned=unassigned),
+            "update": update, "unassigned_as": unassigned}
+
+
+def update_fixes(sysroot: Path, booted: str | None, commit: str | None, threshold: str, *,
+                 unassigned: str = "medium") -> tuple[str, ...] | None:
+    """The CVEs at or above ``threshold`` that update ``commit`` fixes for a host running
+    ``booted`` (:func:`atoll.security.report.qualifies`); None without a usable report of
+    ``commit`` (a damaged one is logged and counts as none)."""
+    if commit is None:
+        return None
+    try:
+        upd = load_report(sysroot, commit)
+        cur = load_report(sysroot, booted) if booted else None
+    except AtollError as exc:
+        log.warning("CVE report: %s", exc)
+        return None
+    if upd is None:
+        return None
+    return tuple(rpt.qualifies(cur, upd, threshold, unassigned=unassigned))

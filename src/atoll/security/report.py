@@ -1,0 +1,135 @@
+"""The CVE report published beside an image (pure; host side).
+
+One signed TUF target per published commit, ``cves/<commit>.json`` (canonical
+JSON; its path is in the channel pointer's ``custom.atoll.cves``)::
+
+    {"kind": "atoll-cves", "format": 1,
+     "commit": str, "ref": str, "release": "bookworm" ("": the commit records no suite),
+     "generated": ISO 8601 UTC,       # when atoll computed it
+     "expires": ISO 8601 UTC,         # after this the data is stale (hosts say so)
+     "tracker": {"name", "sha256", "size", "taken"} | null,   # the tracker file used
+     "open": [{"cve", "source", "source_version", "packages", "status", "urgency",
+               "fixed_version", "scope", "description", "from": ["tracker"]}],
+     "fixes": {"since": commit | null,        # the previously published image
+               "cves": [{"cve", "source", "version", "urgency", "from":
+                         ["changelog"] | ["tracker"] | ["changelog", "tracker"]}],
+               "missing": [sources whose changelog was not found]}}
+
+``from`` says where each fact came from: ``tracker`` (the Debian security
+tracker's data the publisher was given) or ``changelog`` (the Debian changelog
+in the new package's ``.deb``). docs/security.md has the rules.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from atoll.core.errors import RepositoryError
+from atoll.security.urgency import ORDER, UNASSIGNED, normalize, rank
+
+__all__ = ["FORMAT", "KIND", "WORDS", "age_seconds", "check_report", "counts", "fixes_summary",
+           "is_stale", "qualifies", "report_path"]
+
+KIND = "atoll-cves"
+FORMAT = 1
+
+
+def report_path(commit: str) -> str:
+    """The target path of a commit's CVE report."""
+    return f"cves/{commit}.json"
+
+
+def _time(text: Any, what: str) -> datetime:
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise RepositoryError(f"CVE report: {what}: not an ISO 8601 UTC time: {text!r}") from exc
+
+
+def check_report(raw: Any, commit: str | None = None) -> dict[str, Any]:
+    """``raw`` if it has the report's shape (and is ``commit``'s, when given).
+
+    Raises:
+        RepositoryError: a wrong kind, format, commit, time or list (the report is
+            signed: a bad one is the repository's fault, not the host's).
+    """
+    if not isinstance(raw, dict) or raw.get("kind") != KIND:
+        raise RepositoryError("not an atoll CVE report")
+    if raw.get("format") != FORMAT:
+        raise RepositoryError(f"CVE report format {raw.get('format')!r} is not {FORMAT}",
+                              resolution="update atoll on this host")
+    if commit is not None and raw.get("commit") != commit:
+        raise RepositoryError(f"CVE report is for commit {str(raw.get('commit'))[:12]}, "
+                              f"not {commit[:12]}")
+    _time(raw.get("generated"), "generated")
+    _time(raw.get("expires"), "expires")
+    fixes = raw.get("fixes")
+    if not isinstance(raw.get("open"), list) or not isinstance(fixes, dict) \
+            or not isinstance(fixes.get("cves"), list):
+        raise RepositoryError("CVE report: open and fixes.cves must be lists")
+    for item in [*raw["open"], *fixes["cves"]]:
+        if not isinstance(item, dict) or not isinstance(item.get("cve"), str):
+            raise RepositoryError("CVE report: an entry without a CVE id")
+    return raw
+
+
+def age_seconds(report: Mapping[str, Any], now: datetime) -> int:
+    """Seconds since the report was generated."""
+    return int((now - _time(report["generated"], "generated")).total_seconds())
+
+
+def is_stale(report: Mapping[str, Any], now: datetime) -> bool:
+    """True once the report's ``expires`` has passed."""
+    return now >= _time(report["expires"], "expires")
+
+
+WORDS = (*ORDER, UNASSIGNED)  # the buckets of counts(), lowest first
+
+
+def _word(c: Mapping[str, Any]) -> str:
+    w = normalize(str(c.get("urgency") or ""))
+    return "unimportant" if w == "end-of-life" else w if w in ORDER else UNASSIGNED
+
+
+def counts(cves: list[Mapping[str, Any]]) -> dict[str, int]:
+    """How many CVEs of each urgency (:data:`WORDS`: the tracker's order, then ``not yet
+    assigned`` for a CVE the tracker has not rated or the report has no urgency for),
+    each CVE id once (its highest urgency)."""
+    best: dict[str, str] = {}
+    for c in cves:
+        w, had = _word(c), best.get(c["cve"])
+        rated = w != UNASSIGNED
+        if had is None or (rated and (had == UNASSIGNED or ORDER.index(w) > ORDER.index(had))):
+            best[c["cve"]] = w
+    tally = Counter(best.values())
+    return {u: tally.get(u, 0) for u in WORDS}
+
+
+def fixes_summary(report: Mapping[str, Any]) -> str:
+    """"this update fixes 7 CVEs, 2 high" (urgencies present, highest first)."""
+    by = counts(report["fixes"]["cves"])
+    total = sum(by.values())
+    parts = [f"{by[u]} {u}" for u in (*reversed(ORDER), UNASSIGNED) if by[u]]
+    noun = "CVE" if total == 1 else "CVEs"
+    return f"this update fixes {total} {noun}" + (f", {', '.join(parts)}" if parts else "")
+
+
+def qualifies(booted: Mapping[str, Any] | None, update: Mapping[str, Any], threshold: str,
+              *, unassigned: str = "medium") -> list[str]:
+    """The CVEs at or above ``threshold`` that the update fixes (empty: it does not
+    qualify under the ``security-only`` policy).
+
+    Fixed: named in the update's ``fixes``, or open in the booted image's report and
+    no longer open in the update's (``booted`` None: ``fixes`` only).
+    """
+    need = rank(threshold, unassigned=unassigned)
+    still_open = {c["cve"] for c in update["open"]}
+    fixed = list(update["fixes"]["cves"])
+    if booted is not None:
+        fixed += [c for c in booted["open"] if c["cve"] not in still_open]
+    return sorted({c["cve"] for c in fixed
+                   if c["cve"] not in still_open
+                   and rank(c.get("urgency"), unassigned=unassigned) >= need})
