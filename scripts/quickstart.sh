@@ -194,10 +194,15 @@ took
 
 step "the rollout sees db01 on v2 at its next check-in and finishes"
 start=$SECONDS
-until [ "$(atoll fleet rollout status v2-db --json | json 'd["state"]')" = finished ]; do
+while :; do
+    state=$(atoll fleet rollout status v2-db --json | json 'd["state"]')
+    [ "$state" = finished ] && break
+    [ "$state" = running ] || { atoll fleet rollout status v2-db --hosts >&2; die "rollout v2-db is $state"; }
     [ $((SECONDS - start)) -lt 300 ] || die "rollout v2-db not finished after 300 s"
     sleep 5
 done
+phase=$(atoll fleet rollout status v2-db --hosts --json | json '[h["phase"] for h in d["hosts"] if h["name"] == "db01"][0]')
+[ "$phase" = succeeded ] || die "db01 is $phase in rollout v2-db, expected succeeded"
 atoll fleet rollout status v2-db | sed 's/^/    /'
 atoll fleet events --host db01 --limit 12 | sed 's/^/    /'
 took

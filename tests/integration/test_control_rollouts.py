@@ -82,6 +82,10 @@ def test_rollout_waves_halt_resume_restart(control_db: Database) -> None:
         status, doc = c.api.call("POST", "/v1/rollouts", dict(bad, to_version="2",
                                                                spec={"waves": [50, 10]}))
         assert status == 422, doc
+        # a version no host would take (atolld refuses answers naming it): refused here
+        for nasty in ("2\n", "2\x00", "\u2028"):
+            status, doc = c.api.call("POST", "/v1/rollouts", dict(bad, to_version=nasty))
+            assert status == 422 and doc["kind"] == "invalid", doc
         assert c.api.call("GET", "/v1/rollouts")[1] == []
 
         status, doc = c.api.call("POST", "/v1/rollouts", dict(
@@ -296,3 +300,36 @@ def test_hosts_off_the_rollouts_path_are_released_with_a_recorded_reason(
                                      query={"kind": "rollout-host-skipped"})[1]]
     assert sorted((e["host_name"], e["data"]["code"]) for e in skipped) == [
         ("db02", "unknown-version"), ("db04", "other-channel")]
+
+
+def test_a_host_flipping_off_the_rollouts_path_is_held_to_its_event_budget(
+        control_db: Database) -> None:
+    """A host owns its machine: one held by a rollout and reporting another channel at
+    every other check-in would make a ``rollout-host-skipped`` event each time, around
+    the host's event budget. Those events come from the same budget (counted in
+    ``events-dropped``)."""
+    from atoll.control.app import Settings
+    from atoll.control.limits import Bucket
+
+    c = start_control(control_db, settings=Settings(event_limit=Bucket(3, 3600.0)))
+    try:
+        c.customer("acme")
+        h = _enrol(c, "db01", role="db")
+        db = host_status("1", update="prepared")
+        web = host_status("1", update="prepared")
+        web["update"]["channel"] = "site/web"
+        _prepared(h, status=db)  # first-checkin: one event of the budget
+        status, doc = c.api.call("POST", "/v1/rollouts", {
+            "id": "r1", "customer": "acme", "labels": {"role": "db"}, "channel": "site/db",
+            "versions": VERSIONS, "to_version": "2", "spec": {"waves": [100],
+                                                              "canary_wave": False}})
+        assert status == 201, doc
+        # held (not granted): each flip would be a new skip, each an event
+        assert c.api.call("POST", "/v1/rollouts/r1/halt", {"reason": "hold"})[0] == 200
+        for _ in range(10):
+            _prepared(h, status=web)
+            _prepared(h, status=db)
+        skipped = c.api.call("GET", "/v1/events", query={"kind": "rollout-host-skipped"})[1]
+        assert 1 <= len(skipped) <= 2, skipped  # the budget's 3 less first-checkin
+    finally:
+        c.server.stop()

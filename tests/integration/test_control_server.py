@@ -96,6 +96,82 @@ def test_manifest_sent_only_when_the_server_asks(control: Control) -> None:
     assert (status, err["kind"]) == (422, "invalid")
 
 
+def test_a_host_cycling_manifests_does_not_grow_the_database(control: Control) -> None:
+    """A host owns its machine: a new manifest at every check-in must not pile up
+    (each up to 2 MiB); one still run by another host stays, and a host that comes
+    back to a deleted one is asked for it again."""
+    from sqlalchemy import func, select
+
+    from atoll.control.models import Manifest
+
+    c = control
+    c.customer("acme")
+    a, b = enrolled(c, "db01"), enrolled(c, "db02")
+
+    def manifest(i: int) -> tuple[str, list[dict[str, str]]]:
+        packages = [{"name": "libc6", "version": f"2.36-{i}"}]
+        return manifest_digest([Package.model_validate(p) for p in packages]), packages
+
+    def stored() -> set[str]:
+        with c.db.read() as s:
+            assert s.scalar(select(func.count()).select_from(Manifest)) is not None
+            return set(s.scalars(select(Manifest.sha256)))
+
+    shared, shared_pkgs = manifest(0)
+    assert a.checkin(manifest_sha256=shared, manifest=shared_pkgs)[0] == 200
+    assert b.checkin(manifest_sha256=shared)[1]["manifest_wanted"] is False
+    for i in range(1, 8):
+        sha, pkgs = manifest(i)
+        assert a.checkin(manifest_sha256=sha, manifest=pkgs)[0] == 200
+    assert stored() == {shared, manifest(7)[0]}  # db02 still runs the shared one
+    assert b.checkin(manifest_sha256=manifest(7)[0])[0] == 200
+    assert stored() == {manifest(7)[0]}
+    # db01 rolls back to the first image: asked for its manifest again, and it is kept
+    status, d = a.checkin(manifest_sha256=shared)
+    assert status == 200 and d["manifest_wanted"] is True
+    assert a.checkin(manifest_sha256=shared, manifest=shared_pkgs)[1]["manifest_wanted"] \
+        is False
+    assert stored() == {shared, manifest(7)[0]}
+    status, host = c.api.call("GET", "/v1/hosts/db01", query={"packages": "true"})
+    assert host["packages"] == shared_pkgs
+
+
+def test_a_manifest_stored_by_two_checkins_at_once_is_stored_once(control: Control) -> None:
+    """Hosts booting one new image send its manifest at the same moment: each check-in
+    saw it missing, the second insert must not fail (on PostgreSQL: a 500, the check-in
+    lost) but leave the one row."""
+    import threading
+
+    from sqlalchemy import select
+
+    from atoll.control.models import Manifest
+    from atoll.control.service import _add_manifest
+
+    c = control
+    packages = [{"name": "libc6", "version": "2.36-9"}]
+    sha = manifest_digest([Package.model_validate(p) for p in packages])
+    now = c.clock()
+    first_in = threading.Event()
+    done: list[str] = []
+
+    def second() -> None:  # its transaction waits for the first's row, then adds none
+        first_in.wait(10)
+        with c.db.write() as s:
+            _add_manifest(s, sha, now, packages)
+        done.append("second")
+
+    t = threading.Thread(target=second)
+    t.start()
+    with c.db.write() as s:
+        _add_manifest(s, sha, now, packages)
+        first_in.set()
+        done.append("first")
+    t.join(30)
+    assert done == ["first", "second"]
+    with c.db.read() as s:
+        assert list(s.scalars(select(Manifest.sha256))) == [sha]
+
+
 def test_replays_and_hosts_reporting_for_others_are_refused(control: Control) -> None:
     c = control
     c.customer("acme")
@@ -580,3 +656,71 @@ def test_events_past_the_retention_are_pruned_and_younger_ones_kept(control: Con
     pruned = next(e for e in events(c) if e["kind"] == "events-pruned")
     assert pruned["data"]["count"] == 2 and pruned["actor"] == "server"
     assert c.server.prune_events() == 0
+
+
+@pytest.mark.parametrize("option", [
+    ["--checkin-limit", "30/0"],        # would mean "no limit", silently
+    ["--checkin-limit", "30/inf"],      # would lock a host out for good
+    ["--event-limit", "200/nan"],
+    ["--event-retention", "1000000d"],  # the hourly pass would overflow (year < 1)
+    ["--event-retention", "99999999999d"],
+    ["--lost-after", "99999999999d"],
+])
+def test_fleet_serve_refuses_bad_budgets_and_durations(
+        option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from atoll.cli import main
+
+    assert main(["fleet", "serve", "--db", f"sqlite:///{tmp_path}/c.db", "--listen",
+                 "127.0.0.1:0", *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option[0]}: ") and "internal error" not in err, err
+    assert not (tmp_path / "c.db").exists()  # refused before anything is written
+
+
+def test_replaying_a_captured_checkin_does_not_spend_the_hosts_budget(
+        control_db: Database) -> None:
+    """Whoever captured one signed check-in (a proxy's log, plain HTTP) and sends it
+    again and again gets 409 each time, and the host itself is not locked out (429)."""
+    from atoll.control.app import Settings
+    from atoll.control.limits import Bucket
+
+    c = start_control(control_db, settings=Settings(checkin_limit=Bucket(3, 3600.0)))
+    try:
+        c.customer("acme")
+        h = enrolled(c, "db01")
+        body = json.dumps(h.report(), sort_keys=True).encode()
+        headers = {"Content-Type": "application/json",
+                   "Atoll-Signature": sign(h.key, h.host_id, body)}
+        statuses = [h.api.raw("POST", "/v1/checkin", body, headers)[0] for _ in range(10)]
+        assert statuses == [200] + [409] * 9, statuses
+        assert [h.checkin()[0] for _ in range(3)] == [200, 200, 429]  # its own budget
+    finally:
+        c.server.stop()
+
+
+def test_a_wrong_enrolment_token_never_waits_for_the_write_lock(control: Control) -> None:
+    """/v1/enrol is open to anyone who can reach the port: a wrong token is refused by
+    a read, so a flood of them cannot queue on SQLite's one writer (check-ins would
+    wait, then fail with 503). Here a writer holds the lock while the knock comes."""
+    import threading
+
+    c = control
+    c.customer("acme")
+    held, answered = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with c.db.write() as s:
+            s.execute(text("UPDATE customers SET name = name"))
+            held.set()
+            answered.wait(60)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert held.wait(10)
+        status, doc = SimHost(c.server.url, "db01").enrol("atl_en_" + "x" * 43)
+    finally:
+        answered.set()
+        t.join(30)
+    assert (status, doc["kind"]) == (401, "unauthorized"), doc
+    assert enrolled(c, "db01").host_id  # a good token still enrols

@@ -322,3 +322,43 @@ def test_a_forged_report_is_refused_and_nothing_is_kept(env: Env) -> None:
     assert env.atoll("update", "check") == 6
     assert snapshot_host(env.host) == before
     assert not (env.host / "atoll/state/cves").exists()
+
+
+def test_an_update_without_tracker_data_fixes_nothing_by_omission(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """The booted image's report lists open CVEs; the update is published without
+    --security-tracker (its open list is empty because it knows none): under
+    security-only the update fixes nothing by that omission and waits, the reason says
+    the data lacks tracker ratings, and `cve list` shows its open CVEs as unknown."""
+    from atoll.agent.host import Host
+    from atoll.agent.policy import decide
+
+    c1 = env.commit(1, STABLE)
+    assert env.publish("--security-tracker", str(EXCERPT)) == 0
+    c2 = env.commit(2, STABLE)
+    assert env.publish() == 0  # no tracker data this time
+    assert env.atoll("remote", "add", "origin", env.url, "--root",
+                     str(env.www / "metadata/root.json")) == 0
+    Sysroot(env.host).init()
+    assert env.atoll("deploy", c1, "--repo", str(env.repo.path)) == 0
+    (env.host / "run/atoll").mkdir(parents=True, exist_ok=True)
+    (env.host / "run/atoll/booted").write_text(Sysroot(env.host).deployments()[0].id + "\n")
+    assert env.atoll("policy", "set", "--mode", "download", "--updates", "security-only",
+                     "--security-threshold", "unimportant") == 0
+    assert env.atoll("update", "check") == 0
+    capsys.readouterr()
+    assert env.atoll("--json", "cve", "list") == 0
+    view = json.loads(capsys.readouterr().out)
+    assert view["booted"]["open_known"] and view["booted"]["open"]  # systemd, glibc, ...
+    assert view["update"]["commit"] == c2 and view["update"]["open_known"] is False
+    assert view["update"]["open"] is None and view["update"]["open_counts"] is None
+    assert view["policy"] == {"updates": "security-only", "security_threshold": "unimportant",
+                              "unassigned_as": "medium", "qualifies": []}
+    st = Host(env.host).state()
+    assert st.security_fixes == () and "no tracker data" in st.security_note
+    d = decide(Host(env.host).files.policy(), replace(st, last_check=_now()), _now())
+    assert d.action == "none" and "no tracker data" in d.reason
+    assert env.atoll("cve", "list") == 0
+    out = capsys.readouterr().out
+    assert "open CVEs unknown (published without tracker data)" in out
+    assert "the update fixes no open CVE that high: it waits" in out

@@ -19,6 +19,15 @@ def test_a_bucket_gives_its_burst_then_one_per_period() -> None:
     assert Buckets(Bucket.parse("off")).take("h", 0.0) == 0.0
 
 
+@pytest.mark.parametrize("text", ["30/0", "30/nan", "30/inf", "30/-1", "0/2", "30", "a/2",
+                                  "30/2x", "30/100000", "2000000/1"])
+def test_a_bad_budget_is_refused(text: str) -> None:
+    # "30/0" would silently mean no limit; "30/inf" would lock a host out for good
+    with pytest.raises(ValueError, match="BURST/SECONDS"):
+        Bucket.parse(text)
+    assert Bucket.parse("30/2") == Bucket(30, 2.0) and Bucket.parse("off").every_s == 0
+
+
 @given(st.lists(st.floats(min_value=0, max_value=50, allow_nan=False), max_size=200),
        st.integers(1, 10), st.floats(min_value=0.1, max_value=10))
 def test_never_more_than_the_burst_plus_the_refill(gaps: list[float], burst: int,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from atoll.agent.control import target_version
+from atoll.agent.control import check_answer, target_version
 from atoll.control.releases import ReleaseSource, SignedVersion, check_rollout_versions
-from atoll.core.errors import InputError
+from atoll.core.errors import AtollError, InputError
 
 NOW = dt.datetime(2026, 12, 2, 12, tzinfo=dt.UTC)
 
@@ -43,6 +43,15 @@ def test_given_versions_must_be_signed_with_their_commits() -> None:
         check_rollout_versions(SIGNED, "site/x", [], [])
 
 
+def test_given_versions_are_ordered_by_the_signed_sequence() -> None:
+    # an operator listing them newest first (or in any order) must not turn the
+    # rollout's notion of older and newer around: hosts would be sent "forward" to a
+    # version they refuse as a downgrade, and hosts behind released as "ahead"
+    given = [{"version": v, "commit": f"{int(v):064x}"} for v in ("4", "2", "3")]
+    assert [v["version"] for v in check_rollout_versions(SIGNED, "site/db", given, ["4"])
+            ] == ["2", "3", "4"]
+
+
 def test_a_version_published_twice_is_its_newest_publication() -> None:
     signed = {"c": [_sv("2", 5, "c" * 64), _sv("3", 4), _sv("2", 2)]}
     assert check_rollout_versions(signed, "c", [], []) == [
@@ -57,6 +66,44 @@ def test_the_version_a_directive_names_while_it_holds() -> None:
     assert target_version(d | {"target": None}, NOW) is None
     assert target_version(d | {"target": {"version": 3}}, NOW) is None
     assert target_version(None, NOW) is None
+    # never an argument that would make every `atoll update check` fail (NUL, size)
+    assert target_version(d | {"target": {"version": "3\x00"}}, NOW) is None
+    assert target_version(d | {"target": {"version": "3" * 200_000}}, NOW) is None
+
+
+GOOD = {"apiVersion": "atoll/v1", "kind": "Directive", "host_id": "h", "counter": 1,
+        "target": {"channel": "c", "version": "3", "commit": "a" * 64},
+        "allow": ["download"], "reason": "wave 1", "expires": NOW.isoformat(),
+        "requests": [{"id": 7, "kind": "pin", "args": {"deployment": "booted"}}],
+        "manifest_wanted": False, "a-newer-field": 1}
+
+
+def test_the_agent_keeps_only_what_it_can_act_on_from_an_answer() -> None:
+    out = check_answer(GOOD)
+    assert out == {k: GOOD[k] for k in ("target", "allow", "reason", "expires",
+                                       "requests", "manifest_wanted")}
+    assert check_answer(GOOD | {"target": None, "allow": None})["target"] is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"target": {"channel": "c", "version": "3\x00", "commit": "a" * 64}},
+    {"target": {"channel": "c", "version": "3" * 201, "commit": "a" * 64}},
+    {"target": {"channel": "c", "version": "3", "commit": "--allow-downgrade"}},
+    {"target": {"channel": "c", "version": 3, "commit": "a" * 64}},
+    {"target": "3"},
+    {"allow": 5}, {"allow": ["reboot"]},
+    {"requests": [{"id": [1], "kind": "pin"}]}, {"requests": [{"id": 1, "kind": "pin",
+                                                              "args": [1]}]},
+    {"requests": "pin"},
+])
+def test_a_hostile_answer_is_refused_not_acted_on(bad: dict[str, object]) -> None:
+    # a compromised control plane must not be able to stop the agent: such an answer
+    # would have made every tick fail (TypeError, ValueError: embedded null byte) for
+    # as long as the directive held (up to 7 days)
+    with pytest.raises(AtollError, match="not a valid directive"):
+        check_answer(GOOD | bad)
+    with pytest.raises(AtollError):
+        check_answer([GOOD])
 
 
 def test_a_repository_directory_read_as_hosts_verify_it(tmp_path: Path) -> None:

@@ -46,6 +46,18 @@ def test_a_good_boot_is_no_rollback() -> None:
     assert f.rolled_back_from is None and f.rolled_back_at is None and f.committed
 
 
+def test_right_after_a_reboot_the_previous_boots_result_is_not_this_ones() -> None:
+    """The first check-in after the customer's apply and reboot, before boot-complete:
+    the booted deployment is v2 but the last boot record is still v1's."""
+    v2 = {"id": f"{C2}.1", "commit": C2, "version": "2"}
+    st = _status(booted=v2)
+    st["deployments"].append(v2)
+    f = facts_of(_host(st), None, {})
+    assert f.version == "2" and not f.committed
+    st["last_boot"] = dict(st["last_boot"], deployment=v2["id"])
+    assert facts_of(_host(st), None, {}).committed
+
+
 def test_failed_required_checks_and_unhealthy_apps() -> None:
     st = _status()
     st["last_boot"]["checks"] = [{"name": "db", "required": True, "ok": False},

@@ -265,6 +265,41 @@ def test_a_host_in_a_started_wave_may_download_and_prepare_and_apply_when_due() 
     assert d2.code == "applying" and d2.apply and not d2.granted
 
 
+def test_a_move_the_customer_makes_after_the_release_is_judged() -> None:
+    """Policy "prepare": the rollout lets the host download and prepare; the customer's
+    own apply (between two check-ins) moves it. That move is judged as a granted one."""
+    r = rollout(fleet(20, canaries=1))
+    canary = replace(fleet(20, canaries=1)[0], unhealthy_apps=("batch",))
+    d = decide(r, canary)
+    assert d.code == "waiting-for-host" and not d.granted
+    released = d.progress
+    assert (released.step, released.released, released.granted) == ("v3", T0, None)
+    assert released.unhealthy_before == frozenset({"batch"})
+    # asked again: the release keeps its time
+    assert decide(r, canary, released, now=T0 + MIN).progress == released
+    on_target = replace(canary, version="v3", seen=T0 + 9 * MIN)
+    ok = observe(r, released, on_target, T0 + 9 * MIN)
+    assert ok.outcome is Outcome.SUCCEEDED and ok.finished == T0 + 9 * MIN
+    sick = observe(r, released, replace(on_target, unhealthy_apps=("batch", "db")),
+                   T0 + 9 * MIN)
+    assert sick.failure is Failure.APP_HEALTH and sick.detail.endswith(": db")
+    back = observe(r, released, replace(canary, rolled_back_from="v3",
+                                        rolled_back_at=T0 + 5 * MIN, seen=T0 + 6 * MIN),
+                   T0 + 6 * MIN)
+    assert (back.outcome, back.failure) == (Outcome.FAILED, Failure.ROLLED_BACK)
+    # a rollback from before the release is not this rollout's
+    old = replace(canary, rolled_back_from="v3", rolled_back_at=T0 - MIN)
+    assert observe(r, released, old, T0 + 6 * MIN) == released
+    # stored and read back the same
+    assert HostProgress.from_json(json.loads(json.dumps(released.to_json()))) == released
+    # still on trial, or not moved yet: nothing decided
+    assert observe(r, released, replace(on_target, committed=False), T0 + 9 * MIN) == released
+    assert observe(r, released, canary, T0 + 9 * MIN) == released
+    # then due to apply (a pending deployment): granted, the apps seen at the release kept
+    g = decide(r, replace(canary, apply_due=True, unhealthy_apps=()), released)
+    assert g.code == "apply-granted" and g.progress.unhealthy_before == frozenset({"batch"})
+
+
 def test_a_host_whose_wave_has_not_started_stays_where_it_is() -> None:
     r = rollout(fleet(20, canaries=1))
     host = replace(fleet(20)[5], apply_due=True)

@@ -75,3 +75,31 @@ def test_compose_security_only_drops_the_updates_suite() -> None:
         "deb http://deb.debian.org/debian-security bookworm-security main"]
     # another image: another treefile hash (so another commit id)
     assert treefile_hash(sec, Path(".")) != treefile_hash(tf, Path("."))
+
+
+def test_wait_reason_says_what_limits_the_data(tmp_path: object) -> None:
+    """An update that waits under security-only says when its CVE data has no tracker
+    ratings or expired: missing or old data never reads as plain "fixes nothing"."""
+    from pathlib import Path
+
+    from atoll.core import canonjson
+    from atoll.security import host
+
+    note = "its CVE data expired 2026-11-27T00:00:00Z"
+    d = decide(SEC, st(available=NEW, security_fixes=(), security_note=note), NOW)
+    assert d.action == "none" and note in d.reason and "waits for the operator" in d.reason
+    # the note never turns a qualifying update away, nor explains a missing report
+    assert decide(SEC, st(available=NEW, security_fixes=("CVE-1",), security_note=note),
+                  NOW).action == "download"
+    assert note not in decide(SEC, st(available=NEW, security_fixes=None,
+                                      security_note=note), NOW).reason
+
+    root = Path(str(tmp_path))
+    doc = {"kind": "atoll-cves", "format": 1, "commit": NEW, "ref": "site/db",
+           "release": "bookworm", "generated": "2026-11-20T00:00:00Z",
+           "expires": "2026-11-27T00:00:00Z", "tracker": None, "open": [],
+           "fixes": {"since": None, "cves": [], "missing": []}}
+    host.save_report(root, NEW, canonjson.dumps(doc))
+    got = host.update_data_note(root, NEW, NOW, unassigned="low")
+    assert "no tracker data" in got and "= low" in got and "expired 2026-11-27" in got
+    assert host.update_data_note(root, "d" * 64, NOW) == ""  # no report: update_fixes says so

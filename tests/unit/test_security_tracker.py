@@ -113,11 +113,19 @@ def test_urgency_order_and_unassigned() -> None:
         urgency.validate("critical")
 
 
-def _report(open_: list[dict[str, object]], fixes: list[dict[str, object]]) -> dict[str, object]:
+def _report(open_: list[dict[str, object]], fixes: list[dict[str, object]],
+            tracker: dict[str, object] | None = None) -> dict[str, object]:
     return {"kind": report.KIND, "format": report.FORMAT, "commit": "c" * 64, "ref": "main",
             "release": "bookworm", "generated": "2026-11-20T00:00:00Z",
-            "expires": "2026-11-27T00:00:00Z", "tracker": None, "open": open_,
-            "fixes": {"since": None, "cves": fixes, "missing": []}}
+            "expires": "2026-11-27T00:00:00Z", "tracker": tracker,
+            "open": [{"source": "src", "source_version": "1.0-1", "status": "open", **c}
+                     for c in open_],
+            "fixes": {"since": None, "cves": [{"source": "src", **c} for c in fixes],
+                      "missing": []}}
+
+
+def _tracker(sha: str, taken: str) -> dict[str, object]:
+    return {"name": "json", "sha256": sha, "size": 1, "taken": taken}
 
 
 def test_report_summary_policy_and_staleness() -> None:
@@ -163,3 +171,125 @@ def test_one_debian_order(a: str, b: str) -> None:
         return (n > 0) - (n < 0)
 
     assert sign(version_compare(a, b)) == sign(compare_versions(a, b))
+
+
+def test_missing_or_older_tracker_data_fixes_nothing_by_omission() -> None:
+    """A booted CVE "no longer open" in the update counts only when the update's open
+    list was computed from the same tracker file or a newer one: a report published
+    without tracker data (open: [] = unknown) or from an older file fixes nothing."""
+    t1, t2 = _tracker("1" * 64, "2026-11-01T00:00:00Z"), _tracker("2" * 64,
+                                                                  "2026-11-20T00:00:00Z")
+    booted = _report([{"cve": "CVE-H", "urgency": "high"}], [], t2)
+    assert report.qualifies(booted, _report([], [], None), "low") == []
+    assert report.qualifies(booted, _report([], [], t1), "low") == []  # older file
+    assert report.qualifies(booted, _report([], [], t2), "high") == ["CVE-H"]  # same file
+    newer = _tracker("3" * 64, "2026-11-25T00:00:00Z")
+    assert report.qualifies(booted, _report([], [], newer), "high") == ["CVE-H"]
+    # the update's own fixes (changelogs) count whatever the tracker data
+    assert report.qualifies(booted, _report([], [{"cve": "CVE-H", "urgency": "high"}], None),
+                            "high") == ["CVE-H"]
+
+
+@pytest.mark.parametrize(("path", "value", "match"), [
+    (("open", 0, "urgency"), 3, r"open\[0\]\.urgency \(CVE-A\): unexpected int"),
+    (("open", 0, "source"), None, r"open\[0\]\.source"),
+    (("open", 0, "fixed_version"), ["1"], r"fixed_version"),
+    (("open", 0, "packages"), "libssl3", r"packages .*list of strings"),
+    (("open", 0, "from"), [1], r"from .*list of strings"),
+    (("fixes", "cves", 0, "version"), 1.5, r"fixes\.cves\[0\]\.version"),
+    (("fixes", "cves", 0), "CVE-B", r"fixes\.cves\[0\]: an entry without a CVE id"),
+    (("fixes", "missing"), "glibc", r"fixes\.missing"),
+    (("fixes", "since"), 7, r"fixes\.since"),
+    (("tracker",), [], r"tracker: expected an object"),
+    (("release",), None, r"release"),
+])
+def test_wrong_types_deep_in_a_report_are_refused(path: tuple[object, ...], value: object,
+                                                  match: str) -> None:
+    """A signed report read on a host is checked as far as hosts read it: a wrong type
+    deep inside is a RepositoryError naming the field, not a traceback later."""
+    doc = _report([{"cve": "CVE-A", "urgency": "high", "packages": ["libssl3"]}],
+                  [{"cve": "CVE-B", "urgency": "low", "version": "1.0-2"}])
+    report.check_report(doc)
+    node: object = doc
+    for key in path[:-1]:
+        node = node[key]  # type: ignore[index]
+    node[path[-1]] = value  # type: ignore[index]
+    with pytest.raises(RepositoryError, match=match):
+        report.check_report(doc)
+
+
+def _tracker_doc(entries: dict[str, dict[str, object]]) -> bytes:
+    return json.dumps({src: {cve: {"description": "", "scope": "remote",
+                                   "releases": {"bookworm": rel}}
+                             for cve, rel in cves.items()}
+                       for src, cves in entries.items()}).encode()
+
+
+def test_odd_versions_and_names() -> None:
+    """Source, not binary, names and versions are compared (binNMU +b1 binaries, a
+    source named differently, epochs, tildes); a multiarch pair is listed once; an
+    urgency word the order lacks is kept and ranks as "not yet assigned"."""
+    data = parse_tracker(_tracker_doc({
+        "foo": {"CVE-2026-1": {"status": "resolved", "fixed_version": "1.2-3",
+                               "urgency": "high"},
+                "CVE-2026-2": {"status": "resolved", "fixed_version": "1.2-4",
+                               "urgency": "critical"}},
+        "zlib": {"CVE-2026-3": {"status": "resolved", "fixed_version": "1:1.2.13-2",
+                                "urgency": "low*"},
+                 "CVE-2026-4": {"status": "resolved", "fixed_version": "1.3-1",
+                                "urgency": "low"}},
+        "tilde": {"CVE-2026-5": {"status": "resolved", "fixed_version": "2.0-1",
+                                 "urgency": "medium"}},
+        # the binary's own name is not a source: its entries never apply
+        "libfoo1": {"CVE-2026-6": {"status": "open", "urgency": "high"}}}))
+    manifest = [pkg("libfoo1", "1.2-3+b1", "foo", "1.2-3"),
+                {**pkg("libfoo1", "1.2-3+b1", "foo", "1.2-3"), "architecture": "i386"},
+                pkg("zlib1g", "1:1.2.13-1", "zlib"), pkg("tilde", "2.0~rc1-1")]
+    got = {c["cve"]: c for c in open_cves(manifest, data, "bookworm")}
+    assert sorted(got) == ["CVE-2026-2", "CVE-2026-3", "CVE-2026-5"]
+    assert got["CVE-2026-2"]["packages"] == ["libfoo1"]
+    assert got["CVE-2026-2"]["source_version"] == "1.2-3"
+    assert got["CVE-2026-2"]["urgency"] == "critical"
+    assert urgency.rank("critical", unassigned="low") == urgency.rank("low")
+    assert report.counts(list(got.values()))["not yet assigned"] == 1
+    assert got["CVE-2026-3"]["urgency"] == "low"  # NVD's mark dropped; epoch 1 > epoch 0
+
+
+def test_a_fixed_version_that_is_not_a_version_is_located() -> None:
+    data = parse_tracker(_tracker_doc({"foo": {"CVE-2026-1": {
+        "status": "resolved", "fixed_version": "1.0 beta", "urgency": "high"}}}), "json")
+    with pytest.raises(InputError, match=r"json: foo\.CVE-2026-1\.releases\.bookworm\."
+                                         r"fixed_version: '1\.0 beta' against"):
+        open_cves([pkg("foo", "1.0-1")], data, "bookworm")
+
+
+def test_the_recorded_hash_is_of_the_bytes_read(tmp_path: Path) -> None:
+    import hashlib
+
+    f = tmp_path / "json"
+    f.write_bytes(_tracker_doc({}))
+    assert load_tracker(f).sha256 == hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def test_changelog_chain_from_another_lineage_claims_nothing(tmp_path: Path) -> None:
+    """The previously published commit is not an ancestor (the channel moved to another
+    lineage): the changelogs of the new commit's history are not fixes since it."""
+    from types import SimpleNamespace
+
+    from atoll.core import canonjson
+    from atoll.security.build import _changelog_since
+
+    a, b, other = "a" * 64, "b" * 64, "f" * 64
+    (tmp_path / "cves").mkdir()
+    (tmp_path / "cves" / f"{b}.changelog.json").write_bytes(canonjson.dumps({
+        "commit": b, "parent": a, "changelog": {"cves": [{"cve": "CVE-2026-1", "source": "x",
+                                                          "version": "2"}],
+                                                "sources": {}, "missing": []}}))
+    parents = {a: None, b: a}
+    repo = SimpleNamespace(path=tmp_path, has=lambda c, kind: c in parents,
+                           read_commit=lambda c: SimpleNamespace(parent=parents[c]))
+    cves, missing = _changelog_since(repo, b, a)  # type: ignore[arg-type]
+    assert [c["cve"] for c in cves] == ["CVE-2026-1"]
+    assert missing == []
+    cves, missing = _changelog_since(repo, b, other)  # type: ignore[arg-type]
+    assert cves == [] and "is not an ancestor" in missing[0]

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import ssl
 import threading
@@ -48,7 +49,7 @@ from atoll.core.fsutil import atomic_write, atomic_write_json, read_state_json
 if TYPE_CHECKING:
     from atoll.agent.daemon import Agent
 
-__all__ = ["Control", "ControlFiles", "app_reports", "gate", "target_version"]
+__all__ = ["Control", "ControlFiles", "app_reports", "check_answer", "gate", "target_version"]
 
 log = logging.getLogger("atoll.agent")
 TIMEOUT_S = 30
@@ -75,6 +76,56 @@ def held_until(expires: Any, now: dt.datetime) -> str | None:
     if t is None:
         return None
     return iso(min(t, now + MAX_HOLD))
+
+
+_STEPS = ("download", "prepare", "apply")
+_COMMIT = re.compile(r"[0-9a-f]{64}")
+
+
+def check_answer(answer: Any) -> dict[str, Any]:
+    """The fields of a check-in's answer (a ``Directive``) the agent acts on, checked;
+    others are ignored (a newer server may add some). Pure.
+
+    A compromised control plane must not be able to stop the agent: a target version
+    goes to ``atoll update check --version`` as an argument (a NUL byte, or one over the
+    kernel's argument size, would make every tick fail, for as long as the directive
+    holds), and ``allow`` and ``requests`` are iterated.
+
+    Raises:
+        AtollError: not a directive the agent can act on (the check-in counts as failed;
+            the directive held before stays until it expires).
+    """
+    def bad(why: str) -> AtollError:
+        return AtollError(f"the control plane's answer is not a valid directive ({why}); "
+                          "ignored", resolution="the agent goes on with the directive it "
+                          "held, then by its own policy")
+
+    if not isinstance(answer, dict):
+        raise bad("not an object")
+    target = answer.get("target")
+    if target is not None:
+        if not isinstance(target, dict) or not all(
+                isinstance(target.get(k), str) for k in ("channel", "version", "commit")):
+            raise bad("target")
+        version = target["version"]
+        if not version or len(version) > 200 or not version.isprintable() \
+                or not _COMMIT.fullmatch(target["commit"]):
+            raise bad("target version or commit")
+        target = {k: target[k] for k in ("channel", "version", "commit")}
+    allow = answer.get("allow") or []
+    if not isinstance(allow, list) or not all(a in _STEPS for a in allow):
+        raise bad("allow")
+    requests = answer.get("requests") or []
+    if not isinstance(requests, list) or not all(
+            isinstance(r, dict) and type(r.get("id")) is int and isinstance(r.get("kind"), str)
+            and isinstance(r.get("args") or {}, dict) for r in requests):
+        raise bad("requests")
+    reason, expires = answer.get("reason"), answer.get("expires")
+    return {"target": target, "allow": list(allow),
+            "reason": reason[:1000] if isinstance(reason, str) else None,
+            "expires": expires if isinstance(expires, str) else None,
+            "requests": requests,
+            "manifest_wanted": answer.get("manifest_wanted") is True}
 
 
 @dataclass(frozen=True)
@@ -236,7 +287,8 @@ def target_version(directive: dict[str, Any] | None, now: dt.datetime) -> str | 
         return None
     expires = _utc(str(directive.get("expires", "")))
     version = directive["target"].get("version")
-    if expires is None or now >= expires or not isinstance(version, str) or not version:
+    if expires is None or now >= expires or not isinstance(version, str) or not version \
+            or len(version) > 200 or not version.isprintable():  # see check_answer
         return None
     return version
 
@@ -411,6 +463,7 @@ class Control:
             self.files.save_state(state)
             raise AtollError(f"check-in refused (HTTP {code}): {answer.get('brief', '')}",
                              resolution=answer.get("resolution"))
+        answer = check_answer(answer)
         state = self.files.state()
         reported = {r["id"] for r in doc["requests"]}
         state["results"] = [r for r in state.get("results") or [] if r["id"] not in reported]

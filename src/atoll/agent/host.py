@@ -125,6 +125,7 @@ class Host:
         last_check = agent.get("last_check")
         checked = update.get("checked")
         last_apply = agent.get("last_apply_s")
+        fixes, note = self._security_fixes(booted, update.get("commit"))
         return AgentState(
             last_check=_maybe_time(last_check),
             checked=_time(checked) if checked else None,
@@ -136,21 +137,25 @@ class Host:
             pending=pending,
             request=self.files.request(),
             last_apply_s=float(last_apply) if isinstance(last_apply, int | float) else None,
-            security_fixes=self._security_fixes(booted, update.get("commit")),
+            security_fixes=fixes, security_note=note,
         )
 
-    def _security_fixes(self, booted: str | None, commit: str | None) -> tuple[str, ...] | None:
-        """What the update fixes at or above the policy's threshold (``security-only``)."""
+    def _security_fixes(self, booted: str | None,
+                        commit: str | None) -> tuple[tuple[str, ...] | None, str]:
+        """What the update fixes at or above the policy's threshold (``security-only``),
+        and what limits its CVE data (atoll.security.host.update_data_note)."""
         try:
             policy = self.files.policy()
         except DamagedStateError:
-            return None  # atolld reports the damaged policy itself
+            return None, ""  # atolld reports the damaged policy itself
         if policy.updates != "security-only":
-            return None
-        from atoll.security.host import update_fixes
+            return None, ""
+        from atoll.security.host import update_data_note, update_fixes
 
-        return update_fixes(self.sr.root, booted, commit, policy.security_threshold,
-                            unassigned=policy.unassigned_as)
+        return (update_fixes(self.sr.root, booted, commit, policy.security_threshold,
+                             unassigned=policy.unassigned_as),
+                update_data_note(self.sr.root, commit, dt.datetime.now(dt.UTC),
+                                 unassigned=policy.unassigned_as))
 
     # -- actions -------------------------------------------------------
 

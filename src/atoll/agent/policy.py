@@ -188,6 +188,9 @@ class AgentState:
     # the CVEs at or above the threshold that the available or downloaded update fixes
     # (atoll.security.report.qualifies); None: no CVE report for it
     security_fixes: tuple[str, ...] | None = None
+    # what limits that report (no tracker data, expired), for the wait reason
+    # (atoll.security.host.update_data_note); "": nothing
+    security_note: str = ""
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
@@ -321,8 +324,9 @@ def _security_wait(policy: Policy, st: AgentState, commit: str,
         return None
     why = ("has no CVE report" if st.security_fixes is None else
            f"fixes no open CVE of urgency {policy.security_threshold} or above")
-    return Decision("none", f"update {commit[:12]} {why} (policy: security-only): it waits "
-                    "for the operator", next_check)
+    note = f"; {st.security_note}" if st.security_note and st.security_fixes is not None else ""
+    return Decision("none", f"update {commit[:12]} {why} (policy: security-only){note}: it "
+                    "waits for the operator", next_check)
 
 
 def decide(policy: Policy, st: AgentState, now: dt.datetime) -> Decision:

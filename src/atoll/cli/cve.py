@@ -35,12 +35,12 @@ def _section(title: str, s: dict[str, Any] | None, *, fixes: bool) -> list[str]:
         return [f"{head}: no CVE report (run `atoll update check`; a repository published "
                 "without CVE reports has none)"]
     stale = f"; STALE since {s['expires']}" if s["stale"] else ""
-    lines = [f"{head}: {len({c['cve'] for c in s['open']})} open CVEs "
-             f"({_counts(s['open_counts'])}); data {_age(s['age_seconds'])} old "
+    opened = (f"{len({c['cve'] for c in s['open']})} open CVEs ({_counts(s['open_counts'])})"
+              f"{s['open_note']}"
+              if s["open_known"] else "open CVEs unknown (published without tracker data)")
+    lines = [f"{head}: {opened}; data {_age(s['age_seconds'])} old "
              f"(generated {s['generated']}){stale}"]
-    if s.get("tracker") is None:
-        lines.append("  (no tracker data was published: open CVEs unknown)")
-    for c in s["open"]:
+    for c in s["open"] or []:
         fix = f"fixed in {c['fixed_version']}" if c.get("fixed_version") else "no fix yet"
         lines.append(f"  {c['cve']:<16} {c.get('urgency') or '?':<17} {c['source']} "
                      f"{c['source_version']}  {fix}")
@@ -54,11 +54,36 @@ def _section(title: str, s: dict[str, Any] | None, *, fixes: bool) -> list[str]:
     return lines
 
 
+def _policy(sysroot: Any) -> Any | None:
+    """The host's update policy (None: policy.json does not read; atolld reports that)."""
+    from atoll.agent.state import AgentFiles
+    from atoll.core.errors import DamagedStateError
+
+    try:
+        return AgentFiles(sysroot).policy()
+    except DamagedStateError:
+        return None
+
+
+def _policy_lines(view: dict[str, Any]) -> list[str]:
+    pol = view.get("policy")
+    if pol is None:
+        return []
+    head = f"policy security-only ({pol['security_threshold']} or above)"
+    if pol["qualifies"] is None:
+        return [f"{head}: the update has no CVE report: it waits for the operator"]
+    if not pol["qualifies"]:
+        return [f"{head}: the update fixes no open CVE that high: it waits for the operator"]
+    return [f"{head}: the update is taken (fixes {', '.join(pol['qualifies'])})"]
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from atoll.security import host
     from atoll.security.urgency import validate
 
-    unassigned = validate(args.unassigned, "--unassigned")
+    policy = _policy(args.sysroot)
+    unassigned = (validate(args.unassigned, "--unassigned") if args.unassigned is not None
+                  else policy.unassigned_as if policy is not None else "medium")
     now = datetime.now(UTC)
     if args.image:
         from atoll.deploy.sysroot import Sysroot
@@ -75,9 +100,19 @@ def cmd_list(args: argparse.Namespace) -> None:
         return
     view = host.cve_view(args.sysroot, now, unassigned=unassigned)
     upd = view["update"]
+    view["policy"] = None
+    if policy is not None and policy.updates == "security-only" and upd is not None:
+        fixes = host.update_fixes(args.sysroot, (view["booted"] or {}).get("commit"),
+                                  upd["commit"], policy.security_threshold,
+                                  unassigned=policy.unassigned_as)
+        view["policy"] = {"updates": policy.updates,  # what atolld decides (its own rules)
+                          "security_threshold": policy.security_threshold,
+                          "unassigned_as": policy.unassigned_as,
+                          "qualifies": None if fixes is None else list(fixes)}
     title = f"update ({upd['state']})" if upd else "update"
     emit(args, view, lambda: "\n".join([*_section("booted", view["booted"], fixes=False),
-                                        *_section(title, upd, fixes=True)]))
+                                        *_section(title, upd, fixes=True),
+                                        *_policy_lines(view)]))
 
 
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -95,7 +130,8 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
                        help="the booted deployment and the update (the default)")
     which.add_argument("--image", metavar="REF",
                        help="one commit or ref of the host's store instead")
-    p.add_argument("--unassigned", default="medium", metavar="URGENCY",
-                   help="the urgency 'not yet assigned' counts as (default: medium)")
+    p.add_argument("--unassigned", metavar="URGENCY",
+                   help="the urgency 'not yet assigned' counts as (default: the policy's "
+                   "unassigned_as, medium unless set)")
     common(p)
     p.set_defaults(handler=cmd_list)

@@ -38,13 +38,25 @@ DEFAULT_DB = "sqlite:////var/lib/atoll/control/control.db"
 Common = Callable[[argparse.ArgumentParser], None]
 
 
+MAX_DURATION_S = 36500 * 86400.0  # 100 years: beyond it a date overflows (year 9999)
+
+
 def _seconds(text: str, what: str) -> float:
+    """Seconds in a duration option, at most :data:`MAX_DURATION_S`.
+
+    Raises:
+        InputError: not a duration, or longer than 100 years.
+    """
     from atoll.apps.spec import parse_duration
 
     try:
         value = parse_duration(text)
     except ValueError as exc:
         raise InputError(f"{what}: {exc}") from None
+    if value > MAX_DURATION_S:
+        raise InputError(f"{what}: {text!r} is longer than 100 years (36500d)",
+                         resolution="give a shorter duration (`forever` where the option "
+                         "offers it)")
     return value
 
 

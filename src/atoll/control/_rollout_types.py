@@ -417,7 +417,10 @@ class HostProgress:
 
     ``step`` is the version the current apply grant is for (a floor, or the target);
     ``started`` when the host first reported running it; ``unhealthy_before`` the apps
-    already unhealthy at the grant (not blamed on the update).
+    already unhealthy at the grant (not blamed on the update). ``released`` (without a
+    grant): when the rollout let the host download and prepare ``step`` while its own
+    policy (the customer's apply, a window) decides when it applies; a move the host
+    then makes by itself is judged as a granted one (rollback, checks, app health).
     """
 
     host: str
@@ -429,6 +432,7 @@ class HostProgress:
     detail: str = ""
     finished: dt.datetime | None = None
     unhealthy_before: frozenset[str] = frozenset()
+    released: dt.datetime | None = None
 
     def failed(self, kind: Failure, detail: str, now: dt.datetime) -> HostProgress:
         return replace(self, outcome=Outcome.FAILED, failure=kind, detail=detail, finished=now)
@@ -439,7 +443,8 @@ class HostProgress:
                 "outcome": None if self.outcome is None else self.outcome.value,
                 "failure": None if self.failure is None else self.failure.value,
                 "detail": self.detail, "finished": iso(self.finished),
-                "unhealthy_before": sorted(self.unhealthy_before)}
+                "unhealthy_before": sorted(self.unhealthy_before),
+                "released": iso(self.released)}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> HostProgress:
@@ -450,6 +455,7 @@ class HostProgress:
                        None if d.get("outcome") is None else Outcome(d["outcome"]),
                        None if d.get("failure") is None else Failure(d["failure"]),
                        str(d.get("detail", "")), _opt_time(d.get("finished"), "finished"),
-                       frozenset(d.get("unhealthy_before", ())))
+                       frozenset(d.get("unhealthy_before", ())),
+                       _opt_time(d.get("released"), "released"))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a stored host progress: {exc!r}") from None

@@ -27,7 +27,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
@@ -123,7 +123,18 @@ class PruneIn(_In):
 
 
 RolloutId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-Version = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _printable(text: str) -> str:
+    # a version goes into every directive, and atolld refuses one that is not
+    # printable (atoll.agent.control.check_answer): refused here, at the rollout
+    if not text.isprintable():
+        raise ValueError("a version or channel is printable text (no control characters)")
+    return text
+
+
+Version = Annotated[str, StringConstraints(min_length=1, max_length=200),
+                    AfterValidator(_printable)]
 
 
 class SignedVersionIn(_In):

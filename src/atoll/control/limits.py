@@ -8,12 +8,15 @@ buckets per host (pure, clock given; one per server instance, in memory):
 * **check-ins**: ``burst`` at once, then one every ``every_s`` (``atoll fleet serve
   --checkin-limit``, default 30 then one per 2 s: atolld checks in every 300 s, plus
   an immediate follow-up after doing operators' requests). Over it: 429
-  ``rate_limited`` with ``Retry-After``; nothing is recorded.
+  ``rate_limited`` with ``Retry-After``; nothing is recorded. A replayed check-in
+  (409) gives its token back: a captured check-in sent again and again costs the
+  host nothing.
 * **host events** (``inventory.changes``: boot, rollback, version, app health...):
   ``burst`` then one every ``every_s`` (``--event-limit``, default 200 then one per
   10 s). The check-in is still recorded (the inventory shows the last report); events
   over the budget are counted and written as one ``events-dropped`` event (with the
-  count and kinds) once the budget allows again.
+  count and kinds) once the budget allows again. The server's own events about a host
+  that the host's reports decide (``rollout-host-skipped``) come from the same budget.
 
 With several server instances each keeps its own buckets (a host may get up to
 instances x the limit); the database stays the one place that decides correctness.
@@ -26,6 +29,9 @@ from dataclasses import dataclass
 
 __all__ = ["Bucket", "Buckets"]
 
+MAX_BURST = 1_000_000
+MAX_EVERY_S = 86400.0
+
 
 @dataclass(frozen=True)
 class Bucket:
@@ -35,7 +41,7 @@ class Bucket:
     every_s: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.burst < 1 or self.every_s < 0:
+        if self.burst < 1 or not 0 <= self.every_s <= MAX_EVERY_S:  # also refuses nan
             raise ValueError("a bucket needs burst >= 1 and every_s >= 0")
 
     @classmethod
@@ -48,9 +54,17 @@ class Bucket:
         if text == "off":
             return cls(1, 0.0)
         burst, sep, every = text.partition("/")
-        if not sep:
-            raise ValueError(f"{text!r}: BURST/SECONDS (e.g. 30/2) or off")
-        return cls(int(burst), float(every))
+        form = f"{text!r}: BURST/SECONDS (e.g. 30/2: BURST 1..{MAX_BURST}, SECONDS " \
+               f"over 0 up to {MAX_EVERY_S:.0f}), or off"
+        try:
+            b, e = int(burst), float(every)
+        except ValueError:
+            raise ValueError(form) from None
+        # "30/0" is not "off" in disguise, and nan or inf would never refill (a host
+        # locked out for good) or never empty: refused, as every bad value
+        if not sep or not 1 <= b <= MAX_BURST or not 0 < e <= MAX_EVERY_S:
+            raise ValueError(form)
+        return cls(b, e)
 
 
 class Buckets:
@@ -82,6 +96,16 @@ class Buckets:
             self._state[key] = (tokens, now)
             return wait
 
+    def refund(self, key: str, n: int = 1) -> None:
+        """Give back ``n`` tokens taken for something that turned out not to count
+        (at most up to ``burst``)."""
+        if self.bucket.every_s == 0:
+            return
+        with self._lock:
+            if key in self._state:
+                tokens, at = self._state[key]
+                self._state[key] = (min(float(self.bucket.burst), tokens + n), at)
+
 
 class HostLimits:
     """The two per-host budgets of a server instance (module docstring)."""
@@ -95,6 +119,23 @@ class HostLimits:
     def checkin_wait(self, host: str, now: float) -> float:
         """0.0: this check-in may go on; else the seconds the host should wait."""
         return self.checkins.take(host, now)
+
+    def checkin_refused(self, host: str) -> None:
+        """A check-in that took a token was a replay: the token goes back, so whoever
+        replays a captured check-in cannot spend the host's budget and lock it out."""
+        self.checkins.refund(host)
+
+    def admit_one(self, host: str, now: float, kind: str) -> bool:
+        """Whether one event the *server* makes about a host because of what it reported
+        (a rollout skipping it: the host can flip its channel or version at every
+        check-in) is written: from the host's event budget, counted in its next
+        ``events-dropped`` when over."""
+        with self._lock:
+            if self.events.take(host, now) == 0.0:
+                return True
+            counts = self._dropped.setdefault(host, {})
+            counts[kind] = counts.get(kind, 0) + 1
+            return False
 
     def admit(self, host: str, now: float,
               kinds: list[str]) -> tuple[list[bool], dict[str, int] | None]:

@@ -180,7 +180,10 @@ def check_rollout_versions(signed: Mapping[str, Sequence[SignedVersion]], channe
     """The versions a rollout chooses among, checked against what is signed: every one
     given must be a signed version of ``channel`` with that commit, and every version
     ``named`` (target, from, floors) among them. Without ``versions``, every signed
-    version of the channel, oldest first. Pure.
+    version of the channel. Either way oldest first *by the signed publish sequence*,
+    whatever order they were given in: the rollout's "older" and "newer" (hosts ahead
+    of the target, floors) must be the hosts' own, or it would send hosts to a version
+    they refuse as a downgrade, and release as "ahead" hosts that are behind. Pure.
 
     Raises:
         InputError: an unknown channel, a version that is not signed (or with another
@@ -213,6 +216,7 @@ def check_rollout_versions(signed: Mapping[str, Sequence[SignedVersion]], channe
                              f"{channel}", details=f"signed versions: {listing}",
                              resolution="choose among the signed versions "
                              "(`atoll fleet releases`)")
+    versions = sorted(versions, key=lambda v: by_version[str(v.get("version"))].sequence)
     return [{"version": str(v["version"]), "commit": str(v["commit"])} for v in versions]
 
 

@@ -52,9 +52,9 @@ from atoll.control.models import (
 )
 from atoll.core.text import printable
 
-__all__ = ["ACTIVE", "Held", "commit_of", "decide", "drive", "drive_one", "event", "facts_of",
-           "fleet_facts", "load", "order_of", "plan_of", "save", "stored_progress",
-           "tally_of"]
+__all__ = ["ACTIVE", "HOST_EVENT_BUDGET", "Held", "commit_of", "decide", "drive", "drive_one",
+           "event", "facts_of", "fleet_facts", "load", "order_of", "plan_of", "save",
+           "stored_progress", "tally_of"]
 
 log = logging.getLogger("atoll.control")
 
@@ -68,6 +68,10 @@ _UNHEALTHY_OK = ("healthy", "running", "starting")
 _NOT_GOVERNING = ("not-in-group", "rollout-finished", "rollout-aborted", "ahead",
                   "unknown-version", "other-channel")
 
+
+# Session.info key: a check-in's ``kind -> bool``, whether an event about its host is
+# within the host's event budget (atoll.control.service sets it)
+HOST_EVENT_BUDGET = "atoll.host_event_budget"
 
 _LOADED: dict[str, ro.Rollout] = {}
 _LOADED_MAX = 64
@@ -186,7 +190,11 @@ def facts_of(host: Host, customer: str | None, labels: Mapping[str, str]) -> ro.
     return ro.HostFacts(
         host=host.id, customer=customer, labels=dict(labels),
         version=host.booted_version, pending=host.pending_version,
-        committed=result in ("good", "rolled-back", "failed"),
+        # the last boot must be this deployment's: right after a reboot, before
+        # boot-complete, the report still carries the previous boot's result
+        committed=result == "rolled-back" or (
+            result in ("good", "failed")
+            and boot.get("deployment") in (None, _get(status, "booted", "id"))),
         rolled_back_from=rolled_from if isinstance(rolled_from, str) else None,
         rollback_reason=str(boot.get("reason") or ""),
         rolled_back_at=_when(boot.get("time")) if rolled_from else None,
@@ -263,7 +271,8 @@ def _store(s: Session, rollout: ro.Rollout, plan: ro.WavePlan, order: ro.Version
     skipped = None if code is None else f"{code}: {why}"[:300]
     if host is not None and skipped != rh.skipped:
         rh.skipped = skipped
-        if skipped is not None:
+        admit = s.info.get(HOST_EVENT_BUDGET)  # set by a check-in (atoll.control.limits)
+        if skipped is not None and (admit is None or admit("rollout-host-skipped")):
             event(s, now, "server", "rollout-host-skipped",
                   {"code": code, "reason": why, "version": facts.version,
                    "channel": facts.channel}, row=row, host=host)

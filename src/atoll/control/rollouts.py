@@ -290,6 +290,8 @@ def observe(rollout: Rollout, progress: HostProgress, facts: HostFacts,
                 return progress.failed(*bad, now)
         return progress
     step, granted = progress.step, progress.granted
+    if step is not None and granted is None and progress.released is not None:
+        return _observe_released(rollout, progress, step, progress.released, facts, now)
     if step is None or granted is None:
         return progress
     started = progress.started
@@ -320,6 +322,26 @@ def observe(rollout: Rollout, progress: HostProgress, facts: HostFacts,
             and not facts.apply_due and facts.pending != step:
         return HostProgress(progress.host)  # the grant lapses: the host is not applying
     return progress if started == progress.started else replace(progress, started=started)
+
+
+def _observe_released(rollout: Rollout, progress: HostProgress, step: str,
+                      released: dt.datetime, facts: HostFacts,
+                      now: dt.datetime) -> HostProgress:
+    """A host the rollout let download and prepare ``step`` (no apply grant: its own
+    policy applies): a move it made by itself is judged as a granted one."""
+    if facts.rolled_back_from == step and facts.rolled_back_at is not None \
+            and facts.rolled_back_at >= released:
+        return progress.failed(Failure.ROLLED_BACK,
+                               facts.rollback_reason or f"rolled back from {step}", now)
+    if facts.version == step and facts.committed:
+        bad = _health_failure(progress, facts)
+        if bad is not None:
+            return progress.failed(*bad, now)
+        if step == rollout.to_version:
+            return replace(progress, started=progress.started or now,
+                           outcome=Outcome.SUCCEEDED, finished=now)
+        return HostProgress(progress.host)  # a floor reached: the next step is released anew
+    return progress
 
 
 # ---------------------------------------------------------------------------- phases and tally
@@ -527,7 +549,8 @@ def decide_host(rollout: Rollout, plan: WavePlan, counts: Counts, progress: Host
     step, code, why = next_step(rollout, facts.version, order, facts.channel)
     if step is None:
         return say(code, why, wave=wave, in_wave=moving)
-    if progress.granted is not None and progress.step != step:
+    if (progress.granted is not None or progress.released is not None) \
+            and progress.step != step:
         progress = HostProgress(progress.host)  # it moved on its own: the old grant is void
     if rollout.state is RolloutState.HALTED:
         halted = rollout.halt.reason if rollout.halt else "halted"
@@ -547,14 +570,18 @@ def decide_host(rollout: Rollout, plan: WavePlan, counts: Counts, progress: Host
     if progress.granted is not None:
         return say("applying", f"{why}: apply granted{dead}", apply=True, **may)
     if not facts.apply_due:
+        if progress.released is None:  # from now on, a move it makes is judged
+            progress = replace(progress, step=step, released=now,
+                               unhealthy_before=frozenset(facts.unhealthy_apps))
         return say("waiting-for-host", f"{why}: may download and prepare it{dead}; its own "
                    "policy (the customer's apply or a window) decides when it applies", **may)
     limit = rollout.spec.max_in_flight
     if limit is not None and counts.in_flight >= limit:
         return say("max-in-flight", f"{why}: {counts.in_flight} hosts are applying, the "
                    f"most this rollout allows at once", **may)
-    progress = HostProgress(facts.host, step, now,
-                            unhealthy_before=frozenset(facts.unhealthy_apps))
+    progress = HostProgress(facts.host, step, now, unhealthy_before=(
+        progress.unhealthy_before if progress.released is not None
+        else frozenset(facts.unhealthy_apps)))
     return say("apply-granted", f"{why}: may apply now{dead}", apply=True, granted=True, **may)
 
 

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +47,7 @@ from atoll.control.protocol import (
     parse_signature,
     verify,
 )
+from atoll.control.rollout_store import HOST_EVENT_BUDGET
 
 __all__ = ["FAULT_HOOKS", "checkin", "enrol", "invalid", "mark_lost", "record"]
 
@@ -103,12 +105,17 @@ def enrol(db: Database, authorization: str | None, body: bytes,
         req = EnrolRequest.model_validate_json(body)
     except ValidationError as exc:
         raise invalid(exc, "enrol") from None
+    usable = (EnrolToken.secret_sha256 == token_sha256(token), EnrolToken.used_at.is_(None),
+              EnrolToken.revoked_at.is_(None), EnrolToken.expires_at > now)
+    with db.read() as s:  # anyone may knock: a wrong token never takes the write lock
+        if s.scalar(select(EnrolToken.id).where(*usable)) is None:
+            raise unauthorized("the enrolment token is unknown, used, revoked or expired",
+                               "ask an operator for a new one (atoll fleet enrol-token "
+                               "create)")
     with db.write() as s:
         spent = s.execute(
             update(EnrolToken)
-            .where(EnrolToken.secret_sha256 == token_sha256(token),
-                   EnrolToken.used_at.is_(None), EnrolToken.revoked_at.is_(None),
-                   EnrolToken.expires_at > now)
+            .where(*usable)  # again, under the write: spent once, whoever races
             .values(used_at=now)
             .returning(EnrolToken.id, EnrolToken.customer_id, EnrolToken.host_name,
                        EnrolToken.labels)).first()
@@ -196,10 +203,33 @@ def checkin(db: Database, signature: str | None, body: bytes, now: dt.datetime, 
         moved = s.execute(update(Host).where(Host.id == host_id, Host.counter < report.counter)
                           .values(counter=report.counter))
         if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if limits:  # a replay spends nothing of the host's budget
+                limits.checkin_refused(host_id)
             raise ApiError(409, "replay", "check-in refused: its counter is not larger than "
                            "the last one accepted (a replay, or an older check-in)")
         host = s.get_one(Host, host_id)
         return _record_checkin(s, host, report, now, directive_ttl, limits)
+
+
+def _add_manifest(s: Session, sha256: str, now: dt.datetime,
+                  packages: list[dict[str, Any]]) -> None:
+    """Store a manifest once (``INSERT ... ON CONFLICT DO NOTHING``): hosts booting the
+    same new image send it at the same moment, and on PostgreSQL all but one would
+    otherwise fail on the primary key (a 500, the check-in lost)."""
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    s.execute(insert(Manifest).values(sha256=sha256, created_at=now, packages=packages)
+              .on_conflict_do_nothing(index_elements=[Manifest.sha256]))
+
+
+def _drop_orphan_manifest(s: Session, sha256: str) -> None:
+    """Delete manifest ``sha256`` when no host runs it any more (a host moved off it).
+    A host owns its machine: one that reported a new manifest at every check-in would
+    otherwise grow the table by up to 2 MiB a check-in, for good. A host that comes
+    back to a deleted manifest (a rollback) is asked for it again (``manifest_wanted``)."""
+    s.flush()  # this host's new manifest_sha256 first
+    s.execute(delete(Manifest).where(
+        Manifest.sha256 == sha256,
+        ~select(Host.id).where(Host.manifest_sha256 == sha256).exists()))
 
 
 def _record_checkin(s: Session, host: Host, report: CheckIn, now: dt.datetime,
@@ -208,9 +238,10 @@ def _record_checkin(s: Session, host: Host, report: CheckIn, now: dt.datetime,
     stored = report.model_dump(mode="json", exclude={"manifest", "requests", "counter"})
     old, new = inventory.summarize(host.report), inventory.summarize(stored)
     assert new is not None
-    if report.manifest is not None and s.get(Manifest, report.manifest_sha256) is None:
-        s.add(Manifest(sha256=report.manifest_sha256, created_at=now,
-                       packages=[p.model_dump(exclude_none=True) for p in report.manifest]))
+    if report.manifest is not None and report.manifest_sha256 is not None \
+            and s.get(Manifest, report.manifest_sha256) is None:
+        _add_manifest(s, report.manifest_sha256, now,
+                      [p.model_dump(exclude_none=True) for p in report.manifest])
     wanted = (report.manifest_sha256 is not None and report.manifest is None
               and s.scalar(select(Manifest.sha256)
                            .where(Manifest.sha256 == report.manifest_sha256)) is None)
@@ -219,7 +250,9 @@ def _record_checkin(s: Session, host: Host, report: CheckIn, now: dt.datetime,
     for key, value in new.columns().items():
         setattr(host, key, value)
     host.report, host.last_seen, host.lost = stored, now, False
-    host.manifest_sha256 = report.manifest_sha256
+    previous, host.manifest_sha256 = host.manifest_sha256, report.manifest_sha256
+    if previous is not None and previous != host.manifest_sha256:
+        _drop_orphan_manifest(s, previous)
     host.checkins += 1
     changes = inventory.changes(old, new)
     keep, dropped = (limits.admit(host.id, time.monotonic(), [k for k, _ in changes])
@@ -244,6 +277,9 @@ def _record_checkin(s: Session, host: Host, report: CheckIn, now: dt.datetime,
                    host=host)
     s.flush()
     _point("checkin:recorded")
+    if limits is not None:  # rollout events this report causes: the host's event budget
+        s.info[HOST_EVENT_BUDGET] = lambda kind: limits.admit_one(host.id, time.monotonic(),
+                                                                  kind)
     decided = directives.decide_for_host(s, host, now)
     queued = s.scalars(select(HostRequest).where(HostRequest.host_id == host.id,
                                                  HostRequest.state == "queued")

@@ -130,6 +130,8 @@ class CveFact:
     expires: dt.datetime | None = None
     report: bool = False
     fixes_available: int = 0  # open CVEs the tracker knows a fixed version for
+    open_known: bool = True  # False: published without tracker data (open CVEs unknown)
+    problem: str = ""  # the kept report does not read (damaged, wrong shape)
 
 
 @dataclass(frozen=True)
@@ -342,17 +344,23 @@ def load_host_facts(sysroot: Path) -> HostFacts:
 
 
 def _cves(sysroot: Path, commit: str) -> CveFact | None:
-    """The booted commit's CVE report as a fact (None: it does not read; logged)."""
+    """The booted commit's CVE report as a fact (``problem``: it does not read; logged)."""
     try:
         from atoll.security.host import load_report
         from atoll.security.report import counts
 
         doc = load_report(sysroot, commit)
-    except (AtollError, ImportError) as exc:
+    except AtollError as exc:  # said by the check (UNKNOWN), never a check that vanishes
+        log.warning("CVE report of %s: %s", commit[:12], exc)
+        return CveFact(problem=exc.brief)
+    except ImportError as exc:
         log.warning("CVE report of %s: %s", commit[:12], exc)
         return None
     if doc is None:
         return CveFact()
+    if doc.get("tracker") is None:  # no tracker data: its empty list means "unknown"
+        return CveFact((), parse_time(doc["generated"]), parse_time(doc["expires"]), True,
+                       0, open_known=False)
     return CveFact(tuple(counts(doc["open"]).items()), parse_time(doc["generated"]),
                    parse_time(doc["expires"]), True,
                    len({c["cve"] for c in doc["open"] if c.get("fixed_version")}))

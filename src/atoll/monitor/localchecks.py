@@ -310,9 +310,16 @@ def _cve_check(facts: HostFacts, now: dt.datetime) -> LocalCheck:
     name = "atoll CVEs"
     c = facts.cves
     assert c is not None
+    if c.problem:
+        return LocalCheck(UNKNOWN, name, f"the booted commit's CVE report does not read: "
+                          f"{c.problem} (`atoll update check` downloads it again)")
     if not c.report:
         return LocalCheck(UNKNOWN, name, "no CVE report for the booted commit (published "
                           "without one, or not downloaded: `atoll update check`)")
+    if not c.open_known:
+        return LocalCheck(UNKNOWN, name, "open CVEs unknown: the booted commit's CVE report "
+                          "was published without tracker data (atoll publish "
+                          "--security-tracker)")
     by = dict(c.open_counts)
     total = sum(by.values())
     perf = tuple(f"cves_{u.replace(' ', '_')}={n}" for u, n in c.open_counts)

@@ -167,7 +167,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                                  labels=["urgency"])
         for urgency, n in f.cves.open_counts:
             cves.add_metric([urgency], n)
-        yield cves
+        if f.cves.open_known:  # never 0 for "unknown" (a report without tracker data)
+            yield cves
         for name, doc, t in (
                 ("atoll_cve_report_generated_timestamp_seconds", "When the booted commit's "
                  "CVE report was generated", f.cves.generated),

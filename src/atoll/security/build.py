@@ -63,13 +63,18 @@ def record_changelog_fixes(repo: Repo, old: str | None, new: str, lookup: DebLoo
 
 def _changelog_since(repo: Repo, commit: str, since: str) -> tuple[list[dict[str, Any]],
                                                                    list[str]]:
-    """The changelog CVEs of every commit from ``since`` (excluded) to ``commit``."""
+    """The changelog CVEs of every commit from ``since`` (excluded) to ``commit``; none
+    when ``since`` is not an ancestor (another lineage: the chain's CVEs would be
+    relative to something else), with the reason under ``missing``."""
     cves: list[dict[str, Any]] = []
     missing: list[str] = []
     cur: str | None = commit
     for _ in range(MAX_CHAIN):
-        if cur is None or cur == since:
+        if cur == since:
             return cves, missing
+        if cur is None:  # since is not an ancestor: what was fixed since it is unknown
+            return [], [f"commit {since[:12]} is not an ancestor of {commit[:12]}: the "
+                        "changelogs cannot say what changed since it"]
         rec = read_state_json(_record(repo, cur), dict, default=None,
                               resolution="remove it: the report then lists that commit "
                                          "under fixes.missing")

@@ -23,7 +23,8 @@ from atoll.core.fsutil import atomic_write, read_state_json
 from atoll.repo.remotes import state_dir
 from atoll.security import report as rpt
 
-__all__ = ["cve_view", "load_report", "report_file", "save_report", "section", "update_fixes"]
+__all__ = ["cve_view", "load_report", "report_file", "save_report", "section",
+           "update_data_note", "update_fixes"]
 
 log = logging.getLogger("atoll.security")
 
@@ -68,23 +69,32 @@ def section(sysroot: Path, commit: str | None, now: datetime, *, unassigned: str
 
     Returns:
         ``{"commit", "report": bool, "generated", "expires", "age_seconds", "stale",
-        "tracker", "open": [...], "open_counts": {urgency: n}}`` plus, with ``fixes``,
-        ``"fixes": [...], "fixes_counts", "summary"``.
+        "tracker", "open_known": bool, "open": [...], "open_counts": {urgency: n},
+        "open_note", "unassigned_as"}`` plus, with ``fixes``, ``"fixes": [...],
+        "fixes_counts", "summary"``. Counts put the tracker's ``not yet assigned`` in
+        ``unassigned`` (as the ``security-only`` policy does); each CVE keeps the
+        tracker's own word, and ``open_note`` says how many. A report published
+        without tracker data knows no open CVE: ``open_known`` false, ``open`` and
+        ``open_counts`` null (never an empty list that reads as "no CVEs").
     """
     if commit is None:
         return None
     doc = load_report(sysroot, commit)
     if doc is None:
         return {"commit": commit, "report": False}
+    known = doc.get("tracker") is not None
     out: dict[str, Any] = {
         "commit": commit, "report": True, "generated": doc["generated"],
         "expires": doc["expires"], "age_seconds": rpt.age_seconds(doc, now),
         "stale": rpt.is_stale(doc, now), "tracker": doc.get("tracker"),
-        "open": doc["open"], "open_counts": rpt.counts(doc["open"])}
+        "open_known": known, "open": doc["open"] if known else None,
+        "open_counts": rpt.counts(doc["open"], unassigned=unassigned) if known else None,
+        "open_note": rpt.unassigned_note(doc["open"], unassigned) if known else "",
+        "unassigned_as": unassigned}
     if fixes:
         out |= {"fixes": doc["fixes"]["cves"], "fixes_missing": doc["fixes"].get("missing", []),
-                "fixes_counts": rpt.counts(doc["fixes"]["cves"]),
-                "summary": rpt.fixes_summary(doc)}
+                "fixes_counts": rpt.counts(doc["fixes"]["cves"], unassigned=unassigned),
+                "summary": rpt.fixes_summary(doc, unassigned=unassigned)}
     return out
 
 
@@ -125,3 +135,28 @@ def update_fixes(sysroot: Path, booted: str | None, commit: str | None, threshol
     if upd is None:
         return None
     return tuple(rpt.qualifies(cur, upd, threshold, unassigned=unassigned))
+
+
+def update_data_note(sysroot: Path, commit: str | None, now: datetime, *,
+                     unassigned: str = "medium") -> str:
+    """What limits the update's CVE report, said in the ``security-only`` policy's wait
+    reason so missing or old data never reads as "fixes nothing" ("": nothing to say).
+
+    Never raises (a report that does not read is :func:`update_fixes`' "no report").
+    """
+    if commit is None:
+        return ""
+    try:
+        doc = load_report(sysroot, commit)
+    except AtollError:
+        return ""
+    if doc is None:
+        return ""
+    notes = []
+    if doc.get("tracker") is None:
+        notes.append("its CVE report has no tracker data (only changelogs: their CVEs count "
+                     f"as not yet assigned = {unassigned})")
+    if rpt.is_stale(doc, now):
+        notes.append(f"its CVE data expired {doc['expires']} (the publisher's tracker data "
+                     "is old: newer CVEs are not rated)")
+    return "; ".join(notes)

@@ -31,7 +31,7 @@ from atoll.core.errors import RepositoryError
 from atoll.security.urgency import ORDER, UNASSIGNED, normalize, rank
 
 __all__ = ["FORMAT", "KIND", "WORDS", "age_seconds", "check_report", "counts", "fixes_summary",
-           "is_stale", "qualifies", "report_path"]
+           "is_stale", "qualifies", "report_path", "unassigned_note"]
 
 KIND = "atoll-cves"
 FORMAT = 1
@@ -70,10 +70,45 @@ def check_report(raw: Any, commit: str | None = None) -> dict[str, Any]:
     if not isinstance(raw.get("open"), list) or not isinstance(fixes, dict) \
             or not isinstance(fixes.get("cves"), list):
         raise RepositoryError("CVE report: open and fixes.cves must be lists")
-    for item in [*raw["open"], *fixes["cves"]]:
-        if not isinstance(item, dict) or not isinstance(item.get("cve"), str):
-            raise RepositoryError("CVE report: an entry without a CVE id")
+    for key in ("commit", "ref", "release"):
+        _typed(raw.get(key), str, key)
+    tracker = raw.get("tracker")
+    if tracker is not None and not isinstance(tracker, dict):
+        raise RepositoryError(f"CVE report: tracker: expected an object or null, got "
+                              f"{type(tracker).__name__}")
+    _typed(fixes.get("since"), str | None, "fixes.since")
+    missing = fixes.get("missing", [])
+    if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+        raise RepositoryError("CVE report: fixes.missing must be a list of strings")
+    for where, items, fields in (("open", raw["open"], _OPEN), ("fixes.cves", fixes["cves"], _FIX)):
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("cve"), str):
+                raise RepositoryError(f"CVE report: {where}[{i}]: an entry without a CVE id")
+            for key, kind in fields:
+                _typed(item.get(key), kind, f"{where}[{i}].{key} ({item['cve']})")
+            sources = item.get("from", [])
+            if not isinstance(sources, list) or not all(isinstance(f, str) for f in sources):
+                raise RepositoryError(f"CVE report: {where}[{i}].from ({item['cve']}): "
+                                      "expected a list of strings")
+            packages = item.get("packages", [])
+            if not isinstance(packages, list) or not all(isinstance(n, str) for n in packages):
+                raise RepositoryError(f"CVE report: {where}[{i}].packages ({item['cve']}): "
+                                      "expected a list of strings")
     return raw
+
+
+# the fields hosts read from each entry, and their types (None: may be absent or null)
+_OPEN = (("source", str), ("source_version", str), ("status", str), ("urgency", str | None),
+         ("fixed_version", str | None), ("scope", str | None), ("description", str | None))
+_FIX = (("source", str), ("version", str | None), ("urgency", str | None))
+
+
+def _typed(value: Any, kind: Any, where: str) -> None:
+    if not isinstance(value, kind):
+        raise RepositoryError(f"CVE report: {where}: unexpected {type(value).__name__} "
+                              f"{str(value)[:40]!r}",
+                              resolution="the repository published a malformed report: "
+                              "tell its publisher (`atoll publish` writes well-formed ones)")
 
 
 def age_seconds(report: Mapping[str, Any], now: datetime) -> int:
@@ -94,13 +129,17 @@ def _word(c: Mapping[str, Any]) -> str:
     return "unimportant" if w == "end-of-life" else w if w in ORDER else UNASSIGNED
 
 
-def counts(cves: list[Mapping[str, Any]]) -> dict[str, int]:
+def counts(cves: list[Mapping[str, Any]], *, unassigned: str | None = None) -> dict[str, int]:
     """How many CVEs of each urgency (:data:`WORDS`: the tracker's order, then ``not yet
     assigned`` for a CVE the tracker has not rated or the report has no urgency for),
-    each CVE id once (its highest urgency)."""
+    each CVE id once (its highest urgency). ``unassigned`` (an urgency of :data:`ORDER`):
+    count those in that urgency instead, as the ``security-only`` policy does (the
+    ``not yet assigned`` bucket is then 0)."""
     best: dict[str, str] = {}
     for c in cves:
         w, had = _word(c), best.get(c["cve"])
+        if w == UNASSIGNED and unassigned is not None:
+            w = unassigned
         rated = w != UNASSIGNED
         if had is None or (rated and (had == UNASSIGNED or ORDER.index(w) > ORDER.index(had))):
             best[c["cve"]] = w
@@ -108,13 +147,25 @@ def counts(cves: list[Mapping[str, Any]]) -> dict[str, int]:
     return {u: tally.get(u, 0) for u in WORDS}
 
 
-def fixes_summary(report: Mapping[str, Any]) -> str:
-    """"this update fixes 7 CVEs, 2 high" (urgencies present, highest first)."""
-    by = counts(report["fixes"]["cves"])
+def fixes_summary(report: Mapping[str, Any], *, unassigned: str | None = None) -> str:
+    """"this update fixes 7 CVEs, 2 high" (urgencies present, highest first; with
+    ``unassigned``, unrated CVEs are counted in that urgency and the count says so:
+    "…, 3 medium (1 not yet assigned, counted as medium)")."""
+    cves = report["fixes"]["cves"]
+    by = counts(cves, unassigned=unassigned)
     total = sum(by.values())
     parts = [f"{by[u]} {u}" for u in (*reversed(ORDER), UNASSIGNED) if by[u]]
     noun = "CVE" if total == 1 else "CVEs"
-    return f"this update fixes {total} {noun}" + (f", {', '.join(parts)}" if parts else "")
+    text = f"this update fixes {total} {noun}" + (f", {', '.join(parts)}" if parts else "")
+    if unassigned is not None:
+        text += unassigned_note(cves, unassigned)
+    return text
+
+
+def unassigned_note(cves: list[Mapping[str, Any]], unassigned: str) -> str:
+    """" (2 not yet assigned, counted as medium)", or "" when every CVE is rated."""
+    n = counts(cves)[UNASSIGNED]
+    return f" ({n} not yet assigned, counted as {unassigned})" if n else ""
 
 
 def qualifies(booted: Mapping[str, Any] | None, update: Mapping[str, Any], threshold: str,
@@ -123,13 +174,28 @@ def qualifies(booted: Mapping[str, Any] | None, update: Mapping[str, Any], thres
     qualify under the ``security-only`` policy).
 
     Fixed: named in the update's ``fixes``, or open in the booted image's report and
-    no longer open in the update's (``booted`` None: ``fixes`` only).
+    no longer open in the update's, when the update's report was computed from the same
+    tracker file or a newer one (``booted`` None, or the update's report without tracker
+    data or from an older file: ``fixes`` only; a CVE is never "fixed" by missing data).
     """
     need = rank(threshold, unassigned=unassigned)
     still_open = {c["cve"] for c in update["open"]}
     fixed = list(update["fixes"]["cves"])
-    if booted is not None:
+    if booted is not None and _knows_as_much(update, booted):
         fixed += [c for c in booted["open"] if c["cve"] not in still_open]
     return sorted({c["cve"] for c in fixed
                    if c["cve"] not in still_open
                    and rank(c.get("urgency"), unassigned=unassigned) >= need})
+
+
+def _knows_as_much(update: Mapping[str, Any], booted: Mapping[str, Any]) -> bool:
+    """Whether the update's ``open`` list can say a CVE open in the booted image is gone:
+    it was computed from the same tracker file as the booted report's, or a newer one.
+    A report without tracker data lists no open CVE because it knows none, and one from
+    an older file does not know CVEs published since: neither fixes anything by omission.
+    """
+    u, b = update.get("tracker"), booted.get("tracker")
+    if not isinstance(u, dict) or not isinstance(b, dict):
+        return False
+    return bool(u.get("sha256") and u.get("sha256") == b.get("sha256")) \
+        or str(u.get("taken") or "") >= str(b.get("taken") or "~")

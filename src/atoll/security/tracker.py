@@ -25,6 +25,7 @@ nothing); what atoll publishes from it is signed (docs/security.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from atoll.core.errors import InputError
-from atoll.core.fsutil import sha256_file
 from atoll.security.urgency import normalize
 
 __all__ = ["MAX_BYTES", "STATUSES", "TrackerData", "TrackerEntry", "load_tracker", "open_cves",
@@ -189,7 +189,9 @@ def load_tracker(path: Path, *, max_bytes: int = MAX_BYTES) -> TrackerData:
         raise InputError(f"{path}: larger than the {max_bytes >> 20} MiB a tracker file may be")
     parsed = parse_tracker(data, str(path))
     taken = datetime.fromtimestamp(int(st.st_mtime), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return TrackerData(parsed.packages, str(path), sha256_file(path), len(data), taken)
+    # the hash of the bytes parsed, not of the file read again (it may change meanwhile)
+    return TrackerData(parsed.packages, str(path), hashlib.sha256(data).hexdigest(),
+                       len(data), taken)
 
 
 def open_cves(manifest: Iterable[Mapping[str, str]], data: TrackerData,
@@ -219,10 +221,18 @@ def open_cves(manifest: Iterable[Mapping[str, str]], data: TrackerData,
         for e in data.entries(src, release):
             if e.status == "resolved":
                 assert e.fixed_version is not None
-                if e.fixed_version == "0" or version_compare(ver, e.fixed_version) >= 0:
+                if e.fixed_version == "0":
+                    continue
+                try:
+                    newer = version_compare(ver, e.fixed_version) >= 0
+                except InputError as exc:
+                    raise data._bad(f"{src}.{e.cve}.releases.{release}.fixed_version",
+                                    f"{e.fixed_version!r} against the image's {src} {ver!r}: "
+                                    f"{exc.brief}") from exc
+                if newer:
                     continue
             out.append({"cve": e.cve, "source": src, "source_version": ver,
-                        "packages": sorted(binaries), "status": e.status,
+                        "packages": sorted(set(binaries)), "status": e.status,
                         "urgency": e.urgency, "fixed_version": e.fixed_version,
                         "scope": e.scope, "description": e.description,
                         "from": ["tracker"]})
