@@ -251,15 +251,39 @@ def test_one_rollout_failing_never_stops_the_driver_for_the_others(
             assert status == 201, doc
         real, driven = rollout_store.drive_one, []
 
-        def drive_one(s: Any, row: Any, now: dt.datetime) -> Any:
+        def drive_one(s: Any, row: Any, now: dt.datetime, signed: Any = None) -> Any:
             if row.id == "bad":
                 raise ValueError("cannot read this rollout")
             driven.append(row.id)
-            return real(s, row, now)
+            return real(s, row, now, signed)
 
         monkeypatch.setattr(rollout_store, "drive_one", drive_one)
         rollout_store.drive(control_db, c.clock())
         assert driven == ["good"]
+    finally:
+        c.server.stop()
+
+
+def test_a_rollout_whose_target_a_publish_pruned_halts(control_db: Database) -> None:
+    """The server reading the repository: a target no longer signed (``publish --keep``
+    pruned it) halts the rollout with code ``unsigned`` instead of holding every host."""
+    c = start_control(control_db)
+    try:
+        c.customer("acme")
+        _enrol(c, "db01", role="db")
+        status, doc = c.api.call("POST", "/v1/rollouts", {
+            "id": "r1", "customer": "acme", "labels": {"role": "db"}, "channel": "site/db",
+            "versions": VERSIONS, "to_version": "2", "spec": {"waves": [100]}})
+        assert status == 201, doc
+        both = {"site/db": frozenset((v["version"], v["commit"]) for v in VERSIONS)}
+        assert rollout_store.drive(control_db, c.clock(), both) == []
+        assert rollout_store.drive(control_db, c.clock(), None) == []  # not read: stored
+        # version 2 re-signed with another commit is not the rollout's version 2 either
+        other = {"site/db": frozenset({("1", commit_of("1")), ("2", "ab" * 32)})}
+        steps = rollout_store.drive(control_db, c.clock(), other)
+        assert [(x["rollout"], x["action"], x["code"]) for x in steps] == [
+            ("r1", "halt", "unsigned")]
+        assert _status(c)["state"] == "halted"
     finally:
         c.server.stop()
 

@@ -124,8 +124,17 @@ def plan_of(row: RolloutRow, rollout: ro.Rollout) -> ro.WavePlan:
     return plan
 
 
-def order_of(row: RolloutRow) -> ro.VersionOrder:
-    return ro.VersionOrder(tuple(str(v["version"]) for v in row.versions), row.channel)
+#: the (version, commit) pairs each channel signs now (``ReleaseSource.releases``)
+Signed = Mapping[str, frozenset[tuple[str, str]]]
+
+
+def order_of(row: RolloutRow, signed: Signed | None = None) -> ro.VersionOrder:
+    """The rollout's versions, oldest first; with ``signed``, only those its channel
+    still signs with the same commit (a pruned target or floor then halts it)."""
+    keep = None if signed is None else signed.get(row.channel, frozenset())
+    return ro.VersionOrder(tuple(str(v["version"]) for v in row.versions
+                                 if keep is None or (str(v["version"]), str(v["commit"])) in keep),
+                           row.channel)
 
 
 def commit_of(row: RolloutRow, version: str) -> str | None:
@@ -401,12 +410,14 @@ def _decide_in(s: Session, row: RolloutRow, host: Host, facts: ro.HostFacts,
 # -- the driver --------------------------------------------------------------
 
 
-def drive_one(s: Session, row: RolloutRow, now: dt.datetime) -> ro.Step:
-    """One driver step for a locked, running rollout; returns the step taken."""
+def drive_one(s: Session, row: RolloutRow, now: dt.datetime,
+              signed: Signed | None = None) -> ro.Step:
+    """One driver step for a locked, running rollout; returns the step taken.
+    ``signed``: what the repository signs now (None: not read; the stored versions)."""
     rollout = load(row)
     plan = plan_of(row, rollout)
     tally = tally_of(s, row, rollout, plan, now)
-    step = ro.assess(rollout, plan, tally, order_of(row), now)
+    step = ro.assess(rollout, plan, tally, order_of(row, signed), now)
     if step.action != "none":
         save(row, ro.advance(rollout, step, now), now)
         kind = {"advance": "rollout-advanced", "halt": "rollout-halted",
@@ -416,8 +427,12 @@ def drive_one(s: Session, row: RolloutRow, now: dt.datetime) -> ro.Step:
     return step
 
 
-def drive(db: Database, now: dt.datetime) -> list[dict[str, Any]]:
+def drive(db: Database, now: dt.datetime, signed: Signed | None = None,
+          ) -> list[dict[str, Any]]:
     """Run the driver over every running rollout, each in its own transaction.
+    ``signed``: the (version, commit) pairs each channel signs now, when the server
+    reads the repository: a rollout whose target or a floor is no longer signed (a
+    publish pruned it) halts with code ``unsigned``.
 
     Returns what was done (``[{"rollout", "action", "code", "reason"}]``, steps other
     than ``none``). Safe with several server instances (the rollout's row is locked).
@@ -433,7 +448,7 @@ def drive(db: Database, now: dt.datetime) -> list[dict[str, Any]]:
                                 .with_for_update()).first()
                 if row is None or row.state != ro.RolloutState.RUNNING.value:
                     continue
-                step = drive_one(s, row, now)
+                step = drive_one(s, row, now, signed)
         except Exception as exc:  # one rollout's fault never stops the others'
             if unavailable(exc):
                 raise  # the database is away: the whole tick waits for the next

@@ -29,7 +29,7 @@ from atoll.control.leader import Election
 from atoll.control.retention import prune_events
 from atoll.control.rollout_store import drive
 from atoll.control.service import mark_lost
-from atoll.core.errors import RuntimeBackendError
+from atoll.core.errors import DownloadError, RepositoryError, RuntimeBackendError
 from atoll.fleet.server import IDLE_TIMEOUT, AsgiServer
 
 __all__ = ["DRIVE_S", "ControlServer"]
@@ -96,7 +96,23 @@ class ControlServer(AsgiServer):
         if not self.drives():
             return []
         self.driver_ticks += 1
-        return drive(self.db, self.clock())
+        return drive(self.db, self.clock(), self._signed())
+
+    def _signed(self) -> dict[str, frozenset[tuple[str, str]]] | None:
+        """What the repository signs now (verified at most ``refresh_s`` ago), or None
+        when the server reads no repository or cannot read it now (a repository
+        outage must not halt rollouts: they keep their stored versions)."""
+        source = self.settings.releases
+        if source is None:
+            return None
+        try:
+            channels = source.releases()
+        except (RepositoryError, DownloadError) as exc:
+            log.warning("rollout driver: the update repository cannot be read now (%s); "
+                        "rollouts keep their stored versions", exc)
+            return None
+        return {ch: frozenset((v.version, v.commit) for v in vs)
+                for ch, vs in channels.items()}
 
     def prune_events(self) -> int:
         """Delete the events past ``settings.event_retention`` now, if this instance
