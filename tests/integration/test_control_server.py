@@ -649,9 +649,11 @@ def test_events_past_the_retention_are_pruned_and_younger_ones_kept(control: Con
     with c.db.write() as s:
         for days in (500, 401, 399, 10):
             record(s, now - dt.timedelta(days=days), "server", f"old-{days}", {})
+        # an operator's action: the audit trail outlives the retention
+        record(s, now - dt.timedelta(days=900), "operator:admin", "labels", {})
     assert c.server.prune_events() == 2  # the default retention: 400 days
     kinds = [e["kind"] for e in events(c)]
-    assert "old-500" not in kinds and "old-401" not in kinds
+    assert "old-500" not in kinds and "old-401" not in kinds and "labels" in kinds
     assert {"old-399", "old-10", "events-pruned"} <= set(kinds)
     pruned = next(e for e in events(c) if e["kind"] == "events-pruned")
     assert pruned["data"]["count"] == 2 and pruned["actor"] == "server"

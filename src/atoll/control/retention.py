@@ -3,8 +3,9 @@
 The database refuses to change an event, and to delete one younger than
 ``MIN_RETENTION`` (30 days, by the database's own clock: triggers of migration
 ``0003_retention``), so the recent history cannot be rewritten by anyone with the
-server's credentials, a bug included. Older events are deleted by the server once
-they pass the configured retention (default 400 days, at least 30; ``forever``
+server's credentials, a bug included. Operators' actions (actor ``operator:...``:
+the audit trail) are kept whatever the retention. Older host and server events are
+deleted by the server once they pass the configured retention (default 400 days, at least 30; ``forever``
 keeps everything): :func:`prune_events`, run by the server every hour in batches,
 each batch its own transaction, and one ``events-pruned`` event (actor ``server``)
 records how many went and up to when. Archive first (``pg_dump -t events``, or
@@ -31,7 +32,8 @@ _MAX_BATCHES = 200  # a run deletes at most 1,000,000 events; the next goes on
 
 
 def prune_events(db: Database, now: dt.datetime, retention: dt.timedelta) -> int:
-    """Delete the events older than ``now - retention``; returns how many.
+    """Delete the host and server events older than ``now - retention`` (operators'
+    actions are kept); returns how many.
 
     Raises:
         ValueError: ``retention`` is shorter than ``MIN_RETENTION``.
@@ -42,8 +44,9 @@ def prune_events(db: Database, now: dt.datetime, retention: dt.timedelta) -> int
     total = 0
     for _ in range(_MAX_BATCHES):
         with db.write() as s:
-            ids = list(s.scalars(select(Event.id).where(Event.time < cutoff)
-                                 .order_by(Event.id).limit(_BATCH)))
+            ids = list(s.scalars(select(Event.id).where(
+                Event.time < cutoff, Event.actor.not_like("operator:%"))
+                .order_by(Event.id).limit(_BATCH)))
             if ids:
                 s.execute(delete(Event).where(Event.id.in_(ids)))
         total += len(ids)
