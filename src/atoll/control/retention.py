@@ -5,9 +5,10 @@ The database refuses to change an event, and to delete one younger than
 ``0003_retention``), so the recent history cannot be rewritten by anyone with the
 server's credentials, a bug included. Operators' actions (actor ``operator:...``:
 the audit trail) are kept whatever the retention. Older host and server events are
-deleted by the server once they pass the configured retention (default 400 days, at least 30; ``forever``
-keeps everything): :func:`prune_events`, run by the server every hour in batches,
-each batch its own transaction, and one ``events-pruned`` event (actor ``server``)
+deleted by the server once they pass the configured retention (default 400 days,
+at least 30; ``forever`` keeps everything): :func:`prune_events`, run by the server
+every hour in batches, each batch its own transaction, and one ``events-pruned``
+event (actor ``server``)
 records how many went and up to when. Archive first (``pg_dump -t events``, or
 ``sqlite3 .backup``) if the older history must be kept elsewhere.
 """
