@@ -78,11 +78,12 @@ def test_update_check_mode_predicts_then_idempotent(site: AtollSite, tmp_path: P
     assert host_state(site.host) == before, "check mode changed the host"
     assert site.status()["pending"] is None
 
-    real = run_playbook(tmp_path, UPDATE, inv)
+    real = run_playbook(tmp_path, UPDATE, inv, "--diff")
     assert real.rc == 0, real.stderr
     done = real.task("update")
-    for key in ("changed", "needs_reboot", "update_state", "target", "packages"):
+    for key in ("changed", "needs_reboot", "update_state", "target", "packages", "diff"):
         assert done[key] == predicted[key], key
+    assert done["diff"]["after"]["next_boot"] == f"2 ({done['target']['commit'][:12]})"
     st = site.status()
     assert st["pending"]["version"] == "2" and st["booted"]["id"] == v1["id"]
     assert done["pending"]["id"] == st["pending"]["id"]
@@ -110,12 +111,14 @@ STEPS = PLAY_HEAD + """
 
 def test_download_and_prepare_steps(site: AtollSite, tmp_path: Path) -> None:
     inv = inventory_for(site.host)
-    check = run_playbook(tmp_path, STEPS, inv, "--check")
+    check = run_playbook(tmp_path, STEPS, inv, "--check", "--diff")
     assert check.rc == 0, check.stderr
     assert check.task("download")["changed"] and check.task("download")["download_bytes"] > 0
-    real = run_playbook(tmp_path, STEPS, inv)
+    real = run_playbook(tmp_path, STEPS, inv, "--diff")
     assert real.rc == 0, real.stderr
     assert real.task("download")["changed"] and real.task("prepare")["changed"]
+    assert real.task("download")["diff"] == check.task("download")["diff"]
+    assert real.task("prepare")["diff"]["after"] == check.task("prepare")["diff"]["after"]
     prep = real.task("prepare")
     assert prep["update_state"] == "prepared" and prep["needs_reboot"] is False
     st = site.status()
@@ -141,9 +144,10 @@ def test_rollback_is_idempotent_and_predicted(site: AtollSite, tmp_path: Path) -
     assert predicted["changed"] and predicted["next_boot"]["id"] == booted
     assert predicted["needs_reboot"] is False
     assert host_state(site.host) == before
-    real = run_playbook(tmp_path, ROLLBACK, inv)
+    real = run_playbook(tmp_path, ROLLBACK, inv, "--diff")
     done = real.task("rollback")
     assert done["changed"] and done["next_boot"] == predicted["next_boot"]
+    assert done["diff"] == predicted["diff"]
     assert done["needs_reboot"] is False and done["rollback_available"] is True
     st = site.status()
     assert st["deployments"][0]["id"] == booted and st["rollback"]["version"] == "2"
@@ -188,13 +192,31 @@ POLICY = PLAY_HEAD + """
         windows: ["Sat,Sun 02:00-04:00 Europe/Berlin"]
         reboot: false
         interval: 7200
+        security_threshold: medium
+"""
+
+
+NO_REMOTE = PLAY_HEAD + """
+    - name: policy
+      atoll.os.atoll_policy:
+        remote: nosuch
 """
 
 
 def test_policy_and_scheduled_apply(site: AtollSite, tmp_path: Path) -> None:
     inv = inventory_for(site.host)
+    # no window in the policy yet: atoll refuses the request, and check mode says so too
+    for args in (("--check",), ()):
+        refused = run_playbook(tmp_path, SCHEDULE, inv, "-e", "want=scheduled", *args)
+        res = refused.task("schedule")
+        assert res["failed"] and res["msg"] == "atoll: no maintenance windows are configured"
+        assert res["exit_code"] == 2
     policy = site.host / "atoll/state/policy.json"
     before = policy.read_bytes() if policy.exists() else None
+    for args in (("--check",), ()):  # a remote the host lacks: refused, in check mode too
+        res = run_playbook(tmp_path, NO_REMOTE, inv, *args).task("policy")
+        assert res["failed"] and res["msg"] == f"atoll: no remote 'nosuch' on {site.host}"
+    assert (policy.read_bytes() if policy.exists() else None) == before
     check = run_playbook(tmp_path, POLICY, inv, "--check", "--diff")
     predicted = check.task("policy")
     assert predicted["changed"] and predicted["diff"]["after"]["mode"] == "prepare"
@@ -207,6 +229,7 @@ def test_policy_and_scheduled_apply(site: AtollSite, tmp_path: Path) -> None:
         check=True, capture_output=True, text=True).stdout)
     assert shown["mode"] == "prepare" and shown["reboot"] is False
     assert shown["windows"] == ["Sat,Sun 02:00-04:00 Europe/Berlin"]
+    assert shown["security_threshold"] == "medium"
     assert run_playbook(tmp_path, POLICY, inv).stats()["changed"] == 0
     schedule_and_cancel(site, tmp_path, inv)
 
@@ -220,6 +243,11 @@ BAD_TYPE = PLAY_HEAD + """
 NOT_ATOLL = PLAY_HEAD + """
     - name: facts
       atoll.os.atoll_facts:
+      ignore_errors: true
+    - name: app
+      atoll.os.atoll_app:
+        name: mariadb
+        state: absent
 """
 
 SECRET = PLAY_HEAD + """
@@ -244,6 +272,8 @@ def test_bad_input_and_not_an_atoll_host(site: AtollSite, tmp_path: Path) -> Non
     assert res["failed"] and res["msg"].startswith("atoll: ")
     assert "not an atoll sysroot" in res["msg"] and res["exit_code"] == 7
     assert res["error"] == "HostStateError" and res["resolution"]
+    app = other.task("app")  # `atoll app list` alone would find no app there: "absent"
+    assert app["failed"] and "not an atoll sysroot" in app["msg"]
 
     leaked = run_playbook(tmp_path, SECRET, inventory_for(site.host), "-vvv")
     assert leaked.task("app")["failed"]
@@ -262,6 +292,17 @@ def unsafe_free(v: Any) -> Any:
     return v
 
 
+INJECTED = "{{ 6 * 7 }}"
+SHOW_REASON = """
+- hosts: db2
+  gather_facts: false
+  tasks:
+    - name: reason
+      ansible.builtin.debug:
+        msg: "{{ atoll_booted_version }}"
+"""
+
+
 def test_inventory_plugin_and_rollout_on_a_control_plane(tmp_path: Path, venv: Path) -> None:
     from atoll.control.db import Database
     from tests.integration.control_fixtures import SimHost, commit_of, start_control
@@ -275,7 +316,8 @@ def test_inventory_plugin_and_rollout_on_a_control_plane(tmp_path: Path, venv: P
         for name, role in (("db1", "db"), ("db2", "db"), ("web1", "web")):
             h = SimHost(control.server.url, name)
             assert h.enrol(control.enrol_token("acme", labels={"role": role}))[0] == 200
-            assert h.checkin()[0] == 200
+            # what a host reports is data: a template in it must never run on the controller
+            assert h.checkin(version=INJECTED if name == "db2" else "1")[0] == 200
         token_file = tmp_path / "fleet-token"
         token_file.write_text(operator + "\n")
         token_file.chmod(0o600)
@@ -294,6 +336,10 @@ def test_inventory_plugin_and_rollout_on_a_control_plane(tmp_path: Path, venv: P
         assert hv["atoll_booted_version"] == "1" and hv["atoll_labels"] == {"role": "db"}
         assert hv["atoll_customer"] == "acme" and hv["atoll_update_state"] == "up-to-date"
         assert operator not in out.stdout + out.stderr
+        shown = run_playbook(tmp_path, SHOW_REASON, "", "-i",
+                             str(tmp_path / "fleet.atoll_fleet.yml"))
+        assert shown.rc == 0, json.dumps(shown.doc)[-3000:]
+        assert shown.task("reason", "db2")["msg"] == INJECTED  # not 42
 
         play = f"""
 - hosts: localhost
@@ -311,7 +357,7 @@ def test_inventory_plugin_and_rollout_on_a_control_plane(tmp_path: Path, venv: P
         versions:
           - {{version: "1", commit: {commit_of("1")}}}
           - {{version: "2", commit: {commit_of("2")}}}
-        to_version: "2"
+        to_version: "{{{{ to | default('2') }}}}"
         spec: {{waves: [50, 100], soak_s: 60}}
 """
         local = "[local]\nlocalhost ansible_connection=local " \
@@ -329,6 +375,8 @@ def test_inventory_plugin_and_rollout_on_a_control_plane(tmp_path: Path, venv: P
         assert made["changed"] and made["rollout"]["state"] == "running"
         assert made["rollout"]["members"] == 2
         assert not rollout("running")["changed"]
+        other = rollout("running", "-e", "to=1")  # the same id, another target: not "ok"
+        assert other["failed"] and "to_version: '2', not '1'" in other["msg"]
         assert rollout("halted", "--check")["changed"]
         assert control.api.call("GET", "/v1/rollouts/db-2")[1]["state"] == "running"
         halted = rollout("halted")

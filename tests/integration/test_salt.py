@@ -129,47 +129,51 @@ def test_prepared_state_and_app_absent(site: AtollSite, tmp_path: Path) -> None:
 
 
 BEACON = """
-import json, subprocess, sys
+import json, sys
 import salt.config, salt.loader
 opts = salt.config.minion_config(sys.argv[1])
 opts["grains"] = salt.loader.grains(opts)
 beacons = salt.loader.beacons(opts, salt.loader.minion_mods(opts))
-atoll, sysroot = sys.argv[2], sys.argv[3]
-cfg = [{"sysroot": sysroot}, {"interval": 5}]
+cfg = [{"sysroot": sys.argv[2]}, {"interval": 5}]
 assert beacons["atoll.validate"](cfg)[0]
-out = [beacons["atoll.beacon"](cfg)]
-subprocess.run([atoll, "-q", "--sysroot", sysroot, "update", "apply"], check=True)
-out.append(beacons["atoll.beacon"](cfg))
-st = json.loads(subprocess.run([atoll, "--json", "--sysroot", sysroot, "status"],
-                               check=True, capture_output=True).stdout)
-booted, pending = st["booted"]["id"], st["pending"]["id"]
-open(sysroot + "/run/atoll/booted", "w").write(pending + "\\n")   # the reboot into it
-out.append(beacons["atoll.beacon"](cfg))
-# its health check fails: the boot layer records it and rolls back
-with open(sysroot + "/atoll/state/events.jsonl", "a") as f:
-    f.write(json.dumps({"time": "2026-11-29T12:00:00Z", "event": "boot", "deployment": pending,
-                        "result": "rolled-back", "reason": "required check db failed",
-                        "checks": []}) + "\\n")
-open(sysroot + "/run/atoll/booted", "w").write(booted + "\\n")
-out.append(beacons["atoll.beacon"](cfg))
-print(json.dumps(out))
+print(json.dumps(beacons["atoll.beacon"](cfg)))
 """
 
 
 def test_beacon_fires_on_update_and_rollback(site: AtollSite, tmp_path: Path) -> None:
+    """Each interval in a new process, as a minion restarted by the reboot it reports."""
     m = Minion(tmp_path, site.host)
     assert m.state("atoll_update.downloaded")["result"] is True
-    proc = subprocess.run([str(VENV / "bin/python"), "-c", BEACON, str(m.conf / "minion"),
-                           str(ATOLL), str(site.host)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    first, applied, rebooted, rolled = json.loads(proc.stdout.splitlines()[-1])
-    assert first == []  # the first interval records
+
+    def interval() -> list[dict[str, Any]]:
+        proc = subprocess.run([str(VENV / "bin/python"), "-c", BEACON, str(m.conf / "minion"),
+                               str(site.host)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return list(json.loads(proc.stdout.splitlines()[-1]))
+
+    assert interval() == []  # the first interval records
+    assert interval() == []  # nothing happened
+    subprocess.run([str(ATOLL), "-q", "--sysroot", str(site.host), "update", "apply"],
+                   check=True)
+    applied = interval()
     assert [e["tag"] for e in applied] == ["update-pending"] and applied[0]["version"] == "2"
+    st = site.status()
+    booted, pending = st["booted"]["id"], st["pending"]["id"]
+    (site.host / "run/atoll/booted").write_text(pending + "\n")  # the reboot into it
+    rebooted = interval()
     assert [e["tag"] for e in rebooted] == ["booted"] and rebooted[0]["version"] == "2"
+    assert rebooted[0]["previous"] == "1"
+    # its health check fails: the boot layer records it and rolls back
+    with open(site.host / "atoll/state/events.jsonl", "a") as f:
+        f.write(json.dumps({"time": "2026-11-29T12:00:00Z", "event": "boot",
+                            "deployment": pending, "result": "rolled-back",
+                            "reason": "required check db failed", "checks": []}) + "\n")
+    (site.host / "run/atoll/booted").write_text(booted + "\n")
+    rolled = interval()
     assert "rollback" in [e["tag"] for e in rolled]
     rb = next(e for e in rolled if e["tag"] == "rollback")
     assert rb["reason"] == "required check db failed" and rb["version"] == "1"
+    assert interval() == []  # fired once
 
 
 def test_bad_input_and_not_an_atoll_host(site: AtollSite, tmp_path: Path) -> None:
@@ -177,8 +181,16 @@ def test_bad_input_and_not_an_atoll_host(site: AtollSite, tmp_path: Path) -> Non
     proc = m.run("atoll.apply", "reboot=True", "window=True")  # Salt's usage error
     assert "Passed invalid arguments: give one of reboot, at, window" in proc.stderr
     assert site.status()["pending"] is None
+    proc = m.run("atoll.app_install", "mariadb", "secrets=s3cr3t")  # not a mapping
+    assert "Passed invalid arguments: secrets: give a mapping" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
     (tmp_path / "plain").mkdir()
     other = Minion(tmp_path / "plain", tmp_path / "plain")
     rc, out = other.call("atoll.status")
     assert rc != 0 and "atoll: " in str(out) and "not an atoll sysroot" in str(out)
     assert "Traceback" not in str(out)
+    for fun in ("atoll_update.pending", "atoll_app.absent"):  # the states: result False
+        ret = other.state(fun)
+        assert ret["result"] is False and ret["rc"] != 0, ret
+        assert ret["comment"].startswith("atoll: ") and "not an atoll " in ret["comment"]
+        assert "Traceback" not in json.dumps(ret) and "Additional info" not in ret["comment"]

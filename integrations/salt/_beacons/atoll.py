@@ -7,7 +7,10 @@ fires, under the tag ``salt/beacon/<minion>/atoll/<event>``:
 * ``booted``: the host booted another deployment (``version``, ``previous``);
 * ``rollback``: an automatic rollback happened (``rollback_events`` grew: ``reason``).
 
-The first interval only records. Configuration (minion or pillar)::
+What it saw is kept in the minion's cache directory (``atoll-beacon-<sysroot hash>.json``),
+so the events of a reboot (``booted``, ``rollback``) fire when the minion starts again
+after it; only the very first interval of a minion only records. Configuration (minion or
+pillar)::
 
     beacons:
       atoll:
@@ -15,10 +18,12 @@ The first interval only records. Configuration (minion or pillar)::
         - sysroot: /          # optional, as `atoll --sysroot`
 """
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 
 __virtualname__ = "atoll"
 _KEY = "atoll.beacon.last"
@@ -61,6 +66,35 @@ def _view(st):
             "reason": (st.get("last_boot") or {}).get("reason")}
 
 
+def _state_file(sysroot):
+    digest = hashlib.sha256(os.path.abspath(sysroot).encode()).hexdigest()[:16]
+    return os.path.join(__opts__.get("cachedir") or "/var/cache/salt/minion",
+                        "atoll-beacon-{}.json".format(digest))
+
+
+def _load(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            view = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return view if isinstance(view, dict) and "booted" in view else None
+
+
+def _save(path, view):
+    """Write ``view`` atomically (a reboot in the middle leaves the old one or the new)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".atoll-beacon-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(view, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the in-memory view still serves until the minion restarts
+
+
 def beacon(config):
     conf = {}
     for item in config:
@@ -70,18 +104,22 @@ def beacon(config):
     if st is None:
         return []
     now = _view(st)
-    last = __context__.get(_KEY)
-    __context__[_KEY] = now
+    path = _state_file(sysroot)
+    key = _KEY + ":" + path
+    last = __context__.get(key) or _load(path)
+    __context__[key] = now
+    if now != last:
+        _save(path, now)
     if last is None:
         return []
     events = []
-    if now["pending"] and now["pending"] != last["pending"]:
+    if now["pending"] and now["pending"] != last.get("pending"):
         events.append({"tag": "update-pending", "deployment": now["pending"],
                        "version": now["pending_version"], "running": now["booted_version"]})
-    if now["booted"] != last["booted"]:
+    if now["booted"] != last.get("booted"):
         events.append({"tag": "booted", "deployment": now["booted"],
-                       "version": now["booted_version"], "previous": last["booted_version"]})
-    if now["rollback_events"] > last["rollback_events"]:
+                       "version": now["booted_version"], "previous": last.get("booted_version")})
+    if now["rollback_events"] > (last.get("rollback_events") or 0):
         events.append({"tag": "rollback", "version": now["booted_version"],
                        "reason": now["reason"], "count": now["rollback_events"]})
     return events

@@ -187,6 +187,8 @@ def app_install(name, spec=None, secrets=None, start=True, sysroot=None):
 
     CLI Example: ``salt '*' atoll.app_install mariadb spec=/etc/atoll/apps/mariadb.yaml``
     """
+    if secrets is not None and not isinstance(secrets, dict):
+        raise SaltInvocationError("secrets: give a mapping of secret names to values")
     args = ["app", "install", name] + (["--spec", spec] if spec else [])
     if not start:
         args.append("--no-start")

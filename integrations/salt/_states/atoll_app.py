@@ -12,9 +12,29 @@
             root_password: {{ pillar['mariadb_root'] }}
 """
 
+import functools
+
+from salt.exceptions import CommandExecutionError
+
 __virtualname__ = "atoll_app"
 
 RUNNING = ("running", "restarting")
+
+
+def _failing_cleanly(state):
+    """atoll's failure as the state's ``result: False`` and ``comment`` (atoll's brief, and
+    its resolution), not an exception Salt reports with a traceback."""
+    @functools.wraps(state)
+    def wrapper(name, *args, **kwargs):
+        try:
+            return state(name, *args, **kwargs)
+        except CommandExecutionError as exc:
+            info = exc.info if isinstance(getattr(exc, "info", None), dict) else {}
+            comment = str(getattr(exc, "error", None) or exc)  # the brief, not the dump
+            if info.get("resolution"):
+                comment += " ({})".format(info["resolution"])
+            return {"name": name, "changes": {}, "result": False, "comment": comment}
+    return wrapper
 
 
 def __virtual__():
@@ -24,12 +44,14 @@ def __virtual__():
 
 
 def _row(name, sysroot):
+    __salt__["atoll.status"](sysroot=sysroot)  # an atoll host (`app list` does not say)
     for row in __salt__["atoll.app_list"](sysroot=sysroot) or []:
         if row.get("app") == name:
             return row
     return None
 
 
+@_failing_cleanly
 def running(name, spec=None, secrets=None, sysroot=None):
     """The app is installed and running."""
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
@@ -53,6 +75,7 @@ def running(name, spec=None, secrets=None, sysroot=None):
     return ret
 
 
+@_failing_cleanly
 def absent(name, keep_data=False, sysroot=None):
     """The app is not installed (``keep_data``: its volumes and secrets stay)."""
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}

@@ -12,9 +12,29 @@ A second run has no ``changes``.
         - reboot: False
 """
 
+import functools
+
+from salt.exceptions import CommandExecutionError
+
 __virtualname__ = "atoll_update"
 
 ORDER = ("downloaded", "prepared", "pending")
+
+
+def _failing_cleanly(state):
+    """atoll's failure as the state's ``result: False`` and ``comment`` (atoll's brief, and
+    its resolution), not an exception Salt reports with a traceback."""
+    @functools.wraps(state)
+    def wrapper(name, *args, **kwargs):
+        try:
+            return state(name, *args, **kwargs)
+        except CommandExecutionError as exc:
+            info = exc.info if isinstance(getattr(exc, "info", None), dict) else {}
+            comment = str(getattr(exc, "error", None) or exc)  # the brief, not the dump
+            if info.get("resolution"):
+                comment += " ({})".format(info["resolution"])
+            return {"name": name, "changes": {}, "result": False, "comment": comment}
+    return wrapper
 
 
 def __virtual__():
@@ -72,16 +92,19 @@ def _reach(name, want, remote=None, reboot=False, sysroot=None):
     return ret
 
 
+@_failing_cleanly
 def downloaded(name, remote=None, sysroot=None):
     """The newest signed version is verified in the host's store."""
     return _reach(name, "downloaded", remote=remote, sysroot=sysroot)
 
 
+@_failing_cleanly
 def prepared(name, remote=None, sysroot=None):
     """... and checked out as the prepared deployment (not yet the next boot)."""
     return _reach(name, "prepared", remote=remote, sysroot=sysroot)
 
 
+@_failing_cleanly
 def pending(name, remote=None, reboot=False, sysroot=None):
     """... and applied: the next boot (``reboot``: rebooted into now)."""
     return _reach(name, "pending", remote=remote, reboot=reboot, sysroot=sysroot)

@@ -72,6 +72,7 @@ import re
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
 from ansible_collections.atoll.os.plugins.module_utils.atoll_control import (
     ControlClient, ControlError, find_token,
 )
@@ -109,7 +110,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         for h in hosts or []:
             name = self.inventory.add_host(h['name'])
             for key in FIELDS:
-                self.inventory.set_variable(name, 'atoll_%s' % key, h.get(key))
+                # what hosts report is data, never a template (ansible-core 2.19 marks an
+                # inventory source's values so by itself; 2.17 and 2.18 need wrap_var)
+                self.inventory.set_variable(name, 'atoll_%s' % key, wrap_var(h.get(key)))
             groups = [_group_name('atoll_customer', h.get('customer') or 'none')]
             groups += [_group_name('atoll_label', k, v) for k, v in sorted((h.get('labels') or {}).items())]
             for g in groups:

@@ -123,13 +123,19 @@ def host_summary(st):
     )
 
 
-def diff_view(st):
-    """The part of a host's status ``--diff`` compares (ids and versions only)."""
-    def dep(d):
-        return "%s (%s)" % (d['id'], d.get('version')) if d else None
-    return dict(
-        booted=dep(st.get('booted')), pending=dep(st.get('pending')),
-        prepared=dep(st.get('prepared')), rollback=dep(st.get('rollback')),
-        update_state=update_state(st),
-        boot_order=[d['id'] for d in st.get('deployments') or []],
-    )
+def release(d):
+    """A deployment or target as ``--diff`` names it: ``VERSION (COMMIT12)``; None stays
+    None. Versions and commits, not deployment ids: check mode can name a deployment the
+    real run makes only by what it will hold."""
+    if not d:
+        return None
+    return "%s (%s)" % (d.get('version'), (d.get('commit') or '')[:12])
+
+
+def diff_view(st, fields=('booted', 'next_boot', 'prepared', 'update_state')):
+    """The part of a host's status ``--diff`` compares: what boots now and next, the
+    prepared deployment and the update state (as check mode predicts them exactly)."""
+    deps = st.get('deployments') or []
+    view = dict(booted=release(st.get('booted')), next_boot=release(deps[0] if deps else None),
+                prepared=release(st.get('prepared')), update_state=update_state(st))
+    return dict((k, view[k]) for k in fields)

@@ -112,6 +112,7 @@ def main():
     )
     p = module.params
     cli = AtollCli(module)
+    cli.status()  # fails on a host that is not an atoll host (`app list` does not say)
     row = _installed(cli, p['name'])
     before = dict(installed=row is not None, status=(row or {}).get('status'))
     steps = []

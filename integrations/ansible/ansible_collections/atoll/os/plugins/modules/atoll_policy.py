@@ -35,8 +35,22 @@ options:
     description: The remote to follow (one the host has, C(atoll remote list)).
     type: str
   interval:
-    description: Seconds between checks.
+    description: Seconds between checks (10 s to 7 days).
     type: int
+  updates:
+    description:
+      - Which updates atolld takes on its own, C(all), or C(security-only) (only those fixing an
+        open CVE at or above I(security_threshold); atoll's docs/security.md).
+    type: str
+    choices: [all, security-only]
+  security_threshold:
+    description: The Debian security tracker's urgency a fix must have under C(security-only).
+    type: str
+    choices: [unimportant, low, medium, high]
+  unassigned_as:
+    description: What the tracker's C(not yet assigned) urgency counts as.
+    type: str
+    choices: [unimportant, low, medium, high]
   reboot:
     description: Reboot after applying (else the customer reboots).
     type: bool
@@ -85,7 +99,11 @@ from ansible_collections.atoll.os.plugins.module_utils.atoll_cli import COMMON_A
 # module option -> (policy key, `atoll policy set` option)
 FIELDS = dict(mode=('mode', '--mode'), fleet_lock=('fleet_lock', '--fleet-lock'),
               group=('group', '--group'), remote=('remote', '--remote'),
-              interval=('check_interval_s', '--interval'))
+              interval=('check_interval_s', '--interval'), updates=('updates', '--updates'),
+              security_threshold=('security_threshold', '--security-threshold'),
+              unassigned_as=('unassigned_as', '--unassigned-as'))
+URGENCIES = ['unimportant', 'low', 'medium', 'high']
+INTERVAL = (10, 7 * 24 * 3600)  # atoll's bounds for the check interval (seconds)
 
 
 def main():
@@ -97,6 +115,9 @@ def main():
             group=dict(type='str'),
             remote=dict(type='str'),
             interval=dict(type='int'),
+            updates=dict(type='str', choices=['all', 'security-only']),
+            security_threshold=dict(type='str', choices=URGENCIES),
+            unassigned_as=dict(type='str', choices=URGENCIES),
             reboot=dict(type='bool'),
             operator_apply=dict(type='bool'),
             **COMMON_ARGS
@@ -104,6 +125,10 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p['interval'] is not None and not INTERVAL[0] <= p['interval'] <= INTERVAL[1]:
+        # as atoll refuses it, also in check mode
+        module.fail_json(msg="atoll: policy: check interval: %d s is not between 10 s and 7 days"
+                         % p['interval'], error='InputError', exit_code=2)
     cli = AtollCli(module)
     before = cli.run(['policy', 'show'])
     want = dict(before)
@@ -127,6 +152,13 @@ def main():
             argv += ['--clear-windows']
             for w in p['windows']:
                 argv += ['--window', w]
+    if '--remote' in argv:  # as atoll refuses a remote the host lacks, also in check mode
+        names = [r.get('name') for r in cli.run(['remote', 'list']) or []]
+        if p['remote'] not in names:
+            module.fail_json(msg="atoll: no remote %r on %s" % (p['remote'], cli.sysroot),
+                             error='InputError', exit_code=2, commands=cli.commands,
+                             resolution="list them with `atoll remote list`; add one with "
+                             "`atoll remote add NAME URL --root root.json`")
     changed = bool(argv)
     after = want
     if changed and not module.check_mode:

@@ -97,6 +97,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.atoll.os.plugins.module_utils.atoll_cli import (
     COMMON_ARGS, AtollCli, deployment_summary, diff_view, host_summary, needs_reboot,
+    release,
 )
 
 
@@ -174,11 +175,11 @@ def main():
     result['changed'] = changed
     result['commands'] = cli.commands
     if module._diff:
-        b = diff_view(before)
-        a = diff_view(after)
+        fields = ('booted', 'next_boot')
+        b = diff_view(before, fields)
+        a = diff_view(after, fields)
         if module.check_mode and changed and not p['acknowledge']:
-            a = dict(b, next_boot=expected['id'])
-            b = dict(b, next_boot=nxt['id'] if nxt else None)
+            a = dict(b, next_boot=release(expected))
         result['diff'] = dict(before=b, after=a)
     module.exit_json(**result)
 

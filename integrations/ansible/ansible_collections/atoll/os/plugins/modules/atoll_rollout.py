@@ -15,7 +15,9 @@ description:
     times and a failure budget (atoll's docs/control-plane.md, "Rollouts"). This module creates one
     and moves it between C(running), C(halted) and C(aborted) through the control plane's HTTP API
     (it needs no atoll on the machine it runs on; run it with C(delegate_to) C(localhost) or C(run_once)).
-  - A rollout that exists is not created again (its id names it; its spec is not compared).
+  - A rollout that exists is not created again (its id names it). Asked for another
+    I(to_version), I(from_version), I(customer), I(channel) or I(labels) than it has, the task
+    fails (they are fixed when it is made, so give a new id); its I(spec) is not compared.
     A finished one stays finished.
 options:
   id:
@@ -134,6 +136,7 @@ rollout:
 '''
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.six.moves.urllib.parse import quote
 from ansible_collections.atoll.os.plugins.module_utils.atoll_control import (
     ControlClient, ControlError, find_token,
 )
@@ -190,6 +193,19 @@ def main():
         if action == 'ended':
             module.fail_json(msg="rollout %s was aborted; a new rollout needs a new id" % p['id'],
                              rollout=before)
+        if before:
+            # a rollout's target and group are fixed when it is made: a task asking for
+            # others must not report the existing one as "ok"
+            differs = ["%s: %r, not %r" % (k, before.get(k), p[k])
+                       for k in ('to_version', 'from_version', 'customer', 'channel')
+                       if p[k] is not None and k in before and before.get(k) != p[k]]
+            if p['labels'] is not None and 'labels' in before \
+                    and (before.get('labels') or {}) != p['labels']:
+                differs.append("labels: %r, not %r" % (before.get('labels'), p['labels']))
+            if differs:
+                module.fail_json(msg="rollout %s exists with %s; a rollout's target and hosts "
+                                 "are fixed when it is made: give a new id" % (
+                                     p['id'], "; ".join(differs)), rollout=before)
         if action == 'create':
             missing = [k for k in ('channel', 'versions', 'to_version') if not p[k]]
             if missing:
@@ -203,10 +219,10 @@ def main():
                     from_version=p['from_version'], floors=p['floors'] or [],
                     dead_ends=p['dead_ends'] or [], spec=p['spec'] or {}))
             elif action == 'resume':
-                after = client.call('POST', '/v1/rollouts/%s/resume' % p['id'],
+                after = client.call('POST', '/v1/rollouts/%s/resume' % quote(p['id'], safe=''),
                                     dict(excuse=p['excuse']))
             else:
-                after = client.call('POST', '/v1/rollouts/%s/%s' % (p['id'], action),
+                after = client.call('POST', '/v1/rollouts/%s/%s' % (quote(p['id'], safe=''), action),
                                     dict(reason=p['reason']))
             after = client.rollout(p['id'])
     except ControlError as exc:

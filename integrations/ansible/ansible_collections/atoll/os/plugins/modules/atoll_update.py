@@ -41,6 +41,8 @@ options:
       - With I(state=pending), reboot into the update now (C(atoll update apply --reboot)),
         also into one applied before. The connection drops; prefer M(ansible.builtin.reboot)
         after an apply without it when the play goes on.
+      - When the update policy says not to reboot (M(atoll.os.atoll_policy) I(reboot=false)),
+        atoll applies without rebooting, and an update applied already is no change.
     type: bool
     default: false
   at:
@@ -153,6 +155,7 @@ import datetime
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.atoll.os.plugins.module_utils.atoll_cli import (
     COMMON_ARGS, EXIT_NOTHING_NEW, AtollCli, diff_view, host_summary, needs_reboot,
+    release,
 )
 
 ORDER = ['checked', 'downloaded', 'prepared', 'pending']
@@ -174,6 +177,44 @@ def _same_request(req, kind, at):
         return _parse_time(req.get('at') or '') == _parse_time(at)
     except ValueError:
         return False
+
+
+def _refused(module, cli, policy, at):
+    """Fail as ``atoll update apply --at/--window`` fails on a request it refuses (its
+    check_apply_request), so check mode predicts the real run's failure too."""
+    brief = resolution = None
+    if at is None and not policy.get('windows'):
+        brief = "no maintenance windows are configured"
+        resolution = ("add one (atoll.os.atoll_policy windows), or apply at a time (at) "
+                      "or now")
+    elif at is not None:
+        when = _parse_time(at)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if when < now - datetime.timedelta(minutes=1):
+            brief = "--at %s: that time has passed" % when.isoformat()
+            resolution = "give a time to come"
+        elif when > now + datetime.timedelta(days=366):
+            brief = "--at %s: more than a year ahead" % when.isoformat()
+            resolution = "give a time within a year"
+    if brief:
+        module.fail_json(msg="atoll: " + brief, error='InputError', exit_code=2,
+                         resolution=resolution, commands=cli.commands)
+
+
+def _predicted_view(view, steps, check):
+    """``diff_view`` after ``steps`` (check mode): as the real run leaves the host."""
+    after = dict(view)
+    target = release(check.get('target')) if check else None
+    for argv in steps:
+        if argv[1] == 'download':
+            after['update_state'] = 'downloaded'
+        elif argv[1] == 'prepare':
+            after.update(prepared=target, update_state='prepared')
+        elif argv[1] == 'apply':
+            if view['next_boot'] == view['booted']:  # not applied before: the target is
+                after['next_boot'] = target
+            after.update(prepared=None, update_state='pending')
+    return after
 
 
 def main():
@@ -207,6 +248,7 @@ def main():
     remote = ['--remote', p['remote']] if p['remote'] else []
     changed = False
     predicted_pending = needs_reboot(before)
+    steps, view = [], None
 
     if state in ORDER:
         view = cli.run(['update', 'check'] + remote, ok=(0, EXIT_NOTHING_NEW))
@@ -217,14 +259,15 @@ def main():
         target = (view.get('target') or {}).get('commit')
         want = ORDER.index(state)
         prepared = before.get('prepared') or {}
-        steps = []
         if want >= 1 and not view.get('downloaded'):
             steps.append(['update', 'download'] + remote)
         if want == 2 and not current and prepared.get('commit') != target:
             steps.append(['update', 'prepare'])
-        if want == 3 and (not current or (p['reboot'] and needs_reboot(before))):
+        # `apply --reboot` does not reboot when the update policy says not to
+        reboots = p['reboot'] and want == 3 and cli.run(['policy', 'show']).get('reboot', True)
+        if want == 3 and (not current or (reboots and needs_reboot(before))):
             steps.append(['update', 'apply'] + (['--reboot'] if p['reboot'] else []))
-            predicted_pending = not p['reboot']
+            predicted_pending = not reboots
         if module.check_mode:
             changed = bool(steps)
         else:
@@ -247,6 +290,7 @@ def main():
                     # before it is due); it refuses one only when an applied update waits and
                     # the policy says not to reboot (docs/states.md)
                     policy = cli.run(['policy', 'show'])
+                    _refused(module, cli, policy, p['at'])
                     newer = (before.get('update') or {}).get('state') in (
                         'available', 'downloaded', 'prepared')
                     changed = not (needs_reboot(before) and not policy.get('reboot', True)
@@ -270,8 +314,7 @@ def main():
     result['commands'] = cli.commands
     if module._diff:
         b = diff_view(before)
-        a = diff_view(after) if not module.check_mode else dict(
-            b, update_state=result['update_state'])
+        a = diff_view(after) if not module.check_mode else _predicted_view(b, steps, view)
         result['diff'] = dict(before=b, after=a)
     module.exit_json(**result)
 
