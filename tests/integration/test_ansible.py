@@ -83,6 +83,9 @@ def test_update_check_mode_predicts_then_idempotent(site: AtollSite, tmp_path: P
     done = real.task("update")
     for key in ("changed", "needs_reboot", "update_state", "target", "packages", "diff"):
         assert done[key] == predicted[key], key
+    for key in ("version", "commit"):  # the deployment check mode predicts, by what it holds
+        assert predicted["pending"][key] == done["pending"][key], key
+    assert predicted["pending"]["id"] is None and predicted["prepared"] == done["prepared"]
     assert done["diff"]["after"]["next_boot"] == f"2 ({done['target']['commit'][:12]})"
     st = site.status()
     assert st["pending"]["version"] == "2" and st["booted"]["id"] == v1["id"]
@@ -120,6 +123,7 @@ def test_download_and_prepare_steps(site: AtollSite, tmp_path: Path) -> None:
     assert real.task("download")["diff"] == check.task("download")["diff"]
     assert real.task("prepare")["diff"]["after"] == check.task("prepare")["diff"]["after"]
     prep = real.task("prepare")
+    assert check.task("prepare")["prepared"]["commit"] == prep["prepared"]["commit"]
     assert prep["update_state"] == "prepared" and prep["needs_reboot"] is False
     st = site.status()
     assert st["prepared"]["version"] == "2" and st["pending"] is None  # not the next boot
@@ -203,6 +207,13 @@ NO_REMOTE = PLAY_HEAD + """
 """
 
 
+BAD_WINDOW = PLAY_HEAD + """
+    - name: policy
+      atoll.os.atoll_policy:
+        windows: ["{{ window }}"]
+"""
+
+
 def test_policy_and_scheduled_apply(site: AtollSite, tmp_path: Path) -> None:
     inv = inventory_for(site.host)
     # no window in the policy yet: atoll refuses the request, and check mode says so too
@@ -216,6 +227,13 @@ def test_policy_and_scheduled_apply(site: AtollSite, tmp_path: Path) -> None:
     for args in (("--check",), ()):  # a remote the host lacks: refused, in check mode too
         res = run_playbook(tmp_path, NO_REMOTE, inv, *args).task("policy")
         assert res["failed"] and res["msg"] == f"atoll: no remote 'nosuch' on {site.host}"
+    assert (policy.read_bytes() if policy.exists() else None) == before
+    for window in ("Funday 02:00-04:00 UTC", "Sat 02:00-04:00 Mars/Olympus", "Sat 2-4"):
+        runs = [run_playbook(tmp_path, BAD_WINDOW, inv, "-e", json.dumps({"window": window}), *args)
+                .task("policy") for args in (("--check",), ())]
+        assert all(r["failed"] for r in runs), runs
+        assert runs[0]["msg"] == runs[1]["msg"] and runs[0]["msg"].startswith(
+            f"atoll: --window {window!r}: "), runs
     assert (policy.read_bytes() if policy.exists() else None) == before
     check = run_playbook(tmp_path, POLICY, inv, "--check", "--diff")
     predicted = check.task("policy")
@@ -260,6 +278,14 @@ SECRET = PLAY_HEAD + """
 """
 
 
+MISSING_SPEC = PLAY_HEAD + """
+    - name: app
+      atoll.os.atoll_app:
+        name: mariadb
+        spec: /nonexistent/spec.yaml
+"""
+
+
 def test_bad_input_and_not_an_atoll_host(site: AtollSite, tmp_path: Path) -> None:
     bad = run_playbook(tmp_path, BAD_TYPE, inventory_for(site.host))
     res = bad.task("bad")
@@ -275,9 +301,52 @@ def test_bad_input_and_not_an_atoll_host(site: AtollSite, tmp_path: Path) -> Non
     app = other.task("app")  # `atoll app list` alone would find no app there: "absent"
     assert app["failed"] and "not an atoll sysroot" in app["msg"]
 
+    # a spec the install cannot read: check mode fails as the real run does
+    runs = [run_playbook(tmp_path, MISSING_SPEC, inventory_for(site.host), *args).task("app")
+            for args in (("--check",), ())]
+    assert all(r["failed"] for r in runs), runs
+    assert runs[0]["msg"] == runs[1]["msg"] == (
+        "atoll: spec /nonexistent/spec.yaml: cannot read: No such file or directory")
+
     leaked = run_playbook(tmp_path, SECRET, inventory_for(site.host), "-vvv")
     assert leaked.task("app")["failed"]
     assert "s3cr3t-do-not-show" not in json.dumps(leaked.doc) + leaked.stderr
+
+
+HOST_CONFIG = PLAY_HEAD + """
+    - name: host config
+      atoll.os.atoll_host_config:
+        src: "{{ src }}"
+        root: "{{ root }}"
+        phase: "{{ phase | default(omit) }}"
+        apps: "{{ apps | default(true) }}"
+"""
+
+
+def test_host_config_check_mode_honours_phase_and_apps(site: AtollSite, tmp_path: Path) -> None:
+    """Check mode predicts from the record of the last apply and the phases the task runs."""
+    inv = inventory_for(site.host)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "site.yaml").write_text("hostname: db01\n")  # no apps
+    base = ("-e", f"src={tmp_path / 'site.yaml'}", "-e", f"root={tmp_path / 'root'}")
+    record = tmp_path / "root/var/lib/atoll/provision/applied.json"
+
+    def check_then_real(*extra: str) -> bool:
+        was = record.read_bytes() if record.exists() else None
+        check = run_playbook(tmp_path, HOST_CONFIG, inv, "--check", *base, *extra)
+        assert check.rc == 0, check.stderr
+        assert (record.read_bytes() if record.exists() else None) == was, "check mode wrote"
+        real = run_playbook(tmp_path, HOST_CONFIG, inv, *base, *extra)
+        assert real.rc == 0, real.stderr
+        assert check.task("host config")["changed"] == real.task("host config")["changed"]
+        return bool(real.task("host config")["changed"])
+
+    # nothing applied yet, but the apps phase of a config without apps changes nothing
+    assert check_then_real("-e", "phase=apps") is False
+    assert check_then_real("-e", "apps=false") is True  # the system phase, never applied
+    assert check_then_real("-e", "apps=false") is False
+    assert check_then_real() is False  # both phases: the apps one has nothing to do
+    assert check_then_real("-e", "phase=apps", "-e", "apps=false") is False  # no phase at all
 
 
 def unsafe_free(v: Any) -> Any:

@@ -10,6 +10,7 @@ minion's config points ``module_dirs``/``states_dirs``/``grains_dirs``/``beacons
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -97,7 +98,8 @@ def test_update_state_test_mode_then_real_then_nothing(site: AtollSite, tmp_path
 
     real = m.state("atoll_update.pending")
     assert real["result"] is True and real["rc"] == 0
-    assert real["changes"]["steps"] == dry["changes"]["steps"]
+    assert real["changes"] == dry["changes"]  # test=True predicted every key and value
+    assert real["changes"]["pending"]["new"] == f"2 ({site.status()['pending']['commit'][:12]})"
     assert real["changes"]["needs_reboot"] is True
     assert real["changes"]["update_state"]["new"] == "pending"
     st = site.status()
@@ -126,6 +128,25 @@ def test_prepared_state_and_app_absent(site: AtollSite, tmp_path: Path) -> None:
     assert m.state("atoll_update.prepared")["changes"] == {}
     gone = m.state("atoll_app.absent")  # no app named atoll installed: nothing to do
     assert gone["result"] is True and gone["changes"] == {}
+
+
+def test_update_state_failing_partway_reports_what_changed(site: AtollSite,
+                                                            tmp_path: Path) -> None:
+    """The download done, the apply refused (its FleetLock server does not answer)."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run([str(ATOLL), "-q", "--sysroot", str(site.host), "policy", "set",
+                    "--fleet-lock", f"http://127.0.0.1:{port}", "--reboot"], check=True)
+    m = Minion(tmp_path, site.host)
+    ret = m.state("atoll_update.pending", "reboot=True")
+    assert ret["result"] is False and ret["rc"] != 0, ret
+    assert ret["comment"].startswith("atoll: ") and ret["comment"].endswith("(done: download)")
+    st = site.status()
+    assert st["pending"] is None and st["update"]["state"] != "available"
+    assert ret["changes"] == {"steps": ["download"], "version": "2",
+                              "update_state": {"old": "available", "new": st["update"]["state"]},
+                              "pending": {"old": None, "new": None}, "needs_reboot": False}
 
 
 BEACON = """

@@ -134,6 +134,8 @@ def main():
             steps.append(['app', 'stop', p['name']])
             after['status'] = 'exited'
     changed = bool(steps)
+    if module.check_mode and p['spec'] and any(s in ('install', 'install-no-start') for s in steps):
+        cli.run(['app', 'validate', p['spec']])  # a spec the install cannot read fails here too
     if changed and not module.check_mode:
         for step in steps:
             if step in ('install', 'install-no-start'):

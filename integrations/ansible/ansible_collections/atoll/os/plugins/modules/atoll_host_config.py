@@ -15,8 +15,10 @@ description:
     time, users, network, tuning, update policy, control plane enrolment and apps from one YAML file.
   - Applying is idempotent in atoll itself; C(changed) is what atoll reports it changed.
   - Check mode validates the file and predicts from the record of the last apply
-    (C(/var/lib/atoll/provision/applied.json)) - the same file content applied with success is no
-    change. A host edited by hand since is not seen in check mode (atoll has no dry run of an apply).
+    (C(/var/lib/atoll/provision/applied.json)) - the same file content applied with success, in the
+    phases the task runs (I(phase), I(apps)), is no change; so is a task with no phase to run (I(phase=apps) with
+    I(apps=false), or with a config without apps). A host edited by hand since is not seen
+    in check mode (atoll has no dry run of an apply).
 options:
   src:
     description: The host config (YAML) on the managed host. Files it names are relative to it.
@@ -93,6 +95,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.atoll.os.plugins.module_utils.atoll_cli import COMMON_ARGS, AtollCli
 
 RECORD = 'var/lib/atoll/provision/applied.json'
+PHASES = ('system', 'apps')  # atoll's order
 
 
 def _last_record(root):
@@ -125,9 +128,14 @@ def main():
         if module.check_mode:
             with open(p['src'], 'rb') as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
+            # the phases the apply runs (as `atoll host-config apply --phase/--no-apps` picks them);
+            # the apps phase of a config without apps changes nothing
+            phases = [ph for ph in PHASES if p['phase'] in (None, ph)
+                      and (ph != 'apps' or (p['apps'] and (config or {}).get('apps')))]
             same = (last is not None and last.get('config_sha256') == digest
-                    and last.get('result') == 'applied')
-            result['changed'] = not same
+                    and last.get('result') == 'applied'
+                    and set(phases) <= set(last.get('phases') or PHASES))
+            result['changed'] = bool(phases) and not same
             result['changes'] = []
         else:
             argv = ['host-config', 'apply', p['src']]

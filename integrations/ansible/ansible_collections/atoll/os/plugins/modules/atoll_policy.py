@@ -93,6 +93,11 @@ commands:
   elements: list
 '''
 
+import json
+import os
+import shutil
+import tempfile
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.atoll.os.plugins.module_utils.atoll_cli import COMMON_ARGS, AtollCli
 
@@ -104,6 +109,29 @@ FIELDS = dict(mode=('mode', '--mode'), fleet_lock=('fleet_lock', '--fleet-lock')
               unassigned_as=('unassigned_as', '--unassigned-as'))
 URGENCIES = ['unimportant', 'low', 'medium', 'high']
 INTERVAL = (10, 7 * 24 * 3600)  # atoll's bounds for the check interval (seconds)
+
+
+def _check_windows(module, cli, windows):
+    """Fail on a window `atoll policy set` would refuse, saving nothing (check mode).
+
+    atoll has no dry run of `policy set`; `atoll host-config validate` checks a host
+    config's update policy with the same window parser, so each window goes through it
+    in a config of its own (JSON is YAML) in a private directory removed afterwards.
+    """
+    tmp = tempfile.mkdtemp(prefix='atoll-windows-')  # mode 0700
+    try:
+        path = os.path.join(tmp, 'window.yaml')
+        for w in windows:
+            with open(path, 'w') as f:
+                f.write(json.dumps(dict(hostname='check', updates=dict(policy=dict(windows=[w])))))
+            doc = cli.run(['host-config', 'validate', path], ok=(0, 2))
+            if doc.get('error') and doc.get('problems'):
+                module.fail_json(msg="atoll: --window %r: %s" % (w, doc['problems'][0]['problem']),
+                                 error='InputError', exit_code=2, commands=cli.commands)
+            if doc.get('error'):
+                cli.fail(2, doc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
@@ -159,6 +187,8 @@ def main():
                              error='InputError', exit_code=2, commands=cli.commands,
                              resolution="list them with `atoll remote list`; add one with "
                              "`atoll remote add NAME URL --root root.json`")
+    if module.check_mode and '--clear-windows' in argv:  # as atoll refuses a bad window
+        _check_windows(module, cli, p['windows'])
     changed = bool(argv)
     after = want
     if changed and not module.check_mode:

@@ -128,15 +128,21 @@ booted:
   returned: always
   type: dict
 pending:
-  description: The deployment that boots next when it is not the booted one, else null.
+  description:
+    - The deployment that boots next when it is not the booted one, else null.
+    - In check mode, predicted; one the real run would make has only C(version) and C(commit) (the other fields null).
   returned: always
   type: dict
 prepared:
-  description: The prepared deployment (outside the boot order), else null.
+  description:
+    - The prepared deployment (outside the boot order), else null.
+    - In check mode, predicted as C(pending) is.
   returned: always
   type: dict
 rollback:
-  description: The rollback deployment, else null.
+  description:
+    - The rollback deployment, else null.
+    - In check mode, the value before the task (not predicted), as are C(booted) and C(rollback_available).
   returned: always
   type: dict
 request:
@@ -248,7 +254,7 @@ def main():
     remote = ['--remote', p['remote']] if p['remote'] else []
     changed = False
     predicted_pending = needs_reboot(before)
-    steps, view = [], None
+    steps, view, current = [], None, None
 
     if state in ORDER:
         view = cli.run(['update', 'check'] + remote, ok=(0, EXIT_NOTHING_NEW))
@@ -307,6 +313,15 @@ def main():
     result['current_version'] = booted.get('version')
     if module.check_mode:
         result['needs_reboot'] = predicted_pending
+        # a deployment the real run makes: known by the target it holds, not yet by its id
+        tgt = (view or {}).get('target') or {}
+        made = dict(id=None, version=tgt.get('version'), commit=tgt.get('commit'),
+                    origin=None, pinned=None, role=None, index=None)
+        for argv in steps:
+            if argv[1] == 'prepare':
+                result['prepared'] = made
+            elif argv[1] == 'apply' and not current:
+                result.update(pending=made, prepared=None)
         if changed and state in ORDER:
             result['update_state'] = 'pending' if state == 'pending' and not p['reboot'] else (
                 state if state != 'checked' else result['update_state'])
