@@ -129,6 +129,7 @@ class PlaybookRun:
     rc: int
     doc: dict[str, Any]
     stderr: str
+    stdout: str = ""  # all of it: what -v..-vvvv printed, then the callback's line
 
     def stats(self, host: str = "host1") -> dict[str, int]:
         return dict(self.doc["stats"][host])
@@ -157,7 +158,7 @@ def run_playbook(workdir: Path, playbook: str, inventory: str, *args: str,
     except (StopIteration, ValueError):
         raise AssertionError(f"ansible-playbook printed no JSON (exit {proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}") from None
-    return PlaybookRun(proc.returncode, doc, proc.stderr)
+    return PlaybookRun(proc.returncode, doc, proc.stderr, proc.stdout)
 
 
 def inventory_for(sysroot: Path) -> str:

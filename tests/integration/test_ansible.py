@@ -13,6 +13,7 @@ atoll's message. The inventory plugin and atoll_rollout run against a real contr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ from tests.integration.ansible_fixtures import (
     inventory_for,
     run_playbook,
 )
+from tests.integration.apps_fixtures import *  # noqa: F403  (fixtures: app_env, ...)
+from tests.integration.apps_fixtures import AppEnv
 from tests.integration.delivery_fixtures import serve_www
 
 pytestmark = pytest.mark.integration
@@ -311,6 +314,83 @@ def test_bad_input_and_not_an_atoll_host(site: AtollSite, tmp_path: Path) -> Non
     leaked = run_playbook(tmp_path, SECRET, inventory_for(site.host), "-vvv")
     assert leaked.task("app")["failed"]
     assert "s3cr3t-do-not-show" not in json.dumps(leaked.doc) + leaked.stderr
+
+
+APP = PLAY_HEAD + """
+    - name: app
+      atoll.os.atoll_app: &app
+        name: "{{ app }}"
+        state: "{{ want }}"
+        spec: "{{ spec }}"
+        secrets:
+          root-password: "SECRET"
+    - name: again
+      atoll.os.atoll_app: *app
+      when: not ansible_check_mode
+"""
+
+
+def test_app_lifecycle_on_docker(app_env: AppEnv, tmp_path: Path, venv: Path) -> None:
+    """atoll_app against a real app (MariaDB) on a real Docker: install (the secret a
+    no_log parameter, absent from -vvv), stop, start, remove each change once, then the same
+    task again changes nothing; check mode before each predicts it and changes nothing."""
+    import atoll.apps
+    from atoll.apps.plan import container_name
+    from atoll.deploy.sysroot import Sysroot
+
+    Sysroot(app_env.sysroot).init()  # an atoll host with no deployment yet
+    app, secret = app_env.name(), f"s3cr3t-{os.urandom(8).hex()}"
+    spec = Path(atoll.apps.__file__).parent / "specs/mariadb.yaml"
+    play = APP.replace("SECRET", secret)
+    inv, env = inventory_for(app_env.sysroot), ansible_env(DOCKER_HOST=app_env.url)
+    state_dir = app_env.sysroot / "var/lib/atoll/apps" / app
+
+    def run(want: str, *args: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        r = run_playbook(tmp_path, play, inv, "-e", f"app={app}", "-e", f"want={want}",
+                         "-e", f"spec={spec}", "--diff", *args, env=env)
+        assert r.rc == 0, json.dumps(r.doc)[-3000:] + r.stderr[-3000:]
+        out = r.stdout + r.stderr + json.dumps(r.doc)
+        assert secret not in out
+        if "-vvv" in args:  # the secret was there, masked
+            assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in out and "<host1> EXEC" in out
+        return r.task("app"), None if "--check" in args else r.task("again")
+
+    def container() -> str | None:
+        info = app_env.runtime.inspect(container_name(app))
+        return None if info is None else info.status
+
+    predicted, _ = run("started", "--check")
+    assert predicted["changed"] is True and predicted["app"] is None
+    assert predicted["diff"]["after"] == {"installed": True, "status": "running"}
+    assert container() is None and not state_dir.exists(), "check mode changed the host"
+
+    done, again = run("started", "-vvv")
+    assert done["changed"] is True and done["diff"] == predicted["diff"]
+    assert done["app"]["container"]["status"] == "running" == container()
+    assert done["app"]["secrets"] == ["monitor-password", "root-password"]
+    (arg,) = [a for cmd in done["commands"] for a in cmd if a.startswith("root-password=@")]
+    assert not Path(arg.partition("@")[2]).parent.exists()  # the secret's file is gone
+    res = app_env.runtime.exec(container_name(app),
+                               ["mysql", "-uroot", f"-p{secret}", "-sN", "-e", "SELECT 7"])
+    assert res.stdout.strip() == b"7"  # the secret given is the root password
+    assert again is not None and again["changed"] is False
+
+    for want, status in (("stopped", "exited"), ("started", "running")):
+        was = container()
+        predicted, _ = run(want, "--check")
+        assert predicted["changed"] is True and container() == was
+        done, again = run(want)
+        assert done["changed"] is True and done["app"]["container"]["status"] == status
+        assert done["diff"] == predicted["diff"] and predicted["diff"]["after"]["status"] == status
+        assert status == container()
+        assert again is not None and again["changed"] is False
+
+    predicted, _ = run("absent", "--check")
+    assert predicted["changed"] is True and container() == "running" and state_dir.exists()
+    done, again = run("absent")
+    assert done["changed"] is True and done["app"] is None and done["diff"] == predicted["diff"]
+    assert container() is None and not state_dir.exists()
+    assert again is not None and again["changed"] is False
 
 
 HOST_CONFIG = PLAY_HEAD + """

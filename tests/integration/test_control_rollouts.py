@@ -264,6 +264,44 @@ def test_one_rollout_failing_never_stops_the_driver_for_the_others(
         c.server.stop()
 
 
+def test_a_move_the_customer_makes_is_judged_before_the_rollout_finishes(
+        control_db: Database) -> None:
+    """Policy "prepare" (the quickstart's): the rollout releases db01 to download and
+    prepare; the customer applies between two check-ins. The first check-in on v2 is
+    before boot-complete (its last boot record is still v1's): in flight, the rollout
+    does not finish; once v2 is marked good the move succeeds and the rollout
+    finishes."""
+    c = start_control(control_db)
+    try:
+        c.customer("acme")
+        db01 = _enrol(c, "db01", role="db")
+        assert db01.checkin(status=host_status("1", update="prepared"))[0] == 200
+        status, doc = c.api.call("POST", "/v1/rollouts", {
+            "id": "r1", "customer": "acme", "labels": {"role": "db"}, "channel": "site/db",
+            "versions": VERSIONS, "to_version": "2", "spec": {
+                "waves": [100], "canary_wave": False, "soak_s": 0,
+                "budget": {"max_failures": 0}}})
+        assert status == 201, doc
+        status, answer = db01.checkin(status=host_status("1", update="prepared"))
+        assert status == 200 and answer["target"]["version"] == "2", answer
+        assert "apply" not in answer["allow"], answer  # its own policy applies
+        # rebooted into v2 by the customer; boot-complete has not marked it yet
+        early = host_status("2")
+        early["last_boot"]["deployment"] = f"{commit_of('1')}.0"
+        assert db01.checkin(status=early)[0] == 200
+        c.server.drive()
+        doc = _status(c)
+        assert doc["state"] == "running", doc
+        assert [h["phase"] for h in doc["hosts"]] == ["in-flight"], doc
+        assert db01.checkin(status=host_status("2"))[0] == 200  # marked good
+        c.server.drive()
+        doc = _status(c)
+        assert [h["phase"] for h in doc["hosts"]] == ["succeeded"], doc
+        assert doc["state"] == "finished", doc
+    finally:
+        c.server.stop()
+
+
 def test_a_rollout_whose_target_a_publish_pruned_halts(control_db: Database) -> None:
     """The server reading the repository: a target no longer signed (``publish --keep``
     pruned it) halts the rollout with code ``unsigned`` instead of holding every host."""

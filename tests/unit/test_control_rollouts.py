@@ -292,9 +292,20 @@ def test_a_move_the_customer_makes_after_the_release_is_judged() -> None:
     assert observe(r, released, old, T0 + 6 * MIN) == released
     # stored and read back the same
     assert HostProgress.from_json(json.loads(json.dumps(released.to_json()))) == released
-    # still on trial, or not moved yet: nothing decided
-    assert observe(r, released, replace(on_target, committed=False), T0 + 9 * MIN) == released
+    # not moved yet: nothing decided, waiting in its wave
     assert observe(r, released, canary, T0 + 9 * MIN) == released
+    plan = plan_waves(r)
+    assert phase_of(r, plan, released, canary, ORDER) is Phase.WAITING
+    # moved but still on trial (before boot-complete): in flight, not done, until
+    # judged; a trial longer than the update timeout is a failure
+    trial = observe(r, released, replace(on_target, committed=False), T0 + 9 * MIN)
+    assert trial.outcome is None and trial.started == T0 + 9 * MIN
+    assert phase_of(r, plan, trial, replace(on_target, committed=False),
+                    ORDER) is Phase.IN_FLIGHT
+    late = T0 + 9 * MIN + dt.timedelta(seconds=r.spec.update_timeout_s + 1)
+    stuck = observe(r, trial, replace(on_target, committed=False), late)
+    assert stuck.failure is Failure.TIMED_OUT
+    assert observe(r, trial, on_target, T0 + 12 * MIN).outcome is Outcome.SUCCEEDED
     # then due to apply (a pending deployment): granted, the apps seen at the release kept
     g = decide(r, replace(canary, apply_due=True, unhealthy_apps=()), released)
     assert g.code == "apply-granted" and g.progress.unhealthy_before == frozenset({"batch"})

@@ -55,7 +55,7 @@ class Phase(enum.StrEnum):
 
     QUEUED = "queued"        # its wave has not started
     WAITING = "waiting"      # in a started wave, not applying (downloading, prepared, its trigger)
-    IN_FLIGHT = "in-flight"  # apply granted, not finished
+    IN_FLIGHT = "in-flight"  # apply granted (or moved by itself once released), not judged yet
     SUCCEEDED = "succeeded"  # on the target, healthy, moved by this rollout
     AT_TARGET = "at-target"  # on (or past) the target without this rollout's grant
     FAILED = "failed"

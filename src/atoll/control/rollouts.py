@@ -333,15 +333,20 @@ def _observe_released(rollout: Rollout, progress: HostProgress, step: str,
             and facts.rolled_back_at >= released:
         return progress.failed(Failure.ROLLED_BACK,
                                facts.rollback_reason or f"rolled back from {step}", now)
-    if facts.version == step and facts.committed:
+    if facts.version != step:
+        return progress
+    started = progress.started or now
+    if facts.committed:
         bad = _health_failure(progress, facts)
         if bad is not None:
             return progress.failed(*bad, now)
         if step == rollout.to_version:
-            return replace(progress, started=progress.started or now,
-                           outcome=Outcome.SUCCEEDED, finished=now)
+            return replace(progress, started=started, outcome=Outcome.SUCCEEDED, finished=now)
         return HostProgress(progress.host)  # a floor reached: the next step is released anew
-    return progress
+    if now - started > dt.timedelta(seconds=rollout.spec.update_timeout_s):
+        return progress.failed(Failure.TIMED_OUT, f"booted {step} but did not finish within "
+                               f"{rollout.spec.update_timeout_s} s", now)
+    return progress if started == progress.started else replace(progress, started=started)
 
 
 # ---------------------------------------------------------------------------- phases and tally
@@ -365,8 +370,9 @@ def phase_of(rollout: Rollout, plan: WavePlan, progress: HostProgress, facts: Ho
     """Where a host stands in the rollout (its outcome, else its grant, else its facts)."""
     if progress.outcome is not None:
         return Phase.SUCCEEDED if progress.outcome is Outcome.SUCCEEDED else Phase.FAILED
-    if progress.granted is not None:
-        return Phase.IN_FLIGHT
+    if progress.granted is not None or (
+            progress.released is not None and facts.version == progress.step):
+        return Phase.IN_FLIGHT  # applying, or moved by itself and not judged yet
     if not _in_group(rollout, facts):
         return Phase.EXCLUDED
     if facts.lost:
