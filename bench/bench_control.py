@@ -464,9 +464,17 @@ def server(url: str, etcd_url: str | None, log: Path) -> Iterator[tuple[int, int
             proc.wait(timeout=60)
 
 
+class Results(dict[str, Any]):
+    """The run's figures; each phase's also printed to stderr as soon as it is known
+    (a long run shows its progress, and a run cut short keeps what it measured)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        print(f"bench_control: {key}: {json.dumps(value)}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"db": args.db, "hosts": args.hosts, "rate": args.rate,
-                           "cpus": os.cpu_count()}
+    out = Results(db=args.db, hosts=args.hosts, rate=args.rate, cpus=os.cpu_count())
     with contextlib.ExitStack() as stack:
         url, sqlite_path, pg_root = stack.enter_context(database(args.db))
         etcd_url = stack.enter_context(etcd()) if args.etcd else None
