@@ -17,7 +17,6 @@ exhausted (``EMLINK``: ext4 allows 65,000) is copied with its metadata.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from pathlib import Path
 from atoll.core.errors import CorruptObjectError, StoreError
 from atoll.core.fsutil import copy_data, read_xattrs
 from atoll.core.progress import Step, progress
-from atoll.store.objects import DirMeta, FileMeta, check_name
+from atoll.store.objects import DirEntry, DirMeta, FileMeta, check_name
 from atoll.store.repo import REPAIR_HINT, WORKERS, Repo
 from atoll.store.seal import OBJECT_MTIME
 from atoll.store.tree import MAX_DEPTH
@@ -34,42 +33,85 @@ from atoll.store.tree import MAX_DEPTH
 __all__ = ["bad_objects", "checkout", "verify_commit"]
 
 
+class _Walk:
+    """One commit's dirtrees, each read, verified against its id and parsed once
+    (``trees``: dirtree id -> its entries), and its file objects' ``lstat``s taken by
+    the seal check (``stats``), for the checkout to reuse."""
+
+    def __init__(self, repo: Repo, commit: str) -> None:
+        """Raises: StoreError (a dirtree or the commit is missing), CorruptObjectError
+        (one is damaged or malformed; it is quarantined)."""
+        self.id = commit
+        self.commit = repo.read_commit(commit)
+        self.trees: dict[str, list[DirEntry]] = {}
+        self.stats: dict[str, os.stat_result] = {}
+        stack = [self.commit.tree]
+        while stack:
+            t = stack.pop()
+            if t in self.trees:
+                continue
+            self.trees[t] = entries = repo.read_dirtree(t)
+            stack.extend(e.id for e in entries if e.is_dir)
+
+    def files(self) -> list[str]:
+        """The ids of every file object, sorted (the store's order on disk)."""
+        return sorted({e.id for entries in self.trees.values() for e in entries
+                       if not e.is_dir})
+
+
+def _bad_files(repo: Repo, walk: _Walk, *, full: bool) -> list[str]:
+    """The file objects of ``walk`` found damaged or missing (``"file <id>"``; each is
+    quarantined). A sealed object (:meth:`Repo.is_sealed`) is taken as whole without
+    reading it; the others (or all, with ``full``) are re-hashed, on ``WORKERS``
+    threads (hashing releases the GIL; a seal check is one ``lstat``, cheaper in
+    this thread than handed to a pool)."""
+    files = walk.files()
+    if not full:
+        unsealed = []
+        for oid in files:
+            st = repo.sealed_stat(oid)
+            if st is None:
+                unsealed.append(oid)
+            else:
+                walk.stats[oid] = st
+        files = unsealed
+    bad: list[str] = []
+    if not files:
+        return bad
+    with ThreadPoolExecutor(WORKERS) as pool, \
+            progress(f"verify {walk.id[:12]}", len(files), unit="files") as step:
+        for oid, ok in zip(files, pool.map(repo.reverify, files, chunksize=64), strict=True):
+            step.advance()
+            if not ok:
+                bad.append(f"file {oid}")
+                repo.quarantine(oid, "file", "content does not match its id")
+    return bad
+
+
 def bad_objects(repo: Repo, commit: str, *, full: bool = False) -> list[str]:
     """Check every object of ``commit``; quarantine and return (``"kind id"``) those
     that are damaged or missing.
 
-    Dirtrees and the commit are re-hashed (they are small). A file object is
-    re-hashed only when its seal is broken (:meth:`Repo.is_sealed`: it was written
-    to since it was verified, or it predates sealing), or with ``full``; one found
-    whole is sealed again.
+    The commit and its dirtrees are read and verified against their ids (they are
+    small; the first damaged or missing one ends the check: what is below it is
+    unknown). A file object is re-hashed only when its seal is broken
+    (:meth:`Repo.is_sealed`: it was written to since it was verified, or it predates
+    sealing), or with ``full``; one found whole is sealed again.
     """
     try:
-        objs = repo.reachable(commit, parents=False)
+        walk = _Walk(repo, commit)
     except StoreError as exc:  # a damaged (now quarantined) or missing dirtree/commit
         return [exc.brief]
-    files = sorted(oid for oid, kind in objs if kind == "file")
-    bad: list[str] = []
-    for oid, kind in objs:
-        if kind != "file":
-            try:
-                data = repo.read_meta_object(oid, kind)
-            except StoreError:
-                bad.append(f"{kind} {oid}")
-                continue
-            if hashlib.sha256(data).hexdigest() != oid:
-                bad.append(f"{kind} {oid}")
-    with ThreadPoolExecutor(WORKERS) as pool:
-        if not full:
-            sealed = pool.map(repo.is_sealed, files, chunksize=256)
-            files = [oid for oid, ok in zip(files, sealed, strict=True) if not ok]
-        with progress(f"verify {commit[:12]}", len(files), unit="files") as step:
-            for oid, ok in zip(files, pool.map(repo.reverify, files, chunksize=64),
-                               strict=True):
-                step.advance()
-                if not ok:
-                    bad.append(f"file {oid}")
-                    repo.quarantine(oid, "file", "content does not match its id")
-    return sorted(bad)
+    return sorted(_bad_files(repo, walk, full=full))
+
+
+def _corrupt(commit: str, bad: list[str]) -> CorruptObjectError:
+    return CorruptObjectError(
+        f"commit {commit[:12]}: {len(bad)} damaged or missing object(s), moved to "
+        "quarantine; nothing was changed",
+        details="\n".join(bad[:50]),
+        resolution=REPAIR_HINT,
+    )
 
 
 def verify_commit(repo: Repo, commit: str) -> None:
@@ -81,12 +123,7 @@ def verify_commit(repo: Repo, commit: str) -> None:
     """
     bad = bad_objects(repo, commit)
     if bad:
-        raise CorruptObjectError(
-            f"commit {commit[:12]}: {len(bad)} damaged or missing object(s), moved to "
-            "quarantine; nothing was changed",
-            details="\n".join(bad[:50]),
-            resolution=REPAIR_HINT,
-        )
+        raise _corrupt(commit, bad)
 
 
 def _apply_dirmeta(fd: int, meta: DirMeta) -> None:
@@ -107,16 +144,23 @@ def checkout(repo: Repo, commit: str, dest: Path, *, verify: bool = True) -> Non
     """
     dest = Path(dest)
     with repo.lock.shared():
+        try:
+            walk = _Walk(repo, commit)
+        except StoreError as exc:
+            if not verify:
+                raise
+            raise _corrupt(commit, [exc.brief]) from exc
         if verify:
-            verify_commit(repo, commit)
-        c = repo.read_commit(commit)
+            bad = _bad_files(repo, walk, full=False)
+            if bad:
+                raise _corrupt(commit, sorted(bad))
         os.mkdir(dest, 0o700)
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         objects = os.fspath(repo.objects)
         try:
             with progress(f"checkout {commit[:12]}", unit="files") as step:
-                _checkout_tree(repo, objects, c.tree, root_fd, step)
-            _apply_dirmeta(root_fd, c.root)
+                _checkout_tree(walk, objects, walk.commit.tree, root_fd, step)
+            _apply_dirmeta(root_fd, walk.commit.root)
         finally:
             os.close(root_fd)
 
@@ -147,20 +191,21 @@ def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
         os.close(fd)
 
 
-def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int, step: Step,
+def _checkout_tree(walk: _Walk, objects: str, tree: str, dir_fd: int, step: Step,
                    depth: int = 1) -> None:
     if depth > MAX_DEPTH:
         raise StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} levels",
                          resolution="atoll refuses such trees at commit; this commit was made "
                          "elsewhere")
-    for entry in repo.read_dirtree(tree):
+    stats = walk.stats
+    for entry in walk.trees[tree]:
         name = check_name(entry.name)
         if entry.is_dir:
             assert entry.meta is not None
             os.mkdir(name, 0o700, dir_fd=dir_fd)
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
-                _checkout_tree(repo, objects, entry.id, fd, step, depth + 1)
+                _checkout_tree(walk, objects, entry.id, fd, step, depth + 1)
                 _apply_dirmeta(fd, entry.meta)
             finally:
                 os.close(fd)
@@ -168,7 +213,7 @@ def _checkout_tree(repo: Repo, objects: str, tree: str, dir_fd: int, step: Step,
             step.advance()
             src = f"{objects}/{entry.id[:2]}/{entry.id[2:]}.file"
             try:
-                st = os.lstat(src)
+                st = stats.get(entry.id) or os.lstat(src)
             except FileNotFoundError:
                 raise StoreError(f"file object {entry.id} is missing",
                                  resolution=REPAIR_HINT) from None

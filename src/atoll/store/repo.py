@@ -669,18 +669,23 @@ class Repo:
         cheap as this check). False when missing. A False object needs
         :meth:`verify_file`, not rejection. Extended attributes are not covered:
         fsck re-hashes them."""
+        return self.sealed_stat(oid) is not None
+
+    def sealed_stat(self, oid: str) -> os.stat_result | None:
+        """The ``lstat`` of a file object when it is sealed (:meth:`is_sealed`), else
+        None."""
         path = os.fspath(self._locate(oid, "file"))
         try:
             st = os.lstat(path)
         except OSError:
-            return False
+            return None
         if st.st_mtime_ns != _seal.seal_mtime_ns(oid, st):
-            return False
+            return None
         if stat.S_ISLNK(st.st_mode):
-            return not self.sealing
+            return None if self.sealing else st
         if not stat.S_ISREG(st.st_mode):
-            return False
-        return not self.sealing or _seal.sealed(path)
+            return None
+        return st if not self.sealing or _seal.sealed(path) else None
 
     def reverify(self, oid: str) -> bool:
         """Re-hash a file object (:meth:`verify_file`); when it is whole, make sure it
