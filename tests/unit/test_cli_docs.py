@@ -20,6 +20,7 @@ from atoll.cli import (
     EXIT_CODES,
     EXIT_INTERNAL,
     EXIT_MEANINGS,
+    FAST_PATH,
     NOTHING_NEW,
     PATH_TYPES,
     build_parser,
@@ -40,6 +41,7 @@ from atoll.cli.docs import (
 )
 from atoll.store.repo import Repo
 from tests.conftest import ROOT
+from tests.unit.cli_shape import shape
 
 PARSER = build_parser()
 EVERY = [((), PARSER), *((path, p) for path, p, _ in commands(PARSER))]
@@ -284,3 +286,20 @@ def test_completion_tables_name_real_options() -> None:
     assert set(DYNAMIC_AT) <= at
     path_dests = {a.dest for _, a in _actions() if a.type in PATH_TYPES}
     assert path_dests >= DIR_DESTS, DIR_DESTS - path_dests
+
+
+# -- fast paths --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", sorted(FAST_PATH))
+def test_a_fast_path_parses_its_command_as_the_whole_parser_does(command: str) -> None:
+    """A command on its fast path (only its CLI modules loaded, in a fresh interpreter:
+    modules add to others' groups when imported) has every subcommand and option the
+    whole parser gives it: a module adding to its group was not forgotten."""
+    code = ("import json\n"
+            "from atoll.cli import FAST_PATH, build_parser\n"
+            "from tests.unit.cli_shape import shape\n"
+            f"print(json.dumps(shape(build_parser(FAST_PATH[{command!r}]), {command!r})))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+    whole = shape(PARSER, command)
+    assert whole and json.loads(proc.stdout) == whole

@@ -35,7 +35,6 @@ dpkg unpacks), so atoll's is the only one there.
 from __future__ import annotations
 
 import gzip
-import importlib.metadata
 import os
 import re
 import shutil
@@ -118,6 +117,8 @@ PUBLISHER_ONLY = ("cyclonedx-python-lib", "python-debian")
 
 
 def _requirements() -> list[str]:
+    import importlib.metadata  # here: hosts import this module, and never call this
+
     reqs = importlib.metadata.requires("atoll") or []
     out = [r.split(";")[0].strip() for r in reqs if "extra ==" not in r]
     return [r for r in out if not r.startswith(PUBLISHER_ONLY)]
@@ -126,6 +127,8 @@ def _requirements() -> list[str]:
 def constraints() -> list[str]:
     """``name==version`` of every distribution installed beside this atoll (pip
     constraints: the image gets the versions atoll was installed and tested with)."""
+    import importlib.metadata
+
     pins = set()
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]

@@ -282,10 +282,11 @@ class Host:
 
 
 def _default_backups(sysroot: Path) -> list[dict[str, Any]]:
-    try:
-        from atoll.apps.backup import backup_all_before_update
-    except ImportError:  # pragma: no cover - apps layer always present in the package
+    from atoll.apps.paths import apps_root
+
+    if not apps_root(sysroot).is_dir():  # no app ever installed: no app modules to load
         return []
+    from atoll.apps.backup import backup_all_before_update
     from atoll.apps.manager import installed_apps
 
     if not installed_apps(sysroot):
