@@ -119,14 +119,17 @@ class _NotRegular(OSError):
     pass
 
 
-def _read_regular(path: Path) -> bytes:
+def _read_regular(path: Path | str) -> bytes:
     """The bytes of a regular file; a fifo, socket or device is refused (never blocks)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise _NotRegular(f"{path}: not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            return fh.read()
+        parts = []
+        while chunk := os.read(fd, max(65536, st.st_size + 1)):  # one read, usually
+            parts.append(chunk)
+        return b"".join(parts)
     finally:
         os.close(fd)
 
@@ -196,6 +199,7 @@ class Repo:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.objects = self.path / "objects"
+        self._objects_s = os.fspath(self.objects)  # paths as strings on hot paths
         self.refs_dir = self.path / "refs"
         self.tmp = self.path / "tmp"
         self.quarantine_dir = self.path / "quarantine"
@@ -366,12 +370,16 @@ class Repo:
 
     def _locate(self, oid: str, kind: str) -> Path:
         """Where the object is: ``objects/``, or staged in the running transaction."""
+        return Path(self._locate_s(oid, kind))
+
+    def _locate_s(self, oid: str, kind: str) -> str:
+        """:meth:`_locate` as a string (no ``Path`` built: deploy asks for every object)."""
         txn = self._txn
         if txn is not None:
             staged = txn.staged.get((oid, kind))
             if staged is not None:
-                return staged
-        return self.object_path(oid, kind)
+                return os.fspath(staged)
+        return f"{self._objects_s}/{oid[:2]}/{oid[2:]}.{kind}"
 
     def has(self, oid: str, kind: str) -> bool:
         """True when the object is in ``objects/`` (complete, by the write order) or staged
@@ -429,7 +437,7 @@ class Repo:
             StoreError: the object is missing.
         """
         try:
-            return _read_regular(self._locate(oid, kind))
+            return _read_regular(self._locate_s(oid, kind))
         except FileNotFoundError:
             raise StoreError(
                 f"{kind} object {oid} is missing from {self.path}",
@@ -674,7 +682,7 @@ class Repo:
     def sealed_stat(self, oid: str) -> os.stat_result | None:
         """The ``lstat`` of a file object when it is sealed (:meth:`is_sealed`), else
         None."""
-        path = os.fspath(self._locate(oid, "file"))
+        path = self._locate_s(oid, "file")
         try:
             st = os.lstat(path)
         except OSError:
