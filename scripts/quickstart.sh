@@ -1,11 +1,11 @@
 #!/bin/bash
 # atoll quickstart: the whole life of a customer database server, on this machine.
 #
-#   compose v1 -> sign and publish it -> start the fleet control plane (SQLite) ->
-#   write a host config -> build a disk image with the config baked in -> power it
+#   compose v1 -> sign and publish it -> start the fleet control plane (SQLite) and
+#   its web console (a login for the customer's operators) -> write a host config -> build a disk image with the config baked in -> power it
 #   on in QEMU (first boot provisions it, starts MariaDB and enrols it in the
 #   fleet) -> the database answers, the Checkmk agent answers, db01 is in the
-#   inventory -> compose v2, roll it out to the customer's databases, publish it ->
+#   inventory and on the console's fleet page -> compose v2, roll it out to the customer's databases, publish it ->
 #   the host downloads and prepares it (the rollout grants it) -> the "customer"
 #   applies it -> it reboots into v2 with the data intact; the rollout finishes.
 #
@@ -93,6 +93,11 @@ atoll fleet customers add acme
 atoll fleet enrol-token create --customer acme --host db01 --label role=db --label site=quickstart \
     --out "$SITE/site/enrol-token"
 echo "    control plane: $ATOLL_FLEET_SERVER (the VM reaches it as 10.0.2.2); admin token: $FLEET/admin-token"
+# a console login for acme's operators; the password is generated into a 0600 file
+(umask 077; head -c 18 /dev/urandom | base64 | tr -d '\n' >"$FLEET/console-password")
+atoll fleet users add ops --role operator --customer acme --password-file "$FLEET/console-password" \
+    --db "sqlite:///$FLEET/control.db"
+echo "    web console: $ATOLL_FLEET_SERVER/console/ (user ops, password in $FLEET/console-password)"
 took
 
 step "write the host config: hostname, an SSH-key user, the database, updates, Checkmk, the fleet"
@@ -157,6 +162,14 @@ until atoll fleet hosts --json | json '[h["name"] for h in d if h.get("booted_ve
     sleep 5
 done
 atoll fleet hosts | sed 's/^/    /'
+# ... and on the web console's fleet page, logged in as ops (CSRF token, session cookie)
+jar=$FLEET/console-cookies
+csrf=$(curl -fsS -c "$jar" "$ATOLL_FLEET_SERVER/console/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p')
+curl -fsS -o /dev/null -b "$jar" -c "$jar" --data-urlencode "csrf=$csrf" --data-urlencode name=ops \
+    --data-urlencode "password@$FLEET/console-password" "$ATOLL_FLEET_SERVER/console/login"
+curl -fsS -b "$jar" "$ATOLL_FLEET_SERVER/console/fleet" | grep -q '>db01<' \
+    || die "db01 is not on the console's fleet page ($ATOLL_FLEET_SERVER/console/fleet)"
+echo "    db01 is on the console: $ATOLL_FLEET_SERVER/console/fleet (user ops)"
 took
 
 step "compose v2 (adds htop), roll it out to acme's databases, then publish it"
