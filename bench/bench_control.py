@@ -315,6 +315,9 @@ async def rollout(port: int, token: str, hosts: list[Sim], concurrency: int,
             if d is not None:
                 h.obey(d)
         state = api(port, token, "GET", "/v1/rollouts/bench")["state"]
+        print(f"bench_control: rollout round {rounds}: {state}, "
+              f"{sum(h.version == '2' for h in hosts)} on v2, {stats.summary()['errors']}",
+              file=sys.stderr, flush=True)
         if state == "running":
             await asyncio.sleep(1.5)  # the driver's tick (1 s) advances the next wave
     granted_before = sum(h.granted for h in hosts)
@@ -473,6 +476,24 @@ class Results(dict[str, Any]):
         print(f"bench_control: {key}: {json.dumps(value)}", file=sys.stderr, flush=True)
 
 
+def steady_and_bursts(args: argparse.Namespace, out: Results, port: int, hosts: list[Sim],
+                      meter: Meter) -> None:
+    """Steady state at the issue's rate, the whole fleet reconnecting, and the anchor."""
+    m = meter.now()
+    out["steady"] = asyncio.run(steady(port, hosts, args.rate, args.steady_s,
+                                       args.concurrency)).summary() | meter.since(m)
+    m = meter.now()
+    stats, drain = asyncio.run(burst(port, hosts, args.burst_concurrency))
+    out["reconnect_burst"] = stats.summary() | {"drain_s": round(drain, 1)} | \
+        meter.since(m)
+    m = meter.now()
+    stats, drain = asyncio.run(anchor(port, args.hosts, args.burst_concurrency))
+    out["anchor_health_burst"] = stats.summary() | {"drain_s": round(drain, 1)} | \
+        meter.since(m)
+    out["burst_vs_anchor"] = round(out["reconnect_burst"]["drain_s"]
+                                   / max(0.1, out["anchor_health_burst"]["drain_s"]), 2)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Results(db=args.db, hosts=args.hosts, rate=args.rate, cpus=os.cpu_count())
     with contextlib.ExitStack() as stack:
@@ -497,19 +518,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         m = meter.now()
         stats, drain = asyncio.run(burst(port, hosts, args.burst_concurrency))
         out["first_contact"] = stats.summary() | {"drain_s": round(drain, 1)} | meter.since(m)
-        m = meter.now()
-        out["steady"] = asyncio.run(steady(port, hosts, args.rate, args.steady_s,
-                                           args.concurrency)).summary() | meter.since(m)
-        m = meter.now()
-        stats, drain = asyncio.run(burst(port, hosts, args.burst_concurrency))
-        out["reconnect_burst"] = stats.summary() | {"drain_s": round(drain, 1)} | \
-            meter.since(m)
-        m = meter.now()
-        stats, drain = asyncio.run(anchor(port, args.hosts, args.burst_concurrency))
-        out["anchor_health_burst"] = stats.summary() | {"drain_s": round(drain, 1)} | \
-            meter.since(m)
-        out["burst_vs_anchor"] = round(out["reconnect_burst"]["drain_s"]
-                                       / max(0.1, out["anchor_health_burst"]["drain_s"]), 2)
+        if not args.rollout_only:
+            steady_and_bursts(args, out, port, hosts, meter)
         m = meter.now()
         out["rollout"] = asyncio.run(rollout(port, token, hosts, args.burst_concurrency)) | \
             meter.since(m)
@@ -531,6 +541,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
     ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--rollout-only", action="store_true",
+                    help="after the first contact, only the rollout and the month of events")
     ap.add_argument("--rate", type=float, default=10000 / 300,
                     help="steady check-ins per second (default: 10,000 hosts / 300 s)")
     ap.add_argument("--steady-s", type=float, default=60)

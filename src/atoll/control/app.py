@@ -17,6 +17,7 @@ HTTP rules (as the FleetLock server's, docs/control-plane.md):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -61,6 +62,10 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# Check-ins processed at once by one server instance (the rest wait for a turn): the
+# database pool's size (atoll.control.db), so that a check-in never waits for a
+# connection, and few enough threads that one holding a rollout's lock is not starved.
+CHECKIN_CONCURRENCY = 8
 MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in both databases
 MAX_SPAN_S = 10 * 365 * 86400  # the longest duration a request may name
 
@@ -288,6 +293,12 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
     rollout driver status, shown by ``/v1/health``."""
     settings = settings or Settings()
     limits = HostLimits(settings.checkin_limit, settings.event_limit)
+    # Check-ins run in the thread pool at most CHECKIN_CONCURRENCY at once; the others
+    # wait here, in the event loop. Without it a burst put ~40 threads on one GIL: a
+    # check-in holding a rollout's row lock got a fortieth of the CPU, the others
+    # queued behind the lock holding database connections, and the pool ran out
+    # (10,000 hosts in a rollout: 500s after its 10 s timeout; docs/benchmarks.md).
+    checkins = asyncio.Semaphore(CHECKIN_CONCURRENCY)
     app = FastAPI(title="atoll control plane", version=atoll.__version__,
                   description="Fleet inventory, check-ins, history (docs/control-plane.md).",
                   docs_url=None, redoc_url=None)
@@ -362,9 +373,10 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
     async def checkin(request: Request) -> Directive:
         """A host's signed report; the answer is its directive."""
         body = await request.body()
-        return await run_in_threadpool(
-            service.checkin, db, request.headers.get("atoll-signature"), body, clock(),
-            directive_ttl=settings.directive_ttl, limits=limits)
+        async with checkins:
+            return await run_in_threadpool(
+                service.checkin, db, request.headers.get("atoll-signature"), body, clock(),
+                directive_ttl=settings.directive_ttl, limits=limits)
 
     # -- inventory -------------------------------------------------------
 
