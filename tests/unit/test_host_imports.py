@@ -9,7 +9,7 @@ from atoll.agent.feature import PUBLISHER_ONLY
 
 HOST_MODULES = ["atoll.cli", "atoll.repo.client", "atoll.agent.daemon", "atoll.deploy.status",
                 "atoll.monitor.agent", "atoll.apps.manager", "atoll.provision.firstboot",
-                "atoll.security.host", "atoll.cli.cve"]
+                "atoll.security.host", "atoll.cli.cve", "atoll.deploy.hotfix", "atoll.cli.hotfix"]
 
 
 def test_host_modules_import_without_publisher_packages() -> None:

@@ -119,8 +119,9 @@ class Host:
         deps = self.sr.deployments()
         by_id = {d.id: d for d in deps}
         booted_id = self.sr.booted_id()
-        booted = by_id[booted_id].commit if booted_id in by_id else None
-        pending = deps[0].commit if deps and deps[0].id != booted_id else None
+        # a hotfix deployment counts as its base commit: updates apply to the base
+        booted = self._base(by_id[booted_id].commit) if booted_id in by_id else None
+        pending = self._base(deps[0].commit) if deps and deps[0].id != booted_id else None
         prepared = self.sr.prepared()
         last_check = agent.get("last_check")
         checked = update.get("checked")
@@ -132,13 +133,27 @@ class Host:
             available=update.get("commit") if update.get("state") in (
                 "available", "downloaded") else None,
             downloaded=update.get("commit") if update.get("state") == "downloaded" else None,
-            prepared=prepared.commit if prepared else None,
+            prepared=self._base(prepared.commit) if prepared else None,
             booted=booted,
             pending=pending,
             request=self.files.request(),
             last_apply_s=float(last_apply) if isinstance(last_apply, int | float) else None,
             security_fixes=fixes, security_note=note,
         )
+
+    def _base(self, commit: str) -> str:
+        """The base commit of a hotfix deployment's commit (else ``commit``, also when the
+        commit object is missing or damaged: the update path must not depend on it)."""
+        from atoll.core.errors import AtollError
+        from atoll.deploy.hotfix import base_of
+
+        try:
+            repo = self.sr.repo
+            return base_of(repo, commit)[0] if repo.has(commit, "commit") else commit
+        except (AtollError, OSError) as exc:
+            log.warning("commit %s: its base is not known (%s); counted as itself",
+                        commit[:12], exc)
+            return commit
 
     def _security_fixes(self, booted: str | None,
                         commit: str | None) -> tuple[tuple[str, ...] | None, str]:
@@ -203,7 +218,17 @@ class Host:
         origin = (f"{update['remote']}:{update['channel']}"
                   if update.get("commit") == commit and update.get("remote")
                   and update.get("channel") else None)
-        return self.sr.prepare(commit, origin=origin).to_json()
+        from atoll.deploy.hotfix import rebase_hotfixes
+
+        # active hotfixes are re-applied on the new base, dropped, or block it
+        # (docs/hotfix.md); base and derivation under one lock, so gc waits
+        with self.sr.lock.exclusive(), self.sr.repo.lock.shared():
+            target, plan = rebase_hotfixes(self.sr, commit)
+            out = self.sr.prepare(target, origin=origin).to_json()
+        if plan.keep or plan.drop:
+            out["hotfixes"] = {"kept": [h.name for h in plan.keep],
+                               "dropped": {h.name: why for h, why in plan.drop}}
+        return out
 
     def apply(self, policy: Policy, *, reboot: bool = True) -> dict[str, Any]:
         """Back up databases, take a fleet slot, make the prepared update the next boot, reboot.

@@ -175,7 +175,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         emit(args, {"changed": False, "note": note,
                     "prepared": prepared.to_json() if prepared else None}, note)
         return
-    if prepared is not None and prepared.commit == st.downloaded:
+    if prepared is not None and st.prepared == st.downloaded:
         note = f"already prepared: {prepared.id}"
         emit(args, {"changed": False, "note": note, "prepared": prepared.to_json()}, note)
         return

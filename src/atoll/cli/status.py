@@ -47,6 +47,13 @@ def _deployment(d: dict[str, Any], verbose: bool) -> list[str]:
     when = f" ({d['timestamp']})" if d.get("timestamp") else ""
     lines.append(_kv("Version", f"{printable(d['version'] or '-')}{when}"))
     lines.append(_kv("Commit", f"{d['commit'][:12]}.{d['serial']}"))
+    hf = d.get("hotfix")
+    if hf:  # rpm-ostree's "LocalPackages": a local derivation of the base (docs/hotfix.md)
+        lines.append(_kv("Base", f"{printable(hf['base_version'] or '-')} "
+                             f"({hf['base'][:12]})"))
+        lines.append(_kv("Hotfixes", ", ".join(
+            f"{printable(p['name'])} {printable(p['version'])} ({p['kind']})"
+            for p in hf["packages"])))
     if d["index"] >= 0:
         lines.append(_kv("Index", str(d["index"])))
     if d.get("pinned"):

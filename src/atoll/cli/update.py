@@ -200,8 +200,12 @@ def _rebase(args: argparse.Namespace) -> int:
              if changed else f"{printable(remote)}: already following {printable(channel)}; "
              f"newest: {newest}"]
     if args.download:
+        from atoll.deploy.hotfix import rebase_hotfixes
+
         dl = UpdateClient(args.sysroot, remote).download()
-        dep = sr.prepare(dl["target"]["commit"], origin=f"{remote}:{dl['channel']}")
+        with sr.lock.exclusive(), sr.repo.lock.shared():  # hotfixes: as for any update
+            target, _ = rebase_hotfixes(sr, dl["target"]["commit"])
+            dep = sr.prepare(target, origin=f"{remote}:{dl['channel']}")
         out["prepared"] = dep.to_json()
         lines.append(f"downloaded and prepared {dep.id}: `atoll update apply` to boot it")
     else:

@@ -20,7 +20,9 @@ docs/states.md; the schema is docs/status.schema.json (checked in tests)::
 
     Deployment: {"id": "<commit>.<serial>", "commit", "serial", "version",
                  "timestamp": commit time (ISO 8601) | null, "created", "origin",
-                 "ref", "pinned", "kernel", "etc_conflicts", "role", "index"}
+                 "ref", "pinned", "kernel", "etc_conflicts", "role", "index",
+                 "hotfix": {"base", "base_version", "packages": [{"name", "version",
+                            "kind"}]} | null}   a hotfix deployment's base and packages
                  role: booted | pending | rollback | other (index: -1 for prepared)
 
 It reads the state files other layers write (docs/on-disk.md), so it never
@@ -105,12 +107,25 @@ def _problem(problems: list[dict[str, str]], exc: DamagedStateError) -> None:
                      "resolution": exc.resolution or ""})
 
 
+def _hotfix(meta: Any) -> dict[str, Any] | None:
+    """A hotfix deployment's base and packages (docs/hotfix.md), from its commit."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("base"), str):
+        return None
+    raw = meta.get("packages")
+    pkgs: list[Any] = raw if isinstance(raw, list) else []
+    return {"base": meta["base"], "base_version": _str(meta.get("base_version")) or "",
+            "packages": [{"name": str(p.get("name")), "version": str(p.get("version")),
+                          "kind": str(p.get("kind"))} for p in pkgs if isinstance(p, dict)]}
+
+
 def _describe(sr: Sysroot, d: Deployment, role: str, index: int,
               packages: dict[str, Any] | None) -> dict[str, Any]:
-    item = d.to_json() | {"role": role, "index": index, "timestamp": None}
+    item = d.to_json() | {"role": role, "index": index, "timestamp": None, "hotfix": None}
     item["origin"] = d.origin or d.ref
     with contextlib.suppress(StoreError, OSError):  # a lost commit: shown without its time
-        item["timestamp"] = _iso(sr.repo.read_commit(d.commit).timestamp)
+        c = sr.repo.read_commit(d.commit)
+        item["timestamp"] = _iso(c.timestamp)
+        item["hotfix"] = _hotfix(c.metadata.get("hotfix"))
     if packages is not None:
         item["packages"] = packages
     return item

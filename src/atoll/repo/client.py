@@ -410,7 +410,21 @@ class UpdateClient:
         if p.exists():
             bid = p.read_bytes().decode(errors="replace").strip()
             booted = next((str(d["commit"]) for d in listed if d.get("id") == bid), None)
-        return booted, (str(listed[0]["commit"]) if listed else None)
+        nxt = str(listed[0]["commit"]) if listed else None
+        return self._base(booted), self._base(nxt)
+
+    def _base(self, commit: str | None) -> str | None:
+        """A hotfix deployment counts as its base commit (updates apply to the base;
+        docs/hotfix.md)."""
+        try:
+            repo = self._repo() if commit else None
+            if commit is None or repo is None or not repo.has(commit, "commit"):
+                return commit
+            meta = repo.read_commit(commit).metadata.get("hotfix")
+        except (StoreError, InputError, OSError):  # a damaged commit must not stop a check
+            return commit
+        base = meta.get("base") if isinstance(meta, dict) else None
+        return base if isinstance(base, str) else commit
 
     def current_commit(self) -> str | None:
         """What the host runs: the booted deployment, else the one that boots next
