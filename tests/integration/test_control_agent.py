@@ -100,6 +100,8 @@ def test_agent_enrols_and_reports(site: tuple[Site, WwwServer], cp: Control, tmp
     assert host["packages"] == [{"name": "db-tool", "version": "1"}]  # asked for, sent
     assert host["report"]["policy"]["mode"] == "check"
     assert host["report"]["status"]["kind"] == "HostStatus"
+    # published without tracker data: open CVEs unknown (null), never "no CVEs"
+    assert host["report"]["cves"]["source"] == "changelog" and host["cves"]["open"] is None
     kinds = [e["kind"] for e in fleet(cp, tmp_path, capsys, "events", "--host", "db01")]
     assert kinds == ["enrolled", "first-checkin"]
     # the host's counter only grows: a replay of what it sent is refused by the server

@@ -178,6 +178,17 @@ def test_changelog_and_tracker_cves_published_signed_and_listed(
     assert facts.cves is not None and facts.cves.report
     assert dict(facts.cves.open_counts)["high"] == sum(
         1 for c in booted["open"] if c["urgency"] == "high")
+    # what atolld reports to the control plane: valid for the check-in, the same counts
+    from atoll.control.protocol import CveFacts
+    from atoll.security.host import checkin_facts
+
+    sent = checkin_facts(env.host, _now())
+    CveFacts.model_validate(sent)
+    assert sent["source"] == "tracker" and sent["commit"] == c1 and sent["stale"] is False
+    assert sent["open"]["not yet assigned"] >= 1  # systemd CVE-2023-7008: the tracker's word
+    assert {c["cve"] for c in sent["open_cves"]} == set(open_booted)
+    assert sent["update"]["commit"] == c2 and sent["update"]["source"] == "tracker"
+    assert sent["update"]["fixes_total"] == len({c["cve"] for c in update["fixes"]})
 
 
 def _now() -> datetime:
@@ -362,3 +373,84 @@ def test_an_update_without_tracker_data_fixes_nothing_by_omission(
     out = capsys.readouterr().out
     assert "open CVEs unknown (published without tracker data)" in out
     assert "the update fixes no open CVE that high: it waits" in out
+
+
+DSA = EXCERPT.parent / "DSA-list.txt"
+DLA = EXCERPT.parent / "DLA-list.txt"
+
+
+def _published_report(www: Path, commit: str) -> dict[str, object]:
+    entry = json.loads(_newest_targets(www))["signed"]["targets"][f"cves/{commit}.json"]
+    digest = entry["hashes"]["sha256"]
+    return json.loads((www / "targets/cves" / f"{digest}.{commit}.json").read_text())
+
+
+def test_advisory_lists_name_the_advisories_of_each_cve(
+        env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """DSA/DLA lists given to publish and timestamp: each CVE of the signed report names
+    the advisories that fix it in the image's release; a truncated or malformed list
+    publishes nothing and says file:line."""
+    old_ssl = [pkg("openssl", "3.0.20-1~deb12u2", "openssl"),
+               pkg("libc6", "2.36-9+deb12u1", "glibc")]
+    c1 = env.commit(1, old_ssl)
+    before = {p: p.read_bytes() for p in env.www.rglob("*") if p.is_file()}
+    truncated = tmp_path / "DSA-list"
+    truncated.write_bytes(DSA.read_bytes()[:-20])
+    assert env.publish("--security-tracker", str(EXCERPT), "--dsa-list", str(truncated)) == 2
+    assert f"{truncated}:21: the file ends mid-line" in capsys.readouterr().err
+    cut = tmp_path / "cut"
+    cut.write_bytes(DSA.read_bytes() + b"[01 Dec 2026] DSA-6200-1 openssl - security update\n")
+    assert env.publish("--security-tracker", str(EXCERPT), "--dsa-list", str(cut)) == 2
+    assert f"{cut}:22: DSA-6200-1: no CVEs and no fixed versions follow" \
+        in capsys.readouterr().err
+    assert env.publish("--dsa-list", str(DSA)) == 2  # lists without the tracker
+    assert "need --security-tracker" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in env.www.rglob("*") if p.is_file()} == before
+
+    assert env.publish("--security-tracker", str(EXCERPT), "--dsa-list", str(DSA),
+                       "--dla-list", str(DLA)) == 0
+    doc = _published_report(env.www, c1)
+    opened = {c["cve"]: c["advisories"] for c in doc["open"]}  # type: ignore[attr-defined]
+    assert opened["CVE-2026-84782"] == ["DSA-6112-1"]  # bullseye's DLA-4402-1 left out
+    assert opened["CVE-2023-4911"] == ["DSA-5514-1"] and opened["CVE-2007-6755"] == []
+    assert [x["name"] for x in doc["advisory_lists"]] == ["DSA-list.txt",  # type: ignore
+                                                          "DLA-list.txt"]
+    c2 = env.commit(2, [pkg("openssl", "3.0.22-1~deb12u1", "openssl"), old_ssl[1]])
+    assert env.publish("--security-tracker", str(EXCERPT), "--dsa-list", str(DSA)) == 0
+    fixes = {c["cve"]: c["advisories"]
+             for c in _published_report(env.www, c2)["fixes"]["cves"]}  # type: ignore
+    assert fixes == {"CVE-2026-63072": ["DSA-6090-1"], "CVE-2026-75803": ["DSA-6090-1"]}
+
+    # the host lists them (column and JSON field)
+    assert env.atoll("remote", "add", "origin", env.url, "--root",
+                     str(env.www / "metadata/root.json")) == 0
+    Sysroot(env.host).init()
+    assert env.atoll("deploy", c1, "--repo", str(env.repo.path)) == 0
+    (env.host / "run/atoll").mkdir(parents=True, exist_ok=True)
+    (env.host / "run/atoll/booted").write_text(Sysroot(env.host).deployments()[0].id + "\n")
+    assert env.atoll("update", "check") == 0
+    capsys.readouterr()
+    assert env.atoll("--json", "cve", "list") == 0
+    view = json.loads(capsys.readouterr().out)
+    assert {c["cve"]: c["advisories"] for c in view["booted"]["open"]}["CVE-2026-75806"] \
+        == ["DSA-6112-1"]
+    assert env.atoll("cve", "list") == 0
+    assert re.search(r"CVE-2026-63072 +medium .* \(DSA-6090-1\)", capsys.readouterr().out)
+
+    # timestamp re-computes with newer lists; a bad one changes nothing
+    newer = tmp_path / "DSA-newer"
+    newer.write_bytes(b"[30 Nov 2026] DSA-6201-1 openssl - security update\n"
+                      b"\t{CVE-2007-6755}\n\t[bookworm] - openssl 3.0.22-1~deb12u3\n"
+                      + DSA.read_bytes())
+    before = {p: p.read_bytes() for p in env.www.rglob("*") if p.is_file()}
+    assert main(["-q", "timestamp", "--to", str(env.www), "--keys", str(env.keys),
+                 "--security-tracker", str(EXCERPT), "--dsa-list", str(cut)]) == 2
+    assert main(["-q", "timestamp", "--to", str(env.www), "--keys", str(env.keys),
+                 "--dla-list", str(DLA)]) == 2  # lists without the tracker
+    assert {p: p.read_bytes() for p in env.www.rglob("*") if p.is_file()} == before
+    assert main(["-q", "timestamp", "--to", str(env.www), "--keys", str(env.keys),
+                 "--security-tracker", str(EXCERPT), "--dsa-list", str(newer)]) == 0
+    doc = _published_report(env.www, c1)
+    opened = {c["cve"]: c["advisories"] for c in doc["open"]}  # type: ignore[attr-defined]
+    assert opened["CVE-2007-6755"] == ["DSA-6201-1"] and opened["CVE-2026-84782"] == [
+        "DSA-6112-1"]

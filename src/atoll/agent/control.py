@@ -49,7 +49,8 @@ from atoll.core.fsutil import atomic_write, atomic_write_json, read_state_json
 if TYPE_CHECKING:
     from atoll.agent.daemon import Agent
 
-__all__ = ["Control", "ControlFiles", "app_reports", "check_answer", "gate", "target_version"]
+__all__ = ["Control", "ControlFiles", "app_reports", "check_answer", "fit_checkin", "gate",
+           "target_version"]
 
 log = logging.getLogger("atoll.agent")
 TIMEOUT_S = 30
@@ -280,6 +281,19 @@ def _manifest(sysroot: Path, status: dict[str, Any]) -> list[dict[str, Any]] | N
 # -- the gate (pure) -------------------------------------------------------------
 
 
+def fit_checkin(doc: dict[str, Any], limit: int) -> bytes:
+    """The check-in as canonical JSON, within ``limit`` bytes when the CVE ids are what
+    makes it too large: the least urgent ids are dropped (halving the list) and
+    ``cves.open_cves_truncated`` says so; the counts per urgency stay whole."""
+    body = canonjson.dumps(doc)
+    cves = doc.get("cves") if isinstance(doc.get("cves"), dict) else None
+    while len(body) > limit and cves is not None and cves.get("open_cves"):
+        cves["open_cves"] = cves["open_cves"][:len(cves["open_cves"]) // 2]
+        cves["open_cves_truncated"] = True
+        body = canonjson.dumps(doc)
+    return body
+
+
 def target_version(directive: dict[str, Any] | None, now: dt.datetime) -> str | None:
     """The version a directive's target names while it holds (not expired), else None.
     Pure."""
@@ -430,8 +444,15 @@ class Control:
 
     def _send(self, cfg: ControlConfig, host_id: str, now: dt.datetime | None, *,
               with_manifest: bool) -> dict[str, Any]:
-        from atoll.control.protocol import CheckIn, Package, manifest_digest, sign
+        from atoll.control.protocol import (
+            MAX_CHECKIN_BYTES,
+            CheckIn,
+            Package,
+            manifest_digest,
+            sign,
+        )
         from atoll.deploy.status import host_status
+        from atoll.security.host import checkin_facts
 
         now = now or dt.datetime.now(dt.UTC)
         state = self.files.state()
@@ -448,11 +469,12 @@ class Control:
             "apps": app_reports(self.sysroot),
             "policy": AgentFiles(self.sysroot).policy().to_json(),
             "manifest_sha256": manifest_digest(packages) if packages else None,
-            "requests": list(state.get("results") or [])}
+            "requests": list(state.get("results") or []),
+            "cves": checkin_facts(self.sysroot, now)}  # docs/security.md
         if with_manifest and packages:
             doc["manifest"] = [p.model_dump(exclude_none=True) for p in packages]
         CheckIn.model_validate(doc)  # never send what the server would refuse
-        body = canonjson.dumps(doc)
+        body = fit_checkin(doc, MAX_CHECKIN_BYTES)
         key = self.files.key()
         code, answer = self._post(cfg, "/v1/checkin", body,
                                   {"Atoll-Signature": sign(key, host_id, body)})

@@ -27,6 +27,12 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(parts) if parts else "none"
 
 
+def _advisories(c: dict[str, Any]) -> str:
+    """" (DSA-5558-1, DLA-3672-1)": the advisories that fix the CVE, when published."""
+    ids = c.get("advisories") or []
+    return f" ({', '.join(ids)})" if ids else ""
+
+
 def _section(title: str, s: dict[str, Any] | None, *, fixes: bool) -> list[str]:
     if s is None:
         return [f"{title}: none"]
@@ -43,12 +49,13 @@ def _section(title: str, s: dict[str, Any] | None, *, fixes: bool) -> list[str]:
     for c in s["open"] or []:
         fix = f"fixed in {c['fixed_version']}" if c.get("fixed_version") else "no fix yet"
         lines.append(f"  {c['cve']:<16} {c.get('urgency') or '?':<17} {c['source']} "
-                     f"{c['source_version']}  {fix}")
+                     f"{c['source_version']}  {fix}{_advisories(c)}")
     if fixes:
         lines.append(f"  {s['summary']}")
         for c in s["fixes"]:
             lines.append(f"  fixes {c['cve']:<16} {c.get('urgency') or '?':<17} {c['source']} "
-                         f"{c.get('version') or ''}  [{', '.join(c.get('from', []))}]")
+                         f"{c.get('version') or ''}  [{', '.join(c.get('from', []))}]"
+                         f"{_advisories(c)}")
         for m in s.get("fixes_missing", []):
             lines.append(f"  (unknown from changelogs: {m})")
     return lines

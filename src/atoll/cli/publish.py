@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.cli import emit
+from atoll.core.errors import InputError
 
 __all__ = ["register"]
 
@@ -48,7 +49,8 @@ def _publish(args: argparse.Namespace) -> int:
 
     res = publish(Repo.open(args.repo), args.ref, DirStorage(args.to), KeyDir(args.keys),
                   deltas=args.deltas, expires=args.expires, level=args.level,
-                  commit=args.commit, keep=args.keep, security_tracker=args.security_tracker)
+                  commit=args.commit, keep=args.keep, security_tracker=args.security_tracker,
+                  advisory_lists=_advisory_lists(args))
     emit(args, res.to_json(), lambda: (
         f"published {args.ref} = {res.commit[:12]} (publication {res.sequence}, targets "
         f"v{res.targets_version}, {len(res.deltas)} delta(s); {len(res.releases)} signed "
@@ -57,18 +59,30 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _advisory_lists(args: argparse.Namespace) -> list[Path]:
+    return [p for p in (args.dsa_list, args.dla_list) if p is not None]
+
+
 def _timestamp(args: argparse.Namespace) -> int:
     from atoll.repo.keys import KeyDir
     from atoll.repo.publish import refresh_repository
     from atoll.repo.storage import DirStorage
 
     cves: dict[str, str] = {}
+    lists = _advisory_lists(args)
+    if lists and args.security_tracker is None:
+        raise InputError("--dsa-list/--dla-list need --security-tracker",
+                         resolution="the reports are re-computed from the tracker's JSON; "
+                         "the lists attach advisories to its CVEs")
     if args.security_tracker is not None:  # CVE reports first: then everything is re-signed
+        from atoll.security.advisories import load_advisories
         from atoll.security.refresh import refresh_reports
         from atoll.security.tracker import load_tracker
 
-        cves = refresh_reports(DirStorage(args.to), KeyDir(args.keys),
-                               load_tracker(args.security_tracker), expires=args.expires)
+        tracker = load_tracker(args.security_tracker)
+        advisories = load_advisories(lists) if lists else None  # both read before signing
+        cves = refresh_reports(DirStorage(args.to), KeyDir(args.keys), tracker,
+                               expires=args.expires, advisories=advisories)
     out = refresh_repository(DirStorage(args.to), KeyDir(args.keys), expires=args.expires)
     if args.security_tracker is not None:
         out["cve_reports"] = cves
@@ -77,6 +91,14 @@ def _timestamp(args: argparse.Namespace) -> int:
         + "; expires " + ", ".join(f"{r} {t}" for r, t in sorted(out["expires"].items()))
         + (f"; {len(cves)} CVE report(s) re-computed" if args.security_tracker else ""))
     return 0
+
+
+def _lists(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dsa-list", type=Path, metavar="FILE",
+                   help="the tracker's DSA list (security-tracker data/DSA/list): each CVE "
+                   "of the report names the advisories that fix it (needs --security-tracker)")
+    p.add_argument("--dla-list", type=Path, metavar="FILE",
+                   help="the tracker's DLA list (data/DLA/list), the same for LTS advisories")
 
 
 def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -126,6 +148,7 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
                    help="the Debian security tracker's JSON (https://security-tracker.debian."
                    "org/tracker/data/json) for the image's open CVEs in its signed CVE report "
                    "(without it: only the CVEs the changelogs say the update fixes)")
+    _lists(p)
     expires(p)
     common(p)
     p.set_defaults(handler=_publish)
@@ -138,6 +161,7 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--security-tracker", type=Path, metavar="FILE",
                    help="re-compute every published CVE report from this (newer) Debian "
                    "security tracker JSON, with a new expiry (docs/security.md)")
+    _lists(p)
     expires(p)
     common(p)
     p.set_defaults(handler=_timestamp)

@@ -17,6 +17,7 @@ from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from atoll.control import cves
 from atoll.control.auth import (
     ENROL_PREFIX,
     OPERATOR_PREFIX,
@@ -47,6 +48,7 @@ __all__ = [
     "create_enrol_token",
     "create_request",
     "create_token",
+    "cve_summary",
     "get_host",
     "host_detail",
     "list_customers",
@@ -303,19 +305,21 @@ def _labels(s: Session, host_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _host_json(h: Host, customer: str, labels: dict[str, str]) -> dict[str, Any]:
+def _host_json(h: Host, customer: str, labels: dict[str, str],
+               now: dt.datetime | None = None) -> dict[str, Any]:
     return {"id": h.id, "name": h.name, "customer": customer, "labels": labels,
             "machine_id": h.machine_id, "enrolled_at": _iso(h.enrolled_at),
             "last_seen": _iso(h.last_seen), "lost": h.lost, "checkins": h.checkins,
             "booted_version": h.booted_version, "booted_commit": h.booted_commit,
             "pending_version": h.pending_version, "update_state": h.update_state,
             "last_boot": {"result": h.last_boot_result, "time": h.last_boot_time},
-            "rollback_events": h.rollback_events, "manifest_sha256": h.manifest_sha256}
+            "rollback_events": h.rollback_events, "manifest_sha256": h.manifest_sha256,
+            "cves": cves.brief(h.report, now or dt.datetime.now(dt.UTC))}
 
 
-def list_hosts(s: Session, p: Principal, *, customer: str | None = None,
-               labels: dict[str, str] | None = None,
-               lost: bool | None = None) -> list[dict[str, Any]]:
+def _hosts(s: Session, p: Principal, *, customer: str | None = None,
+           labels: dict[str, str] | None = None, lost: bool | None = None) -> Sequence[Host]:
+    """The hosts in ``p``'s scope that match, by name."""
     q = _scoped(select(Host), p)
     if customer is not None:
         q = q.where(Host.customer_id == _customer_id(s, p, customer))
@@ -325,9 +329,46 @@ def list_hosts(s: Session, p: Principal, *, customer: str | None = None,
             HostLabel.value == value).exists())
     if lost is not None:
         q = q.where(Host.lost.is_(lost))
-    hosts = s.scalars(q.order_by(Host.name, Host.id)).all()
+    return s.scalars(q.order_by(Host.name, Host.id)).all()
+
+
+def list_hosts(s: Session, p: Principal, *, customer: str | None = None,
+               labels: dict[str, str] | None = None, lost: bool | None = None,
+               cve_at_least: str | None = None,
+               now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Hosts in ``p``'s scope; ``cve_at_least`` (an urgency): only those whose booted
+    deployment has an open CVE that urgent or more (docs/control-plane.md).
+
+    Raises:
+        ApiError: 422 (an unknown urgency), 404 (an unknown customer).
+    """
+    _check_urgency(cve_at_least)
+    hosts = _hosts(s, p, customer=customer, labels=labels, lost=lost)
+    if cve_at_least is not None:
+        hosts = [h for h in hosts if cves.at_least(h.report, cve_at_least)]
     names, labelled = _customers(s), _labels(s, [h.id for h in hosts])
-    return [_host_json(h, names.get(h.customer_id, ""), labelled[h.id]) for h in hosts]
+    return [_host_json(h, names.get(h.customer_id, ""), labelled[h.id], now) for h in hosts]
+
+
+def _check_urgency(word: str | None) -> None:
+    from atoll.security.urgency import ORDER
+
+    if word is not None and word not in ORDER:
+        raise ApiError(422, "invalid", f"{word!r} is not an urgency",
+                       resolution=f"use one of: {', '.join(ORDER)}")
+
+
+def cve_summary(s: Session, p: Principal, now: dt.datetime, *, customer: str | None = None,
+                labels: dict[str, str] | None = None, top: int = 20) -> dict[str, Any]:
+    """CVEs across the hosts in ``p``'s scope (shape: atoll.control.cves.summarize).
+
+    Raises:
+        ApiError: 404 (an unknown customer or one outside the token's scope).
+    """
+    names = _customers(s)
+    return cves.summarize((cves.HostCves(h.name, names.get(h.customer_id, ""), h.report)
+                           for h in _hosts(s, p, customer=customer, labels=labels)), now,
+                          top=top)
 
 
 def get_host(s: Session, p: Principal, ref: str, customer: str | None = None,
@@ -354,9 +395,9 @@ def get_host(s: Session, p: Principal, ref: str, customer: str | None = None,
 
 
 def host_detail(s: Session, p: Principal, ref: str, customer: str | None = None, *,
-                packages: bool = False) -> dict[str, Any]:
+                packages: bool = False, now: dt.datetime | None = None) -> dict[str, Any]:
     h = get_host(s, p, ref, customer)
-    out = _host_json(h, _customers(s).get(h.customer_id, ""), _labels(s, [h.id])[h.id])
+    out = _host_json(h, _customers(s).get(h.customer_id, ""), _labels(s, [h.id])[h.id], now)
     out["report"] = h.report
     out["requests"] = [_request_json(r) for r in s.scalars(
         select(HostRequest).where(HostRequest.host_id == h.id)

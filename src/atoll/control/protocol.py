@@ -39,6 +39,7 @@ __all__ = [
     "SIGNING_CONTEXT",
     "AppReport",
     "CheckIn",
+    "CveFacts",
     "Directive",
     "EnrolRequest",
     "Enrolled",
@@ -182,6 +183,50 @@ class Package(_Strict):
     source_version: Short | None = None
 
 
+Urgency = Literal["unimportant", "low", "medium", "high", "not yet assigned"]
+CveCounts = dict[Urgency, Annotated[int, Field(ge=0)]]
+MAX_OPEN_CVES = 5000  # ids sent per check-in (highest urgency first): ~400 KB at most
+
+
+class OpenCve(_Strict):
+    cve: Annotated[str, StringConstraints(max_length=40)]
+    urgency: Short | None = Field(None, description="the tracker's word, as published")
+    source: Short | None = None
+    fixed_version: Short | None = Field(None, description="null: no fix in the release yet")
+
+
+class UpdateCves(_Open):
+    commit: Short | None = None
+    state: Short | None = None
+    version: Short | None = None
+    source: Literal["tracker", "changelog", "none"] = Field(
+        description="tracker: the update's signed CVE report has tracker data; changelog: "
+        "its fixes come from Debian changelogs only; none: no report kept")
+    fixes: CveCounts | None = Field(None, description="CVEs the update fixes, per urgency")
+    fixes_total: int | None = Field(None, ge=0)
+
+
+class CveFacts(_Open):
+    """The booted deployment's CVEs as its signed CVE report says (docs/security.md);
+    optional in a check-in (agents before it send none)."""
+
+    commit: Short | None = None
+    source: Literal["tracker", "changelog", "none"] = Field(
+        description="tracker: open CVEs from the tracker's data published with the image; "
+        "changelog: the report has changelog facts only (open CVEs unknown); none: no "
+        "report kept for the booted commit")
+    generated: Short | None = Field(None, description="when the report was computed (UTC)")
+    expires: Short | None = Field(None, description="after this the data is stale")
+    age_seconds: int | None = None
+    stale: bool | None = None
+    open: CveCounts | None = Field(None, description="open CVEs per urgency (the tracker's "
+                                   "words; null: unknown)")
+    open_cves: list[OpenCve] = Field(default_factory=list, max_length=MAX_OPEN_CVES)
+    open_cves_truncated: bool = False
+    update: UpdateCves | None = None
+    error: Text | None = Field(None, description="why the report could not be read")
+
+
 class RequestResult(_Strict):
     id: int = Field(ge=1)
     result: Literal["done", "failed", "refused"]
@@ -210,6 +255,9 @@ class CheckIn(_Strict):
     requests: list[RequestResult] = Field(
         default_factory=list, max_length=100,
         description="what the host did with operators' requests since the last check-in")
+    cves: CveFacts | None = Field(
+        None, description="open CVEs of the booted deployment and what the update fixes "
+        "(optional: older agents send none)")
 
 
 # -- the answer --------------------------------------------------------------

@@ -33,6 +33,7 @@ another channel or kept release still lists them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def _custom(tf: Any) -> dict[str, Any]:
 def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int = 3,
             expires: list[str] | None = None, level: int = 19,
             commit: str | None = None, keep: int = KEEP,
-            security_tracker: Path | None = None) -> PublishResult:
+            security_tracker: Path | None = None,
+            advisory_lists: Sequence[Path] = ()) -> PublishResult:
     """Publish the commit ``ref`` points at (see module docstring).
 
     Args:
@@ -109,12 +111,20 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         security_tracker: the Debian security tracker's JSON, for the open CVEs of the
             CVE report published beside the image (None: the changelogs' fixes only;
             docs/security.md).
+        advisory_lists: the tracker's DSA/DLA lists (``data/DSA/list``...): each CVE of
+            the report gets the advisories that fix it (needs ``security_tracker``).
 
     Raises:
-        InputError: unknown ref, missing keys, ``keep`` out of range.
+        InputError: unknown ref, missing keys, ``keep`` out of range, a tracker file or
+            advisory list that does not parse (nothing is published), advisory lists
+            without a tracker file.
         RepositoryError: the target directory has no metadata (run `atoll keys init`).
     """
     repo.check_ref(ref)
+    if advisory_lists and security_tracker is None:
+        raise InputError("--dsa-list/--dla-list need --security-tracker",
+                         resolution="give the tracker's JSON too: advisories are attached "
+                         "to the CVEs it lists")
     if not 1 <= keep <= MAX_KEEP:
         raise InputError(f"--keep {keep}: give 1 to {MAX_KEEP} signed versions to keep")
     commit_id = repo.resolve(commit or ref)
@@ -124,9 +134,11 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
     online = online_signers(keys)
     tuf.check_signers(online)  # before building anything: keys root.json does not trust
     from atoll.security import build as cvebuild  # publishing side only (python-debian)
+    from atoll.security.advisories import load_advisories
     from atoll.security.tracker import load_tracker
 
     tracker = load_tracker(security_tracker) if security_tracker is not None else None
+    advisories = load_advisories(advisory_lists) if advisory_lists else None
     targets = tuf.targets().signed
     prev_tf = targets.targets.get(ref_target(ref))
     prev = _custom(prev_tf) if prev_tf is not None else {}
@@ -150,7 +162,7 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
         (work / "sbom").write_bytes(sbom_json(commit_id, cobj, name=ref))
         add += [(manifest, work / "manifest", {}), (sbom, work / "sbom", {})]
         cves = cvebuild.cve_target(repo, commit_id, ref, since=prev.get("commit"),
-                                   tracker=tracker, work=work)
+                                   tracker=tracker, work=work, advisories=advisories)
         add.append(cves)
         result = PublishResult(ref, commit_id, True)
         delta_paths: dict[str, str] = {}

@@ -4,6 +4,7 @@ image, and the urgency order a host's update policy compares against (docs/secur
 
 Modules: ``urgency`` (the tracker's urgency words, ordered; pure, host side),
 ``report`` (the published CVE report: its shape, checks and summaries; host side),
-``tracker`` (parsing the tracker's JSON; publishing side), ``changelog`` (CVEs in the
+``tracker`` (parsing the tracker's JSON; publishing side), ``advisories`` (the
+tracker's DSA/DLA lists; publishing side), ``changelog`` (CVEs in the
 changelogs of ``.deb`` files; publishing side, python-debian).
 """

@@ -20,6 +20,7 @@ from typing import Any
 from atoll.core import canonjson
 from atoll.core.errors import AtollError, InputError
 from atoll.core.fsutil import atomic_write, read_state_json
+from atoll.security.advisories import AdvisoryIndex, attach
 from atoll.security.changelog import DebLookup, changelog_fixes
 from atoll.security.report import FORMAT, KIND
 from atoll.security.tracker import TrackerData, open_cves
@@ -92,13 +93,15 @@ def _changelog_since(repo: Repo, commit: str, since: str) -> tuple[list[dict[str
 
 def build_report(repo: Repo, commit: str, ref: str, *, since: str | None,
                  tracker: TrackerData | None, now: datetime,
-                 valid_for: timedelta = DEFAULT_VALID_FOR) -> dict[str, Any]:
+                 valid_for: timedelta = DEFAULT_VALID_FOR,
+                 advisories: AdvisoryIndex | None = None) -> dict[str, Any]:
     """The CVE report of ``commit`` from the publisher's store (shape:
     :mod:`atoll.security.report`).
 
     Args:
         since: the commit published before on this channel (None: the first).
         tracker: the tracker's data (None: no open CVEs are known, only changelog fixes).
+        advisories: DSA/DLA lists: each CVE gets the ``advisories`` that fix it.
         now: the time the report is generated (UTC).
 
     Raises:
@@ -122,18 +125,21 @@ def build_report(repo: Repo, commit: str, ref: str, *, since: str | None,
     release = suite.split("-")[0] if isinstance(suite, str) else ""
     return make_report(commit, ref, release, list(cobj.manifest), since=since,
                        since_manifest=prev, changelog=changelog, missing=missing,
-                       tracker=tracker, now=now, valid_for=valid_for)
+                       tracker=tracker, now=now, valid_for=valid_for, advisories=advisories)
 
 
 def make_report(commit: str, ref: str, release: str, manifest: list[dict[str, str]], *,
                 since: str | None, since_manifest: list[dict[str, str]] | None,
                 changelog: list[dict[str, Any]], missing: list[str],
                 tracker: TrackerData | None, now: datetime,
-                valid_for: timedelta = DEFAULT_VALID_FOR) -> dict[str, Any]:
+                valid_for: timedelta = DEFAULT_VALID_FOR,
+                advisories: AdvisoryIndex | None = None) -> dict[str, Any]:
     """The report from its inputs (pure but for python-debian's version order).
 
     Args:
         changelog: ``{"cve", "source", "version"}`` named by the changelogs since ``since``.
+        advisories: DSA/DLA lists (None: no entry gets ``advisories``, and the report's
+            ``advisory_lists`` is null).
         since_manifest: the manifest of ``since`` (None: unknown; the tracker's view
             of what the update fixes is then left out).
 
@@ -166,14 +172,18 @@ def make_report(commit: str, ref: str, release: str, manifest: list[dict[str, st
     tinfo = None if tracker is None else {"name": Path(tracker.name).name,
                                           "sha256": tracker.sha256, "size": tracker.size,
                                           "taken": tracker.taken}
+    fixes = sorted(fixed.values(), key=lambda f: (f["cve"], f["source"]))
+    if advisories is not None:
+        attach(open_now, advisories, release)
+        attach(fixes, advisories, release)
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     return {"kind": KIND, "format": FORMAT, "commit": commit, "ref": ref, "release": release,
             "generated": now.astimezone(UTC).strftime(stamp),
             "expires": (now + valid_for).astimezone(UTC).strftime(stamp),
-            "tracker": tinfo, "open": open_now,
-            "fixes": {"since": since,
-                      "cves": sorted(fixed.values(), key=lambda f: (f["cve"], f["source"])),
-                      "missing": missing}}
+            "tracker": tinfo,
+            "advisory_lists": None if advisories is None else advisories.info(),
+            "open": open_now,
+            "fixes": {"since": since, "cves": fixes, "missing": missing}}
 
 
 def _urgency(tracker: TrackerData, source: str, release: str, cve: str) -> str | None:
@@ -185,7 +195,8 @@ def _urgency(tracker: TrackerData, source: str, release: str, cve: str) -> str |
 
 def cve_target(repo: Repo, commit: str, ref: str, *, since: str | None,
                tracker: TrackerData | None, work: Path,
-               valid_for: timedelta = DEFAULT_VALID_FOR) -> tuple[str, Path, dict[str, Any]]:
+               valid_for: timedelta = DEFAULT_VALID_FOR,
+               advisories: AdvisoryIndex | None = None) -> tuple[str, Path, dict[str, Any]]:
     """The CVE report of ``commit`` as a target to publish: ``(path, file, custom)``
     (what :func:`atoll.repo.publish.publish` adds beside the pack and the manifest).
 
@@ -195,7 +206,8 @@ def cve_target(repo: Repo, commit: str, ref: str, *, since: str | None,
     from atoll.security.report import report_path
 
     doc = build_report(repo, commit, ref, since=since, tracker=tracker,
-                       now=datetime.now(UTC).replace(microsecond=0), valid_for=valid_for)
+                       now=datetime.now(UTC).replace(microsecond=0), valid_for=valid_for,
+                       advisories=advisories)
     (work / "cves").write_bytes(canonjson.dumps(doc))
     return report_path(commit), work / "cves", {"atoll": {
         "kind": "cves", "commit": commit, "generated": doc["generated"],

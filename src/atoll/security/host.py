@@ -23,8 +23,8 @@ from atoll.core.fsutil import atomic_write, read_state_json
 from atoll.repo.remotes import state_dir
 from atoll.security import report as rpt
 
-__all__ = ["cve_view", "load_report", "report_file", "save_report", "section",
-           "update_data_note", "update_fixes"]
+__all__ = ["MAX_OPEN_CVES", "checkin_facts", "cve_view", "load_report", "report_file",
+           "save_report", "section", "update_data_note", "update_fixes"]
 
 log = logging.getLogger("atoll.security")
 
@@ -117,6 +117,61 @@ def cve_view(sysroot: Path, now: datetime, *, unassigned: str = "medium") -> dic
         update["version"] = upd.get("version")
     return {"booted": section(sysroot, booted, now, unassigned=unassigned),
             "update": update, "unassigned_as": unassigned}
+
+
+MAX_OPEN_CVES = 5000  # as atoll.control.protocol.MAX_OPEN_CVES
+
+
+def _source(s: dict[str, Any]) -> str:
+    return "none" if not s["report"] else "tracker" if s["open_known"] else "changelog"
+
+
+def checkin_facts(sysroot: Path, now: datetime) -> dict[str, Any]:
+    """What atolld reports to the control plane (``CveFacts`` of
+    atoll.control.protocol): the booted commit's open CVEs per urgency (the tracker's
+    own words: ``not yet assigned`` stays its own bucket), their ids (highest urgency
+    first, at most :data:`MAX_OPEN_CVES`), the data's age and expiry, where it came from
+    (``tracker``, ``changelog`` or ``none``) and what the update fixes per urgency.
+
+    Never raises: a report that does not read is ``{"source": "none", "error": ...}``.
+    """
+    from atoll.security.urgency import rank
+
+    try:
+        view = cve_view(sysroot, now)
+    except AtollError as exc:
+        return {"source": "none", "error": exc.brief[:1000]}
+    booted = view["booted"]
+    out: dict[str, Any] = {"source": "none", "commit": None}
+    if booted is not None:
+        out |= {"commit": booted["commit"], "source": _source(booted)}
+    if booted is not None and booted["report"]:
+        out |= {"generated": booted["generated"], "expires": booted["expires"],
+                "age_seconds": booted["age_seconds"], "stale": booted["stale"]}
+    if booted is not None and booted.get("open_known"):
+        opened = booted["open"]
+        out["open"] = rpt.counts(opened)
+        ids: dict[str, dict[str, Any]] = {}
+        for c in opened:  # one entry per CVE id (its highest urgency)
+            had = ids.get(c["cve"])
+            if had is None or rank(c.get("urgency"), unassigned="unimportant") > \
+                    rank(had.get("urgency"), unassigned="unimportant"):
+                ids[c["cve"]] = {"cve": c["cve"], "urgency": c.get("urgency"),
+                                 "source": c.get("source"),
+                                 "fixed_version": c.get("fixed_version")}
+        ordered = sorted(ids.values(), key=lambda c: (
+            -rank(c["urgency"], unassigned="unimportant"), c["cve"]))
+        out["open_cves"] = ordered[:MAX_OPEN_CVES]
+        out["open_cves_truncated"] = len(ordered) > MAX_OPEN_CVES
+    upd = view["update"]
+    if upd is not None:
+        u: dict[str, Any] = {"commit": upd["commit"], "state": upd.get("state"),
+                             "version": upd.get("version"), "source": _source(upd)}
+        if upd["report"]:
+            u["fixes"] = rpt.counts(upd["fixes"])
+            u["fixes_total"] = len({c["cve"] for c in upd["fixes"]})
+        out["update"] = u
+    return out
 
 
 def update_fixes(sysroot: Path, booted: str | None, commit: str | None, threshold: str, *,

@@ -24,6 +24,7 @@ from atoll.repo.keyops import online_signers
 from atoll.repo.keys import ONLINE_ROLES, KeyDir
 from atoll.repo.storage import Storage
 from atoll.repo.tufrepo import TufRepository, target_url_path
+from atoll.security.advisories import AdvisoryIndex
 from atoll.security.build import DEFAULT_VALID_FOR, make_report
 from atoll.security.report import check_report
 from atoll.security.tracker import TrackerData
@@ -45,8 +46,10 @@ def _read(storage: Storage, targets: Any, path: str) -> Any | None:
 
 def refresh_reports(storage: Storage, keys: KeyDir, tracker: TrackerData, *,
                     expires: list[str] | None = None,
-                    valid_for: timedelta = DEFAULT_VALID_FOR) -> dict[str, str]:
-    """Rebuild and re-sign every published CVE report with ``tracker``.
+                    valid_for: timedelta = DEFAULT_VALID_FOR,
+                    advisories: AdvisoryIndex | None = None) -> dict[str, str]:
+    """Rebuild and re-sign every published CVE report with ``tracker`` (and the DSA/DLA
+    lists ``advisories``: without them the new reports carry no advisory ids).
 
     Returns:
         {target path: the new report's expiry (ISO 8601 UTC)}.
@@ -86,7 +89,8 @@ def refresh_reports(storage: Storage, keys: KeyDir, tracker: TrackerData, *,
             doc = make_report(commit, old["ref"], old["release"], manifest, since=since,
                               since_manifest=prev if isinstance(prev, list) else None,
                               changelog=changelog, missing=list(old["fixes"]["missing"]),
-                              tracker=tracker, now=now, valid_for=valid_for)
+                              tracker=tracker, now=now, valid_for=valid_for,
+                              advisories=advisories)
             file = Path(tmp) / f"{commit}.json"
             file.write_bytes(canonjson.dumps(doc))
             custom = dict(targets[path].unrecognized_fields.get("custom") or {})

@@ -8,11 +8,14 @@ JSON; its path is in the channel pointer's ``custom.atoll.cves``)::
      "generated": ISO 8601 UTC,       # when atoll computed it
      "expires": ISO 8601 UTC,         # after this the data is stale (hosts say so)
      "tracker": {"name", "sha256", "size", "taken"} | null,   # the tracker file used
+     "advisory_lists": [{"name", "sha256", "size", "advisories"}] | null,  # DSA/DLA lists
      "open": [{"cve", "source", "source_version", "packages", "status", "urgency",
-               "fixed_version", "scope", "description", "from": ["tracker"]}],
+               "fixed_version", "scope", "description", "from": ["tracker"],
+               "advisories": ["DSA-5558-1", ...]}],   # only with advisory lists
      "fixes": {"since": commit | null,        # the previously published image
                "cves": [{"cve", "source", "version", "urgency", "from":
-                         ["changelog"] | ["tracker"] | ["changelog", "tracker"]}],
+                         ["changelog"] | ["tracker"] | ["changelog", "tracker"],
+                         "advisories": [...]}],
                "missing": [sources whose changelog was not found]}}
 
 ``from`` says where each fact came from: ``tracker`` (the Debian security
@@ -90,10 +93,11 @@ def check_report(raw: Any, commit: str | None = None) -> dict[str, Any]:
             if not isinstance(sources, list) or not all(isinstance(f, str) for f in sources):
                 raise RepositoryError(f"CVE report: {where}[{i}].from ({item['cve']}): "
                                       "expected a list of strings")
-            packages = item.get("packages", [])
-            if not isinstance(packages, list) or not all(isinstance(n, str) for n in packages):
-                raise RepositoryError(f"CVE report: {where}[{i}].packages ({item['cve']}): "
-                                      "expected a list of strings")
+            for key in ("packages", "advisories"):
+                names = item.get(key, [])
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise RepositoryError(f"CVE report: {where}[{i}].{key} ({item['cve']}): "
+                                          "expected a list of strings")
     return raw
 
 

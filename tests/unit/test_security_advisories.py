@@ -1,0 +1,94 @@
+"""The tracker's DSA/DLA lists (hand-made excerpts in their format): parsing, errors
+that say file:line, and advisories attached to the CVEs of a report (docs/security.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from atoll.core.errors import InputError
+from atoll.security.advisories import load_advisories, parse_advisories
+from atoll.security.build import make_report
+from atoll.security.report import check_report
+from atoll.security.tracker import load_tracker
+
+DATA = Path(__file__).parent.parent / "data" / "security-tracker"
+DSA, DLA = DATA / "DSA-list.txt", DATA / "DLA-list.txt"
+
+
+def pkg(name: str, version: str, source: str) -> dict[str, str]:
+    return {"name": name, "version": version, "source": source, "source_version": version}
+
+
+def test_lists_parse_into_advisories_by_cve_source_and_release() -> None:
+    index = load_advisories([DSA, DLA])
+    assert [i["advisories"] for i in index.info()] == [6, 3]
+    netty = next(a for a in index.advisories if a.id == "DSA-5558-1")
+    assert netty.date == "21 Nov 2023" and netty.source == "netty"
+    assert netty.cves == ("CVE-2023-34462", "CVE-2023-44487")
+    assert ("bookworm", "netty", "1:4.1.48-7+deb12u1") in netty.fixed
+    # the same CVE fixed in bookworm by a DSA and in bullseye by a DLA: by release
+    assert index.ids("CVE-2026-84782", "openssl", "bookworm") == ["DSA-6112-1"]
+    assert index.ids("CVE-2026-84782", "openssl", "bullseye") == ["DLA-4402-1"]
+    assert index.ids("CVE-2026-84782", "curl", "bookworm") == []  # another source
+    # <not-affected> is no fix; a regression update without CVEs attaches to nothing
+    assert index.ids("CVE-2023-4806", "glibc", "buster") == []
+    assert any(a.id == "DSA-5450-1" and a.cves == () for a in index.advisories)
+
+
+GOOD = b"[21 Nov 2023] DSA-5558-1 netty - security update\n\t{CVE-2023-34462}\n" \
+       b"\t[bookworm] - netty 1:4.1.48-7+deb12u1\n"
+
+
+@pytest.mark.parametrize(("data", "where"), [
+    (GOOD[:-10], "l:3: the file ends mid-line"),
+    (GOOD + b"[20 Nov 2023] DSA-5557-1 webkit2gtk - security update\n", "l:4: DSA-5557-1: no "
+     "CVEs and no fixed versions follow"),
+    (b"\t{CVE-2023-1}\n", "l:1: an indented line before the first advisory header"),
+    (GOOD.replace(b"{CVE-2023-34462}", b"{CVE-2023-34462 XSA-1}"), "l:2: DSA-5558-1: 'XSA-1' "
+     "is not a CVE id"),
+    (GOOD.replace(b"[21 Nov 2023] ", b""), "l:1: not an advisory header"),
+    (GOOD.replace(b" 1:4.1.48-7+deb12u1", b""), "l:3: DSA-5558-1: [bookworm] - netty: no "
+     "version"),
+    (GOOD + b"\tfixed it all\n", "l:4: DSA-5558-1: expected {CVE ids}"),
+    (GOOD + GOOD, "l:4: DSA-5558-1 appears twice"),
+    (b"\n\n", "l:1: empty"),
+    (GOOD.replace(b"netty - ", b"n\xffy - "), "l:1: not UTF-8"),
+])
+def test_malformed_lists_say_file_and_line(data: bytes, where: str) -> None:
+    with pytest.raises(InputError, match="^" + where.replace("[", r"\[").replace("{", r"\{")
+                       .replace("+", r"\+").replace("(", r"\(")):
+        parse_advisories(data, "l")
+
+
+def test_an_id_in_two_lists_or_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="DSA-6112-1 is also in"):
+        load_advisories([DSA, DSA])
+    with pytest.raises(InputError, match="no such file"):
+        load_advisories([tmp_path / "list"])
+
+
+def test_report_entries_name_the_advisories_that_fix_them() -> None:
+    old = [pkg("libssl3", "3.0.20-1~deb12u2", "openssl"),
+           pkg("libc6", "2.36-9+deb12u1", "glibc")]
+    new = [pkg("libssl3", "3.0.22-1~deb12u1", "openssl"),
+           pkg("libc6", "2.36-9+deb12u1", "glibc")]
+    index = load_advisories([DSA, DLA])
+    doc = make_report("c" * 64, "site/base", "bookworm", new, since="b" * 64,
+                      since_manifest=old, changelog=[], missing=[],
+                      tracker=load_tracker(DATA / "bookworm-excerpt.json"),
+                      now=datetime(2026, 11, 29, tzinfo=UTC), advisories=index)
+    check_report(doc, "c" * 64)
+    opened = {c["cve"]: c["advisories"] for c in doc["open"]}
+    assert opened["CVE-2026-84782"] == ["DSA-6112-1"]  # not bullseye's DLA-4402-1
+    assert opened["CVE-2023-4911"] == ["DSA-5514-1"]
+    assert opened["CVE-2010-4756"] == []  # open, no advisory
+    fixed = {c["cve"]: c["advisories"] for c in doc["fixes"]["cves"]}
+    assert fixed == {"CVE-2026-63072": ["DSA-6090-1"], "CVE-2026-75803": ["DSA-6090-1"]}
+    assert [x["name"] for x in doc["advisory_lists"]] == ["DSA-list.txt", "DLA-list.txt"]
+    plain = make_report("c" * 64, "site/base", "bookworm", new, since=None,
+                        since_manifest=None, changelog=[], missing=[], tracker=None,
+                        now=datetime(2026, 11, 29, tzinfo=UTC))
+    assert plain["advisory_lists"] is None
