@@ -319,7 +319,7 @@ async def rollout(port: int, token: str, hosts: list[Sim], concurrency: int,
               f"{sum(h.version == '2' for h in hosts)} on v2, {stats.summary()['errors']}",
               file=sys.stderr, flush=True)
         if state == "running":
-            await asyncio.sleep(1.5)  # the driver's tick (1 s) advances the next wave
+            await asyncio.sleep(1.5)  # the driver's next tick opens the next wave
     granted_before = sum(h.granted for h in hosts)
     if state == "halted":  # one more round: nothing may be granted now
         answers = await asyncio.gather(*(checkin(port, h, stats, sem) for h in hosts))
@@ -442,10 +442,11 @@ def database(kind: str) -> Iterator[tuple[str, Path | None, Path | None]]:
 
 
 @contextlib.contextmanager
-def server(url: str, etcd_url: str | None, log: Path) -> Iterator[tuple[int, int]]:
+def server(url: str, etcd_url: str | None, log: Path, tick: str
+           ) -> Iterator[tuple[int, int]]:
     port = free_port()
     argv = [sys.executable, "-m", "atoll.cli", "fleet", "serve", "--db", url,
-            "--listen", f"127.0.0.1:{port}", "--rollout-tick", "1s"]
+            "--listen", f"127.0.0.1:{port}", "--rollout-tick", tick]
     if etcd_url:
         argv += ["--etcd", etcd_url, "--etcd-lease", "5s"]
     with open(log, "wb") as out:
@@ -507,7 +508,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         token = enrol(db, hosts)
         out["setup_s"] = round(time.perf_counter() - t0, 1)
         log = Path(tempfile.gettempdir()) / f"bench-control-{args.db}.log"
-        port, pid = stack.enter_context(server(url, etcd_url, log))
+        port, pid = stack.enter_context(server(url, etcd_url, log, args.rollout_tick))
         meter = Meter(pid, pg_root)
         if etcd_url:  # the election: this only instance leads before the rollout
             deadline = time.monotonic() + 30
@@ -541,6 +542,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
     ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--rollout-tick", default="1s",
+                    help="the server's --rollout-tick (its driver; default 30s in production): "
+                    "each tick reads every member's facts under the rollout's lock, so at "
+                    "10,000 hosts use 10s (docs/benchmarks.md)")
     ap.add_argument("--rollout-only", action="store_true",
                     help="after the first contact, only the rollout and the month of events")
     ap.add_argument("--rate", type=float, default=10000 / 300,

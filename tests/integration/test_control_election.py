@@ -46,7 +46,8 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atoll.cli", "fleet", "serve", "--db", db_url,
              "--listen", f"127.0.0.1:{self.port}", "--etcd", etcd_url, "--etcd-lease", "5s",
-             "--rollout-tick", "0.2s"], stdout=self.out, stderr=self.out, env=env)
+             "--rollout-tick", "0.2s", "--audit-dir", str(log.parent / f"audit-{self.port}")],
+            stdout=self.out, stderr=self.out, env=env)
         self.api = Api(f"http://127.0.0.1:{self.port}", token)
         wait_for(self.up, 60, f"the server on :{self.port} did not start")
 

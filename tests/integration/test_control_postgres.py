@@ -49,7 +49,8 @@ def two_servers(pg_db: Database, tmp_path: Path) -> Iterator[tuple[Control, Api]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     log = open(tmp_path / "serve-b.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "atoll.cli", "fleet", "serve", "--db", url,
-                             "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log, env=env)
+                             "--listen", f"127.0.0.1:{port}", "--audit-dir",
+                             str(tmp_path / "audit")], stdout=log, stderr=log, env=env)
     b = Api(f"http://127.0.0.1:{port}", a.admin)
     try:
         deadline = time.monotonic() + 60

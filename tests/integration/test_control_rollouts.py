@@ -137,7 +137,8 @@ def test_rollout_waves_halt_resume_restart(control_db: Database) -> None:
         assert _status(c)["state"] == "halted"
 
         # resume (excusing the failure): wave 0's other host may apply again
-        status, doc = c.api.call("POST", "/v1/rollouts/r1/resume", {"excuse": True})
+        status, doc = c.api.call("POST", "/v1/rollouts/r1/resume", {"excuse": True,
+                                                                    "reason": "disk replaced"})
         assert status == 200 and doc["state"] == "running" and doc["changed"], doc
         assert doc["excused"] == [bad_host.host_id]
         assert _prepared(good_host)["allow"] == ALL
@@ -169,6 +170,8 @@ def test_rollout_waves_halt_resume_restart(control_db: Database) -> None:
         assert mine == [("rollout-created", "operator"), ("rollout-halted", "server"),
                         ("rollout-resumed", "operator"), ("rollout-advanced", "server"),
                         ("rollout-halted", "operator"), ("rollout-aborted", "operator")]
+        assert [e["data"]["reason"] for e in events if e["kind"] == "rollout-resumed"] == [
+            "disk replaced"]
     finally:
         c.server.stop()
 

@@ -337,6 +337,7 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/hosts", None, "viewer"),
     ("GET", "/v1/hosts/{host}", None, "viewer"),
     ("GET", "/v1/events", None, "viewer"),
+    ("GET", "/v1/cves", None, "viewer"),
     ("GET", "/v1/customers", None, "viewer"),
     ("POST", "/v1/hosts/{host}/labels", {"set": {"role": "db"}}, "operator"),
     ("POST", "/v1/hosts/{host}/requests", {"kind": "ack-rollback"}, "operator"),

@@ -182,9 +182,12 @@ def _serve(args: argparse.Namespace) -> int:
 
         releases = stack.enter_context(open_source(args.repo, args.repo_root))
         settings = dataclasses.replace(settings, releases=releases)
+        from atoll.control.audit import audit_dir_for
+
         server = ControlServer(db, host, port, settings=settings,
                                fleetlock=_fleetlock(args, stack),
-                               drive_s=tick, election=_election(args, stack, port))
+                               drive_s=tick, election=_election(args, stack, port),
+                               audit_dir=audit_dir_for(db, args.audit_dir))
         log.info("control plane on %s, database %s", server.url, db.shown)
         serve_until_signalled(server)
         server.stop()
@@ -250,22 +253,55 @@ def _hosts(args: argparse.Namespace) -> int:
     rows = _client(args).call("GET", "/v1/hosts", query={
         "customer": args.customer, "label": [f"{k}={v}" for k, v in
                                              _pairs(args.label, "--label").items()],
-        "lost": True if args.lost else None})
+        "lost": True if args.lost else None, "cve_at_least": args.cve_at_least})
 
     def human() -> str:
         if not rows:
             return "no hosts"
         lines = [f"{'NAME':20} {'CUSTOMER':14} {'VERSION':12} {'UPDATE':11} {'LAST BOOT':12} "
-                 "LAST SEEN"]
+                 f"{'LAST SEEN':25} CVES"]
         for h in rows:
             seen = "LOST " + _ago(h["last_seen"]) if h["lost"] else _ago(h["last_seen"])
             lines.append(f"{h['name']:20} {h['customer']:14} {h['booted_version'] or '-':12} "
                          f"{h['update_state'] or '-':11} {h['last_boot']['result'] or '-':12} "
-                         f"{seen}")
+                         f"{seen:25} {_cve_cell(h.get('cves'))}")
         return "\n".join(lines)
 
     emit(args, rows, human)
     return 0
+
+
+def _cve_cell(c: dict[str, Any] | None) -> str:
+    """The most urgent open CVEs of a host, for `fleet hosts`: "2 high", "none",
+    "unknown" (no tracker data), "-" (not reported); "STALE" when the data expired."""
+    if c is None or c["source"] == "unreported":
+        return "-"
+    if c["source"] != "tracker" or c["open"] is None:
+        return "unknown"
+    top = next((f"{c['open'][u]} {u}" for u in ("high", "medium", "low", "unimportant")
+                if c["open"].get(u)), "none")
+    return top + (" STALE" if c.get("stale") else "")
+
+
+def _cve_lines(c: dict[str, Any] | None) -> list[str]:
+    """The host's CVE facts (atoll.control.cves.brief) for `fleet host`."""
+    from atoll.cli.fleet_cves import counts_text
+
+    if c is None or c["source"] == "unreported":
+        return ["  cves        not reported (an agent without CVE reporting)"]
+    if c["source"] != "tracker":
+        head = ("no CVE report kept" if c["source"] == "none"
+                else "open CVEs unknown (published without tracker data)")
+    else:
+        head = "open " + counts_text(c["open"])
+    if c.get("expires"):
+        head += f"; data expires {c['expires']}" + ("  STALE" if c.get("stale") else "")
+    lines = [f"  cves        {head}"]
+    upd = c.get("update")
+    if upd and upd.get("fixes") is not None:
+        lines.append(f"  update      fixes {upd.get('fixes_total') or 0} CVE(s): "
+                     f"{counts_text(upd['fixes'])} [{upd.get('source')}]")
+    return lines
 
 
 def _host(args: argparse.Namespace) -> int:
@@ -283,7 +319,7 @@ def _host(args: argparse.Namespace) -> int:
                  + (f" ({h['pending_version']})" if h["pending_version"] else ""),
                  f"  last boot   {h['last_boot']['result'] or '-'} "
                  f"{_ago(h['last_boot']['time'])}",
-                 f"  rollbacks   {h['rollback_events']}"]
+                 f"  rollbacks   {h['rollback_events']}", *_cve_lines(h.get("cves"))]
         for app in (h.get("report") or {}).get("apps") or []:
             db = app.get("database") or {}
             role = f" {db.get('role')}" + (f" lag {db['lag_s']:g}s" if db.get("lag_s")
@@ -495,6 +531,10 @@ def register(sub: Any, common: Common) -> None:
                     help="also serve FleetLock at /fleetlock, slots in etcd")
     serve.add_argument("--fleetlock-config", type=Path, metavar="TOML",
                        help="FleetLock groups and slots (airlock's config.toml)")
+    serve.add_argument("--audit-dir", type=Path, metavar="DIR",
+                       help="sign the audit chain's head into this directory at start, "
+                       "every minute when it grew and at stop (default: DIR/audit beside "
+                       "an SQLite database, else /var/lib/atoll/control/audit/HOST-PORT-DATABASE)")
 
     db = cmds.add_parser("db", help="the control plane's database schema")
     dbc = db.add_subparsers(dest="db_command", metavar="COMMAND")
@@ -514,6 +554,10 @@ def register(sub: Any, common: Common) -> None:
     hosts.add_argument("--label", action="append", metavar="KEY=VALUE",
                        help="only hosts with this label (repeatable: all must match)")
     hosts.add_argument("--lost", action="store_true", help="only hosts marked lost")
+    hosts.add_argument("--cve-at-least", metavar="URGENCY",
+                       choices=["unimportant", "low", "medium", "high"],
+                       help="only hosts with an open CVE this urgent or more (unimportant, "
+                       "low, medium, high)")
 
     host = _add(cmds, common, "host", _host, "one host: inventory, apps, requests")
     host.add_argument("name", help="the host's name or id")

@@ -104,7 +104,7 @@ def _rollout(args: argparse.Namespace) -> int:
                           query={"hosts": True if args.hosts else None})
     elif what == "resume":
         doc = client.call("POST", f"/v1/rollouts/{args.id}/resume",
-                          {"excuse": not args.no_excuse})
+                          {"excuse": not args.no_excuse, "reason": args.reason})
     else:
         doc = client.call("POST", f"/v1/rollouts/{args.id}/{what}", {"reason": args.reason})
     emit(args, doc, lambda: _human(doc))
@@ -182,3 +182,4 @@ def register_fleet(cmds: Any, common: Common) -> None:
     resume.add_argument("--no-excuse", action="store_true",
                         help="keep counting the failures seen so far (default: they are "
                         "excused; those hosts stay where they are)")
+    resume.add_argument("--reason", default="", help="why (recorded in its events)")

@@ -173,6 +173,7 @@ class ReasonIn(_In):
 class ResumeIn(_In):
     excuse: bool = Field(True, description="failures so far no longer count against the "
                          "budget (those hosts stay where they are)")
+    reason: str = Field("", max_length=1000, description="why (recorded in its event)")
 
 
 # -- the guard: body limits and content types -------------------------------
@@ -383,17 +384,30 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
     @app.get("/v1/hosts", tags=["inventory"])
     def hosts(p: Op, customer: str | None = None,
               label: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI's idiom)
-              lost: bool | None = None) -> list[dict[str, Any]]:
-        """Hosts in the token's scope; ``label=KEY=VALUE`` (repeatable) filters."""
+              lost: bool | None = None,
+              cve_at_least: str | None = None) -> list[dict[str, Any]]:
+        """Hosts in the token's scope; ``label=KEY=VALUE`` (repeatable) filters;
+        ``cve_at_least=URGENCY``: only hosts with an open CVE that urgent or more."""
         with db.read() as s:
-            return ops.list_hosts(s, p, customer=customer, labels=_labels(label), lost=lost)
+            return ops.list_hosts(s, p, customer=customer, labels=_labels(label), lost=lost,
+                                  cve_at_least=cve_at_least, now=clock())
+
+    @app.get("/v1/cves", tags=["inventory"])
+    def cves(p: Op, customer: str | None = None,
+             label: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI's idiom)
+             top: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
+        """CVEs across the hosts in the token's scope, from their last check-ins
+        (atoll.control.cves; docs/control-plane.md)."""
+        with db.read() as s:
+            return ops.cve_summary(s, p, clock(), customer=customer, labels=_labels(label),
+                                   top=top)
 
     @app.get("/v1/hosts/{ref}", tags=["inventory"])
     def host(p: Op, ref: str, customer: str | None = None,
              packages: bool = False) -> dict[str, Any]:
         """One host by id or name, with its last report and recent requests."""
         with db.read() as s:
-            return ops.host_detail(s, p, ref, customer, packages=packages)
+            return ops.host_detail(s, p, ref, customer, packages=packages, now=clock())
 
     @app.post("/v1/hosts/{ref}/labels", tags=["inventory"])
     def labels(p: Op, ref: str, body: LabelsIn, customer: str | None = None) -> dict[str, Any]:
@@ -475,7 +489,8 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
     def resume_rollout(p: Op, rollout_id: str,
                        body: ResumeIn | None = None) -> dict[str, Any]:
         with db.write() as s:
-            return rollout_ops.resume(s, p, rollout_id, (body or ResumeIn()).excuse, clock())
+            body = body or ResumeIn()
+            return rollout_ops.resume(s, p, rollout_id, body.excuse, clock(), body.reason)
 
     @app.post("/v1/rollouts/{rollout_id}/abort", tags=["rollouts"])
     def abort_rollout(p: Op, rollout_id: str, body: ReasonIn | None = None) -> dict[str, Any]:
@@ -532,6 +547,6 @@ def build_app(db: Database, settings: Settings | None = None, *, clock: Clock = 
         with db.write() as s:
             return ops.revoke_enrol_token(s, p, token_id, clock())
 
-    app.mount(CONSOLE, build_console(db, clock))  # the web console (docs/console.md)
+    app.mount(CONSOLE, build_console(db, clock, settings.releases))  # docs/console.md
     app.add_middleware(_Guard, fleetlock=fleetlock)
     return app

@@ -8,6 +8,8 @@
     host_requests     operators' requests for one host (cancel, pin, ack, apply)
     manifests         package manifests by sha256, shared by every host that runs one
     events            append-only history: host events and operator actions
+    audit_links       the hash chain over operators' actions (atoll.control.auditchain);
+                      written by an insert of such an event itself; migration 0005
     rollouts          one row per rollout: its document (spec, members, state), its
                       signed versions, its customer (scope); migration 0002
     rollout_hosts     one row per host a rollout decided for: its wave, phase, progress
@@ -28,6 +30,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     DateTime,
     Dialect,
     ForeignKey,
@@ -38,11 +41,17 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    insert,
+    select,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
+
+from atoll.control.auditchain import GENESIS, audited, canonical, link_hash
 
 __all__ = [
     "ROLES",
+    "AuditLink",
     "Base",
     "Customer",
     "EnrolToken",
@@ -219,6 +228,45 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AuditLink(Base):
+    """One operator's action in the audit chain (:mod:`atoll.control.auditchain`).
+    Written by :func:`_chain` when its event is inserted, in the same transaction;
+    the database refuses UPDATE and DELETE on it (triggers; migration 0005)."""
+
+    __tablename__ = "audit_links"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id"), unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+AUDIT_LOCK = 0x61756469  # "audi": pg_advisory_xact_lock key of the chain's head
+
+
+def append_link(conn: Connection, e: Event) -> None:
+    """Chain the operator's action ``e`` (inserted, in ``conn``'s transaction) after
+    the head. Writers are serialized: SQLite's write transactions are (``BEGIN
+    IMMEDIATE``), PostgreSQL's take a transaction-scoped advisory lock first, then read
+    the head (READ COMMITTED: the statement sees the last committed link); a fork would
+    still be refused by the primary key on ``seq``."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
+    head = conn.execute(select(AuditLink.seq, AuditLink.hash)
+                        .order_by(AuditLink.seq.desc()).limit(1)).first()
+    seq, prev = (head[0] + 1, head[1]) if head is not None else (1, GENESIS)
+    body = canonical(seq, e.id, e.time, e.actor, e.kind, e.customer_id, e.host_id,
+                     e.host_name, e.data)
+    conn.execute(insert(AuditLink).values(seq=seq, event_id=e.id, prev_hash=prev,
+                                          hash=link_hash(prev, body)))
+
+
+@event.listens_for(Event, "after_insert")
+def _chain(mapper: Mapper[Event], conn: Connection, target: Event) -> None:
+    if audited(target.actor):
+        append_link(conn, target)
 
 
 class RolloutRow(Base):

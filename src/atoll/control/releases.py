@@ -12,7 +12,10 @@ runs (docs/delivery.md, "Signed versions").
 
 The trusted metadata lives in a private temporary directory for the life of the
 server (seeded with the given root); it is refreshed at most every ``refresh_s``
-seconds, when someone asks (``GET /v1/releases``, creating a rollout).
+seconds, when someone asks (``GET /v1/releases``, creating a rollout, the console).
+Each signed version's package manifest (its ``manifests/<commit>.json`` target,
+verified like every target) is downloaded once and kept in memory by commit, for the
+console's package changes (:meth:`ReleaseSource.manifest`).
 """
 
 from __future__ import annotations
@@ -116,6 +119,9 @@ class ReleaseSource:
         self._lock = threading.Lock()
         self._cached: dict[str, list[SignedVersion]] | None = None
         self._at = 0.0
+        # commit -> its signed package manifest (None: not in the repository); a
+        # commit's manifest never changes, so each is downloaded once
+        self._manifests: dict[str, list[dict[str, str]] | None] = {}
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -136,6 +142,14 @@ class ReleaseSource:
                 self._at = time.monotonic()
             return self._cached
 
+    def manifest(self, commit: str) -> list[dict[str, str]] | None:
+        """The package manifest (``[{"name", "version", ...}]``, atoll.store.packages)
+        of a signed version's commit, as verified when its channel was last read
+        (:meth:`releases`); None for a commit not seen among the signed versions since
+        the server started, or published without a manifest target."""
+        with self._lock:
+            return self._manifests.get(commit)
+
     def _read(self) -> dict[str, list[SignedVersion]]:
         updater = Updater(str(self._dir), self.base + "metadata/", str(self._dir / "t"),
                           self.base + "targets/", self._fetcher,
@@ -154,11 +168,28 @@ class ReleaseSource:
                 if head_tf is None:
                     continue
                 head = ChannelInfo.from_custom(head_tf.custom, channel)
-                out[channel] = self._versions(updater, head)
+                out[channel] = self._versions(updater, head, self._manifests)
         return out
 
-    @staticmethod
-    def _versions(updater: Updater, head: ChannelInfo) -> list[SignedVersion]:
+    def _fetch_manifest(self, updater: Updater, info: ChannelInfo,
+                        into: dict[str, list[dict[str, str]] | None]) -> None:
+        """Download and verify ``info``'s manifest target into ``into`` (once per commit)."""
+        if info.commit in into:
+            return
+        tf = updater.get_targetinfo(info.manifest) if info.manifest else None
+        if tf is None:
+            into[info.commit] = None
+            return
+        dest = self._dir / "t" / "manifests"
+        dest.mkdir(parents=True, exist_ok=True)
+        path = updater.download_target(tf, str(dest / f"{info.commit}.json"))
+        doc = canonjson.loads(Path(path).read_bytes())
+        into[info.commit] = [{str(k): str(v) for k, v in p.items() if v is not None}
+                             for p in doc if isinstance(p, dict) and "name" in p
+                             and "version" in p] if isinstance(doc, list) else None
+
+    def _versions(self, updater: Updater, head: ChannelInfo,
+                  manifests: dict[str, list[dict[str, str]] | None]) -> list[SignedVersion]:
         rels: Sequence[Release] = head.releases or (
             Release(head.version, head.commit, head.sequence, head.timestamp,
                     ref_target(head.ref)),)  # an older publisher: the head only
@@ -169,6 +200,7 @@ class ReleaseSource:
             if info is None or (info.commit, info.sequence) != (r.commit, r.sequence):
                 raise RepositoryError(f"{r.target}: missing from the signed metadata or not "
                                       "what the channel's signed release list says")
+            self._fetch_manifest(updater, info, manifests)
             out.append(SignedVersion(head.ref, r.version, r.commit, r.sequence, r.timestamp,
                                      r.commit == head.commit))
         return sorted(out, key=lambda v: v.sequence, reverse=True)

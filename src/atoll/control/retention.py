@@ -3,8 +3,9 @@
 The database refuses to change an event, and to delete one younger than
 ``MIN_RETENTION`` (30 days, by the database's own clock: triggers of migration
 ``0003_retention``), so the recent history cannot be rewritten by anyone with the
-server's credentials, a bug included. Operators' actions (actor ``operator:...``:
-the audit trail) are kept whatever the retention. Older host and server events are
+server's credentials, a bug included. Operators' actions (the audit trail: every
+event with a link in the audit chain, :mod:`atoll.control.auditchain`) are kept
+whatever the retention. Older host and server events are
 deleted by the server once they pass the configured retention (default 400 days,
 at least 30; ``forever`` keeps everything): :func:`prune_events`, run by the server
 every hour in batches, each batch its own transaction, and one ``events-pruned``
@@ -18,10 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 
 from atoll.control.db import Database
-from atoll.control.models import Event
+from atoll.control.models import AuditLink, Event
 
 __all__ = ["DEFAULT_RETENTION", "MIN_RETENTION", "prune_events"]
 
@@ -46,7 +47,8 @@ def prune_events(db: Database, now: dt.datetime, retention: dt.timedelta) -> int
     for _ in range(_MAX_BATCHES):
         with db.write() as s:
             ids = list(s.scalars(select(Event.id).where(
-                Event.time < cutoff, Event.actor.not_like("operator:%"))
+                Event.time < cutoff, Event.actor.not_like("operator:%"),
+                ~exists().where(AuditLink.event_id == Event.id))
                 .order_by(Event.id).limit(_BATCH)))
             if ids:
                 s.execute(delete(Event).where(Event.id.in_(ids)))

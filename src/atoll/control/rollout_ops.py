@@ -176,7 +176,7 @@ def status(s: Session, p: Principal, rollout_id: str, now: dt.datetime, *,
 
 
 def _act(s: Session, p: Principal, rollout_id: str, kind: str, now: dt.datetime,
-         change: Any) -> dict[str, Any]:
+         change: Any, reason: str | None = None) -> dict[str, Any]:
     _require(p, "operator")
     row = _row(s, p, rollout_id, lock=True)
     before = store.load(row)
@@ -189,7 +189,7 @@ def _act(s: Session, p: Principal, rollout_id: str, kind: str, now: dt.datetime,
         store.save(row, after, now)
         h = after.halt
         store.event(s, now, p.actor, kind, {"state": after.state.value,
-                                            "reason": h.reason if h else None,
+                                            "reason": h.reason if h else reason,
                                             "excused": sorted(after.excused - before.excused)},
                     row=row)
         s.flush()
@@ -205,10 +205,11 @@ def halt(s: Session, p: Principal, rollout_id: str, reason: str,
 
 
 def resume(s: Session, p: Principal, rollout_id: str, excuse: bool,
-           now: dt.datetime) -> dict[str, Any]:
+           now: dt.datetime, reason: str | None = None) -> dict[str, Any]:
     """Resume a halted rollout; ``excuse``: the halt's failing hosts (and every host
-    failed so far) no longer count against the budget (they stay where they are). A
-    running one: unchanged. Raises: ApiError 409 (ended)."""
+    failed so far) no longer count against the budget (they stay where they are);
+    ``reason``: why, recorded in the ``rollout-resumed`` event. A running one:
+    unchanged. Raises: ApiError 409 (ended)."""
     def change(r: ro.Rollout) -> ro.Rollout:
         if r.state is ro.RolloutState.RUNNING:
             return r
@@ -219,7 +220,7 @@ def resume(s: Session, p: Principal, rollout_id: str, excuse: bool,
                 RolloutHost.phase == ro.Phase.FAILED.value)))
             failed += list(r.halt.hosts if r.halt else ())
         return ro.resume(r, p.actor, now, excuse=failed)
-    return _act(s, p, rollout_id, "rollout-resumed", now, change)
+    return _act(s, p, rollout_id, "rollout-resumed", now, change, reason or None)
 
 
 def abort(s: Session, p: Principal, rollout_id: str, reason: str,

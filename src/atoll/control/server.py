@@ -21,15 +21,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
+from atoll.control import audit
 from atoll.control.app import Clock, Settings, build_app, utcnow
 from atoll.control.db import Database, unavailable
 from atoll.control.leader import Election
 from atoll.control.retention import prune_events
 from atoll.control.rollout_store import drive
 from atoll.control.service import mark_lost
-from atoll.core.errors import DownloadError, RepositoryError, RuntimeBackendError
+from atoll.core.errors import AtollError, DownloadError, RepositoryError, RuntimeBackendError
 from atoll.fleet.server import IDLE_TIMEOUT, AsgiServer
 
 __all__ = ["DRIVE_S", "ControlServer"]
@@ -46,7 +48,7 @@ class ControlServer(AsgiServer):
                  settings: Settings | None = None, clock: Clock = utcnow,
                  fleetlock: Any = None, sweep_s: float | None = None,
                  drive_s: float = DRIVE_S, idle_timeout: float = IDLE_TIMEOUT,
-                 election: Election | None = None) -> None:
+                 election: Election | None = None, audit_dir: Path | None = None) -> None:
         """Bind now (``url`` is known); the database must be at this atoll's schema.
 
         Args:
@@ -57,6 +59,7 @@ class ControlServer(AsgiServer):
             election: drive rollouts (and the event retention) only while this
                 instance leads (:mod:`atoll.control.leader`); None: every instance
                 drives, each rollout's row locked while it is driven.
+            audit_dir: write signed checkpoints of the audit chain here (None: none).
 
         Raises:
             InputError: the address cannot be bound.
@@ -68,6 +71,9 @@ class ControlServer(AsgiServer):
         self.sweep_s = sweep_s if sweep_s is not None else min(300.0, max(5.0, lost / 10))
         self.drive_s = drive_s
         self.election = election
+        self.audit_dir = audit_dir
+        if audit_dir is not None:
+            audit.signing_key(audit_dir)  # a bad key refuses to start, not to checkpoint
         self.driver_ticks = 0  # ticks this instance drove (health: who drives)
         super().__init__(build_app(db, self.settings, clock=clock, fleetlock=fleetlock,
                                    driver=self.driver_status),
@@ -122,6 +128,16 @@ class ControlServer(AsgiServer):
             return 0
         return prune_events(self.db, self.clock(), retention)
 
+    def checkpoint(self) -> None:
+        """Sign the audit chain's head into ``audit_dir`` now, if it grew (a chain that
+        no longer holds the latest checkpoint is logged, not signed over)."""
+        if self.audit_dir is None:
+            return
+        try:
+            audit.checkpoint(self.db, self.audit_dir, self.clock())
+        except AtollError as exc:
+            log.error("audit checkpoint: %s", exc)
+
     def _campaign(self) -> None:
         election = self.election
         assert election is not None
@@ -140,13 +156,17 @@ class ControlServer(AsgiServer):
 
     def _loop(self, what: str, every: float, run: Any) -> None:
         while not self._halt.wait(every):
-            try:
-                run()
-            except Exception as exc:  # the database is away: the next tick tries again
-                if not unavailable(exc):
-                    log.exception("%s failed", what)
-                else:
-                    log.warning("%s: the database cannot be reached", what)
+            self._loop_once(what, run)
+
+    @staticmethod
+    def _loop_once(what: str, run: Any) -> None:
+        try:
+            run()
+        except Exception as exc:  # the database is away: the next tick tries again
+            if not unavailable(exc):
+                log.exception("%s failed", what)
+            else:
+                log.warning("%s: the database cannot be reached", what)
 
     def _serve(self) -> None:
         self._halt.clear()
@@ -164,6 +184,12 @@ class ControlServer(AsgiServer):
             self._threads.append(threading.Thread(
                 target=self._loop, args=("event retention", RETENTION_S, self.prune_events),
                 name="atoll-control-retention", daemon=True))
+        if self.audit_dir is not None:
+            self._loop_once("audit checkpoint", self.checkpoint)
+            self._threads.append(threading.Thread(
+                target=self._loop, args=("audit checkpoint", audit.CHECKPOINT_S,
+                                         self.checkpoint),
+                name="atoll-control-audit", daemon=True))
         for t in self._threads:
             t.start()
         try:
@@ -176,6 +202,8 @@ class ControlServer(AsgiServer):
         self._halt.set()
         for t in self._threads:
             t.join(timeout=10)
+        if self.audit_dir is not None:
+            self._loop_once("audit checkpoint", self.checkpoint)
         if self.election is not None:
             self.election.resign()
 

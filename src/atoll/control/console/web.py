@@ -36,10 +36,11 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atoll.control.console import users, views
+from atoll.control.console import audit_views, rollout_views, users, views
 from atoll.control.db import Database
 from atoll.control.errors import ApiError
 from atoll.control.limits import Bucket, Buckets
+from atoll.control.releases import ReleaseSource
 
 __all__ = ["SESSION_COOKIE", "build_console"]
 
@@ -87,8 +88,10 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def build_console(db: Database, clock: Callable[[], dt.datetime]) -> ASGIApp:
-    """The console over ``db`` (mount it at ``/console``); ``clock``: aware UTC now."""
+def build_console(db: Database, clock: Callable[[], dt.datetime],
+                  releases: ReleaseSource | None = None) -> ASGIApp:
+    """The console over ``db`` (mount it at ``/console``); ``clock``: aware UTC now;
+    ``releases``: the signed versions (Releases page, rollouts, package changes)."""
     templates = _templates()
     per_address = Buckets(LOGIN_ADDRESS_LIMIT, max_keys=100_000)
 
@@ -199,6 +202,8 @@ def build_console(db: Database, clock: Callable[[], dt.datetime]) -> ASGIApp:
         try:
             with db.read() as s:
                 detail = views.host_page(s, user.principal, request.path_params["host_id"])
+            detail["package_changes"] = rollout_views.host_package_changes(
+                kit, user.principal, detail["id"], detail["deployments"])
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -210,10 +215,13 @@ def build_console(db: Database, clock: Callable[[], dt.datetime]) -> ASGIApp:
         css = (resources.files("atoll.control.console") / "static" / "console.css")
         return Response(css.read_bytes(), media_type="text/css")
 
+    kit = rollout_views.Kit(db, clock, releases, page, error, current, to_login,
+                            form_with_csrf, _csrf, SESSION_COOKIE)
     app = Starlette(routes=[
         Route("/", index), Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]), Route("/logout", logout, methods=["POST"]),
         Route("/fleet", fleet), Route("/hosts/{host_id}", host),
-        Route("/static/console.css", style),
+        Route("/static/console.css", style), *rollout_views.routes(kit),
+        *audit_views.routes(db, page, error, current, to_login, _csrf),
     ])
     return _Headers(app)
