@@ -446,7 +446,9 @@ def server(url: str, etcd_url: str | None, log: Path, tick: str
            ) -> Iterator[tuple[int, int]]:
     port = free_port()
     argv = [sys.executable, "-m", "atoll.cli", "fleet", "serve", "--db", url,
-            "--listen", f"127.0.0.1:{port}", "--rollout-tick", tick]
+            "--listen", f"127.0.0.1:{port}", "--rollout-tick", tick,
+            # a fresh one per run (a checkpoint of another database's chain is a break)
+            "--audit-dir", tempfile.mkdtemp(prefix="bench-control-audit-")]
     if etcd_url:
         argv += ["--etcd", etcd_url, "--etcd-lease", "5s"]
     with open(log, "wb") as out:
