@@ -86,6 +86,9 @@ def test_rollout_waves_halt_resume_restart(control_db: Database) -> None:
         for nasty in ("2\n", "2\x00", "\u2028"):
             status, doc = c.api.call("POST", "/v1/rollouts", dict(bad, to_version=nasty))
             assert status == 422 and doc["kind"] == "invalid", doc
+        # "new" names the console's create form (/console/rollouts/new)
+        status, doc = c.api.call("POST", "/v1/rollouts", dict(bad, id="new", to_version="2"))
+        assert status == 422 and "reserved" in doc["brief"], doc
         assert c.api.call("GET", "/v1/rollouts")[1] == []
 
         status, doc = c.api.call("POST", "/v1/rollouts", dict(

@@ -67,6 +67,10 @@ def _customers(s: Session) -> dict[int, str]:
     return {cid: name for cid, name in s.execute(select(Customer.id, Customer.name))}
 
 
+# Ids a rollout may not take: they name pages of the console (/console/rollouts/new).
+RESERVED_IDS = frozenset({"new"})
+
+
 def create(s: Session, p: Principal, *, rollout_id: str, customer: str | None,
            labels: Mapping[str, str], channel: str, versions: Sequence[Mapping[str, str]],
            to_version: str, from_version: str | None, floors: Sequence[str],
@@ -89,6 +93,9 @@ def create(s: Session, p: Principal, *, rollout_id: str, customer: str | None,
     elif not p.everywhere:
         raise forbidden("a rollout over every customer needs a token whose scope is every "
                         "customer", "give the customer")
+    if rollout_id in RESERVED_IDS:
+        raise ApiError(422, "invalid", f"id: {rollout_id!r} is reserved (the console's "
+                       "/rollouts/new is its create form); choose another")
     if s.get(RolloutRow, rollout_id) is not None:
         raise conflict(f"a rollout {rollout_id!r} exists already (ids stay, even ended)")
     names = [str(v.get("version", "")) for v in versions]
