@@ -115,3 +115,14 @@ def test_relationship_names_and_essential_packages() -> None:
               "Package: less\nStatus: install ok installed\nVersion: 590-2\n\n"
               "Package: gone\nEssential: yes\nStatus: deinstall ok config-files\n")
     assert _essential(status) == {"sed"}
+
+
+def test_times_past_the_datetime_range_are_value_errors() -> None:
+    """A tampered hotfixes.json or an --expires at the edge of the calendar is a clear
+    error (ValueError, which the callers turn into theirs), never an OverflowError."""
+    for text in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        with pytest.raises(ValueError, match="out of range"):
+            parse_time(text)
+    record = hf(kind="pin").to_json() | {"expires": "9999-12-31T23:59:59-01:00"}
+    with pytest.raises(ValueError, match="expires is not a time"):
+        Hotfix.from_json(record)

@@ -116,7 +116,10 @@ def parse_time(text: str) -> dt.datetime:
     t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
-    return t.astimezone(dt.UTC)
+    try:
+        return t.astimezone(dt.UTC)
+    except OverflowError:  # 9999-12-31T23:00-01:00: past what a datetime holds
+        raise ValueError(f"{text!r}: out of range") from None
 
 
 @dataclass(frozen=True)
