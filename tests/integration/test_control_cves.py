@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from atoll.cli import main
+from atoll.control.console import users as console_users
+from atoll.control.console.web import SESSION_COOKIE
 from tests.integration.control_fixtures import (
     Control,
     SimHost,
@@ -141,3 +144,24 @@ def test_cves_per_host_and_fleet_wide_scoped_by_customer(
     assert main(["fleet", "cves", *ops]) == 0
     text = capsys.readouterr().out
     assert "stale: db02 (acme)" in text and "CVE-2026-1" in text
+
+    # the console's host page (an acme viewer): the open CVEs and what the update fixes
+    now = c.clock()  # the server's clock judges the session
+    with c.db.write() as s:
+        console_users.add_user(s, "ann", "correct horse battery staple", "viewer", ["acme"], now)
+    secret = console_users.log_in(c.db, "ann", "correct horse battery staple", now).secret
+    assert secret is not None
+
+    def page(host: str) -> str:
+        hid = c.api.call("GET", f"/v1/hosts/{host}")[1]["id"]
+        req = urllib.request.Request(f"{c.server.url}/console/hosts/{hid}",
+                                     headers={"Cookie": f"{SESSION_COOKIE}={secret}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(resp.read().decode())
+
+    html = page("db01")
+    assert '<dd id="host-cves">1 high, 1 low; data expires 2026-12-05T00:00:00Z</dd>' in html
+    assert '<dd id="host-cve-fixes">1 CVE(s), 1 high</dd>' in html
+    html = page("db02")
+    assert "1 high <strong class=\"state-unhealthy\">(data stale)</strong>" in html
+    assert '<dd id="host-cves">not reported</dd>' in page("db03")

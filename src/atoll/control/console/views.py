@@ -12,6 +12,7 @@ counts and filters agree), in this order: ``lost`` (not seen for ``--lost-after`
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass
@@ -130,7 +131,8 @@ def fleet(s: Session, p: Principal, f: FleetFilter) -> dict[str, Any]:
     }
 
 
-def host_page(s: Session, p: Principal, host_id: str, events: int = 30) -> dict[str, Any]:
+def host_page(s: Session, p: Principal, host_id: str, events: int = 30, *,
+              now: dt.datetime | None = None) -> dict[str, Any]:
     """The host page: the API's host detail (404 outside the caller's scope) and its
     ``events`` most recent events, newest first.
 
@@ -140,7 +142,7 @@ def host_page(s: Session, p: Principal, host_id: str, events: int = 30) -> dict[
     h = s.scalars(_scoped(p).where(Host.id == host_id)).first()
     if h is None:
         raise ApiError(404, "not_found", f"no host {host_id!r}")
-    detail = ops.host_detail(s, p, h.id)
+    detail = ops.host_detail(s, p, h.id, now=now)  # now: judges the CVE data's age
     report = detail.get("report") or {}
     status = report.get("status") or {}
     detail["state"] = s.scalar(select(host_state).where(Host.id == h.id))

@@ -201,7 +201,8 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
             return to_login(request)
         try:
             with db.read() as s:
-                detail = views.host_page(s, user.principal, request.path_params["host_id"])
+                detail = views.host_page(s, user.principal, request.path_params["host_id"],
+                                          now=clock())
             detail["package_changes"] = rollout_views.host_package_changes(
                 kit, user.principal, detail["id"], detail["deployments"])
         except ApiError as exc:
