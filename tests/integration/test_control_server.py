@@ -727,3 +727,52 @@ def test_a_wrong_enrolment_token_never_waits_for_the_write_lock(control: Control
         t.join(30)
     assert (status, doc["kind"]) == (401, "unauthorized"), doc
     assert enrolled(c, "db01").host_id  # a good token still enrols
+
+
+def test_checkins_are_admitted_a_few_at_a_time(control: Control,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most CHECKIN_CONCURRENCY check-ins run at once (the others wait in the event
+    loop, not in threads holding database connections), and every one is answered: a
+    burst during a rollout ran the pool out without it (docs/control-plane.md, "HTTP")."""
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    from atoll.control import service
+    from atoll.control.app import CHECKIN_CONCURRENCY
+
+    inside, most, lock = 0, 0, threading.Lock()
+    real = service.checkin
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        try:
+            time.sleep(0.05)  # long enough for the others to pile up
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                inside -= 1
+
+    monkeypatch.setattr(service, "checkin", counted)
+    statuses: list[int] = []
+
+    def knock() -> None:
+        req = urllib.request.Request(f"{control.server.url}/v1/checkin", data=b"{}",
+                                     headers={"Content-Type": "application/json",
+                                              "Atoll-Signature": "host=x;ed25519=AA=="})
+        try:
+            urllib.request.urlopen(req, timeout=60)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+
+    threads = [threading.Thread(target=knock) for _ in range(5 * CHECKIN_CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert statuses == [401] * len(threads)  # each answered (not a 500 from the pool)
+    assert most == CHECKIN_CONCURRENCY
