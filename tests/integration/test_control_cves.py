@@ -20,6 +20,7 @@ from tests.integration.control_fixtures import (
     SimHost,
     control_db_fixture,  # noqa: F401 (a fixture)
     control_fixture,  # noqa: F401 (a fixture)
+    host_status,
     pg_fixture,  # noqa: F401 (a fixture)
 )
 
@@ -165,3 +166,13 @@ def test_cves_per_host_and_fleet_wide_scoped_by_customer(
     html = page("db02")
     assert "1 high <strong class=\"state-unhealthy\">(data stale)</strong>" in html
     assert '<dd id="host-cves">not reported</dd>' in page("db03")
+
+    # a hotfix deployment (atoll status's `hotfix`, docs/hotfix.md) shows on the host page
+    status_doc = host_status("1")
+    status_doc["booted"]["hotfix"] = status_doc["deployments"][0]["hotfix"] = {
+        "base": "c" * 64, "base_version": "1",
+        "packages": [{"name": "openssl", "version": "3.0.15-1~deb12u1", "kind": "pin"}]}
+    assert a1.checkin(status=status_doc)[0] == 200
+    assert ('<td class="hotfixes">openssl 3.0.15-1~deb12u1 (pin); base <code>cccccccccccc'
+            '</code></td>') in page("db01")
+    assert '<td class="hotfixes">-</td>' in page("db02")
