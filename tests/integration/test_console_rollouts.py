@@ -27,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from atoll.cli import main
+from atoll.control.console.rollout_views import REFRESH_S
 from atoll.control.protocol import Package, manifest_digest
 from atoll.store.packages import parse_dpkg_status
 from atoll.store.repo import Repo
@@ -226,13 +227,26 @@ def test_create_watch_halt_and_resume_a_rollout(rs: RolloutSite,
     packages = [Package(**p) for p in rs.manifests["1"]]
     _prepared(rs, bad, rolled, manifest_sha256=manifest_digest(packages),
               manifest=[p.model_dump(exclude_none=True) for p in packages])
-    # the page reloads itself (no script: a meta refresh) and shows the halt
+    # the page reloads itself (static/live.js, the only script: no inline one) and
+    # shows the halt
     WebDriverWait(browser, 30).until(
         lambda d: d.find_element(By.ID, "rollout-state").text == "halted")
     assert "failed hosts, more than the budget of 0" in _text(browser, "#halt-reason")
     assert _text(browser, "#rollout-failures").startswith("1 failed")
     assert _text(browser, "#halt-hosts") == bad
-    assert browser.find_elements(By.TAG_NAME, "script") == []
+    scripts = browser.find_elements(By.TAG_NAME, "script")
+    assert [s.get_attribute("src").split("/console/")[1] for s in scripts] == [
+        "static/live.js"] and not any(s.get_attribute("innerHTML") for s in scripts)
+    # the user can stop the reloading (WCAG 2.2.1), and it stays stopped
+    toggle = browser.find_element(By.ID, "live-toggle")
+    assert toggle.text == "Pause live updates"
+    toggle.click()
+    assert toggle.get_attribute("aria-pressed") == "true"
+    browser.execute_script("window.atollStayed = true")
+    time.sleep(REFRESH_S + 2)
+    assert browser.execute_script("return window.atollStayed === true")  # not reloaded
+    browser.find_element(By.ID, "live-toggle").click()  # live again, for what follows
+    _accessible(browser)
 
     # the failing host: what its rollback changed, from the signed manifests
     _submit(browser, browser.find_element(By.CSS_SELECTOR, "#halt-hosts a"))

@@ -46,8 +46,8 @@ __all__ = ["SESSION_COOKIE", "build_console"]
 
 SESSION_COOKIE = "__Host-atoll-console"
 LOGIN_COOKIE = "__Host-atoll-console-login"
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-frame-options", b"DENY"),
            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
            (b"cross-origin-opener-policy", b"same-origin")]
@@ -216,13 +216,18 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
         css = (resources.files("atoll.control.console") / "static" / "console.css")
         return Response(css.read_bytes(), media_type="text/css")
 
+    async def script(request: Request) -> Response:
+        js = (resources.files("atoll.control.console") / "static" / "live.js")
+        return Response(js.read_bytes(), media_type="text/javascript")
+
     kit = rollout_views.Kit(db, clock, releases, page, error, current, to_login,
                             form_with_csrf, _csrf, SESSION_COOKIE)
     app = Starlette(routes=[
         Route("/", index), Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]), Route("/logout", logout, methods=["POST"]),
         Route("/fleet", fleet), Route("/hosts/{host_id}", host),
-        Route("/static/console.css", style), *rollout_views.routes(kit),
+        Route("/static/console.css", style), Route("/static/live.js", script),
+        *rollout_views.routes(kit),
         *audit_views.routes(db, page, error, current, to_login, _csrf),
     ])
     return _Headers(app)
