@@ -176,16 +176,20 @@ return problems;
 """
 
 
-def _accessible(driver: webdriver.Chrome) -> None:
+def _accessible(driver: webdriver.Chrome, shot: str | None = None) -> None:
     """The page passes our markup checks and axe-core's WCAG 2.0/2.1 A and AA rules
     (labels, contrast, landmarks, keyboard-reachable names...; axe-core-python bundles
-    axe-core 4.4)."""
+    axe-core 4.4). ``shot``: the page's screenshot name, saved as ``console-SHOT.png``
+    when ATOLL_CONSOLE_SCREENSHOTS names a directory (scripts/console-screenshots.sh)."""
     assert driver.execute_script(_MARKUP_PROBLEMS) == [], driver.current_url
     found = Axe().run(driver, options={"runOnly": {"type": "tag", "values": [
         "wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
     problems = [f"{v['id']} ({v['impact']}): {v['help']}: "
                 f"{[n['target'] for n in v['nodes']][:5]}" for v in found["violations"]]
     assert problems == [], f"{driver.current_url}: {problems}"
+    shots = os.environ.get("ATOLL_CONSOLE_SCREENSHOTS")
+    if shot and shots:
+        assert driver.save_screenshot(str(Path(shots) / f"console-{shot}.png"))
 
 
 def _host_names(driver: webdriver.Chrome) -> list[str]:
@@ -210,7 +214,7 @@ def test_a_viewer_logs_in_filters_the_fleet_and_opens_a_host(
     assert _counts(browser, "by-version") == {"2": "2", "1": "1"}
     assert "gx01" not in browser.page_source and "globex" not in browser.page_source
     assert browser.find_elements(By.ID, "by-customer") == []  # one customer: no table
-    _accessible(browser)
+    _accessible(browser, "fleet")
 
     browser.find_element(By.ID, "f-label").send_keys("site=ams")
     _submit(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
@@ -222,7 +226,7 @@ def test_a_viewer_logs_in_filters_the_fleet_and_opens_a_host(
 
     _submit(browser, browser.find_element(By.LINK_TEXT, "db03"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Host db03"
-    _accessible(browser)
+    _accessible(browser, "host")
     assert browser.find_element(By.ID, "host-state").text == "rolled-back"
     assert browser.find_element(By.ID, "boot-result").text == "rolled-back"
     # what a host reports is text, never markup

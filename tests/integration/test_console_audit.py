@@ -68,7 +68,7 @@ def test_a_viewer_reads_filters_and_exports_its_customers_audit_log(
     _log_in(browser, site, "ann")
     _submit(browser, browser.find_element(By.LINK_TEXT, "Audit"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Audit"
-    _accessible(browser)
+    _accessible(browser, "audit")
     rows = _rows(browser)
     # acme's actions only: its customer, its enrolment tokens, the stored formula
     assert rows and {r["customer"] for r in rows} == {"acme"}

@@ -187,7 +187,7 @@ def test_create_watch_halt_and_resume_a_rollout(rs: RolloutSite,
     assert _text(browser, "h1") == "Rollouts"
     _accessible(browser)
     _submit(browser, browser.find_element(By.ID, "new-rollout"))
-    _accessible(browser)
+    _accessible(browser, "rollout-new")
     # the target is chosen among the signed versions, read from the repository
     options = [o.text for o in Select(browser.find_element(By.ID, "r-target")).options]
     assert options == [f"{CHANNEL} 3 (newest)", f"{CHANNEL} 2", f"{CHANNEL} 1"]
@@ -246,12 +246,12 @@ def test_create_watch_halt_and_resume_a_rollout(rs: RolloutSite,
     time.sleep(REFRESH_S + 2)
     assert browser.execute_script("return window.atollStayed === true")  # not reloaded
     browser.find_element(By.ID, "live-toggle").click()  # live again, for what follows
-    _accessible(browser)
+    _accessible(browser, "rollout-halted")
 
     # the failing host: what its rollback changed, from the signed manifests
     _submit(browser, browser.find_element(By.CSS_SELECTOR, "#halt-hosts a"))
     assert _text(browser, "h1") == f"Host {bad}"
-    _accessible(browser)
+    _accessible(browser, "host-package-changes")
     names = [p["name"] for p in rs.manifests["1"]]
     changes = _text(browser, "#packages-rollback")
     assert f"upgraded {names[0]}" in changes and "added atoll-demo - 1.0-1" in changes
@@ -284,7 +284,7 @@ def test_releases_list_signed_versions_with_package_changes(
     _log_in(browser, rs, "ann")  # a viewer reads them too
     _submit(browser, browser.find_element(By.LINK_TEXT, "Releases"))
     assert _text(browser, "h1") == "Releases"
-    _accessible(browser)
+    _accessible(browser, "releases")
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h3")]
     assert headings == [f"{CHANNEL} 3 (newest)", f"{CHANNEL} 2", f"{CHANNEL} 1"]
     names = [p["name"] for p in rs.manifests["1"]]
