@@ -103,7 +103,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         (tmp / "pw").write_text(PASSWORD + "\n")
         os.chmod(tmp / "pw", 0o600)
         for user, role, customers in [("ann", "viewer", ["acme"]), ("root", "admin", []),
-                                      ("locked", "viewer", ["acme"])]:
+                                      ("locked", "viewer", ["acme"]),
+                                      ("op", "operator", ["acme"])]:
             extra = [a for c in customers for a in ("--customer", c)]
             done = _atoll("fleet", "users", "add", user, "--role", role, *extra, "--db", db,
                           "--password-file", str(tmp / "pw"))
@@ -263,7 +264,8 @@ def test_an_admin_sees_every_customer(site: Site, browser: webdriver.Chrome) -> 
 # -- plain HTTP: what a browser would not send -------------------------------------
 
 
-def _request(site: Site, method: str, path: str, form: dict[str, str] | None = None,
+def _request(site: Site, method: str, path: str,
+             form: dict[str, str] | list[tuple[str, str]] | None = None,
              cookies: dict[str, str] | None = None) -> tuple[int, str, http.client.HTTPResponse]:
     parts = urllib.parse.urlsplit(site.url)
     conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
@@ -399,6 +401,59 @@ def test_users_add_refuses_bad_input_and_changes_nothing(site: Site, tmp_path: P
     assert done.returncode != 0 and "exists already" in done.stderr
     done = _atoll("fleet", "users", "list", "--db", site.db, "--json")
     listed = {u["name"]: u for u in json.loads(done.stdout)}
-    assert sorted(listed) == ["ann", "ben", "locked", "root"]
+    assert sorted(listed) == ["ann", "ben", "locked", "op", "root"]
     assert listed["ann"]["customers"] == ["acme"] and listed["root"]["customers"] is None
     assert "argon2" not in done.stdout
+
+
+def _bulk(browser: webdriver.Chrome, hosts: list[str], action: str) -> dict[str, str]:
+    """Select ``hosts`` on the Fleet page, send ``action``: each host's outcome."""
+    browser.get(browser.current_url.split("/console/")[0] + "/console/fleet")
+    for name in hosts:
+        label = browser.find_element(By.XPATH, f'//label[text()="select {name}"]')
+        browser.find_element(By.ID, label.get_attribute("for") or "").click()
+    Select(browser.find_element(By.ID, "bulk-action")).select_by_value(action)
+    _submit(browser, browser.find_element(By.ID, "bulk-submit"))
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Bulk action"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#bulk-results tbody tr")
+    return {r.find_element(By.TAG_NAME, "th").text: r.find_element(By.TAG_NAME, "td").text
+            for r in rows}
+
+
+def test_an_operator_sends_a_bulk_action_to_selected_hosts(
+        site: Site, browser: webdriver.Chrome) -> None:
+    """Requests for several hosts at once, through the API's own checks: a host whose
+    policy leaves the apply to the customer waits for the customer; the others get the
+    request at their next check-in."""
+    _log_in(browser, site, "op")
+    labels = browser.find_elements(By.CSS_SELECTOR, "#hosts td label")
+    assert [label.get_attribute("textContent") for label in labels] == [
+        "select db01", "select db02", "select db03"]
+    _accessible(browser)
+    waiting = "waiting for the customer: its policy leaves the apply to them"
+    assert _bulk(browser, ["db01", "db03"], "apply") == {"db01": waiting, "db03": waiting}
+    _accessible(browser)
+    outcome = _bulk(browser, ["db03"], "ack-rollback")
+    assert outcome["db03"].startswith("request ") and "queued" in outcome["db03"]
+    status, doc = site.api.call("GET", f"/v1/hosts/{site.hosts['db03']}")
+    assert status == 200 and [(r["kind"], r["state"], r["created_by"]) for r in
+                              doc["requests"]] == [
+        ("ack-rollback", "queued", "operator:console-op")]
+    assert site.api.call("GET", f"/v1/hosts/{site.hosts['db01']}")[1]["requests"] == []
+
+    # over plain HTTP: a viewer may not, another customer's host is not found, the
+    # token is needed, nothing is created by any of these
+    session, token = _session(site, "ann")
+    form = [("csrf", token), ("action", "cancel"), ("host", site.hosts["db01"])]
+    assert _request(site, "POST", "/console/fleet/requests", form, session)[0] == 403
+    session, token = _session(site, "op")
+    status, page, _ = _request(site, "POST", "/console/fleet/requests", [
+        ("csrf", token), ("action", "cancel"), ("host", site.hosts["gx01"])], session)
+    assert status == 200 and "0 of 1 hosts" in page and "gx01" not in page
+    assert _request(site, "POST", "/console/fleet/requests", [
+        ("action", "cancel"), ("host", site.hosts["db01"])], session)[0] == 403
+    assert _request(site, "POST", "/console/fleet/requests", [
+        ("csrf", token), ("action", "reboot-now"), ("host", site.hosts["db01"])],
+        session)[0] == 422
+    for name in ("db01", "gx01"):
+        assert site.api.call("GET", f"/v1/hosts/{site.hosts[name]}")[1]["requests"] == []

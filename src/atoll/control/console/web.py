@@ -36,7 +36,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atoll.control.console import audit_views, rollout_views, users, views
+from atoll.control.console import audit_views, fleet_actions, rollout_views, users, views
 from atoll.control.db import Database
 from atoll.control.errors import ApiError
 from atoll.control.limits import Bucket, Buckets
@@ -193,7 +193,9 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
                  if 1 <= n <= data["pages"]}
         return page(request, "fleet.html", {"user": user, "csrf": _csrf(request),
                                             "f": f, "fleet": data, "states": views.STATES,
-                                            "pages": pages})
+                                            "pages": pages, "bulk_actions": [
+                                                (k, a[2]) for k, a in
+                                                fleet_actions.ACTIONS.items()]})
 
     def host(request: Request) -> Response:
         user = current(request)
@@ -227,7 +229,7 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
         Route("/login", login, methods=["POST"]), Route("/logout", logout, methods=["POST"]),
         Route("/fleet", fleet), Route("/hosts/{host_id}", host),
         Route("/static/console.css", style), Route("/static/live.js", script),
-        *rollout_views.routes(kit),
+        *rollout_views.routes(kit), *fleet_actions.routes(kit),
         *audit_views.routes(db, page, error, current, to_login, _csrf),
     ])
     return _Headers(app)
