@@ -457,3 +457,36 @@ def test_an_operator_sends_a_bulk_action_to_selected_hosts(
         session)[0] == 422
     for name in ("db01", "gx01"):
         assert site.api.call("GET", f"/v1/hosts/{site.hosts[name]}")[1]["requests"] == []
+
+
+def test_bulk_actions_refuse_hostile_forms_and_change_nothing_twice(site: Site) -> None:
+    """1,001 host fields, a body that is not UTF-8, unknown or deleted-looking ids, and
+    the same host named three times (one request, not three)."""
+    session, token = _session(site, "op")
+    before = {n: len(site.api.call("GET", f"/v1/hosts/{h}")[1]["requests"])
+              for n, h in site.hosts.items()}
+    many = [("csrf", token), ("action", "cancel")] + [("host", site.hosts["db02"])] * 1001
+    assert _request(site, "POST", "/console/fleet/requests", many, session)[0] in (400, 413)
+    parts = urllib.parse.urlsplit(site.url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+    try:
+        conn.request("POST", "/console/fleet/requests",
+                     body=f"csrf={token}&action=cancel&host=%FF%FE%80".encode(),
+                     headers={"Content-Type": "application/x-www-form-urlencoded",
+                              "Cookie": "; ".join(f"{k}={v}" for k, v in session.items())})
+        resp = conn.getresponse()
+        assert resp.status == 422 and "malformed" in resp.read().decode()
+    finally:
+        conn.close()
+    status, page, _ = _request(site, "POST", "/console/fleet/requests", [
+        ("csrf", token), ("action", "pin"), ("host", "0" * 8 + "-0000-0000-0000-" + "0" * 12),
+        ("host", "<script>")], session)
+    assert status == 422 and "<script>" not in page
+    assert {n: len(site.api.call("GET", f"/v1/hosts/{h}")[1]["requests"])
+            for n, h in site.hosts.items()} == before
+    status, page, _ = _request(site, "POST", "/console/fleet/requests", [
+        ("csrf", token), ("action", "cancel"), ("host", site.hosts["db02"]),
+        ("host", site.hosts["db02"]), ("host", " " + site.hosts["db02"] + " ")], session)
+    assert status == 200 and "1 of 1 hosts" in page
+    assert len(site.api.call("GET", f"/v1/hosts/{site.hosts['db02']}")[1]["requests"]) == \
+        before["db02"] + 1

@@ -176,3 +176,20 @@ def test_cves_per_host_and_fleet_wide_scoped_by_customer(
     assert ('<td class="hotfixes">openssl 3.0.15-1~deb12u1 (pin); base <code>cccccccccccc'
             '</code></td>') in page("db01")
     assert '<td class="hotfixes">-</td>' in page("db02")
+
+
+def test_hostile_cve_facts_are_refused_whole(control: Control) -> None:
+    """Markup or a terminal escape as a CVE id, an absurd count: the check-in is refused
+    (422) and the host keeps its last report."""
+    c = control
+    c.customer("acme")
+    h = enrolled(c, "db01", "acme")
+    assert h.checkin(cves=cves([("CVE-2026-0001", "high")]))[0] == 200
+    for bad in (cves([("<img src=x onerror=alert(1)>", "high")]),
+                cves([("CVE-2026-1\x1b[2J", "high")])):
+        assert h.checkin(cves=bad)[0] == 422
+    huge = cves([("CVE-2026-0002", "high")])
+    huge["open"]["high"] = 10**9
+    assert h.checkin(cves=huge)[0] == 422
+    doc = c.api.call("GET", "/v1/cves")[1]
+    assert [t["cve"] for t in doc["top"]] == ["CVE-2026-0001"]

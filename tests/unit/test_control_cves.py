@@ -113,3 +113,62 @@ def test_a_checkin_too_large_drops_the_least_urgent_ids_first() -> None:
     kept = doc["cves"]["open_cves"]
     assert kept == ids[:len(kept)] and len(kept) >= 10  # the most urgent stay
     assert doc["cves"]["open"] == {"high": 10}
+
+
+@pytest.mark.parametrize("cve", [
+    "<script>alert(1)</script>", "CVE-2026-1\x1b[2J", "CVE-2026-1\n", "CVE 2026 1",
+    "CVE-\u0662\u0660\u0662\u0666-\u0661", "C" * 41, "", "-CVE-2026-1"])
+def test_a_cve_id_not_of_a_tracker_ids_shape_is_refused(cve: str) -> None:
+    """No markup, control character, whitespace or other script reaches a page or a
+    terminal through a host's CVE ids; real ids (and TEMP ones) pass."""
+    with pytest.raises(ValidationError):
+        CveFacts.model_validate({"source": "tracker", "open_cves": [{"cve": cve}]})
+    for good in ("CVE-2023-44487", "TEMP-0000000-A1B2C3", "CVE-2026-1"):
+        CveFacts.model_validate({"source": "tracker", "open_cves": [{"cve": good}]})
+
+
+def test_absurd_counts_and_odd_timestamps() -> None:
+    from atoll.control.protocol import MAX_CVE_COUNT
+
+    CveFacts.model_validate({"source": "tracker", "open": {"high": 10**9 // 100}})
+    for bad in ({"open": {"high": MAX_CVE_COUNT + 1}},
+                {"update": {"source": "tracker", "fixes_total": 10**24}}):
+        with pytest.raises(ValidationError):
+            CveFacts.model_validate({"source": "tracker", **bad})
+    # a stored id of another shape (from before the check) is not listed
+    report = facts([("CVE-2026-1", "high", None)])
+    report["cves"]["open_cves"].append({"cve": "<b>x</b>", "urgency": "high"})
+    assert [t["cve"] for t in summarize([HostCves("a", "c", report)], NOW)["top"]] == [
+        "CVE-2026-1"]
+    # other scripts' digits, a missing zero, a leap second: no time (not stale, no age)
+    for odd in ("\u0662\u0660\u0662\u0666-12-05T00:00:00Z", "2026-1-5T00:00:00Z",
+                "2026-12-31T23:59:60Z",
+                "2026-13-01T00:00:00Z", "9999-99-99"):
+        got = brief({"cves": {"source": "tracker", "generated": odd, "expires": odd}}, NOW)
+        assert (got["stale"], got["age_seconds"]) == (None, None), odd
+
+
+def test_the_agent_leaves_out_ids_the_control_plane_would_refuse() -> None:
+    """One odd key in the tracker's data must not get the host's check-ins refused."""
+    from atoll.security.host import _sendable
+
+    def entry(cve: str, fixed: str | None = None) -> dict[str, Any]:
+        return {"cve": cve, "urgency": "high", "source": "x", "fixed_version": fixed}
+
+    ok = [entry("CVE-2023-44487"), entry("TEMP-0000000-A1B2C3", "1.0")]
+    bad = [entry("CVE-2023-1 <b>"), entry("C" * 41), entry("CVE-2023-2", "1" * 201)]
+    assert [_sendable(c) for c in ok + bad] == [True, True, False, False, False]
+    for c in ok:
+        CveFacts.model_validate({"source": "tracker", "open_cves": [c]})
+    for c in bad:
+        with pytest.raises(ValidationError):
+            CveFacts.model_validate({"source": "tracker", "open_cves": [c]})
+
+
+def test_fleet_host_escapes_what_the_host_wrote() -> None:
+    from atoll.cli.fleet import _cve_lines
+
+    got = brief({"cves": {"source": "tracker", "open": {"high": 1},
+                          "expires": "\x1b]0;owned\x07soon"}}, NOW)
+    text = "\n".join(_cve_lines(got))
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;owned" in text

@@ -3,6 +3,7 @@ that say file:line, and advisories attached to the CVEs of a report (docs/securi
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,3 +93,22 @@ def test_report_entries_name_the_advisories_that_fix_them() -> None:
                         since_manifest=None, changelog=[], missing=[], tracker=None,
                         now=datetime(2026, 11, 29, tzinfo=UTC))
     assert plain["advisory_lists"] is None
+
+
+def test_hostile_lists_crlf_other_digits_control_chars_and_unreadable_files(
+        tmp_path: Path) -> None:
+    """A list saved with CRLF reads as the same list; digits of other scripts are not CVE
+    ids; a control character in an error is escaped; an unreadable file is an InputError
+    (not a traceback); a huge list of tiny lines parses without a list of all its lines."""
+    assert parse_advisories(GOOD.replace(b"\n", b"\r\n"), "l") == parse_advisories(GOOD, "l")
+    arabic = "CVE-\u0662\u0660\u0662\u0663-\u0661\u0662\u0663\u0664".encode()
+    with pytest.raises(InputError, match="is not a CVE id"):
+        parse_advisories(GOOD.replace(b"CVE-2023-34462", arabic), "l")
+    with pytest.raises(InputError, match=r"- \\x1b\[2Jnetty: no version") as err:
+        parse_advisories(GOOD.replace(b"- netty 1:4.1.48-7+deb12u1", b"- \x1b[2Jnetty"), "l")
+    assert "\x1b" not in str(err.value)
+    os.symlink("loop", tmp_path / "loop")  # a link to itself: ELOOP, as root too
+    with pytest.raises(InputError, match="loop: cannot read"):
+        load_advisories([tmp_path / "loop"])
+    many = GOOD + b"\t{CVE-2023-1234}\n" * 200_000
+    assert parse_advisories(many, "l")[0].cves.count("CVE-2023-1234") == 200_000

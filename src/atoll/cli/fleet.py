@@ -286,6 +286,7 @@ def _cve_cell(c: dict[str, Any] | None) -> str:
 def _cve_lines(c: dict[str, Any] | None) -> list[str]:
     """The host's CVE facts (atoll.control.cves.brief) for `fleet host`."""
     from atoll.cli.fleet_cves import counts_text
+    from atoll.core.text import printable  # the host wrote these strings
 
     if c is None or c["source"] == "unreported":
         return ["  cves        not reported (an agent without CVE reporting)"]
@@ -295,12 +296,13 @@ def _cve_lines(c: dict[str, Any] | None) -> list[str]:
     else:
         head = "open " + counts_text(c["open"])
     if c.get("expires"):
-        head += f"; data expires {c['expires']}" + ("  STALE" if c.get("stale") else "")
+        head += f"; data expires {printable(str(c['expires']))}" + (
+            "  STALE" if c.get("stale") else "")
     lines = [f"  cves        {head}"]
     upd = c.get("update")
     if upd and upd.get("fixes") is not None:
         lines.append(f"  update      fixes {upd.get('fixes_total') or 0} CVE(s): "
-                     f"{counts_text(upd['fixes'])} [{upd.get('source')}]")
+                     f"{counts_text(upd['fixes'])} [{printable(str(upd.get('source')))}]")
     return lines
 
 

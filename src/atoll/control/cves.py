@@ -27,10 +27,12 @@ flag is as of its check-in).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from atoll.control.protocol import CVE_ID
 from atoll.security.urgency import ORDER, UNASSIGNED, normalize
 
 __all__ = ["WORDS", "HostCves", "at_least", "brief", "summarize"]
@@ -50,9 +52,17 @@ def _facts(report: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return cves if isinstance(cves, Mapping) else None
 
 
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")  # ASCII only
+_ID = re.compile(CVE_ID)
+
+
 def _time(text: Any) -> dt.datetime | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` as a UTC datetime; None for anything else (strptime alone
+    takes other digits than ASCII ones and a missing leading zero)."""
+    if not isinstance(text, str) or _TIME.fullmatch(text) is None:
+        return None
     try:
-        return dt.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
         return None
 
@@ -135,7 +145,8 @@ def summarize(hosts: Iterable[HostCves], now: dt.datetime, *, top: int = 20) -> 
         if facts is not None and facts.get("open_cves_truncated"):
             truncated.append(h.name)
         for c in (facts or {}).get("open_cves") or []:
-            if not isinstance(c, Mapping) or not isinstance(c.get("cve"), str):
+            if not isinstance(c, Mapping) or not isinstance(c.get("cve"), str) \
+                    or _ID.fullmatch(c["cve"]) is None:  # a report stored before the check
                 continue
             entry = by_cve.setdefault(c["cve"], {"cve": c["cve"], "urgency": _word(
                 c.get("urgency")), "hosts": 0, "fixed": 0})

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "API_VERSION",
+    "CVE_ID",
     "MAX_CHECKIN_BYTES",
     "MAX_MANIFEST_PACKAGES",
     "SIGNATURE_HEADER",
@@ -184,12 +185,16 @@ class Package(_Strict):
 
 
 Urgency = Literal["unimportant", "low", "medium", "high", "not yet assigned"]
-CveCounts = dict[Urgency, Annotated[int, Field(ge=0)]]
+MAX_CVE_COUNT = 10_000_000  # per urgency: the tracker knows some 300,000 CVEs in all
+CveCounts = dict[Urgency, Annotated[int, Field(ge=0, le=MAX_CVE_COUNT)]]
 MAX_OPEN_CVES = 5000  # ids sent per check-in (highest urgency first): ~400 KB at most
+# a tracker id (CVE-2023-44487, TEMP-0000000-ABCDEF): ASCII letters, digits and ._:-
+# only, so no markup, whitespace or control character reaches a page or a terminal
+CVE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,39}$"
 
 
 class OpenCve(_Strict):
-    cve: Annotated[str, StringConstraints(max_length=40)]
+    cve: Annotated[str, StringConstraints(pattern=CVE_ID)]
     urgency: Short | None = Field(None, description="the tracker's word, as published")
     source: Short | None = None
     fixed_version: Short | None = Field(None, description="null: no fix in the release yet")
@@ -203,7 +208,7 @@ class UpdateCves(_Open):
         description="tracker: the update's signed CVE report has tracker data; changelog: "
         "its fixes come from Debian changelogs only; none: no report kept")
     fixes: CveCounts | None = Field(None, description="CVEs the update fixes, per urgency")
-    fixes_total: int | None = Field(None, ge=0)
+    fixes_total: int | None = Field(None, ge=0, le=MAX_CVE_COUNT)
 
 
 class CveFacts(_Open):

@@ -25,22 +25,24 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from atoll.core.errors import InputError
+from atoll.core.text import printable
 
 __all__ = ["MAX_BYTES", "Advisory", "AdvisoryIndex", "ListInfo", "attach", "load_advisories",
            "parse_advisories"]
 
 MAX_BYTES = 64 << 20  # data/DSA/list is ~2 MB, data/DLA/list ~1 MB
 
+# re.ASCII: \d and \S are ASCII digits and non-space, not other scripts' digits
 _HEAD = re.compile(r"^\[(\d{1,2} [A-Z][a-z]{2} \d{4})\] ((?:DSA|DLA)-\d+(?:-\d+)?) "
-                   r"(\S+)(?: - (.*))?$")
+                   r"(\S+)(?: - (.*))?$", re.ASCII)
 _CVES = re.compile(r"^\{([^{}]*)\}$")
-_CVE = re.compile(r"^(CVE-\d{4}-\d{4,}|TEMP-\d+-[0-9A-Fa-f]+)$")
-_FIXED = re.compile(r"^\[([a-z][a-z0-9-]*)\] - (\S+)(?: (\S+))?(?: .*)?$")
+_CVE = re.compile(r"^(CVE-\d{4}-\d{4,}|TEMP-\d+-[0-9A-Fa-f]+)$", re.ASCII)
+_FIXED = re.compile(r"^\[([a-z][a-z0-9-]*)\] - (\S+)(?: (\S+))?(?: .*)?$", re.ASCII)
 _RESOLUTION = ("give data/DSA/list or data/DLA/list of "
                "https://salsa.debian.org/security-tracker-team/security-tracker as downloaded")
 
@@ -109,13 +111,12 @@ def parse_advisories(data: bytes, name: str = "advisory list") -> list[Advisory]
         raise _bad(name, data[:exc.start].count(b"\n") + 1, "not UTF-8") from exc
     if not text.strip():
         raise _bad(name, 1, "empty: not an advisory list")
-    lines = text.split("\n")
-    if lines[-1] != "":
-        raise _bad(name, len(lines), "the file ends mid-line (a truncated download?)")
+    if not text.endswith("\n"):
+        raise _bad(name, text.count("\n") + 1, "the file ends mid-line (a truncated download?)")
     out: list[Advisory] = []
     seen: set[str] = set()
     cur: _Entry | None = None
-    for no, raw in enumerate(lines[:-1], 1):
+    for no, raw in enumerate(_lines(text), 1):
         if not raw.strip():
             continue
         if not raw[0].isspace():
@@ -144,7 +145,8 @@ def parse_advisories(data: bytes, name: str = "advisory list") -> list[Advisory]
             continue
         if (m := _FIXED.match(line)) is not None:
             if m[3] is None:
-                raise _bad(name, no, f"{cur.id}: [{m[1]}] - {m[2]}: no version")
+                raise _bad(name, no, f"{cur.id}: [{m[1][:40]}] - {printable(m[2][:80])}: "
+                           "no version")
             if not m[3].startswith("<"):  # <not-affected>, <unfixed>...: no fix there
                 cur.fixed.append((m[1], m[2], m[3]))
             continue
@@ -153,6 +155,16 @@ def parse_advisories(data: bytes, name: str = "advisory list") -> list[Advisory]
     if cur is not None:
         out.append(cur.close(name))
     return out
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (which ends with a newline), one at a time: a list of them
+    all would cost some 50 bytes a line on top of the text (GBs for a list of tiny lines)."""
+    start = 0
+    while start < len(text):
+        end = text.index("\n", start)
+        yield text[start:end]
+        start = end + 1
 
 
 @dataclass
@@ -192,6 +204,9 @@ def load_advisories(paths: Iterable[Path], *, max_bytes: int = MAX_BYTES) -> Adv
             raise InputError(f"{path}: no such file", resolution=_RESOLUTION) from exc
         except IsADirectoryError as exc:
             raise InputError(f"{path}: is a directory, not an advisory list") from exc
+        except OSError as exc:  # unreadable: permissions, a loop of links, a name too long
+            raise InputError(f"{path}: cannot read: {exc.strerror or exc}",
+                             resolution=_RESOLUTION) from exc
         if len(data) > max_bytes:
             raise InputError(f"{path}: larger than the {max_bytes >> 20} MiB an advisory "
                              "list may be", resolution=_RESOLUTION)

@@ -13,6 +13,7 @@ Nothing here talks to the network or the tracker: hosts never need the tracker.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,16 @@ def cve_view(sysroot: Path, now: datetime, *, unassigned: str = "medium") -> dic
 
 
 MAX_OPEN_CVES = 5000  # as atoll.control.protocol.MAX_OPEN_CVES
+_CVE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,39}")  # as atoll.control.protocol.CVE_ID
+_SHORT = 200  # as atoll.control.protocol.Short
+
+
+def _sendable(c: dict[str, Any]) -> bool:
+    """Whether the control plane takes this id entry (it refuses a whole check-in that
+    carries one it does not: an odd key in the tracker's data must not cut a host off)."""
+    return isinstance(c["cve"], str) and _CVE_ID.fullmatch(c["cve"]) is not None and all(
+        c[k] is None or (isinstance(c[k], str) and len(c[k]) <= _SHORT)
+        for k in ("urgency", "source", "fixed_version"))
 
 
 def _source(s: dict[str, Any]) -> str:
@@ -130,7 +141,9 @@ def checkin_facts(sysroot: Path, now: datetime) -> dict[str, Any]:
     """What atolld reports to the control plane (``CveFacts`` of
     atoll.control.protocol): the booted commit's open CVEs per urgency (the tracker's
     own words: ``not yet assigned`` stays its own bucket), their ids (highest urgency
-    first, at most :data:`MAX_OPEN_CVES`), the data's age and expiry, where it came from
+    first, at most :data:`MAX_OPEN_CVES`; an id the control plane would refuse, as one not
+    of a tracker id's shape, is left out and ``open_cves_truncated`` says so; the counts
+    stay whole), the data's age and expiry, where it came from
     (``tracker``, ``changelog`` or ``none``) and what the update fixes per urgency.
 
     Never raises: a report that does not read is ``{"source": "none", "error": ...}``.
@@ -160,9 +173,11 @@ def checkin_facts(sysroot: Path, now: datetime) -> dict[str, Any]:
                                  "source": c.get("source"),
                                  "fixed_version": c.get("fixed_version")}
         ordered = sorted(ids.values(), key=lambda c: (
-            -rank(c["urgency"], unassigned="unimportant"), c["cve"]))
-        out["open_cves"] = ordered[:MAX_OPEN_CVES]
-        out["open_cves_truncated"] = len(ordered) > MAX_OPEN_CVES
+            -rank(c["urgency"], unassigned="unimportant"), str(c["cve"])))
+        sendable = [c for c in ordered if _sendable(c)]
+        out["open_cves"] = sendable[:MAX_OPEN_CVES]
+        out["open_cves_truncated"] = len(sendable) != len(ordered) or \
+            len(sendable) > MAX_OPEN_CVES
     upd = view["update"]
     if upd is not None:
         u: dict[str, Any] = {"commit": upd["commit"], "state": upd.get("state"),

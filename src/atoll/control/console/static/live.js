@@ -7,11 +7,19 @@
   var live = document.getElementById("live");
   var button = document.getElementById("live-toggle");
   var every = live ? parseInt(live.getAttribute("data-refresh"), 10) : 0;
-  if (!every || !button) {
+  if (!(every >= 1) || !button) {
     return;
   }
   var key = "atoll-live-paused";
-  var paused = window.sessionStorage.getItem(key) === "1";
+  // storage may be refused (a browser that blocks site data): the pause then holds
+  // for this page only, and the page still reloads and pauses
+  function load() {
+    try { return window.sessionStorage.getItem(key) === "1"; } catch (e) { return false; }
+  }
+  function save(value) {
+    try { window.sessionStorage.setItem(key, value ? "1" : "0"); } catch (e) { /* kept */ }
+  }
+  var paused = load();
   var timer = null;
   function show() {
     button.textContent = paused ? "Resume live updates" : "Pause live updates";
@@ -26,7 +34,7 @@
   button.hidden = false;
   button.addEventListener("click", function () {
     paused = !paused;
-    window.sessionStorage.setItem(key, paused ? "1" : "0");
+    save(paused);
     show();
     arm();
   });
