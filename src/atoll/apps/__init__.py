@@ -16,55 +16,25 @@ Contract with the monitor: each database app's container carries the labels
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from atoll.apps import feature as _feature  # noqa: F401  (registers the "docker" image feature)
-
-if TYPE_CHECKING:
-    from atoll.apps.backup import backup, backup_all_before_update, list_backups, prune, restore
-    from atoll.apps.feature import install_docker_feature
-    from atoll.apps.health import HealthResult, check_database
-    from atoll.apps.manager import (
-        InstalledApp,
-        exec_sql,
-        install,
-        installed_apps,
-        load_installed,
-        logs,
-        remove,
-        restart,
-        start,
-        status,
-        stop,
-        wait_ready,
-    )
-    from atoll.apps.plan import LABEL_APP, LABEL_ROLE
-    from atoll.apps.units import install_units
-
-# The public names, loaded from their modules on first use (PEP 562): a command
-# that needs one module of this package (``atoll update apply`` reads the apps
-# directory) does not pay for importing all of them (pydantic's app specs).
-_HOME = {
-    "backup": "backup", "backup_all_before_update": "backup", "list_backups": "backup",
-    "prune": "backup", "restore": "backup",
-    "install_docker_feature": "feature",
-    "HealthResult": "health", "check_database": "health",
-    "InstalledApp": "manager", "exec_sql": "manager", "install": "manager",
-    "installed_apps": "manager", "load_installed": "manager", "logs": "manager",
-    "remove": "manager", "restart": "manager", "start": "manager", "status": "manager",
-    "stop": "manager", "wait_ready": "manager",
-    "LABEL_APP": "plan", "LABEL_ROLE": "plan",
-    "install_units": "units",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"atoll.apps.{module}"), name)
-
+from atoll.apps.backup import backup, backup_all_before_update, list_backups, prune, restore
+from atoll.apps.feature import install_docker_feature
+from atoll.apps.health import HealthResult, check_database
+from atoll.apps.manager import (
+    InstalledApp,
+    exec_sql,
+    install,
+    installed_apps,
+    load_installed,
+    logs,
+    remove,
+    restart,
+    start,
+    status,
+    stop,
+    wait_ready,
+)
+from atoll.apps.plan import LABEL_APP, LABEL_ROLE
+from atoll.apps.units import install_units
 
 __all__ = [
     "LABEL_APP",

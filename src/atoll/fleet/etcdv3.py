@@ -228,7 +228,11 @@ class EtcdClient:
 
     def _fail(self, exc: BaseException) -> RuntimeBackendError:
         hint = "check that etcd is running and healthy (etcdctl endpoint health)"
-        if isinstance(exc, ssl.SSLError) and any(e.bare for e in self._endpoints):
+        # a TLS handshake with a plain etcd fails as an SSL error, or (depending on when
+        # etcd gives up on the ClientHello) as a reset connection
+        tls_refused = isinstance(exc, ssl.SSLError | ConnectionResetError |
+                                 ConnectionAbortedError)
+        if tls_refused and any(e.bare for e in self._endpoints):
             hint += ("; an endpoint without a scheme is used with TLS, as airlock uses it: "
                      "write http://HOST:PORT for an etcd without TLS")
         return RuntimeBackendError(f"{self.where} failed: {type(exc).__name__}",
