@@ -307,10 +307,6 @@ class Host:
 
 
 def _default_backups(sysroot: Path) -> list[dict[str, Any]]:
-    from atoll.apps.paths import apps_root
-
-    if not apps_root(sysroot).is_dir():  # no app ever installed: no app modules to load
-        return []
     from atoll.apps.backup import backup_all_before_update
     from atoll.apps.manager import installed_apps
 
