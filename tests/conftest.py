@@ -7,10 +7,14 @@ never skip because a tool is missing: they install or start it, or fail.
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from atoll.core.errors import AtollError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,3 +49,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if "vm" in parts:
             item.add_marker(pytest.mark.vm)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    # An AtollError's details (a VM's console tail, a command's stderr) are not in its
+    # message: show them with the failure, so that a CI log alone says what happened.
+    report = yield
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, AtollError) and exc.details:
+        report.sections.append((f"{type(exc).__name__} details", exc.details))
+    return report

@@ -19,7 +19,7 @@ def test_failed_health_check_rolls_back_by_itself(make_image: ImageFactory,
     v2, v3 = image.ids["test/v2"], image.ids["test/v3"]
     disk = overlay(image.path, tmp_path / "disk.qcow2")
     with VM(disk, tmp_path / "console.log", firmware="uefi") as vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}", 3 * BOOT_TIMEOUT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}", 2 * BOOT_TIMEOUT)
         text = vm.text()
     assert f"mounted deployment {v3} fallback=0" in text
     assert f"mounted deployment {v2} fallback=1" in text
