@@ -3,13 +3,16 @@
     .venv/bin/python -m bench.bench_console [--db sqlite|postgresql] [--hosts 10000]
 
 ``--hosts`` hosts (two customers, 9:1; a ``site`` label of 10 values; versions 1-4;
-1 % lost, 1 % rolled back, 5 % pending) inserted straight into a fresh database
+1 % lost, 1 % rolled back, 5 % pending) and 90 days of hourly version samples (every
+customer and version each hour, as the server writes them: 17,280 rows) inserted
+straight into a fresh database
 (a SQLite file, or Debian's PostgreSQL 15 started as the tests start it,
 tests/services.py), then a real control plane server on 127.0.0.1 and a logged-in
 console session. Measured, median of 7 after one warm-up, one request at a time:
 
 * ``GET /console/fleet`` as an admin of every customer (counts over the whole
-  fleet, the first page of 50);
+  fleet, the breakdowns by customer and site, the versions plot over 30 days, the
+  first page of 50); the same with the plot over 90 days;
 * the same filtered by label, by state, by label + version, and the last page;
 * ``GET /console/fleet`` as a viewer of the smaller customer;
 * the anchor: ``GET /v1/health`` (HTTP, the same server, ``SELECT 1``); ratios to it.
@@ -37,7 +40,7 @@ from sqlalchemy import insert  # noqa: E402
 
 from atoll.control.console import users  # noqa: E402
 from atoll.control.db import Database  # noqa: E402
-from atoll.control.models import Customer, Host, HostLabel  # noqa: E402
+from atoll.control.models import Customer, Host, HostLabel, VersionSample  # noqa: E402
 from atoll.control.server import ControlServer  # noqa: E402
 
 NOW = dt.datetime.now(dt.UTC)
@@ -82,6 +85,11 @@ def fill(db: Database, n: int) -> None:
             labels.append({"host_id": hid, "key": "site", "value": f"site{i % 10}"})
         s.execute(insert(Host), hosts)
         s.execute(insert(HostLabel), labels)
+        hour = NOW.replace(minute=0, second=0, microsecond=0)
+        s.execute(insert(VersionSample), [
+            {"bucket": hour - dt.timedelta(hours=h), "customer_id": cid,
+             "version": str(v), "hosts": n // 40}
+            for h in range(1, 90 * 24 + 1) for cid in (big, small) for v in range(1, 5)])
         users.add_user(s, "admin", PASSWORD, "admin", None, NOW)
         users.add_user(s, "viewer", PASSWORD, "viewer", ["small"], NOW)
 
@@ -121,6 +129,7 @@ def main() -> int:
             anchor = timed(port, "/v1/health", None)
             rows = [
                 ("fleet page, admin (every customer)", "/console/fleet", "admin"),
+                ("fleet page, plot over 90 days", "/console/fleet?days=90", "admin"),
                 ("filter: label site=site3", "/console/fleet?label=site%3Dsite3", "admin"),
                 ("filter: state rolled-back", "/console/fleet?state=rolled-back", "admin"),
                 ("filter: label + version", "/console/fleet?label=site%3Dsite3&version=4",

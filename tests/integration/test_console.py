@@ -8,6 +8,7 @@ plain HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import os
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from axe_core_python.selenium import Axe
@@ -30,7 +32,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from sqlalchemy import select
 
+from atoll.control.db import Database
+from atoll.control.models import Customer, VersionSample
 from tests.integration.control_fixtures import Api, SimHost, host_status
 from tests.services import free_port
 
@@ -40,6 +45,35 @@ APP = {"name": "pg", "image": "postgres:15", "role": "db",
        "container": {"state": "running", "health": "healthy"},
        "database": {"role": "replica", "lag_s": 1.5}}
 REASON = 'health check "postgres" failed <script>alert(1)</script>'  # as a host says it
+
+
+HOTFIX = {"base": "b" * 64, "base_version": "2", "packages": [
+    {"name": "less", "version": "590-2.1~deb12u2+atoll1", "kind": "pin",
+     "expires": "2099-01-01T00:00:00Z"}]}
+
+
+def _cves(name: str) -> dict[str, Any]:
+    """The check-in's CVE facts (as atoll.security.host.checkin_facts sends them): db01
+    fresh data with 2 high and 1 medium open, db02 data 10 days old and expired (3
+    medium, 1 low), db03 none (an older agent), gx01 (globex) 5 high."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def facts(age: dt.timedelta, valid: dt.timedelta, **opened: int) -> dict[str, Any]:
+        counts = {u: opened.get(u.replace(" ", "_"), 0) for u in
+                  ("unimportant", "low", "medium", "high", "not yet assigned")}
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        return {"cves": {"commit": "c" * 64, "source": "tracker",
+                         "generated": (now - age).strftime(stamp),
+                         "expires": (now - age + valid).strftime(stamp),
+                         "age_seconds": int(age.total_seconds()), "stale": age > valid,
+                         "open": counts,
+                         "open_cves": [{"cve": f"CVE-2099-{i:04d}", "urgency": "high"}
+                                       for i in range(counts["high"])]}}
+
+    day = dt.timedelta(days=1)
+    return {"db01": facts(2 * day / 24, 7 * day, high=2, medium=1),
+            "db02": facts(10 * day, 7 * day, medium=3, low=1),
+            "gx01": facts(day / 24, 7 * day, high=5, not_yet_assigned=2)}.get(name, {})
 
 
 def _atoll(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -97,7 +131,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 status["last_boot"]["checks"] = [
                     {"name": "postgres", "required": True, "ok": False, "exit_code": 2,
                      "output": "connection refused"}]
-            code, answer = h.checkin(status=status, apps=[APP])
+            if name == "db02":  # runs a hotfix deployment: a pin with an expiry
+                status["booted"]["hotfix"] = HOTFIX
+            code, answer = h.checkin(status=status, apps=[APP], **_cves(name))
             assert code == 200, answer
             hosts[name] = h.host_id
         (tmp / "pw").write_text(PASSWORD + "\n")
@@ -114,6 +150,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                       "globex", "--db", db, "--json", stdin=PASSWORD + "\n")
         assert done.returncode == 0, done.stderr
         assert PASSWORD not in done.stdout
+        sampled = Database(db)
+        with sampled.write() as s:
+            ids = dict(s.execute(select(Customer.name, Customer.id)).all())
+            s.add_all(VersionSample(bucket=b, customer_id=ids[c], version=v, hosts=n)
+                      for b, c, v, n in [(SAMPLED[0], "acme", "1", 3),
+                                         (SAMPLED[1], "acme", "2", 2),
+                                         (SAMPLED[1], "acme", "1", 1),
+                                         (SAMPLED[1], "globex", "9.9-globex", 4)])
+        sampled.close()
         yield Site(url, api, db, hosts)
     finally:
         proc.terminate()
@@ -197,6 +242,23 @@ def _host_names(driver: webdriver.Chrome) -> list[str]:
     return [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#hosts tbody th")]
 
 
+def _table(driver: webdriver.Chrome, table: str) -> list[list[str]]:
+    """The cells of a table, header row first (shown or not: its textContent)."""
+    return [[c.get_attribute("textContent").strip() for c in
+             r.find_elements(By.CSS_SELECTOR, "th, td")]
+            for r in driver.find_elements(By.CSS_SELECTOR, f"#{table} tr")]
+
+
+# version samples the site holds (written as the server writes them): acme's two days
+# ago (3 hosts on 1) and one day ago (2 on 2, 1 on 1); globex's, which acme never sees
+_NOW = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+SAMPLED = [_NOW - dt.timedelta(days=2), _NOW - dt.timedelta(days=1)]
+
+
+def _when(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def _counts(driver: webdriver.Chrome, table: str) -> dict[str, str]:
     rows = driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")
     return {r.find_element(By.TAG_NAME, "th").text: r.find_element(By.TAG_NAME, "td").text
@@ -215,7 +277,27 @@ def test_a_viewer_logs_in_filters_the_fleet_and_opens_a_host(
     assert _counts(browser, "by-version") == {"2": "2", "1": "1"}
     assert "gx01" not in browser.page_source and "globex" not in browser.page_source
     assert browser.find_elements(By.ID, "by-customer") == []  # one customer: no table
+    # versions over time: the samples of acme only (globex's never), then now
+    plot = browser.find_element(By.ID, "versions-plot")
+    assert plot.get_attribute("role") == "img"
+    assert "Hosts by booted version" in plot.find_element(By.TAG_NAME, "title") \
+        .get_attribute("textContent")
+    assert [a.get_attribute("data-version") for a in
+            plot.find_elements(By.TAG_NAME, "path")] == ["2", "1"]
+    rows = _table(browser, "versions-table")
+    assert rows[0] == ["Time", "2", "1", "All"]
+    assert rows[1:3] == [[_when(SAMPLED[0]), "0", "3", "3"], [_when(SAMPLED[1]), "2", "1", "3"]]
+    assert rows[-1] == ["now", "2", "1", "3"]
+    assert "9.9-globex" not in browser.page_source
+    # the breakdown: by site (the default label), each row by state and version
+    assert _counts(browser, "breakdown-label") == {"ams": "2", "fra": "1"}
+    assert _table(browser, "breakdown-label")[1] == ["ams", "2", "1", "1", "2: 2"]
     _accessible(browser, "fleet")
+    _submit(browser, browser.find_element(By.LINK_TEXT, "1 day"))
+    assert "days=1" in browser.current_url
+    rows = _table(browser, "versions-table")
+    assert rows[-1] == ["now", "2", "1", "3"]
+    assert not {_when(t) for t in SAMPLED} & {r[0] for r in rows}  # older than a day
 
     browser.find_element(By.ID, "f-label").send_keys("site=ams")
     _submit(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
@@ -241,6 +323,26 @@ def test_a_viewer_logs_in_filters_the_fleet_and_opens_a_host(
     assert "booted" in deployments and " 2 " in f" {deployments} "
     assert "enrolled" in browser.find_element(By.ID, "host-events").text
 
+    # the Security page: acme's hosts only (globex's gx01 has 5 high)
+    _submit(browser, browser.find_element(By.LINK_TEXT, "Security"))
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Security"
+    _accessible(browser, "security")
+    by_urgency = {r.find_element(By.TAG_NAME, "th").text:
+                  [td.text for td in r.find_elements(By.TAG_NAME, "td")]
+                  for r in browser.find_elements(By.CSS_SELECTOR, "#by-urgency tbody tr")}
+    assert by_urgency == {"high": ["1", "2"], "medium": ["2", "4"], "low": ["1", "1"],
+                          "unimportant": ["0", "0"], "not yet assigned": ["0", "0"]}
+    worst = browser.find_elements(By.CSS_SELECTOR, "#worst tbody tr")
+    assert [r.find_element(By.TAG_NAME, "th").text for r in worst] == ["db01", "db02"]
+    assert "(stale)" in worst[1].text and "(stale)" not in worst[0].text
+    hotfixes = browser.find_element(By.ID, "hotfixes").text
+    assert "db02" in hotfixes and "less 590-2.1~deb12u2+atoll1 (pin, expires 2099-01-01" \
+        in hotfixes and "db01" not in hotfixes
+    assert _counts(browser, "ages") == {"under a day": "1", "1 to 7 days": "0",
+                                        "over 7 days": "1", "no CVE data": "1"}
+    assert "gx01" not in browser.page_source and "globex" not in browser.page_source
+    assert browser.find_elements(By.ID, "sec-customers") == []  # one customer
+
     # another customer's host, by its id: as if it did not exist
     browser.get(f"{site.url}/console/hosts/{site.hosts['gx01']}")
     assert browser.find_element(By.TAG_NAME, "h1").text == "404"
@@ -257,6 +359,8 @@ def test_an_admin_sees_every_customer(site: Site, browser: webdriver.Chrome) -> 
     _log_in(browser, site, "root")
     assert _host_names(browser) == ["db01", "db02", "db03", "gx01"]
     assert _counts(browser, "by-customer") == {"acme": "3", "globex": "1"}
+    assert _counts(browser, "breakdown-customer") == {"acme": "3", "globex": "1"}
+    assert "9.9-globex" in _table(browser, "versions-table")[0]  # a series of its own
     browser.get(f"{site.url}/console/hosts/{site.hosts['gx01']}")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Host gx01"
 
@@ -375,12 +479,23 @@ def test_every_page_for_every_kind_of_user(site: Site) -> None:
         ("root", "/console/fleet"): 200, ("root", acme): 200, ("root", globex): 200,
         ("nobody", "/console/fleet"): 303, ("nobody", acme): 303, ("nobody", globex): 303,
         ("ann", "/console/hosts/no-such-host"): 404,
+        ("ben", "/console/security"): 200, ("nobody", "/console/security"): 303,
     }
     got = {(user, path): _request(site, "GET", path, cookies=sessions[user])[0]
            for user, path in expected}
     assert got == expected
     _, page, _ = _request(site, "GET", "/console/fleet", cookies=sessions["ben"])
     assert "gx01" in page and "db01" not in page and "acme" not in page
+    # the Security page in each scope: globex's one host; every customer for an admin
+    _, page, _ = _request(site, "GET", "/console/security", cookies=sessions["ben"])
+    assert "gx01" in page and "db0" not in page and "acme" not in page
+    assert re.search(r"<th scope=\"row\">high</th><td>1</td><td>5</td>", page)
+    _, page, _ = _request(site, "GET", "/console/security", cookies=sessions["root"])
+    assert re.search(r"<th scope=\"row\">high</th><td>2</td><td>7</td>", page)
+    assert re.search(r"<th scope=\"row\">acme</th><td>3</td><td>2</td>\s*<td>1</td>"
+                     r"<td>2</td><td>1</td>", page)
+    assert re.search(r"<th scope=\"row\">globex</th><td>1</td><td>1</td>\s*<td>1</td>"
+                     r"<td>0</td><td>0</td>", page)
 
 
 def test_users_add_refuses_bad_input_and_changes_nothing(site: Site, tmp_path: Path) -> None:

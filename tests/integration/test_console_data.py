@@ -1,20 +1,26 @@
 """The console's data layer on SQLite and PostgreSQL: users, sessions and the login
-rate limit (:mod:`atoll.control.console.users`), the fleet page's counts, filters and
-pages in a customer's scope (:mod:`atoll.control.console.views`)."""
+rate limit (:mod:`atoll.control.console.users`), the fleet page's counts, filters,
+pages, breakdowns and versions over time in a customer's scope
+(:mod:`atoll.control.console.views`), the version samples (:mod:`atoll.control.history`)
+and their migration."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from sqlalchemy import func, insert, select
 
+from atoll.control import history
 from atoll.control.auth import Principal
 from atoll.control.console import users, views
 from atoll.control.console.models import ConsoleSession, ConsoleUser
 from atoll.control.db import Database
 from atoll.control.errors import ApiError
-from atoll.control.models import Customer, Event, Host, HostLabel
+from atoll.control.models import Customer, Event, Host, HostLabel, VersionSample
+from atoll.control.retention import DEFAULT_RETENTION, prune_samples
 from tests.integration.control_fixtures import (
     control_db_fixture,  # noqa: F401 (a fixture)
     pg_fixture,  # noqa: F401 (a fixture)
@@ -132,3 +138,92 @@ def test_the_fleet_page_counts_filters_and_pages_within_the_scope(
         with pytest.raises(ApiError) as err:
             views.host_page(s, acme, "g0001")
         assert err.value.status == 404
+
+
+def test_versions_over_time_and_breakdowns_within_the_scope(control_db: Database) -> None:
+    ids = _customers(control_db)
+    with control_db.write() as s:
+        for i in range(6):
+            s.add(Host(id=f"a{i}", customer_id=ids["acme"], name=f"db{i}", public_key="k",
+                       enrolled_at=NOW, booted_version="1" if i < 2 else "2",
+                       lost=i == 5, update_state="up-to-date"))
+            s.add(HostLabel(host_id=f"a{i}", key="site", value="ams" if i < 3 else "fra"))
+            if i % 2:
+                s.add(HostLabel(host_id=f"a{i}", key="role", value="db"))
+        for i in range(2):
+            s.add(Host(id=f"g{i}", customer_id=ids["globex"], name=f"gx{i}", public_key="k",
+                       enrolled_at=NOW, booted_version="9"))
+            s.add(HostLabel(host_id=f"g{i}", key="site", value="ams"))
+    # the server's sample: one per hour, per customer and version
+    assert history.record_versions(control_db, NOW + dt.timedelta(minutes=5)) == 3
+    assert history.record_versions(control_db, NOW + dt.timedelta(minutes=50)) == 0
+    day = dt.timedelta(days=1)
+    with control_db.write() as s:
+        for bucket, cid, version, n in [
+                (NOW - 2 * day, "acme", "1", 6),
+                (NOW - 2 * day + dt.timedelta(hours=3), "acme", "1", 4),  # the day's last
+                (NOW - 2 * day + dt.timedelta(hours=3), "acme", "2", 2),
+                (NOW - day, "acme", "1", 3), (NOW - day, "acme", "2", 3),
+                (NOW - day, "globex", "9", 5),
+                (NOW - 40 * day, "acme", "0", 6),  # outside the 30 days shown
+                (NOW - 500 * day, "acme", "0", 6)]:  # past the retention
+            s.add(VersionSample(bucket=bucket, customer_id=ids[cid], version=version,
+                                hosts=n))
+    acme = Principal("t", "viewer", frozenset({ids["acme"]}))
+    later = NOW + dt.timedelta(hours=1)
+    with control_db.read() as s:
+        page = views.fleet(s, acme, views.FleetFilter(), now=later)
+        h = page["history"]
+        assert h["series"] == ["2", "1"]  # most hosts now first; globex's "9" never
+        assert [(p.time, p.hosts, p.live) for p in h["points"]] == [
+            (NOW - 2 * day + dt.timedelta(hours=3), {"2": 2, "1": 4}, False),
+            (NOW - day, {"2": 3, "1": 3}, False),
+            (NOW, {"2": 4, "1": 2}, False),
+            (later, {"2": 4, "1": 2}, True)]
+        assert [a["name"] for a in h["plot"]["areas"]] == ["2", "1"]
+        assert h["plot"]["drawn"]
+        hourly = views.fleet(s, acme, views.FleetFilter(days=1), now=later)["history"]
+        assert [p.time for p in hourly["points"]] == [NOW, later]  # 13:00 back to 13:00
+        everyone = views.fleet(s, Principal("r", "admin", None), views.FleetFilter(),
+                               now=later)["history"]
+        assert everyone["series"] == ["2", "9", "1"]
+        assert everyone["points"][1].hosts == {"2": 3, "9": 5, "1": 3}
+        # the breakdowns: by site (the default) and by any label key, in scope
+        assert page["by_label"]["keys"] == ["role", "site"]
+        assert [(r["name"], r["label"], r["hosts"], r["states"], r["versions"])
+                for r in page["by_label"]["rows"]] == [
+            ("ams", "site=ams", 3, {"up-to-date": 3}, [("1", 2), ("2", 1)]),
+            ("fra", "site=fra", 3, {"up-to-date": 2, "lost": 1}, [("2", 3)])]
+        role = views.fleet(s, acme, views.FleetFilter(by="role"), now=later)["by_label"]
+        assert [(r["name"], r["label"], r["hosts"], r["versions"]) for r in role["rows"]] == [
+            ("(no role label)", None, 3, [("2", 2), ("1", 1)]),
+            ("db", "role=db", 3, [("2", 2), ("1", 1)])]
+        assert page["customer_rows"] == []  # one customer in scope
+        rows = views.fleet(s, Principal("r", "admin", None), views.FleetFilter(),
+                           now=later)["customer_rows"]
+        assert [(r["name"], r["hosts"], r["versions"]) for r in rows] == [
+            ("acme", 6, [("2", 4), ("1", 2)]), ("globex", 2, [("9", 2)])]
+    # the retention prunes samples as events
+    assert prune_samples(control_db, NOW, DEFAULT_RETENTION) == 1
+    with control_db.read() as s:
+        assert s.scalar(select(func.count()).select_from(VersionSample)) == 3 + 8 - 1
+
+
+def test_the_samples_migration_upgrades_a_0005_database(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/control.db")
+    try:
+        with db.engine.begin() as conn:
+            command.upgrade(db._alembic(conn), "0005_audit_chain")
+        with db.engine.begin() as conn:  # Core: as the older atoll wrote them
+            conn.execute(insert(Customer.__table__).values(id=1, name="acme", created_at=NOW,
+                                                           created_by="t"))
+            conn.execute(insert(Host.__table__).values(
+                id="h1", customer_id=1, name="db01", public_key="k", enrolled_at=NOW,
+                booted_version="7", counter=0, lost=False, checkins=0, rollback_events=0))
+        assert db.upgrade() == ["0006_version_samples"]
+        assert history.record_versions(db, NOW) == 1
+        with db.read() as s:
+            assert [(r.customer_id, r.version, r.hosts) for r in
+                    s.scalars(select(VersionSample))] == [(1, "7", 1)]
+    finally:
+        db.close()

@@ -27,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from atoll.cli import main
+from atoll.control.console import plots
 from atoll.control.console.rollout_views import REFRESH_S
 from atoll.control.protocol import Package, manifest_digest
 from atoll.store.packages import parse_dpkg_status
@@ -242,6 +243,20 @@ def test_create_watch_halt_and_resume_a_rollout(rs: RolloutSite,
     assert toggle.text == "Pause live updates"
     toggle.click()
     assert toggle.get_attribute("aria-pressed") == "true"
+    # the progress plot: one bar per wave, its parts the API's phases grouped
+    plot = browser.find_element(By.ID, "waves-plot")
+    assert plot.get_attribute("role") == "img"
+    assert "Progress per wave: wave 0, 0 of 2 done, 1 in flight, 1 failed" in \
+        plot.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    bars = {g.get_attribute("data-wave"): {r.get_attribute("data-part"):
+                                           int(r.get_attribute("data-hosts"))
+                                           for r in g.find_elements(By.TAG_NAME, "rect")}
+            for g in plot.find_elements(By.CSS_SELECTOR, "g.wave")}
+    api_waves = rs.api.call("GET", "/v1/rollouts/r1")[1]["waves"]
+    assert bars == {str(w["index"]): {part: n for part, names in plots.WAVE_PARTS
+                                      if (n := sum(w["phases"].get(p, 0) for p in names))}
+                    for w in api_waves}
+    assert bars["0"] == {"in flight": 1, "failed": 1} and sum(bars["1"].values()) == 2
     browser.execute_script("window.atollStayed = true")
     time.sleep(REFRESH_S + 2)
     assert browser.execute_script("return window.atollStayed === true")  # not reloaded

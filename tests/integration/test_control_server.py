@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from atoll.control.db import Database
+from atoll.control.models import Customer, Host, VersionSample
 from atoll.control.protocol import MAX_CHECKIN_BYTES, Package, manifest_digest, sign
 from atoll.core.errors import HostStateError
 from atoll.fleet.client import FleetLockError
@@ -659,6 +660,20 @@ def test_events_past_the_retention_are_pruned_and_younger_ones_kept(control: Con
     pruned = next(e for e in events(c) if e["kind"] == "events-pruned")
     assert pruned["data"]["count"] == 2 and pruned["actor"] == "server"
     assert c.server.prune_events() == 0
+    # the version samples: the server's one an hour, pruned with the events
+    c.customer("acme")
+    with c.db.write() as s:
+        cid = s.scalars(select(Customer.id).where(Customer.name == "acme")).one()
+        s.add(Host(id="h-1", customer_id=cid, name="db01", public_key="k",
+                   enrolled_at=now, booted_version="7"))
+        s.add(VersionSample(bucket=now - dt.timedelta(days=401), customer_id=cid,
+                            version="6", hosts=1))
+    assert c.server.sample_versions() == 1
+    assert c.server.sample_versions() == 0  # this hour has its sample
+    c.server.prune_events()
+    with c.db.read() as s:
+        assert [(v.bucket, v.version, v.hosts) for v in s.scalars(select(VersionSample))] \
+            == [(now.replace(minute=0, second=0, microsecond=0), "7", 1)]
 
 
 @pytest.mark.parametrize("option", [

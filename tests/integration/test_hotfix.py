@@ -18,7 +18,7 @@ from atoll.agent.host import Host
 from atoll.cli import main
 from atoll.core.errors import HostStateError
 from atoll.deploy.sysroot import Sysroot
-from tests.compose_fixtures import Composed, composed
+from tests.compose_fixtures import Composed, composed, deb_cache
 from tests.conftest import ROOT
 
 SCHEMA = json.loads((ROOT / "docs/status.schema.json").read_text())
@@ -50,6 +50,53 @@ def build_deb(tmp: Path, name: str, version: str, *, arch: str = "all",
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(src), str(deb)],
                    check=True, capture_output=True)
     return deb, hashlib.sha256(deb.read_bytes()).hexdigest()
+
+
+def newer_real_deb(tmp: Path, cache: Path, name: str, version: str) -> tuple[Path, str, str]:
+    """The archive's .deb of ``name`` (from the tests' package cache, as composed into
+    v1), repacked at a newer version ``VERSION+atoll1``: a real package's "security
+    fix" that the archive does not have yet. Returns (deb, sha256, new version)."""
+    from atoll.compose.debcache import deb_filename
+
+    src = deb_cache(cache).pool / deb_filename(name, version, "amd64")
+    assert src.is_file(), f"{src.name} is not in the tests' package cache"
+    new = f"{version}+atoll1"
+    work = tmp / f"repack-{name}"
+    subprocess.run(["dpkg-deb", "-R", str(src), str(work)], check=True, capture_output=True)
+    control = work / "DEBIAN/control"
+    control.write_text(control.read_text().replace(f"\nVersion: {version}\n",
+                                                   f"\nVersion: {new}\n"))
+    deb = tmp / f"{name}_{new}_amd64.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(work), str(deb)],
+                   check=True, capture_output=True)
+    return deb, hashlib.sha256(deb.read_bytes()).hexdigest(), new
+
+
+def v1_cve_report(sysroot: Path, trees: Composed, fixed: str) -> None:
+    """v1's CVE report as `atoll update check` keeps it, computed by the publisher's own
+    code from v1's real manifest and tracker data in the tracker's format: less carries
+    CVE-2099-0002 (high, fixed in ``fixed``) and CVE-2099-0003 (low, no fix yet)."""
+    from datetime import UTC, datetime
+
+    from atoll.core import canonjson
+    from atoll.security.build import make_report
+    from atoll.security.host import save_report
+    from atoll.security.tracker import parse_tracker
+
+    def entry(status: str, urgency: str, fix: str | None) -> dict[str, object]:
+        rel: dict[str, object] = {"status": status, "urgency": urgency, "repositories": {}}
+        if fix:
+            rel["fixed_version"] = fix
+        return {"description": "a test CVE", "scope": "local", "releases": {"bookworm": rel}}
+
+    tracker = parse_tracker(json.dumps({"less": {
+        "CVE-2099-0002": entry("resolved", "high", fixed),
+        "CVE-2099-0003": entry("open", "low", None)}}).encode(), "tracker.json")
+    doc = make_report(trees.v1, "quickstart/base", "bookworm",
+                      list(trees.repo.read_commit(trees.v1).manifest), since=None,
+                      since_manifest=None, changelog=[], missing=[], tracker=tracker,
+                      now=datetime.now(UTC).replace(microsecond=0))
+    save_report(sysroot, trees.v1, canonjson.dumps(doc))
 
 
 def host_state(sysroot: Path) -> dict[str, object]:
@@ -86,7 +133,8 @@ def boot(sr: Sysroot, dep_id: str) -> None:
 
 
 def test_hotfix_add_list_status_then_next_base_drops_fast_track_keeps_pin(
-        trees: Composed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        trees: Composed, artifact_cache: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     host = tmp_path / "host"
     sr = Sysroot(host)
     sr.init()
@@ -128,40 +176,83 @@ def test_hotfix_add_list_status_then_next_base_drops_fast_track_keeps_pin(
     jsonschema.validate(st, SCHEMA)
     assert st["booted"]["hotfix"]["base"] == trees.v1
     assert st["booted"]["hotfix"]["packages"] == [
-        {"name": "netcat-openbsd", "version": "1.0-1", "kind": "fast-track"}]
+        {"name": "netcat-openbsd", "version": "1.0-1", "kind": "fast-track", "expires": None}]
     assert st["rollback"]["hotfix"] is None
     code, out, _ = cli(capsys, "--sysroot", str(host), "status")
     assert "Hotfixes: netcat-openbsd 1.0-1 (fast-track)" in out and "Base: 1 (" in out
     code, out, _ = cli(capsys, "--sysroot", str(host), "hotfix", "list")
     assert "netcat-openbsd 1.0-1  fast-track  active" in out and "CVE-2099-0001" in out
 
-    # a pin of a package the base does not ship
-    pin, pin_sha = build_deb(tmp_path, "atoll-pin-test", "2.0")
+    # v1's signed CVE report (per package version): less carries two open CVEs, which a
+    # hotfix deployment of another package still carries (re-read against its manifest)
+    less_v1 = {p["name"]: p["version"] for p in trees.repo.read_commit(trees.v1).manifest}[
+        "less"]
+    pin, pin_sha, less_fix = newer_real_deb(tmp_path, artifact_cache, "less", less_v1)
+    v1_cve_report(host, trees, less_fix)
+    code, out, err = cli(capsys, "--sysroot", str(host), "--json", "cve", "list", "--host")
+    assert code == 0, err
+    view = json.loads(out)["booted"]
+    assert {c["cve"] for c in view["open"]} == {"CVE-2099-0002", "CVE-2099-0003"}
+    assert view["derived"]["base"] == trees.v1 and view["derived"]["closed"] == []
+
+    # a pin: the real less at a newer version, which fixes CVE-2099-0002
     code, out, err = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "add", str(pin),
                          "--sha256", pin_sha, "--pin", "--expires", "2099-01-01",
                          "--reason", "vendor fix")
     assert code == 0, err
     both = json.loads(out)
     assert both["base"] == trees.v1  # the booted deployment's base, not the hotfix commit
-    assert sorted(both["carried"]) == ["atoll-pin-test", "netcat-openbsd"]
+    assert sorted(both["carried"]) == ["less", "netcat-openbsd"]
     boot(sr, both["deployment"]["id"])
+    code, out, _ = cli(capsys, "--sysroot", str(host), "--json", "status")
+    assert {p["name"]: p["expires"] for p in json.loads(out)["booted"]["hotfix"]["packages"]} \
+        == {"netcat-openbsd": None, "less": "2099-01-01T00:00:00Z"}  # a pin's expiry
+    code, out, err = cli(capsys, "--sysroot", str(host), "--json", "cve", "list", "--host")
+    assert code == 0, err
+    view = json.loads(out)["booted"]
+    assert view["commit"] == both["deployment"]["commit"]
+    assert [(c["cve"], c["source_version"]) for c in view["open"]] == [
+        ("CVE-2099-0003", less_fix)]  # no fix yet: still open, at the hotfix's version
+    assert view["open_counts"]["high"] == 0 and view["open_counts"]["low"] == 1
+    assert [(c["cve"], c["version"]) for c in view["derived"]["closed"]] == [
+        ("CVE-2099-0002", less_fix)]
+    assert "base image's signed CVE data" in view["derived"]["note"]
+    code, out, _ = cli(capsys, "--sysroot", str(host), "cve", "list", "--host")
+    assert "closed by hotfix CVE-2099-0002" in out and "hotfix's package versions" in out
+    # the derived commit's SBOM names the hotfix's version
+    from atoll.deploy.hotfix import sbom_path
+
+    sbom = json.loads(sbom_path(sr, both["deployment"]["commit"]).read_text())
+    versions = {c["name"]: c["version"] for c in sbom["components"]}
+    assert versions["less"] == less_fix and versions["netcat-openbsd"] == "1.0-1"
+    assert sbom["metadata"]["component"]["bom-ref"] == \
+        f"atoll-commit:{both['deployment']['commit']}"
+    # written without cyclonedx-python-lib (hosts lack it): the document publish makes
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from atoll.repo.sbom import sbom_json
+
+    assert sbom == json.loads(sbom_json(both["deployment"]["commit"], repo.read_commit(
+        both["deployment"]["commit"]), name=sbom["metadata"]["component"]["name"]))
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(json.dumps(sbom)) is None
 
     # the next base update (v2 ships netcat-openbsd, newer): prepared as an update is
     repo.pull_local(trees.repo, trees.v2)
     out2 = Host(host).prepare(trees.v2)
     new = repo.read_commit(out2["commit"])
     assert new.metadata["hotfix"]["base"] == trees.v2
-    assert [p["name"] for p in new.metadata["hotfix"]["packages"]] == ["atoll-pin-test"]
+    assert [p["name"] for p in new.metadata["hotfix"]["packages"]] == ["less"]
     newpkgs = {p["name"]: p["version"] for p in new.manifest}
-    assert newpkgs["netcat-openbsd"] == v2_nc and newpkgs["atoll-pin-test"] == "2.0"
-    assert out2["hotfixes"]["kept"] == ["atoll-pin-test"]
+    assert newpkgs["netcat-openbsd"] == v2_nc and newpkgs["less"] == less_fix
+    assert out2["hotfixes"]["kept"] == ["less"]
     assert v2_nc in out2["hotfixes"]["dropped"]["netcat-openbsd"]
     code, out, _ = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "list")
     rows = {r["name"]: r for r in json.loads(out)["hotfixes"]}
     assert rows["netcat-openbsd"]["status"] == "dropped"
     assert "the base ships netcat-openbsd" in rows["netcat-openbsd"]["why"]
-    assert rows["atoll-pin-test"]["status"] == "active" and rows["atoll-pin-test"]["in_next"]
-    assert rows["atoll-pin-test"]["in_booted"]
+    assert rows["less"]["status"] == "active" and rows["less"]["in_next"]
+    assert rows["less"]["in_booted"]
     # the update client counts the host by its base (what it runs is v1 + hotfixes)
     from atoll.repo.client import UpdateClient
 
@@ -169,7 +260,7 @@ def test_hotfix_add_list_status_then_next_base_drops_fast_track_keeps_pin(
 
     # remove the pin: the booted base (v1) + what is left active (nothing) boots next
     code, out, err = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "remove",
-                         "atoll-pin-test")
+                         "less")
     assert code == 0, err
     assert json.loads(out)["deployment"]["commit"] == trees.v1
     code, out, _ = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "list")

@@ -1,5 +1,6 @@
-"""The tracker's DSA/DLA lists (hand-made excerpts in their format): parsing, errors
-that say file:line, and advisories attached to the CVEs of a report (docs/security.md)."""
+"""The tracker's DSA/DLA lists (a real excerpt, and hand-made ones in their format that
+name the CVEs of the tracker excerpt): parsing, errors that say file:line, and
+advisories attached to the CVEs of a report (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,41 @@ def test_lists_parse_into_advisories_by_cve_source_and_release() -> None:
     # <not-affected> is no fix; a regression update without CVEs attaches to nothing
     assert index.ids("CVE-2023-4806", "glibc", "buster") == []
     assert any(a.id == "DSA-5450-1" and a.cves == () for a in index.advisories)
+
+
+REAL_DSA, REAL_DLA = DATA / "DSA-list-real.txt", DATA / "DLA-list-real.txt"
+
+
+def test_a_real_excerpt_of_the_lists_parses_with_its_facts() -> None:
+    """The tracker's own data/DSA/list and data/DLA/list (17 and 20 consecutive entries,
+    27 Feb to 1 Apr 2023: provenance in tests/data/security-tracker/README.md)."""
+    index = load_advisories([REAL_DSA, REAL_DLA])
+    assert [i["advisories"] for i in index.info()] == [17, 20]
+    by_id = {a.id: a for a in index.advisories}
+    # the newest first, as the lists are kept
+    assert [a.id for a in index.advisories][:2] == ["DSA-5380-1", "DSA-5379-1"]
+    assert by_id["DSA-5380-1"].date == "29 Mar 2023"
+    assert by_id["DSA-5380-1"].fixed == (("bullseye", "xorg-server", "2:1.20.11-1+deb11u6"),)
+    # one CVE, fixed in bullseye by a DSA and in buster by a DLA: told apart by release
+    assert index.ids("CVE-2023-1393", "xorg-server", "bullseye") == ["DSA-5380-1"]
+    assert index.ids("CVE-2023-1393", "xorg-server", "buster") == ["DLA-3372-1"]
+    assert index.ids("CVE-2023-1393", "xorg-server", "bookworm") == []
+    # the same CVEs in two sources (thunderbird, firefox-esr): by source
+    assert index.ids("CVE-2023-25751", "thunderbird", "bullseye") == ["DSA-5375-1"]
+    assert index.ids("CVE-2023-25751", "firefox-esr", "bullseye") == ["DSA-5374-1"]
+    assert index.ids("CVE-2023-25751", "thunderbird", "buster") == ["DLA-3365-1"]
+    assert len(by_id["DSA-5371-1"].cves) == 24 and by_id["DSA-5371-1"].source == "chromium"
+    # regression updates ("-2") without CVEs: a fixed version, nothing to attach to
+    for rid, src, version in [("DSA-5356-2", "sox", "14.4.2+git20190427-2+deb11u2"),
+                              ("DLA-3315-2", "sox", "14.4.2+git20190427-1+deb10u2"),
+                              ("DLA-3357-2", "imagemagick", "8:6.9.10.23+dfsg-2.1+deb10u4")]:
+        assert by_id[rid].cves == () and by_id[rid].fixed[0][1:] == (src, version)
+    # a "-2" that is a security update with its CVE; updates without CVE ids
+    assert by_id["DLA-3193-2"].cves == ("CVE-2022-21797",)
+    assert index.ids("CVE-2022-21797", "joblib", "buster") == ["DLA-3193-2"]
+    assert by_id["DLA-3355-1"].cves == () and by_id["DLA-3366-1"].source == "tzdata"
+    assert by_id["DLA-3367-1"].fixed == (("buster", "libdatetime-timezone-perl",
+                                          "1:2.23-1+2023b"),)
 
 
 GOOD = b"[21 Nov 2023] DSA-5558-1 netty - security update\n\t{CVE-2023-34462}\n" \

@@ -46,6 +46,7 @@ def _section(title: str, s: dict[str, Any] | None, *, fixes: bool) -> list[str]:
               if s["open_known"] else "open CVEs unknown (published without tracker data)")
     lines = [f"{head}: {opened}; data {_age(s['age_seconds'])} old "
              f"(generated {s['generated']}){stale}"]
+    lines += _derived_lines(s.get("derived"))
     for c in s["open"] or []:
         fix = f"fixed in {c['fixed_version']}" if c.get("fixed_version") else "no fix yet"
         lines.append(f"  {c['cve']:<16} {c.get('urgency') or '?':<17} {c['source']} "
@@ -58,6 +59,20 @@ def _section(title: str, s: dict[str, Any] | None, *, fixes: bool) -> list[str]:
                          f"{_advisories(c)}")
         for m in s.get("fixes_missing", []):
             lines.append(f"  (unknown from changelogs: {m})")
+    return lines
+
+
+def _derived_lines(d: dict[str, Any] | None) -> list[str]:
+    """A hotfix deployment: where its CVE facts come from, and what its packages close."""
+    if d is None:
+        return []
+    pkgs = ", ".join(f"{h['name']} {h['version']} ({h['kind']})" for h in d["hotfixes"])
+    lines = [f"  hotfixes {pkgs} on base {d['base_version'] or ''} ({d['base'][:12]}): "
+             f"CVE facts {d['note']}"]
+    for c in d["closed"]:
+        now = f"{c['source']} {c['version']}" if c["version"] else f"{c['source']} removed"
+        lines.append(f"  closed by hotfix {c['cve']:<16} {c.get('urgency') or '?':<17} {now}"
+                     + (f"  (fixed in {c['fixed_version']})" if c.get("fixed_version") else ""))
     return lines
 
 

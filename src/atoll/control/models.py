@@ -13,6 +13,8 @@
     rollouts          one row per rollout: its document (spec, members, state), its
                       signed versions, its customer (scope); migration 0002
     rollout_hosts     one row per host a rollout decided for: its wave, phase, progress
+    version_samples   hosts per (hour, customer, booted version), written once an hour
+                      by the server (atoll.control.history); migration 0006
 
 Migrations (``atoll/control/migrations``) create these; a change to a model is a new
 migration. Times are aware UTC datetimes (:class:`UTCDateTime` stores them naive UTC
@@ -64,6 +66,7 @@ __all__ = [
     "RolloutHost",
     "RolloutRow",
     "UTCDateTime",
+    "VersionSample",
     "doc_digest",
 ]
 
@@ -325,3 +328,16 @@ class RolloutHost(Base):
     progress: Mapped[dict[str, Any]] = mapped_column(JSON)
     skipped: Mapped[str | None] = mapped_column(String(300), default=None)
     updated_at: Mapped[dt.datetime]
+
+
+class VersionSample(Base):
+    """How many hosts of ``customer_id`` booted ``version`` (``""``: none reported) at
+    ``bucket`` (the start of an hour, UTC). Written once per bucket by
+    :func:`atoll.control.history.record_versions`; pruned with the events."""
+
+    __tablename__ = "version_samples"
+
+    bucket: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    version: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hosts: Mapped[int] = mapped_column(Integer)

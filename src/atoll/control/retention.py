@@ -10,8 +10,11 @@ deleted by the server once they pass the configured retention (default 400 days,
 at least 30; ``forever`` keeps everything): :func:`prune_events`, run by the server
 every hour in batches, each batch its own transaction, and one ``events-pruned``
 event (actor ``server``)
-records how many went and up to when. Archive first (``pg_dump -t events``, or
-``sqlite3 .backup``) if the older history must be kept elsewhere.
+records how many went and up to when. The version samples
+(:mod:`atoll.control.history`) past the same retention go in the same run
+(:func:`prune_samples`; no event: they are derived counts). Archive first
+(``pg_dump -t events``, or ``sqlite3 .backup``) if the older history must be kept
+elsewhere.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import logging
 from sqlalchemy import delete, exists, select
 
 from atoll.control.db import Database
-from atoll.control.models import AuditLink, Event
+from atoll.control.models import AuditLink, Event, VersionSample
 
-__all__ = ["DEFAULT_RETENTION", "MIN_RETENTION", "prune_events"]
+__all__ = ["DEFAULT_RETENTION", "MIN_RETENTION", "prune_events", "prune_samples"]
 
 log = logging.getLogger("atoll.control")
 MIN_RETENTION = dt.timedelta(days=30)  # the triggers' number (migration 0003)
@@ -63,3 +66,16 @@ def prune_events(db: Database, now: dt.datetime, retention: dt.timedelta) -> int
         log.info("event retention: %d event(s) older than %s deleted", total,
                  cutoff.isoformat(timespec="seconds"))
     return total
+
+
+def prune_samples(db: Database, now: dt.datetime, retention: dt.timedelta) -> int:
+    """Delete the version samples older than ``now - retention``; returns how many.
+
+    Raises:
+        ValueError: ``retention`` is shorter than ``MIN_RETENTION``.
+    """
+    if retention < MIN_RETENTION:
+        raise ValueError(f"the event retention is at least {MIN_RETENTION.days} days")
+    with db.write() as s:
+        gone = s.execute(delete(VersionSample).where(VersionSample.bucket < now - retention))
+    return int(gone.rowcount or 0)  # type: ignore[attr-defined]

@@ -11,9 +11,11 @@ marked, and its event written, once). The rollout driver
 (:func:`atoll.control.rollout_store.drive`: advance waves after their soak, finish,
 halt on timeouts) runs every ``drive_s`` seconds in another; also safe with several
 instances (each rollout's row is locked while it is driven). Events past the
-retention are deleted every hour (:func:`atoll.control.retention.prune_events`).
-With an :class:`~atoll.control.leader.Election` (``--etcd``) only the leader runs the
-driver and the retention; a third thread campaigns.
+retention are deleted every hour (:func:`atoll.control.retention.prune_events`),
+and the version samples past it with them. The hour's version sample
+(:func:`atoll.control.history.record_versions`) is taken at start, then looked for
+every ``SAMPLE_S``. With an :class:`~atoll.control.leader.Election` (``--etcd``) only
+the leader runs the driver, the samples and the retention; a third thread campaigns.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import Any
 from atoll.control import audit
 from atoll.control.app import Clock, Settings, build_app, utcnow
 from atoll.control.db import Database, unavailable
+from atoll.control.history import SAMPLE_S, record_versions
 from atoll.control.leader import Election
-from atoll.control.retention import prune_events
+from atoll.control.retention import prune_events, prune_samples
 from atoll.control.rollout_store import drive
 from atoll.control.service import mark_lost
 from atoll.core.errors import AtollError, DownloadError, RepositoryError, RuntimeBackendError
@@ -126,7 +129,17 @@ class ControlServer(AsgiServer):
         retention = self.settings.event_retention
         if retention is None or not self.drives():
             return 0
-        return prune_events(self.db, self.clock(), retention)
+        now = self.clock()
+        pruned = prune_events(self.db, now, retention)
+        prune_samples(self.db, now, retention)
+        return pruned
+
+    def sample_versions(self) -> int:
+        """Store this hour's version sample if it has none and this instance drives;
+        returns the rows written (:func:`atoll.control.history.record_versions`)."""
+        if not self.drives():
+            return 0
+        return record_versions(self.db, self.clock())
 
     def checkpoint(self) -> None:
         """Sign the audit chain's head into ``audit_dir`` now, if it grew (a chain that
@@ -177,6 +190,10 @@ class ControlServer(AsgiServer):
             threading.Thread(target=self._loop, args=("rollout driver", self.drive_s,
                                                       self.drive),
                              name="atoll-control-drive", daemon=True)]
+        self._loop_once("version sample", self.sample_versions)
+        self._threads.append(threading.Thread(
+            target=self._loop, args=("version sample", SAMPLE_S, self.sample_versions),
+            name="atoll-control-samples", daemon=True))
         if self.election is not None:
             self._threads.append(threading.Thread(target=self._campaign,
                                                   name="atoll-control-election", daemon=True))

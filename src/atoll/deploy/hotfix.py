@@ -12,6 +12,7 @@ On disk (beside the sysroot's other state; every write atomic)::
 
     atoll/state/hotfixes.json          {"version": 1, "hotfixes": [Hotfix.to_json()...]}
     atoll/state/hotfixes/<sha256>.deb  the package, kept to re-apply it on a new base
+    atoll/state/sbom/<commit>.cdx.json the CycloneDX SBOM of each derived commit
 
 A derived commit's metadata: the base's, plus ``hotfix: {"base": COMMIT,
 "base_version": V, "packages": [{"name", "version", "kind", "sha256"}...]}``.
@@ -35,7 +36,7 @@ from typing import Any
 from atoll.compose.build import SLIM_DPKG_OPTS
 from atoll.compose.layout import TMPFILES_NAME, to_atoll_layout
 from atoll.core.errors import HostStateError, InputError, ToolError
-from atoll.core.fsutil import atomic_write_json, damaged, fsync_dir, read_state_json
+from atoll.core.fsutil import atomic_write, atomic_write_json, damaged, fsync_dir, read_state_json
 from atoll.core.run import require_tool, run
 from atoll.core.text import printable
 from atoll.deploy.hotfixplan import BasePlan, Hotfix, Kind, plan_for_base, valid_name
@@ -46,7 +47,7 @@ from atoll.store.repo import Repo
 
 __all__ = ["DebInfo", "HotfixResult", "add", "base_of", "fetch_from_archive", "hotfixes",
            "inspect_deb",
-           "list_view", "rebase_hotfixes", "remove"]
+           "list_view", "rebase_hotfixes", "remove", "sbom_path"]
 
 log = logging.getLogger("atoll.deploy")
 
@@ -407,9 +408,30 @@ def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
             "packages": [{"name": h.name, "version": h.version, "kind": h.kind,
                           "sha256": h.sha256} for h in carried]}}
         names = ", ".join(f"{h.name} {h.version}" for h in carried)
-        return repo.commit_dir(root, parent=base, version=b.version, link=True,
-                               subject=f"hotfix: {names} on {b.version or base[:12]}",
-                               timestamp=b.timestamp, manifest=manifest, metadata=meta)
+        commit = repo.commit_dir(root, parent=base, version=b.version, link=True,
+                                 subject=f"hotfix: {names} on {b.version or base[:12]}",
+                                 timestamp=b.timestamp, manifest=manifest, metadata=meta)
+    _write_sbom(sr, commit, b.version or base[:12])
+    return commit
+
+
+def sbom_path(sr: Sysroot, commit: str) -> Path:
+    """Where the SBOM of a hotfix commit derived on this host is kept."""
+    return sr.root / "atoll/state/sbom" / f"{commit}.cdx.json"
+
+
+def _write_sbom(sr: Sysroot, commit: str, base_version: str) -> None:
+    """The CycloneDX SBOM of a derived commit, from its manifest (the document publish
+    makes for a published commit, written without cyclonedx-python-lib: hosts do not
+    carry it), kept at :func:`sbom_path`."""
+    from atoll.deploy.hostsbom import sbom_json
+
+    c = sr.repo.read_commit(commit)
+    path = sbom_path(sr, commit)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    atomic_write(path, sbom_json(commit, name=f"atoll {base_version} + hotfixes",
+                                 version=c.version or "", timestamp=c.timestamp,
+                                 manifest=list(c.manifest)))
 
 
 def _current(sr: Sysroot) -> Deployment:

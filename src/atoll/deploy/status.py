@@ -22,7 +22,8 @@ docs/states.md; the schema is docs/status.schema.json (checked in tests)::
                  "timestamp": commit time (ISO 8601) | null, "created", "origin",
                  "ref", "pinned", "kernel", "etc_conflicts", "role", "index",
                  "hotfix": {"base", "base_version", "packages": [{"name", "version",
-                            "kind"}]} | null}   a hotfix deployment's base and packages
+                            "kind", "expires"}]} | null}   a hotfix deployment's base
+                            and packages (expires: a pin's, ISO 8601 UTC, or null)
                  role: booted | pending | rollback | other (index: -1 for prepared)
 
 It reads the state files other layers write (docs/on-disk.md), so it never
@@ -107,25 +108,44 @@ def _problem(problems: list[dict[str, str]], exc: DamagedStateError) -> None:
                      "resolution": exc.resolution or ""})
 
 
-def _hotfix(meta: Any) -> dict[str, Any] | None:
-    """A hotfix deployment's base and packages (docs/hotfix.md), from its commit."""
+def _hotfix(meta: Any, expiry: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """A hotfix deployment's base and packages (docs/hotfix.md), from its commit;
+    ``expiry``: a pin's expiry by package sha256 (from the hotfix records)."""
     if not isinstance(meta, dict) or not isinstance(meta.get("base"), str):
         return None
     raw = meta.get("packages")
     pkgs: list[Any] = raw if isinstance(raw, list) else []
     return {"base": meta["base"], "base_version": _str(meta.get("base_version")) or "",
             "packages": [{"name": str(p.get("name")), "version": str(p.get("version")),
-                          "kind": str(p.get("kind"))} for p in pkgs if isinstance(p, dict)]}
+                          "kind": str(p.get("kind")),
+                          "expires": (expiry or {}).get(str(p.get("sha256")))}
+                         for p in pkgs if isinstance(p, dict)]}
+
+
+def _expiry(sr: Sysroot) -> dict[str, str]:
+    """The pins' expiry times (ISO 8601 UTC) by package sha256, from
+    ``atoll/state/hotfixes.json`` (written by atoll.deploy.hotfix); {} when it does not
+    read (``hotfix list`` names the problem)."""
+    try:
+        raw = read_state_json(sr.state / "hotfixes.json", dict, default={},
+                              resolution="see `atoll hotfix list`")
+    except DamagedStateError:
+        return {}
+    items = raw.get("hotfixes") if isinstance(raw, dict) else None
+    return {h["sha256"]: h["expires"] for h in items or []
+            if isinstance(h, dict) and isinstance(h.get("sha256"), str)
+            and isinstance(h.get("expires"), str)}
 
 
 def _describe(sr: Sysroot, d: Deployment, role: str, index: int,
-              packages: dict[str, Any] | None) -> dict[str, Any]:
+              packages: dict[str, Any] | None,
+              expiry: dict[str, str] | None = None) -> dict[str, Any]:
     item = d.to_json() | {"role": role, "index": index, "timestamp": None, "hotfix": None}
     item["origin"] = d.origin or d.ref
     with contextlib.suppress(StoreError, OSError):  # a lost commit: shown without its time
         c = sr.repo.read_commit(d.commit)
         item["timestamp"] = _iso(c.timestamp)
-        item["hotfix"] = _hotfix(c.metadata.get("hotfix"))
+        item["hotfix"] = _hotfix(c.metadata.get("hotfix"), expiry)
     if packages is not None:
         item["packages"] = packages
     return item
@@ -179,13 +199,15 @@ def host_status(sysroot: Path, *, packages: bool = False) -> dict[str, Any]:
         except (StoreError, OSError):
             return None
 
-    listed = [_describe(sr, d, roles.get(d.id, "other"), i, diff(d)) for i, d in enumerate(deps)]
+    expiry = _expiry(sr)
+    listed = [_describe(sr, d, roles.get(d.id, "other"), i, diff(d), expiry)
+              for i, d in enumerate(deps)]
     by_role: dict[str, dict[str, Any] | None] = {"booted": None, "pending": None,
                                                  "rollback": None}
     for item in listed:
         if item["role"] in by_role and by_role[item["role"]] is None:
             by_role[item["role"]] = item
-    prep = _describe(sr, prepared, "prepared", -1, diff(prepared)) if prepared else None
+    prep = _describe(sr, prepared, "prepared", -1, diff(prepared), expiry) if prepared else None
     update_path = sr.state / "update.json"
     try:
         raw = read_state_json(update_path, dict, resolution=UPDATE_FIX)

@@ -71,32 +71,77 @@ def section(sysroot: Path, commit: str | None, now: datetime, *, unassigned: str
     Returns:
         ``{"commit", "report": bool, "generated", "expires", "age_seconds", "stale",
         "tracker", "open_known": bool, "open": [...], "open_counts": {urgency: n},
-        "open_note", "unassigned_as"}`` plus, with ``fixes``, ``"fixes": [...],
+        "open_note", "unassigned_as", "derived"}`` plus, with ``fixes``, ``"fixes": [...],
         "fixes_counts", "summary"``. Counts put the tracker's ``not yet assigned`` in
         ``unassigned`` (as the ``security-only`` policy does); each CVE keeps the
         tracker's own word, and ``open_note`` says how many. A report published
         without tracker data knows no open CVE: ``open_known`` false, ``open`` and
         ``open_counts`` null (never an empty list that reads as "no CVEs").
+        ``derived`` (null unless): a hotfix commit has no report of its own; its base's
+        report is re-read against its manifest (:func:`atoll.security.report.
+        open_for_manifest`): ``{"base", "base_version", "hotfixes": [{"name", "version",
+        "kind"}], "closed": [CVEs the hotfix packages' versions fix], "note"}``; the
+        times and tracker are the base report's.
+
+    Raises:
+        DamagedStateError, RepositoryError: a kept report does not read.
     """
     if commit is None:
         return None
     doc = load_report(sysroot, commit)
+    derived = None
+    if doc is None:
+        derived = _hotfix_derivation(sysroot, commit)
+        doc = None if derived is None else load_report(sysroot, derived["base"])
     if doc is None:
         return {"commit": commit, "report": False}
     known = doc.get("tracker") is not None
+    opened = doc["open"]
+    if derived is not None:
+        opened, closed = rpt.open_for_manifest(doc, derived.pop("manifest"))
+        derived |= {"closed": closed, "note": (
+            f"from the base image's signed CVE data ({derived['base'][:12]}) applied to the "
+            "hotfix's package versions" + ("" if known else
+                                            " (the base's report has no tracker data)"))}
     out: dict[str, Any] = {
         "commit": commit, "report": True, "generated": doc["generated"],
         "expires": doc["expires"], "age_seconds": rpt.age_seconds(doc, now),
         "stale": rpt.is_stale(doc, now), "tracker": doc.get("tracker"),
-        "open_known": known, "open": doc["open"] if known else None,
-        "open_counts": rpt.counts(doc["open"], unassigned=unassigned) if known else None,
-        "open_note": rpt.unassigned_note(doc["open"], unassigned) if known else "",
-        "unassigned_as": unassigned}
+        "open_known": known, "open": opened if known else None,
+        "open_counts": rpt.counts(opened, unassigned=unassigned) if known else None,
+        "open_note": rpt.unassigned_note(opened, unassigned) if known else "",
+        "unassigned_as": unassigned, "derived": derived}
     if fixes:
         out |= {"fixes": doc["fixes"]["cves"], "fixes_missing": doc["fixes"].get("missing", []),
                 "fixes_counts": rpt.counts(doc["fixes"]["cves"], unassigned=unassigned),
                 "summary": rpt.fixes_summary(doc, unassigned=unassigned)}
     return out
+
+
+def _hotfix_derivation(sysroot: Path, commit: str) -> dict[str, Any] | None:
+    """``{"base", "base_version", "hotfixes": [{"name", "version", "kind"}], "manifest"}``
+    of a hotfix commit of the host's store (None: not one, not in the store, or a
+    commit that does not read: logged, and shown as having no report).
+    """
+    from atoll.deploy.sysroot import Sysroot
+
+    try:
+        repo = Sysroot(sysroot).repo
+        if not repo.has(commit, "commit"):
+            return None
+        c = repo.read_commit(commit)
+    except AtollError as exc:
+        log.warning("CVE report of %s: %s", commit[:12], exc)
+        return None
+    meta = c.metadata.get("hotfix")
+    if not isinstance(meta, dict) or not isinstance(meta.get("base"), str):
+        return None
+    pkgs = meta.get("packages")
+    pkgs = pkgs if isinstance(pkgs, list) else []
+    return {"base": meta["base"], "base_version": meta.get("base_version"),
+            "hotfixes": [{k: p.get(k) for k in ("name", "version", "kind")}
+                         for p in pkgs if isinstance(p, dict)],
+            "manifest": list(c.manifest)}
 
 
 def cve_view(sysroot: Path, now: datetime, *, unassigned: str = "medium") -> dict[str, Any]:

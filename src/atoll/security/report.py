@@ -32,9 +32,10 @@ from typing import Any
 
 from atoll.core.errors import RepositoryError
 from atoll.security.urgency import ORDER, UNASSIGNED, normalize, rank
+from atoll.store.packages import compare_versions
 
 __all__ = ["FORMAT", "KIND", "WORDS", "age_seconds", "check_report", "counts", "fixes_summary",
-           "is_stale", "qualifies", "report_path", "unassigned_note"]
+           "is_stale", "open_for_manifest", "qualifies", "report_path", "unassigned_note"]
 
 KIND = "atoll-cves"
 FORMAT = 1
@@ -203,3 +204,56 @@ def _knows_as_much(update: Mapping[str, Any], booted: Mapping[str, Any]) -> bool
         return False
     return bool(u.get("sha256") and u.get("sha256") == b.get("sha256")) \
         or str(u.get("taken") or "") >= str(b.get("taken") or "~")
+
+
+def open_for_manifest(report: Mapping[str, Any], manifest: list[Mapping[str, str]]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The report's open CVEs re-read against another manifest of the same image (a
+    hotfix derivation of the report's commit): ``(open, closed)``.
+
+    The tracker's data in the report is per source package version: an open entry with
+    a ``fixed_version`` is closed when every binary package of its source in
+    ``manifest`` comes from that version or a newer one (``dpkg --compare-versions``
+    order), or when none of them is installed any more. An entry whose source version
+    changed but is still older than the fix stays open with the new
+    ``source_version``; an entry without a fix (``fixed_version`` null) stays open.
+    CVEs of a source the report's commit did not hold are not known (the report was
+    computed for that commit's sources only).
+
+    Returns:
+        ``open``: the report's ``open`` entries still open (copies; ``source_version``
+        as in ``manifest``); ``closed``: ``{"cve", "source", "version" (the manifest's
+        source version, null: no longer installed), "fixed_version", "urgency",
+        "from": ["tracker"]}``, sorted by CVE then source.
+    """
+    versions: dict[str, set[str]] = {}
+    for p in manifest:
+        src = p.get("source") or p["name"]
+        versions.setdefault(src, set()).add(p.get("source_version") or p["version"])
+    still: list[dict[str, Any]] = []
+    closed: list[dict[str, Any]] = []
+    for c in report["open"]:
+        now = versions.get(c["source"], set())
+        fix = c.get("fixed_version")
+        if now == {c.get("source_version")}:
+            still.append(dict(c))
+            continue
+        if not now or (fix and all(compare_versions(v, fix) >= 0 for v in now)):
+            closed.append({"cve": c["cve"], "source": c["source"],
+                           "version": max(now, key=_VersionKey) if now else None,
+                           "fixed_version": fix, "urgency": c.get("urgency"),
+                           "from": ["tracker"]})
+            continue
+        still.append(dict(c) | {"source_version": min(now, key=_VersionKey)})
+    closed.sort(key=lambda c: (c["cve"], c["source"]))
+    return still, closed
+
+
+class _VersionKey:
+    """A sort key in Debian version order."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def __lt__(self, other: _VersionKey) -> bool:
+        return compare_versions(self.version, other.version) < 0

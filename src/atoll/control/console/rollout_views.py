@@ -34,7 +34,7 @@ from starlette.routing import Route
 from atoll.control import operations as ops
 from atoll.control import rollout_ops
 from atoll.control.auth import Principal
-from atoll.control.console import users
+from atoll.control.console import plots, users
 from atoll.control.db import Database
 from atoll.control.errors import ApiError
 from atoll.control.models import Customer
@@ -260,6 +260,7 @@ def routes(kit: Kit) -> list[Route]:
             return shown(request, user, exc)
         names = {h["host"]: h["name"] for h in doc["hosts"]}
         doc["budget_text"], doc["progress_text"] = _budget(doc), _progress(doc)
+        doc["plot"] = plots.waves_plot(doc["waves"])
         return kit.page(request, "rollout.html", {
             "user": user, "csrf": kit.csrf(request), "r": doc, "names": names,
             "in_flight": [h for h in doc["hosts"] if h["phase"] == "in-flight"],

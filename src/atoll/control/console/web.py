@@ -18,6 +18,7 @@ Security (docs/console.md):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import secrets
@@ -36,7 +37,14 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atoll.control.console import audit_views, fleet_actions, rollout_views, users, views
+from atoll.control.console import (
+    audit_views,
+    fleet_actions,
+    rollout_views,
+    security_views,
+    users,
+    views,
+)
 from atoll.control.db import Database
 from atoll.control.errors import ApiError
 from atoll.control.limits import Bucket, Buckets
@@ -188,12 +196,16 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
         except ApiError as exc:
             return error(request, 422, exc.brief, user)
         with db.read() as s:
-            data = views.fleet(s, user.principal, f)
+            data = views.fleet(s, user.principal, f, now=clock())
         pages = {n: urlencode(f.query(n)) for n in (data["page"] - 1, data["page"] + 1)
                  if 1 <= n <= data["pages"]}
+        # the links that change the plot's span or the breakdown keep the rest
+        spans = {d: urlencode(dataclasses.replace(f, days=d).query())
+                 for d in data["history"]["choices"]}
         return page(request, "fleet.html", {"user": user, "csrf": _csrf(request),
                                             "f": f, "fleet": data, "states": views.STATES,
-                                            "pages": pages, "bulk_actions": [
+                                            "pages": pages, "spans": spans,
+                                            "bulk_actions": [
                                                 (k, a[2]) for k, a in
                                                 fleet_actions.ACTIONS.items()]})
 
@@ -231,5 +243,6 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
         Route("/static/console.css", style), Route("/static/live.js", script),
         *rollout_views.routes(kit), *fleet_actions.routes(kit),
         *audit_views.routes(db, page, error, current, to_login, _csrf),
+        *security_views.routes(db, clock, page, current, to_login, _csrf),
     ])
     return _Headers(app)
