@@ -176,6 +176,16 @@ def test_cves_per_host_and_fleet_wide_scoped_by_customer(
     assert ('<td class="hotfixes">openssl 3.0.15-1~deb12u1 (pin); base <code>cccccccccccc'
             '</code></td>') in page("db01")
     assert '<td class="hotfixes">-</td>' in page("db02")
+    # ... in the API and `fleet hosts`/`fleet host`, counted by its base version
+    host = c.api.call("GET", "/v1/hosts/db01")[1]
+    assert host["booted_version"] == "1" and host["hotfixes"] == [
+        {"name": "openssl", "version": "3.0.15-1~deb12u1", "kind": "pin", "expires": None}]
+    assert c.api.call("GET", "/v1/hosts/db02")[1]["hotfixes"] == []
+    assert main(["fleet", "hosts", *ops]) == 0
+    table = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert table["db01"][2] == "1+1hf" and table["db02"][2] == "1"
+    assert main(["fleet", "host", "db01", *ops]) == 0
+    assert "  hotfix      openssl 3.0.15-1~deb12u1 (pin)\n" in capsys.readouterr().out
 
 
 def test_hostile_cve_facts_are_refused_whole(control: Control) -> None:

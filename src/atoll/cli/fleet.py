@@ -262,7 +262,9 @@ def _hosts(args: argparse.Namespace) -> int:
                  f"{'LAST SEEN':25} CVES"]
         for h in rows:
             seen = "LOST " + _ago(h["last_seen"]) if h["lost"] else _ago(h["last_seen"])
-            lines.append(f"{h['name']:20} {h['customer']:14} {h['booted_version'] or '-':12} "
+            version = (h["booted_version"] or "-") + (f"+{len(h['hotfixes'])}hf"
+                                                      if h.get("hotfixes") else "")
+            lines.append(f"{h['name']:20} {h['customer']:14} {version:12} "
                          f"{h['update_state'] or '-':11} {h['last_boot']['result'] or '-':12} "
                          f"{seen:25} {_cve_cell(h.get('cves'))}")
         return "\n".join(lines)
@@ -306,6 +308,16 @@ def _cve_lines(c: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _hotfix_lines(hotfixes: list[dict[str, Any]] | None) -> list[str]:
+    """The booted deployment's hotfix packages for `fleet host` (docs/hotfix.md)."""
+    from atoll.core.text import printable  # the host wrote these strings
+
+    return [f"  hotfix      {printable(str(p.get('name')))} {printable(str(p.get('version')))}"
+            f" ({printable(str(p.get('kind')))}"
+            + (f", expires {printable(str(p['expires']))}" if p.get("expires") else "") + ")"
+            for p in hotfixes or []]
+
+
 def _host(args: argparse.Namespace) -> int:
     h = _client(args).call("GET", f"/v1/hosts/{_path(args.name)}",
                            query={"customer": args.customer,
@@ -317,6 +329,7 @@ def _host(args: argparse.Namespace) -> int:
                  f"  labels      {labels}",
                  f"  last seen   {_ago(h['last_seen'])}" + ("  LOST" if h["lost"] else ""),
                  f"  booted      {h['booted_version'] or '-'}  {(h['booted_commit'] or '')[:12]}",
+                 *_hotfix_lines(h.get("hotfixes")),
                  f"  update      {h['update_state'] or '-'}"
                  + (f" ({h['pending_version']})" if h["pending_version"] else ""),
                  f"  last boot   {h['last_boot']['result'] or '-'} "

@@ -45,6 +45,24 @@ def app_health(app: dict[str, Any]) -> str:
     return "error" if app.get("error") else "missing"
 
 
+MAX_HOTFIXES = 20  # a hostile report's list is cut, never echoed whole
+
+
+def booted_hotfix(report: dict[str, Any] | None) -> Any:
+    """The ``hotfix`` object of a stored report's booted deployment (None: a base)."""
+    return _get(report or {}, "status", "booted", "hotfix")
+
+
+def hotfix_packages(hotfix: Any) -> list[dict[str, Any]]:
+    """A deployment's ``hotfix`` object's packages (docs/hotfix.md): ``[{"name",
+    "version", "kind", "expires"}]`` (values as the host wrote them: escape before
+    printing), at most :data:`MAX_HOTFIXES`; ``[]`` for a base deployment."""
+    pkgs = hotfix.get("packages") if isinstance(hotfix, dict) else None
+    return [{k: p.get(k) for k in ("name", "version", "kind", "expires")}
+            for p in (pkgs if isinstance(pkgs, list) else []) if isinstance(p, dict)
+            ][:MAX_HOTFIXES]
+
+
 @dataclass(frozen=True)
 class Summary:
     booted_id: str | None = None

@@ -27,6 +27,7 @@ from atoll.control.auth import (
     token_sha256,
 )
 from atoll.control.errors import ApiError, conflict, forbidden, not_found, unauthorized
+from atoll.control.inventory import booted_hotfix, hotfix_packages
 from atoll.control.models import (
     ROLES,
     Customer,
@@ -314,7 +315,8 @@ def _host_json(h: Host, customer: str, labels: dict[str, str],
             "pending_version": h.pending_version, "update_state": h.update_state,
             "last_boot": {"result": h.last_boot_result, "time": h.last_boot_time},
             "rollback_events": h.rollback_events, "manifest_sha256": h.manifest_sha256,
-            "cves": cves.brief(h.report, now or dt.datetime.now(dt.UTC))}
+            "cves": cves.brief(h.report, now or dt.datetime.now(dt.UTC)),
+            "hotfixes": hotfix_packages(booted_hotfix(h.report))}
 
 
 def _hosts(s: Session, p: Principal, *, customer: str | None = None,

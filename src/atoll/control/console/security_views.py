@@ -39,6 +39,7 @@ from starlette.routing import Route
 from atoll.control import operations as ops
 from atoll.control.auth import Principal
 from atoll.control.db import Database
+from atoll.control.inventory import hotfix_packages
 from atoll.control.models import Host
 from atoll.security.urgency import ORDER, UNASSIGNED
 
@@ -80,12 +81,6 @@ def _age(generated: str | None, now: dt.datetime) -> str:
     s = int((now - t).total_seconds())
     return (f"{max(0, s) // 60} min" if s < 3600 else f"{s // 3600} h" if s < 2 * 86400
             else f"{s // 86400} days")
-
-
-def _packages(hotfix: Any) -> list[dict[str, Any]]:
-    pkgs = hotfix.get("packages") if isinstance(hotfix, dict) else None
-    return [{k: p.get(k) for k in ("name", "version", "kind", "expires")}
-            for p in pkgs or [] if isinstance(p, dict)][:20]
 
 
 def security_page(s: Session, p: Principal, now: dt.datetime) -> dict[str, Any]:
@@ -137,7 +132,7 @@ def security_page(s: Session, p: Principal, now: dt.datetime) -> dict[str, Any]:
         .where(_HOTFIX_BASE.is_not(None)).order_by(Host.name).limit(LIST_ROWS)).all()
     hotfixes = [{"id": i, "name": name, "customer": names.get(cid, ""), "version": ver,
                  "base_version": hf.get("base_version") if isinstance(hf, dict) else None,
-                 "packages": _packages(hf)} for i, name, cid, ver, hf in hot_rows]
+                 "packages": hotfix_packages(hf)} for i, name, cid, ver, hf in hot_rows]
 
     old_rows = s.execute(_scoped(select(
         Host.id, Host.name, Host.customer_id, _GENERATED, stale.label("stale")), p)
