@@ -194,6 +194,10 @@ def test_hotfix_add_list_status_then_next_base_drops_fast_track_keeps_pin(
     view = json.loads(out)["booted"]
     assert {c["cve"] for c in view["open"]} == {"CVE-2099-0002", "CVE-2099-0003"}
     assert view["derived"]["base"] == trees.v1 and view["derived"]["closed"] == []
+    # v1 has no netcat-openbsd: its report cannot know that source's CVEs, and says so
+    assert view["derived"]["unknown"] == [
+        {"source": "netcat-openbsd", "version": "1.0-1", "base_version": None}]
+    assert "not known for netcat-openbsd 1.0-1 (not in the base)" in view["derived"]["note"]
 
     # a pin: the real less at a newer version, which fixes CVE-2099-0002
     code, out, err = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "add", str(pin),
@@ -219,6 +223,7 @@ def test_hotfix_add_list_status_then_next_base_drops_fast_track_keeps_pin(
     assert "base image's signed CVE data" in view["derived"]["note"]
     code, out, _ = cli(capsys, "--sysroot", str(host), "cve", "list", "--host")
     assert "closed by hotfix CVE-2099-0002" in out and "hotfix's package versions" in out
+    assert "not known for netcat-openbsd 1.0-1 (not in the base)" in out  # said in text too
     # the derived commit's SBOM names the hotfix's version
     from atoll.deploy.hotfix import sbom_path
 
@@ -239,7 +244,11 @@ def test_hotfix_add_list_status_then_next_base_drops_fast_track_keeps_pin(
 
     # the next base update (v2 ships netcat-openbsd, newer): prepared as an update is
     repo.pull_local(trees.repo, trees.v2)
+    gone = sbom_path(sr, "0" * 64)  # the SBOM of a commit no longer in the store
+    gone.write_text("{}")
     out2 = Host(host).prepare(trees.v2)
+    assert sbom_path(sr, out2["commit"]).is_file() and not gone.exists()
+    assert sbom_path(sr, both["deployment"]["commit"]).is_file()  # still in the store
     new = repo.read_commit(out2["commit"])
     assert new.metadata["hotfix"]["base"] == trees.v2
     assert [p["name"] for p in new.metadata["hotfix"]["packages"]] == ["less"]

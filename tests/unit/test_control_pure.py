@@ -181,3 +181,18 @@ def test_a_directive_holds_the_agent_a_week_at_most() -> None:
     assert held_until("2026-11-30T12:00:00Z", now) == "2026-11-30T12:00:00+00:00"
     assert held_until("9999-01-01T00:00:00Z", now) == (now + MAX_HOLD).isoformat()
     assert held_until("soon", now) is None and held_until(None, now) is None
+
+
+def test_a_hosts_hotfix_packages_are_strings_and_bounded() -> None:
+    # the ``hotfix`` object is an open field of the check-in: any JSON a host wrote
+    from atoll.control.inventory import MAX_HOTFIX_TEXT, MAX_HOTFIXES, hotfix_packages
+
+    hf = {"packages": [{"name": {"x": 1}, "version": "v" * 100_000, "kind": "pin",
+                        "expires": 7},
+                       "not an object", *({"name": f"p{i}"} for i in range(50))]}
+    pkgs = hotfix_packages(hf)
+    assert len(pkgs) == MAX_HOTFIXES
+    assert pkgs[0] == {"name": None, "version": "v" * MAX_HOTFIX_TEXT, "kind": "pin",
+                       "expires": None}
+    assert pkgs[1] == {"name": "p0", "version": None, "kind": None, "expires": None}
+    assert hotfix_packages(None) == [] and hotfix_packages({"packages": "x"}) == []

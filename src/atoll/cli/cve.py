@@ -124,7 +124,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     upd = view["update"]
     view["policy"] = None
     if policy is not None and policy.updates == "security-only" and upd is not None:
-        fixes = host.update_fixes(args.sysroot, (view["booted"] or {}).get("commit"),
+        fixes = host.update_fixes(args.sysroot, host.policy_booted(view["booted"]),
                                   upd["commit"], policy.security_threshold,
                                   unassigned=policy.unassigned_as)
         view["policy"] = {"updates": policy.updates,  # what atolld decides (its own rules)

@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Summary", "app_health", "changes", "summarize"]
+__all__ = ["MAX_HOTFIXES", "MAX_HOTFIX_TEXT", "Summary", "app_health", "booted_hotfix", "changes",
+           "hotfix_packages", "summarize"]
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -46,6 +47,7 @@ def app_health(app: dict[str, Any]) -> str:
 
 
 MAX_HOTFIXES = 20  # a hostile report's list is cut, never echoed whole
+MAX_HOTFIX_TEXT = 200  # and each value (as atoll.control.protocol.Short)
 
 
 def booted_hotfix(report: dict[str, Any] | None) -> Any:
@@ -55,10 +57,13 @@ def booted_hotfix(report: dict[str, Any] | None) -> Any:
 
 def hotfix_packages(hotfix: Any) -> list[dict[str, Any]]:
     """A deployment's ``hotfix`` object's packages (docs/hotfix.md): ``[{"name",
-    "version", "kind", "expires"}]`` (values as the host wrote them: escape before
-    printing), at most :data:`MAX_HOTFIXES`; ``[]`` for a base deployment."""
+    "version", "kind", "expires"}]``, each a str of at most :data:`MAX_HOTFIX_TEXT`
+    characters or None (the ``hotfix`` object is an open field of the check-in: a value
+    of another type is None, a longer one is cut; otherwise as the host wrote it: escape
+    before printing), at most :data:`MAX_HOTFIXES`; ``[]`` for a base deployment."""
     pkgs = hotfix.get("packages") if isinstance(hotfix, dict) else None
-    return [{k: p.get(k) for k in ("name", "version", "kind", "expires")}
+    return [{k: v[:MAX_HOTFIX_TEXT] if isinstance(v := p.get(k), str) else None
+             for k in ("name", "version", "kind", "expires")}
             for p in (pkgs if isinstance(pkgs, list) else []) if isinstance(p, dict)
             ][:MAX_HOTFIXES]
 

@@ -423,7 +423,9 @@ def sbom_path(sr: Sysroot, commit: str) -> Path:
 def _write_sbom(sr: Sysroot, commit: str, base_version: str) -> None:
     """The CycloneDX SBOM of a derived commit, from its manifest (the document publish
     makes for a published commit, written without cyclonedx-python-lib: hosts do not
-    carry it), kept at :func:`sbom_path`."""
+    carry it), kept at :func:`sbom_path`. The SBOMs of commits no longer in the store
+    (``atoll gc`` removed them) are removed then: a file there always describes a commit
+    the host has."""
     from atoll.deploy.hostsbom import sbom_json
 
     c = sr.repo.read_commit(commit)
@@ -432,6 +434,10 @@ def _write_sbom(sr: Sysroot, commit: str, base_version: str) -> None:
     atomic_write(path, sbom_json(commit, name=f"atoll {base_version} + hotfixes",
                                  version=c.version or "", timestamp=c.timestamp,
                                  manifest=list(c.manifest)))
+    for old in path.parent.glob("*.cdx.json"):
+        gone = old.name[:-len(".cdx.json")]
+        if _SHA.fullmatch(gone) and not sr.repo.has(gone, "commit"):
+            old.unlink(missing_ok=True)
 
 
 def _current(sr: Sysroot) -> Deployment:

@@ -24,12 +24,13 @@ from atoll.core.fsutil import atomic_write, read_state_json
 from atoll.repo.remotes import state_dir
 from atoll.security import report as rpt
 
-__all__ = ["MAX_OPEN_CVES", "checkin_facts", "cve_view", "load_report", "report_file",
-           "save_report", "section", "update_data_note", "update_fixes"]
+__all__ = ["MAX_OPEN_CVES", "checkin_facts", "cve_view", "load_report", "policy_booted",
+           "report_file", "save_report", "section", "update_data_note", "update_fixes"]
 
 log = logging.getLogger("atoll.security")
 
 _FIX = "run `atoll update check`: it downloads the signed CVE report again"
+_COMMIT = re.compile(r"[0-9a-f]{64}")
 
 
 def report_file(sysroot: Path, commit: str) -> Path:
@@ -80,8 +81,9 @@ def section(sysroot: Path, commit: str | None, now: datetime, *, unassigned: str
         ``derived`` (null unless): a hotfix commit has no report of its own; its base's
         report is re-read against its manifest (:func:`atoll.security.report.
         open_for_manifest`): ``{"base", "base_version", "hotfixes": [{"name", "version",
-        "kind"}], "closed": [CVEs the hotfix packages' versions fix], "note"}``; the
-        times and tracker are the base report's.
+        "kind"}], "closed": [CVEs the hotfix packages' versions fix], "unknown":
+        [sources whose CVEs the base's report cannot know (:func:`atoll.security.report.
+        unknown_sources`)], "note"}``; the times and tracker are the base report's.
 
     Raises:
         DamagedStateError, RepositoryError: a kept report does not read.
@@ -98,11 +100,17 @@ def section(sysroot: Path, commit: str | None, now: datetime, *, unassigned: str
     known = doc.get("tracker") is not None
     opened = doc["open"]
     if derived is not None:
-        opened, closed = rpt.open_for_manifest(doc, derived.pop("manifest"))
-        derived |= {"closed": closed, "note": (
+        manifest, base_manifest = derived.pop("manifest"), derived.pop("base_manifest")
+        opened, closed = rpt.open_for_manifest(doc, manifest)
+        unknown = rpt.unknown_sources(base_manifest, manifest)
+        derived |= {"closed": closed, "unknown": unknown, "note": (
             f"from the base image's signed CVE data ({derived['base'][:12]}) applied to the "
             "hotfix's package versions" + ("" if known else
-                                            " (the base's report has no tracker data)"))}
+                                            " (the base's report has no tracker data)")
+            + ("" if not unknown else "; not known for " + ", ".join(
+                f"{u['source']} {u['version']} ("
+                + ("not in the base" if u["base_version"] is None else
+                   f"older than the base's {u['base_version']}") + ")" for u in unknown)))}
     out: dict[str, Any] = {
         "commit": commit, "report": True, "generated": doc["generated"],
         "expires": doc["expires"], "age_seconds": rpt.age_seconds(doc, now),
@@ -119,9 +127,11 @@ def section(sysroot: Path, commit: str | None, now: datetime, *, unassigned: str
 
 
 def _hotfix_derivation(sysroot: Path, commit: str) -> dict[str, Any] | None:
-    """``{"base", "base_version", "hotfixes": [{"name", "version", "kind"}], "manifest"}``
-    of a hotfix commit of the host's store (None: not one, not in the store, or a
-    commit that does not read: logged, and shown as having no report).
+    """``{"base", "base_version", "hotfixes": [{"name", "version", "kind"}], "manifest",
+    "base_manifest"}`` of a hotfix commit of the host's store (None: not one, not in the
+    store, or a commit that does not read, names no commit id as its base or has no
+    manifest: logged, and shown as having no report). ``base_manifest`` is [] when the
+    base commit is not in the store any more.
     """
     from atoll.deploy.sysroot import Sysroot
 
@@ -136,12 +146,22 @@ def _hotfix_derivation(sysroot: Path, commit: str) -> dict[str, Any] | None:
     meta = c.metadata.get("hotfix")
     if not isinstance(meta, dict) or not isinstance(meta.get("base"), str):
         return None
+    if _COMMIT.fullmatch(meta["base"]) is None or not c.manifest:
+        log.warning("CVE report of %s: a hotfix commit with %s", commit[:12],
+                    "no manifest" if _COMMIT.fullmatch(meta["base"]) else "a damaged base id")
+        return None
+    base_manifest: list[Any] = []
+    try:
+        if repo.has(meta["base"], "commit"):
+            base_manifest = list(repo.read_commit(meta["base"]).manifest)
+    except AtollError as exc:
+        log.warning("CVE report of %s: its base: %s", commit[:12], exc)
     pkgs = meta.get("packages")
     pkgs = pkgs if isinstance(pkgs, list) else []
     return {"base": meta["base"], "base_version": meta.get("base_version"),
             "hotfixes": [{k: p.get(k) for k in ("name", "version", "kind")}
                          for p in pkgs if isinstance(p, dict)],
-            "manifest": list(c.manifest)}
+            "manifest": list(c.manifest), "base_manifest": base_manifest}
 
 
 def cve_view(sysroot: Path, now: datetime, *, unassigned: str = "medium") -> dict[str, Any]:
@@ -232,6 +252,18 @@ def checkin_facts(sysroot: Path, now: datetime) -> dict[str, Any]:
             u["fixes_total"] = len({c["cve"] for c in upd["fixes"]})
         out["update"] = u
     return out
+
+
+def policy_booted(booted: dict[str, Any] | None) -> str | None:
+    """The commit an update is compared with under the ``security-only`` policy, from
+    :func:`cve_view`'s ``booted`` section: the booted commit, or for a hotfix deployment
+    its base (as atolld counts it, atoll.agent.host: a hotfix commit has no report of
+    its own, and comparing with none would count the update's changelog fixes only).
+    """
+    if booted is None:
+        return None
+    derived = booted.get("derived")
+    return derived["base"] if isinstance(derived, dict) else booted.get("commit")
 
 
 def update_fixes(sysroot: Path, booted: str | None, commit: str | None, threshold: str, *,

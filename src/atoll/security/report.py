@@ -35,7 +35,8 @@ from atoll.security.urgency import ORDER, UNASSIGNED, normalize, rank
 from atoll.store.packages import compare_versions
 
 __all__ = ["FORMAT", "KIND", "WORDS", "age_seconds", "check_report", "counts", "fixes_summary",
-           "is_stale", "open_for_manifest", "qualifies", "report_path", "unassigned_note"]
+           "is_stale", "open_for_manifest", "qualifies", "report_path", "unassigned_note",
+           "unknown_sources"]
 
 KIND = "atoll-cves"
 FORMAT = 1
@@ -218,7 +219,9 @@ def open_for_manifest(report: Mapping[str, Any], manifest: list[Mapping[str, str
     changed but is still older than the fix stays open with the new
     ``source_version``; an entry without a fix (``fixed_version`` null) stays open.
     CVEs of a source the report's commit did not hold are not known (the report was
-    computed for that commit's sources only).
+    computed for that commit's sources only): :func:`unknown_sources` names them. An
+    empty ``manifest`` is a commit whose manifest was lost, not one without packages:
+    nothing is closed then (every open entry is returned as it is).
 
     Returns:
         ``open``: the report's ``open`` entries still open (copies; ``source_version``
@@ -226,10 +229,9 @@ def open_for_manifest(report: Mapping[str, Any], manifest: list[Mapping[str, str
         source version, null: no longer installed), "fixed_version", "urgency",
         "from": ["tracker"]}``, sorted by CVE then source.
     """
-    versions: dict[str, set[str]] = {}
-    for p in manifest:
-        src = p.get("source") or p["name"]
-        versions.setdefault(src, set()).add(p.get("source_version") or p["version"])
+    if not manifest:
+        return [dict(c) for c in report["open"]], []
+    versions = _source_versions(manifest)
     still: list[dict[str, Any]] = []
     closed: list[dict[str, Any]] = []
     for c in report["open"]:
@@ -247,6 +249,40 @@ def open_for_manifest(report: Mapping[str, Any], manifest: list[Mapping[str, str
         still.append(dict(c) | {"source_version": min(now, key=_VersionKey)})
     closed.sort(key=lambda c: (c["cve"], c["source"]))
     return still, closed
+
+
+def _source_versions(manifest: list[Mapping[str, str]]) -> dict[str, set[str]]:
+    """Each source package's versions in ``manifest`` (binary name and version when the
+    entry names no source)."""
+    versions: dict[str, set[str]] = {}
+    for p in manifest:
+        src = p.get("source") or p["name"]
+        versions.setdefault(src, set()).add(p.get("source_version") or p["version"])
+    return versions
+
+
+def unknown_sources(base_manifest: list[Mapping[str, str]],
+                    manifest: list[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """The source packages of ``manifest`` (a hotfix derivation of the base) whose CVEs
+    the base's report cannot know: a source the base does not hold (its report was
+    computed for the base's sources only) and one at a version *older* than the base's
+    (CVEs fixed between the two are resolved for the base, so not in its report).
+
+    Returns:
+        ``[{"source", "version" (the oldest in ``manifest``), "base_version" (the
+        oldest in the base, null: not in the base)}]``, sorted by source; [] when
+        ``base_manifest`` is empty (the base's manifest is not known: nothing to say).
+    """
+    if not base_manifest:
+        return []
+    base, now = _source_versions(base_manifest), _source_versions(manifest)
+    out = []
+    for src in sorted(now):
+        oldest = min(now[src], key=_VersionKey)
+        had = min(base[src], key=_VersionKey) if src in base else None
+        if had is None or compare_versions(oldest, had) < 0:
+            out.append({"source": src, "version": oldest, "base_version": had})
+    return out
 
 
 class _VersionKey:
