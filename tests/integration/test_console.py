@@ -133,6 +133,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                      "output": "connection refused"}]
             if name == "db02":  # runs a hotfix deployment: a pin with an expiry
                 status["booted"]["hotfix"] = HOTFIX
+            if name == "gx01":  # a hostile host: `hotfix` is an open field of its report
+                status["deployments"] = [dict(status["booted"], hotfix={
+                    "base": 5, "packages": 7})]
             code, answer = h.checkin(status=status, apps=[APP], **_cves(name))
             assert code == 200, answer
             hosts[name] = h.host_id
@@ -419,6 +422,9 @@ def test_forms_without_the_csrf_token_are_refused(site: Site) -> None:
         status, page, resp = _request(site, "POST", "/console/login", form, jar)
         assert status == 403, page
         assert "atoll-console=" not in (resp.getheader("set-cookie") or "")
+        # no cookie at all (a browser on plain HTTP to another address drops Secure
+        # ones): the page says why, not only "stale"
+        assert ("only over HTTPS or to a loopback address" in page) == (not jar), page
     session, token = _session(site, "ann")
     status, _, _ = _request(site, "POST", "/console/logout", {}, session)
     assert status == 403
@@ -429,6 +435,9 @@ def test_forms_without_the_csrf_token_are_refused(site: Site) -> None:
 
 
 def test_pages_carry_the_security_headers_and_need_a_session(site: Site) -> None:
+    # a newcomer learns where the console is from `fleet serve` itself
+    served = (Path(site.db.removeprefix("sqlite:///")).parent / "serve.log").read_text()
+    assert f"web console on {site.url}/console/" in served, served
     session, _ = _session(site, "ann")
     status, page, resp = _request(site, "GET", "/console/fleet", cookies=session)
     assert status == 200
@@ -486,9 +495,18 @@ def test_every_page_for_every_kind_of_user(site: Site) -> None:
     assert got == expected
     _, page, _ = _request(site, "GET", "/console/fleet", cookies=sessions["ben"])
     assert "gx01" in page and "db01" not in page and "acme" not in page
+    # a viewer's refusal speaks of its role, not of an API token it never had
+    status, page, _ = _request(site, "GET", "/console/rollouts/any/halt",
+                               cookies=sessions["ann"])
+    assert status == 403 and "the operator role; &#39;console-ann&#39; has the viewer" \
+        in page and "token" not in page, page
+    # gx01 reported a `hotfix` of the wrong shape: its page still shows (was a 500)
+    _, page, _ = _request(site, "GET", globex, cookies=sessions["ben"])
+    assert re.search(r'<td class="hotfixes">; base <code></code></td>', page), page
     # the Security page in each scope: globex's one host; every customer for an admin
     _, page, _ = _request(site, "GET", "/console/security", cookies=sessions["ben"])
-    assert "gx01" in page and "db0" not in page and "acme" not in page
+    assert "gx01" in page and not re.search(r"\bdb0", page) and "acme" not in page  # (\b:
+    # not inside the page's random CSRF token, which is hex)
     assert re.search(r"<th scope=\"row\">high</th><td>1</td><td>5</td>", page)
     _, page, _ = _request(site, "GET", "/console/security", cookies=sessions["root"])
     assert re.search(r"<th scope=\"row\">high</th><td>2</td><td>7</td>", page)
@@ -510,6 +528,13 @@ def test_users_add_refuses_bad_input_and_changes_nothing(site: Site, tmp_path: P
         done = _atoll("fleet", "users", "add", "eve", "--role", "viewer", *args,
                       "--db", site.db, stdin=stdin)
         assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    # names that could never log in (the login form takes 63 characters), or that are
+    # no name at all, were accepted
+    for name in ("", "e" * 64, "=Eve <b>"):
+        done = _atoll("fleet", "users", "add", name, "--role", "viewer", "--db", site.db,
+                      stdin=PASSWORD + "\n")
+        assert done.returncode == 2 and "lower case letters, digits and '-'" in done.stderr
         assert "Traceback" not in done.stderr
     done = _atoll("fleet", "users", "add", "ann", "--role", "viewer", "--db", site.db,
                   stdin=PASSWORD + "\n")

@@ -45,6 +45,9 @@ def test_users_log_in_and_out(control_db: Database) -> None:
         assert doc["customers"] == ["acme"]
         for bad, status in [(("ann", PASSWORD, "viewer", None), 409),
                             (("bob", "short", "viewer", None), 422),
+                            # longer than the login form takes: it could never log in
+                            (("bob", "x" * (users.MAX_PASSWORD + 1), "viewer", None), 422),
+                            (("Bob <b>", PASSWORD, "viewer", None), 422),
                             (("bob", PASSWORD, "root", None), 422),
                             (("bob", PASSWORD, "viewer", ["initech"]), 404)]:
             with pytest.raises(ApiError) as err:

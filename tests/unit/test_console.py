@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from atoll.control.console import plots
+from atoll.control.console.audit_views import AuditFilter
 from atoll.control.console.users import FREE_FAILURES, MAX_WAIT, csrf_token, login_wait
 from atoll.control.console.views import STATES, FleetFilter
 from atoll.control.errors import ApiError
@@ -58,11 +59,32 @@ def test_the_fleet_filter_is_parsed_and_given_back() -> None:
                                    {"label": "=x"}, {"state": "staged"},
                                    {"page": "0"}, {"page": "-1"}, {"page": "x"},
                                    {"page": "99999999"}, {"days": "3"}, {"days": "x"},
-                                   {"by": "Site"}, {"by": "a b"}])
+                                   {"by": "Site"}, {"by": "a b"},
+                                   {"page": "\u00b9"}])  # a digit to isdigit, not to int
 def test_a_bad_filter_is_refused(query: dict[str, str]) -> None:
     with pytest.raises(ApiError) as err:
         FleetFilter.parse(query)
     assert err.value.status == 422
+
+
+@pytest.mark.parametrize("query", [{"since": "0001-01-01T00:00+01:00"},  # year 0 in UTC
+                                   {"until": "9999-12-31T23:00-05:00"},  # year 10000
+                                   {"since": "yesterday"}, {"until": "2026-13-01"},
+                                   {"page": "-1"}, {"page": "99999999"},
+                                   {"page": "\u00b2"}])  # was a 500 (int("²") fails)
+def test_a_bad_audit_filter_is_refused(query: dict[str, str]) -> None:
+    """Out-of-range times were a 500 (OverflowError) on the Audit page and its CSV."""
+    with pytest.raises(ApiError) as err:
+        AuditFilter.parse(query)
+    assert err.value.status == 422
+
+
+def test_the_audit_filter_takes_the_extreme_days() -> None:
+    until = AuditFilter.parse({"until": "2026-12-01"}).until
+    assert until == dt.datetime(2026, 12, 2, tzinfo=dt.UTC)  # through that day
+    assert AuditFilter.parse({"until": "9999-12-31"}).until is None  # the last day: no bound
+    assert AuditFilter.parse({"since": "0001-01-01"}).since == dt.datetime(
+        1, 1, 1, tzinfo=dt.UTC)
 
 
 def test_states_are_the_status_vocabulary() -> None:

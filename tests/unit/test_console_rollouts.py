@@ -35,7 +35,9 @@ def test_the_form_gives_what_the_operations_take() -> None:
     ("id", "-x", "id:"), ("id", "a" * 65, "id:"), ("labels", "role", "not KEY=VALUE"),
     ("labels", "Role=db", "not KEY=VALUE"), ("target", "", "target:"),
     ("target", "c 1\x00", "target:"), ("waves", "1, ten", "waves:"),
-    ("max_failures", "-1", "max_failures:"), ("soak_min", "1.5", "soak_min:")])
+    ("max_failures", "-1", "max_failures:"), ("soak_min", "1.5", "soak_min:"),
+    ("max_failures", "\u00b2", "max_failures:"),  # a digit to str.isdigit, not to int()
+    ("soak_min", "\u0661", "soak_min:")])  # an Arabic-Indic one: ASCII digits only
 def test_a_bad_field_is_named(field: str, value: str, message: str) -> None:
     form = {"id": "r1", "target": "c 1"} | {field: value}
     with pytest.raises(ApiError) as exc:

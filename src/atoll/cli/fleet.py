@@ -189,6 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
                                drive_s=tick, election=_election(args, stack, port),
                                audit_dir=audit_dir_for(db, args.audit_dir))
         log.info("control plane on %s, database %s", server.url, db.shown)
+        log.info("web console on %s/console/ (users: atoll fleet users add)", server.url)
         serve_until_signalled(server)
         server.stop()
     return 0

@@ -86,10 +86,12 @@ def register_fleet(cmds: Any, common: Common) -> None:
     uc.required = True
     add = _add(uc, common, "add", _users, "add a console user; the password comes from "
                "--password-file or standard input, never the command line", server=False)
-    add.add_argument("name", help="the user's name (lower case letters, digits, '-')")
+    add.add_argument("name", help="the user's name, its login (1 to 63 lower case "
+                     "letters, digits, '-')")
     add.add_argument("--role", required=True, choices=["viewer", "operator", "admin"],
-                     help="as operator tokens' roles (the console shows pages; actions are "
-                     "not in it yet)")
+                     help="as operator tokens' roles: a viewer reads every page; an "
+                     "operator also sends bulk actions and creates, halts, resumes and "
+                     "aborts rollouts")
     add.add_argument("--customer", action="append", metavar="NAME",
                      help="limit the user to this customer (repeatable; default: every "
                      "customer)")

@@ -98,7 +98,8 @@ def authenticate(s: Session, authorization: str | None, now: dt.datetime) -> Pri
 
 def _require(p: Principal, role: str, *, everywhere: bool = False) -> None:
     if not p.may(role):
-        raise forbidden(f"this needs the {role} role; token {p.name!r} has {p.role}")
+        # (p.name: a token's name, or console-NAME for a console user: no "token" here)
+        raise forbidden(f"this needs the {role} role; {p.name!r} has the {p.role} role")
     if everywhere and not p.everywhere:
         raise forbidden(f"this needs a token whose scope is every customer; {p.name!r} is "
                         "limited to some")

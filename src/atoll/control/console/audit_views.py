@@ -49,10 +49,10 @@ def _time(raw: str, what: str) -> dt.datetime | None:
         return None
     try:
         t = dt.datetime.fromisoformat(raw)
-    except ValueError:
+        return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # overflow: in UTC, before year 1 or after 9999
         raise ApiError(422, "invalid", f"{what}: a date or time, e.g. 2026-12-01 or "
                        "2026-12-01T08:00Z") from None
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,10 @@ class AuditFilter:
                 ("who", "what", "customer", "since", "until")}
         until = _time(keep["until"], "until")
         if until is not None and len(keep["until"]) == 10:  # a date: the whole day
-            until += dt.timedelta(days=1)
+            # (through 9999-12-31, the last day there is: no upper bound)
+            until = until + dt.timedelta(days=1) if until.date() < dt.date.max else None
         page = query.get("page", "1").strip()
-        if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+        if not (page.isascii() and page.isdigit()) or not 1 <= int(page) <= 1_000_000:
             raise ApiError(422, "invalid", "page: a number from 1")
         return cls(keep["who"] or None, keep["what"] or None, keep["customer"] or None,
                    _time(keep["since"], "since"), until, int(page),

@@ -122,7 +122,7 @@ def parse_rollout_form(form: Mapping[str, str]) -> RolloutForm:
         raw = form.get(name, "").strip()
         if not raw:
             continue
-        if not raw.isdigit() or len(raw) > 9:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # (not "²": int() fails)
             raise bad(f"{name}: a whole number from 0")
         if key == "max_failures":
             spec["budget"] = {"max_failures": int(raw)}

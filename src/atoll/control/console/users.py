@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import hmac
 import math
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,14 +40,18 @@ from atoll.control.errors import ApiError, conflict, not_found
 from atoll.control.models import ROLES, Customer
 from atoll.control.service import record
 
-__all__ = ["FREE_FAILURES", "MIN_PASSWORD", "SESSION_TTL", "Attempt", "User",
-           "add_user", "csrf_token", "list_users", "log_in", "log_out", "login_wait",
-           "session_user"]
+__all__ = ["FREE_FAILURES", "MAX_PASSWORD", "MIN_PASSWORD", "NAME", "SESSION_TTL",
+           "Attempt", "User", "add_user", "csrf_token", "list_users", "log_in", "log_out",
+           "login_wait", "session_user"]
 
 FREE_FAILURES = 5
 MAX_WAIT = dt.timedelta(hours=1)
 SESSION_TTL = dt.timedelta(hours=8)
 MIN_PASSWORD = 12  # characters
+MAX_PASSWORD = 1000  # characters: what the login form takes
+# a user's name, as hosts' and customers' (it is the login and part of the actor
+# in the audit log: "console:NAME", "operator:console-NAME")
+NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _hasher = PasswordHasher()
 _DUMMY = _hasher.hash(secrets.token_urlsafe(16))  # verified for unknown names (same time)
 
@@ -92,13 +97,19 @@ def add_user(s: Session, name: str, password: str, role: str,
     """A new console user (``customers`` None: every customer).
 
     Raises:
-        ApiError: 422 (role, password shorter than ``MIN_PASSWORD``), 404 (a customer),
-            409 (the name exists).
+        ApiError: 422 (a name not of :data:`NAME`, role, password shorter than
+            ``MIN_PASSWORD`` or longer than ``MAX_PASSWORD``), 404 (a customer), 409
+            (the name exists).
     """
+    if not NAME.fullmatch(name):
+        raise ApiError(422, "invalid", f"user name {name[:80]!r}: 1 to 63 lower case "
+                       "letters, digits and '-', starting and ending with a letter or digit")
     if role not in ROLES:
         raise ApiError(422, "invalid", f"role: one of {', '.join(ROLES)}")
     if len(password) < MIN_PASSWORD:
         raise ApiError(422, "invalid", f"the password needs {MIN_PASSWORD} characters or more")
+    if len(password) > MAX_PASSWORD:  # (the login form would never match it)
+        raise ApiError(422, "invalid", f"the password has {MAX_PASSWORD} characters at most")
     ids = None
     if customers is not None:
         found = {n: cid for n, cid in s.execute(

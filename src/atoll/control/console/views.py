@@ -33,6 +33,7 @@ from atoll.control.auth import Principal
 from atoll.control.console import plots
 from atoll.control.errors import ApiError
 from atoll.control.history import version_history
+from atoll.control.inventory import hotfix_packages
 from atoll.control.models import Event, Host, HostLabel
 
 __all__ = ["PAGE_SIZE", "STATES", "FleetFilter", "breakdown", "fleet", "host_page",
@@ -82,7 +83,7 @@ class FleetFilter:
             raise ApiError(422, "invalid", f"state: one of {', '.join(STATES)}")
         version = query.get("version", "").strip()[:200] or None
         page = query.get("page", "1").strip()
-        if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
+        if not (page.isascii() and page.isdigit()) or not 1 <= int(page) <= 1_000_000:
             raise ApiError(422, "invalid", "page: a number from 1")
         days = query.get("days", "30").strip()
         if days not in {str(d) for d in plots.HISTORY_DAYS}:
@@ -244,6 +245,19 @@ def versions_over_time(s: Session, p: Principal, days: int, now: dt.datetime,
             "points": points, "plot": plots.versions_plot(series, points, start, now, days)}
 
 
+def _shown_deployment(d: dict[str, Any]) -> dict[str, Any]:
+    """A reported deployment for the Host page, its ``hotfix`` (an open field of the
+    check-in: any JSON the host wrote) reduced to ``{"base": str | None, "packages":
+    hotfix_packages(...)}`` (None: not a hotfix), so that no shape a host sends can
+    break its page."""
+    hf = d.get("hotfix")
+    if not isinstance(hf, dict):
+        return d | {"hotfix": None}
+    base = hf.get("base")
+    return d | {"hotfix": {"base": base if isinstance(base, str) else None,
+                           "packages": hotfix_packages(hf)}}
+
+
 def host_page(s: Session, p: Principal, host_id: str, events: int = 30, *,
               now: dt.datetime | None = None) -> dict[str, Any]:
     """The host page: the API's host detail (404 outside the caller's scope) and its
@@ -259,7 +273,7 @@ def host_page(s: Session, p: Principal, host_id: str, events: int = 30, *,
     report = detail.get("report") or {}
     status = report.get("status") or {}
     detail["state"] = s.scalar(select(host_state).where(Host.id == h.id))
-    detail["deployments"] = [d for d in status.get("deployments") or []
+    detail["deployments"] = [_shown_deployment(d) for d in status.get("deployments") or []
                              if isinstance(d, dict)]
     detail["last_boot_report"] = status.get("last_boot") or {}
     detail["apps"] = [a for a in report.get("apps") or [] if isinstance(a, dict)]

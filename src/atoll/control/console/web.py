@@ -152,6 +152,12 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
     async def login(request: Request) -> Response:
         form = await form_with_csrf(request, request.cookies.get(LOGIN_COOKIE), "login")
         if form is None:
+            if LOGIN_COOKIE not in request.cookies:  # most often: plain HTTP, not loopback
+                return error(request, 403, "Your browser sent no login cookie. The "
+                             "console's cookies are Secure: browsers send them only over "
+                             "HTTPS or to a loopback address (127.0.0.1, localhost), so put "
+                             "a TLS-terminating proxy in front of `atoll fleet serve` "
+                             "(docs/console.md, HTTPS); then reload the login page.")
             return error(request, 403, "The form is stale or did not come from this "
                          "console (no CSRF token): reload the login page.")
         address = request.client.host if request.client else "-"
@@ -161,7 +167,10 @@ def build_console(db: Database, clock: Callable[[], dt.datetime],
             return _login_page(request, "Too many login attempts: try again later.", 429,
                                {"Retry-After": retry})
         attempt = await run_in_threadpool(users.log_in, db, form.get("name", "")[:100],
-                                          form.get("password", "")[:1000], clock())
+                                          # one over the most a password may have:
+                                          # a longer one never matches (not cut to one)
+                                          form.get("password", "")[:users.MAX_PASSWORD + 1],
+                                          clock())
         if attempt.secret is None:
             if attempt.retry_after:
                 return _login_page(request, "Too many login attempts: try again later.",
