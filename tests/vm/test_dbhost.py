@@ -5,9 +5,10 @@ provisions itself (hostname, an SSH key user, the MariaDB app from the image
 the OS ships, the Checkmk agent's only-from, the update remote and policy).
 Then, with rows in the database: an OS update (downloaded and prepared by the
 agent, applied by the "customer"), a manual rollback, and an update that
-breaks Docker, rolled back by boot-complete's database check by itself. The
-rows survive all of it. A second guest gets a bad config on a NoCloud seed:
-it boots, refuses it, and says why.
+breaks Docker, rolled back by boot-complete's database check by itself, and a
+one-package hotfix (`atoll hotfix add`) booted. The rows survive all of it. A
+second guest gets a bad config on a NoCloud seed: it boots, refuses it, and says
+why.
 
 The tests of the first guest share one VM and run in file order: each is one
 step of the same host's life.
@@ -34,6 +35,7 @@ from atoll.monitor.localchecks import CRIT, host_checks
 from atoll.provision.seed import LABEL
 from atoll.store import Repo
 from tests.integration.delivery_fixtures import WwwServer, serve_www
+from tests.integration.test_hotfix import MARKER, build_deb
 from tests.vm.conftest import markers, mounted_root
 from tests.vm.dbhost import Guest, Site, composed_dbhost, derive, free_port
 
@@ -310,6 +312,40 @@ def test_update_that_breaks_the_database_rolls_back_by_itself(host: Host, world:
     assert st["booted"]["id"] == booted
     assert st["last_boot"]["result"] == "rolled-back"
     assert "50-app-mariadb" in st["last_boot"]["reason"]
+    assert _rows(host.guest) == ROWS + 1
+
+
+def test_a_hotfix_boots_keeps_the_rows_and_is_marked(host: Host, world: World,
+                                                     tmp_path: Path) -> None:
+    """`atoll hotfix add` on the running host (a local .deb with its sha256: the offline
+    way), then a reboot: the hotfix deployment boots with its checks passing, carries the
+    package (its maintainer script ran in the throwaway root, so its mark is in the image),
+    and status and `hotfix list` say so. The last step of this host's life: no clean-up."""
+    deb, sha = build_deb(tmp_path, "atoll-hotfix-probe", "1.0", postinst=True)
+    base = _status(host.guest)["booted"]
+    sent = subprocess.run(host.guest.argv("cat > /var/tmp/probe.deb"), input=deb.read_bytes(),
+                          capture_output=True, timeout=120)
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    host.guest.ok(f"sudo atoll -q hotfix add /var/tmp/probe.deb --sha256 {sha} "
+                  "--reason 'QEMU: the hotfix deployment boots'", timeout=1200)
+    staged = _status(host.guest)["deployments"][0]
+    assert staged["hotfix"] is not None and staged["hotfix"]["base"] == base["commit"], staged
+    assert [p["name"] for p in staged["hotfix"]["packages"]] == ["atoll-hotfix-probe"]
+    start = len(host.vm.console.read_bytes())
+    host.guest.reboot_command("sudo systemctl reboot")
+    host.vm.wait_for(rf"ATOLL-INITRAMFS: mounted deployment {staged['commit']}\.\d+",
+                     BOOT, start)
+    host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT, start)
+    st = _status(host.guest)
+    assert st["booted"]["commit"] == staged["commit"], st["booted"]
+    assert st["last_boot"]["result"] == "good", st["last_boot"]
+    assert st["booted"]["hotfix"]["packages"][0]["version"] == "1.0"
+    assert host.guest.ok("cat /usr/share/atoll-hotfix-test/atoll-hotfix-probe.txt") == \
+        "atoll-hotfix-probe 1.0\n"
+    assert host.guest.ok(f"cat /{MARKER}").strip() == "ran"  # in the image, not the old root
+    (row,) = json.loads(host.guest.ok("sudo atoll --json hotfix list"))["hotfixes"]
+    assert (row["name"], row["status"], row["in_booted"]) == ("atoll-hotfix-probe", "active",
+                                                              True), row
     assert _rows(host.guest) == ROWS + 1
 
 
