@@ -171,27 +171,24 @@ def fleet(s: Session, p: Principal, f: FleetFilter, *,
     }
 
 
-def breakdown(s: Session, p: Principal, key: str | None) -> dict[str, Any]:
-    """Counts per customer (``key`` None) or per value of label ``key`` over ``p``'s
-    scope, each by state and by booted version (one ``GROUP BY`` over group, state and
-    version, whose few rows are summed here): ``{"key", "keys", "rows": [{"name",
-    "label", "hosts", "states": {state: n}, "versions": [(version, n)],
-    "more_versions"}]}``, rows by name, versions most hosts first (``ROW_VERSIONS``
-    named, ``more_versions`` the rest's hosts); ``label``: the fleet filter that shows
-    the row's hosts (None for customers, and for the row of hosts without the label,
-    named ``(no KEY label)``); ``keys``: the label keys in scope (at most ``MAX_KEYS``,
-    the breakdown's choices)."""
+def breakdown(s: Session, p: Principal, key: str) -> dict[str, Any]:
+    """Counts per value of label ``key`` over ``p``'s scope, each by state and by booted
+    version (one ``GROUP BY`` over value, state and version, whose few rows are summed
+    here): ``{"key", "keys", "rows": [{"name", "label", "hosts", "states": {state: n},
+    "versions": [(version, n)], "more_versions"}]}``, rows by name, versions most hosts
+    first (``ROW_VERSIONS`` named, ``more_versions`` the rest's hosts); ``label``: the
+    fleet filter that shows the row's hosts (None for the row of hosts without the
+    label, named ``(no KEY label)``); ``keys``: the label keys in scope (at most
+    ``MAX_KEYS``, the breakdown's choices). The per-customer rows are :func:`fleet`'s,
+    from its own grouped counts."""
     scoped = _scoped(p)
-    if key is None:
-        out = _rows(_grouped(s, scoped, Host.customer_id), None, ops._customers(s))
-    else:
-        # per host, its label's value by the primary key (host, key): NULL without it.
-        # Not an outer join: PostgreSQL, misjudging a customer's share before ANALYZE,
-        # chose a nested loop over every host's label for it (400 ms at 10,000 hosts)
-        value = (select(HostLabel.value).where(HostLabel.host_id == Host.id,
-                                               HostLabel.key == key)
-                 .correlate(Host).scalar_subquery())
-        out = _rows(_grouped(s, scoped, value), key, {})
+    # per host, its label's value by the primary key (host, key): NULL without it.
+    # Not an outer join: PostgreSQL, misjudging a customer's share before ANALYZE,
+    # chose a nested loop over every host's label for it (400 ms at 10,000 hosts)
+    value = (select(HostLabel.value).where(HostLabel.host_id == Host.id,
+                                           HostLabel.key == key)
+             .correlate(Host).scalar_subquery())
+    out = _rows(_grouped(s, scoped, value), key, {})
     keys = list(s.scalars(select(HostLabel.key).where(
         HostLabel.host_id.in_(scoped.with_only_columns(Host.id))).distinct()
         .order_by(HostLabel.key).limit(MAX_KEYS)))
