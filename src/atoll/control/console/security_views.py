@@ -30,7 +30,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -62,12 +62,6 @@ def _open(urgency: str) -> Any:
         Host.report[("cves", "open", urgency)].as_integer(), 0)), else_=0)
 
 
-def _scoped(q: Select[Any], p: Principal) -> Select[Any]:
-    if p.customer_ids is not None:
-        q = q.where(Host.customer_id.in_(sorted(p.customer_ids)))
-    return q
-
-
 def _count(cond: Any) -> Any:
     return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
@@ -97,7 +91,7 @@ def security_page(s: Session, p: Principal, now: dt.datetime) -> dict[str, Any]:
             _count(and_(has_data, week > _GENERATED))]
     for u in WORDS:
         cols += [_count(_open(u) > 0), func.coalesce(func.sum(_open(u)), 0)]
-    row = s.execute(_scoped(select(*cols), p)).one()
+    row = s.execute(ops._scoped(select(*cols), p)).one()
     n, with_data, n_stale, n_hotfix, fresh, recent, old = (int(v) for v in row[:7])
     urgency = [{"urgency": u, "hosts": int(row[7 + 2 * i]), "open": int(row[8 + 2 * i])}
                for i, u in enumerate(WORDS)]
@@ -106,7 +100,7 @@ def security_page(s: Session, p: Principal, now: dt.datetime) -> dict[str, Any]:
             {"label": "no CVE data", "hosts": n - fresh - recent - old}]
     names = ops._customers(s)
 
-    by_customer = s.execute(_scoped(select(
+    by_customer = s.execute(ops._scoped(select(
         Host.customer_id, func.count(Host.id), _count(_TRACKER), _count(_open("high") > 0),
         _count(_open("medium") > 0), _count(_HOTFIX_BASE.is_not(None))), p)
         .group_by(Host.customer_id)).all()
@@ -116,7 +110,7 @@ def security_page(s: Session, p: Principal, now: dt.datetime) -> dict[str, Any]:
                        key=lambda c: str(c["customer"]))
 
     opened = [_open(u) for u in WORDS]
-    worst_rows = s.execute(_scoped(select(
+    worst_rows = s.execute(ops._scoped(select(
         Host.id, Host.name, Host.customer_id, _GENERATED, stale.label("stale"), *opened), p)
         .where(_TRACKER).where(sum(opened[:-1]) > 0)  # rated CVEs only: "not yet
         .order_by(*(o.desc() for o in opened), Host.name)  # assigned" has no rank
@@ -126,7 +120,7 @@ def security_page(s: Session, p: Principal, now: dt.datetime) -> dict[str, Any]:
               "open": dict(zip(WORDS, (int(v) for v in r[5:]), strict=True))}
              for r in worst_rows]
 
-    hot_rows = s.execute(_scoped(select(
+    hot_rows = s.execute(ops._scoped(select(
         Host.id, Host.name, Host.customer_id, Host.booted_version,
         Host.report[("status", "booted", "hotfix")]), p)
         .where(_HOTFIX_BASE.is_not(None)).order_by(Host.name).limit(LIST_ROWS)).all()
@@ -134,7 +128,7 @@ def security_page(s: Session, p: Principal, now: dt.datetime) -> dict[str, Any]:
                  "base_version": hf.get("base_version") if isinstance(hf, dict) else None,
                  "packages": hotfix_packages(hf)} for i, name, cid, ver, hf in hot_rows]
 
-    old_rows = s.execute(_scoped(select(
+    old_rows = s.execute(ops._scoped(select(
         Host.id, Host.name, Host.customer_id, _GENERATED, stale.label("stale")), p)
         .where(has_data).order_by(_GENERATED, Host.name).limit(LIST_ROWS)).all()
     oldest = [{"id": i, "name": name, "customer": names.get(cid, ""), "generated": g,
