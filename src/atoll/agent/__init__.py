@@ -5,6 +5,5 @@
 - ``state``: the agent's persistent state and decision log
 - ``host``: the actions, on a real sysroot (check, download, prepare, apply, reboot)
 - ``daemon``: the loop and the local API on a root-only Unix socket
+- ``feature``: the ``agent`` image feature (compose imports it when a treefile names it)
 """
-
-from atoll.agent import feature as _feature  # noqa: F401  (registers the "agent" image feature)

@@ -145,7 +145,7 @@ class Host:
         """The base commit of a hotfix deployment's commit (else ``commit``, also when the
         commit object is missing or damaged: the update path must not depend on it)."""
         from atoll.core.errors import AtollError
-        from atoll.deploy.hotfix import base_of
+        from atoll.deploy.hotfixplan import base_of
 
         try:
             repo = self.sr.repo

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from atoll.compose import features
 from atoll.compose.debcache import DebCache
-from atoll.compose.layout import to_atoll_layout
+from atoll.compose.layout import SLIM_DPKG_OPTS, to_atoll_layout
 from atoll.compose.treefile import Treefile, treefile_hash
 from atoll.core.errors import InputError, ToolError
 from atoll.core.progress import progress, track
@@ -31,18 +31,6 @@ from atoll.store.repo import Repo
 __all__ = ["ComposeResult", "build_rootfs", "compose", "normalize_rootfs"]
 
 log = logging.getLogger("atoll.compose")
-
-# Documentation, man pages and translations are not installed (a small, closed image);
-# copyright files stay, they are needed for compliance and the SBOM.
-SLIM_DPKG_OPTS = (
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
-    "path-exclude=/usr/share/locale/*",
-    "path-include=/usr/share/locale/locale.alias",
-)
-
 
 @dataclass(frozen=True)
 class ComposeResult:

@@ -17,7 +17,19 @@ import shutil
 import stat
 from pathlib import Path
 
-__all__ = ["TMPFILES_NAME", "to_atoll_layout"]
+__all__ = ["SLIM_DPKG_OPTS", "TMPFILES_NAME", "to_atoll_layout"]
+
+# dpkg options of every package install into an image (compose's mmdebstrap, a hotfix's
+# dpkg): documentation, man pages and translations are not installed (a small, closed
+# image); copyright files stay, they are needed for compliance and the SBOM.
+SLIM_DPKG_OPTS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+)
 
 TMPFILES_NAME = "usr/lib/tmpfiles.d/atoll-var.conf"
 _VAR_LINKS = {"home": "var/home", "root": "var/roothome", "srv": "var/srv",

@@ -33,19 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atoll.compose.build import SLIM_DPKG_OPTS
-from atoll.compose.layout import TMPFILES_NAME, to_atoll_layout
+from atoll.compose.layout import SLIM_DPKG_OPTS, TMPFILES_NAME, to_atoll_layout
 from atoll.core.errors import HostStateError, InputError, ToolError
 from atoll.core.fsutil import atomic_write, atomic_write_json, damaged, fsync_dir, read_state_json
 from atoll.core.run import require_tool, run
 from atoll.core.text import printable
-from atoll.deploy.hotfixplan import BasePlan, Hotfix, Kind, plan_for_base, valid_name
+from atoll.deploy.hotfixplan import BasePlan, Hotfix, Kind, base_of, plan_for_base, valid_name
 from atoll.deploy.sysroot import Deployment, Sysroot
 from atoll.store.checkout import checkout
 from atoll.store.packages import parse_dpkg_status, read_manifest
-from atoll.store.repo import Repo
 
-__all__ = ["DebInfo", "HotfixResult", "add", "base_of", "fetch_from_archive", "hotfixes",
+__all__ = ["DebInfo", "HotfixResult", "add", "fetch_from_archive", "hotfixes",
            "inspect_deb",
            "list_view", "rebase_hotfixes", "remove", "sbom_path"]
 
@@ -297,17 +295,6 @@ def _apt_error(stderr: str) -> str:
 
 
 # -- deriving a commit ---------------------------------------------------
-
-def base_of(repo: Repo, commit: str) -> tuple[str, list[dict[str, Any]]]:
-    """(base commit, the hotfix packages it carries) of ``commit`` (itself and [] when
-    it is no hotfix derivation)."""
-    meta = repo.read_commit(commit).metadata.get("hotfix")
-    if isinstance(meta, dict) and isinstance(meta.get("base"), str):
-        pkgs = meta.get("packages")
-        return meta["base"], [p for p in pkgs if isinstance(p, dict)] \
-            if isinstance(pkgs, list) else []
-    return commit, []
-
 
 def _to_debian_layout(root: Path) -> list[str]:
     """Undo atoll's layout in a throwaway checkout so dpkg finds /etc and its database;

@@ -19,11 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from atoll.store.packages import compare_versions
 
-__all__ = ["KINDS", "BasePlan", "Decision", "Hotfix", "decide", "plan_for_base", "valid_name"]
+if TYPE_CHECKING:
+    from atoll.store.repo import Repo
+
+__all__ = ["KINDS", "BasePlan", "Decision", "Hotfix", "base_of", "decide", "plan_for_base",
+           "valid_name"]
 
 KINDS = ("fast-track", "pin")
 Kind = Literal["fast-track", "pin"]
@@ -184,3 +188,17 @@ def plan_for_base(hotfixes: list[Hotfix], manifest: list[dict[str, str]] | tuple
         else:
             block.append((h, d.why))
     return BasePlan(tuple(keep), tuple(drop), tuple(block))
+
+
+def base_of(repo: Repo, commit: str) -> tuple[str, list[dict[str, Any]]]:
+    """(base commit, the hotfix packages it carries) of ``commit`` (itself and [] when
+    it is no hotfix derivation). Pure but for reading the commit object, so that
+    the update path asks it without loading the hotfix machinery (dpkg, compose).
+
+    Raises: StoreError, CorruptObjectError (the commit is missing or damaged)."""
+    meta = repo.read_commit(commit).metadata.get("hotfix")
+    if isinstance(meta, dict) and isinstance(meta.get("base"), str):
+        pkgs = meta.get("packages")
+        return meta["base"], [p for p in pkgs if isinstance(p, dict)] \
+            if isinstance(pkgs, list) else []
+    return commit, []
