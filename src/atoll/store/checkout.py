@@ -25,7 +25,7 @@ from pathlib import Path
 from atoll.core.errors import CorruptObjectError, StoreError
 from atoll.core.fsutil import copy_data, read_xattrs
 from atoll.core.progress import Step, progress
-from atoll.store.objects import DirEntry, DirMeta, FileMeta, check_name
+from atoll.store.objects import DirEntry, DirMeta, FileMeta
 from atoll.store.repo import REPAIR_HINT, WORKERS, Repo
 from atoll.store.seal import OBJECT_MTIME
 from atoll.store.tree import MAX_DEPTH
@@ -154,15 +154,28 @@ def checkout(repo: Repo, commit: str, dest: Path, *, verify: bool = True) -> Non
             bad = _bad_files(repo, walk, full=False)
             if bad:
                 raise _corrupt(commit, sorted(bad))
-        os.mkdir(dest, 0o700)
-        root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        objects = os.fspath(repo.objects)
+        objects = _Objects(os.fspath(repo.objects))
         try:
-            with progress(f"checkout {commit[:12]}", unit="files") as step:
-                _checkout_tree(walk, objects, walk.commit.tree, root_fd, step)
-            _apply_dirmeta(root_fd, walk.commit.root)
+            os.mkdir(dest, 0o700)
+            root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                with progress(f"checkout {commit[:12]}", unit="files") as step:
+                    _checkout_tree(walk, objects, walk.commit.tree, root_fd, step)
+                _apply_dirmeta(root_fd, walk.commit.root)
+            finally:
+                os.close(root_fd)
         finally:
-            os.close(root_fd)
+            os.close(objects.fd)
+
+
+class _Objects:
+    """The store's ``objects/`` directory: its path, and an open descriptor that the
+    links are made relative to (one path component looked up per link, not the whole
+    path: it counts on a slow machine, and under emulation)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
@@ -191,7 +204,7 @@ def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
         os.close(fd)
 
 
-def _checkout_tree(walk: _Walk, objects: str, tree: str, dir_fd: int, step: Step,
+def _checkout_tree(walk: _Walk, objects: _Objects, tree: str, dir_fd: int, step: Step,
                    depth: int = 1) -> None:
     if depth > MAX_DEPTH:
         raise StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} levels",
@@ -199,7 +212,7 @@ def _checkout_tree(walk: _Walk, objects: str, tree: str, dir_fd: int, step: Step
                          "elsewhere")
     stats = walk.stats
     for entry in walk.trees[tree]:
-        name = check_name(entry.name)
+        name = entry.name  # checked when the dirtree was parsed (parse_dirtree)
         if entry.is_dir:
             assert entry.meta is not None
             os.mkdir(name, 0o700, dir_fd=dir_fd)
@@ -211,7 +224,8 @@ def _checkout_tree(walk: _Walk, objects: str, tree: str, dir_fd: int, step: Step
                 os.close(fd)
         else:
             step.advance()
-            src = f"{objects}/{entry.id[:2]}/{entry.id[2:]}.file"
+            rel = f"{entry.id[:2]}/{entry.id[2:]}.file"
+            src = f"{objects.path}/{rel}"
             try:
                 st = stats.get(entry.id) or os.lstat(src)
             except FileNotFoundError:
@@ -223,7 +237,8 @@ def _checkout_tree(walk: _Walk, objects: str, tree: str, dir_fd: int, step: Step
                 _copy_object(src, name, dir_fd, st)  # every empty file is one object
                 continue
             try:
-                os.link(src, name, dst_dir_fd=dir_fd, follow_symlinks=False)
+                os.link(rel, name, src_dir_fd=objects.fd, dst_dir_fd=dir_fd,
+                        follow_symlinks=False)
             except OSError as exc:
                 if exc.errno != errno.EMLINK:
                     raise

@@ -126,8 +126,12 @@ def _read_regular(path: Path | str) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _NotRegular(f"{path}: not a regular file")
-        parts = []
-        while chunk := os.read(fd, max(65536, st.st_size + 1)):  # one read, usually
+        want = max(65536, st.st_size + 1)
+        data = os.read(fd, want)
+        if len(data) < want:  # a short read of a regular file is its end
+            return data
+        parts = [data]  # it grew since the fstat
+        while chunk := os.read(fd, want):
             parts.append(chunk)
         return b"".join(parts)
     finally:
