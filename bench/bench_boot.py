@@ -98,15 +98,49 @@ def boot_time(image: Path, work: Path, marker: str, firmware: str) -> float:
 
 
 APPLY_SCRIPT = """#!/bin/sh
+# let the boot settle first (no other job queued), so that late units do not share
+# the guest's two emulated CPUs with the command; at most 120 s
+i=0
+while [ $i -lt 120 ] && systemctl list-jobs --no-legend | grep -qv atoll-bench-apply; do
+  sleep 1; i=$((i + 1))
+done
+sleep 3
 start=$(date +%s.%N)
-atoll --json update apply > /run/bench-apply.json 2> /run/bench-apply.err
+if [ -e /etc/atoll-bench/profile.py ]; then
+  python3 -I /etc/atoll-bench/profile.py > /run/bench-apply.json 2> /run/bench-apply.err
+else
+  atoll --json update apply > /run/bench-apply.json 2> /run/bench-apply.err
+fi
 rc=$?
 end=$(date +%s.%N)
 {
   tail -n 20 /run/bench-apply.err
+  [ -e /run/bench-profile.txt ] && sed 's/^/BENCH-PROF /' /run/bench-profile.txt
   grep -h '"event":"\\(prepare\\|deploy\\)"' /atoll/state/events.jsonl | sed 's/^/BENCH-EVENT /'
   echo "BENCH-APPLY {\\"rc\\": $rc, \\"start\\": $start, \\"end\\": $end}"
 } > /dev/ttyS0
+"""
+
+# --profile: the same command under cProfile (imports included), its top functions
+# printed to the console
+PROFILE_SCRIPT = """import cProfile, io, pstats, sys
+sys.path.insert(0, "/usr/lib/atoll/python")
+sys.argv = ["atoll", "--json", "update", "apply"]
+prof = cProfile.Profile()
+prof.enable()
+try:
+    from atoll.cli import main
+    rc = main()
+except SystemExit as exc:
+    rc = exc.code
+prof.disable()
+out = io.StringIO()
+stats = pstats.Stats(prof, stream=out)
+stats.sort_stats("tottime").print_stats(35)
+stats.sort_stats("cumulative").print_stats(45)
+with open("/run/bench-profile.txt", "w") as fh:
+    fh.write(out.getvalue())
+sys.exit(rc)
 """
 
 APPLY_UNIT = """[Unit]
@@ -126,7 +160,7 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def apply_setup(work: Path) -> tuple[Path, Path]:
+def apply_setup(work: Path, profile: bool = False) -> tuple[Path, Path]:
     """A v1 sysroot with v2 downloaded (a real TUF download) and its image (qcow2).
 
     The image's v1 deployment runs the timing unit and has atolld masked (so
@@ -147,6 +181,8 @@ def apply_setup(work: Path) -> tuple[Path, Path]:
     (etc / "atoll-bench").mkdir()
     (etc / "atoll-bench/apply.sh").write_text(APPLY_SCRIPT)
     (etc / "atoll-bench/apply.sh").chmod(0o755)
+    if profile:
+        (etc / "atoll-bench/profile.py").write_text(PROFILE_SCRIPT)
     units = etc / "systemd/system"
     (units / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
     (units / "atoll-bench-apply.service").write_text(APPLY_UNIT)
@@ -168,6 +204,9 @@ def apply_in_guest(image: Path, work: Path) -> dict[str, float]:
     r = json.loads(m.group(1))
     if r["rc"] != 0:
         raise SystemExit(f"update apply failed in the guest:\n{text[-3000:]}")
+    prof = re.findall(r"BENCH-PROF (.*?)\r?\n", text)
+    if prof:
+        print("\n".join(prof), file=sys.stderr)
     events = {e["event"]: _epoch(e["time"]) for e in
               (json.loads(x) for x in re.findall(r"BENCH-EVENT (\{.*\})", text))}
     # events.jsonl has whole seconds: the split is +-1 s
@@ -187,8 +226,11 @@ def apply_on_host(sysroot: Path, work: Path) -> float:
     return took
 
 
-def bench_apply(work: Path, runs: int) -> dict[str, Any]:
-    sysroot, image = apply_setup(work)
+def bench_apply(work: Path, runs: int, profile: bool = False) -> dict[str, Any]:
+    sysroot, image = apply_setup(work, profile)
+    with open(image, "rb") as fh:  # into the host's page cache: every run starts alike
+        while fh.read(1 << 24):
+            pass
     guest = [apply_in_guest(image, work) for _ in range(runs)]
     host = [apply_on_host(sysroot, work) for _ in range(runs)]
     med = {k: statistics.median(g[k] for g in guest) for k in ("total", "prepare", "finalize")}
@@ -233,13 +275,16 @@ def main() -> int:
     ap.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
     ap.add_argument("--only", choices=("boot", "apply"), help="measure only this")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="run the guest's `update apply` under cProfile and print its top "
+                    "functions (slower: for finding where the time goes, not for figures)")
     args = ap.parse_args()
     result: dict[str, Any] = {"firmware": args.firmware, "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="atoll-bench-boot-", dir="/var/tmp") as tmp:
         if args.only in (None, "boot"):
             result |= bench_boot(Path(tmp), args.runs, args.firmware)
         if args.only in (None, "apply"):
-            result |= bench_apply(Path(tmp), args.runs)
+            result |= bench_apply(Path(tmp), args.runs, args.profile)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
