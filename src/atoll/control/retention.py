@@ -36,6 +36,13 @@ _BATCH = 5000
 _MAX_BATCHES = 200  # a run deletes at most 1,000,000 events; the next goes on
 
 
+def _cutoff(now: dt.datetime, retention: dt.timedelta) -> dt.datetime:
+    """``now - retention``. Raises: ValueError: ``retention`` is below ``MIN_RETENTION``."""
+    if retention < MIN_RETENTION:
+        raise ValueError(f"the event retention is at least {MIN_RETENTION.days} days")
+    return now - retention
+
+
 def prune_events(db: Database, now: dt.datetime, retention: dt.timedelta) -> int:
     """Delete the host and server events older than ``now - retention`` (operators'
     actions are kept); returns how many.
@@ -43,9 +50,7 @@ def prune_events(db: Database, now: dt.datetime, retention: dt.timedelta) -> int
     Raises:
         ValueError: ``retention`` is shorter than ``MIN_RETENTION``.
     """
-    if retention < MIN_RETENTION:
-        raise ValueError(f"the event retention is at least {MIN_RETENTION.days} days")
-    cutoff = now - retention
+    cutoff = _cutoff(now, retention)
     total = 0
     for _ in range(_MAX_BATCHES):
         with db.write() as s:
@@ -74,8 +79,7 @@ def prune_samples(db: Database, now: dt.datetime, retention: dt.timedelta) -> in
     Raises:
         ValueError: ``retention`` is shorter than ``MIN_RETENTION``.
     """
-    if retention < MIN_RETENTION:
-        raise ValueError(f"the event retention is at least {MIN_RETENTION.days} days")
+    cutoff = _cutoff(now, retention)
     with db.write() as s:
-        gone = s.execute(delete(VersionSample).where(VersionSample.bucket < now - retention))
+        gone = s.execute(delete(VersionSample).where(VersionSample.bucket < cutoff))
     return int(gone.rowcount or 0)  # type: ignore[attr-defined]

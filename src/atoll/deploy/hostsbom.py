@@ -12,15 +12,13 @@ against the CycloneDX 1.5 schema.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from atoll.store.packages import sbom_serial
+
 __all__ = ["purl", "sbom_json"]
-
-_NS = uuid.UUID("6c1b7e0e-7d1a-4a43-9a0f-2f3f6b6f9a10")  # as atoll.repo.sbom
-
 
 def purl(p: Mapping[str, str]) -> str:
     """A manifest entry's package URL, encoded as packageurl-python encodes it."""
@@ -45,7 +43,7 @@ def sbom_json(commit_id: str, *, name: str, version: str, timestamp: int,
     refs = sorted(c["bom-ref"] for c in ordered)  # dependencies: by reference
     doc = {"$schema": "http://cyclonedx.org/schema/bom-1.5.schema.json",
            "bomFormat": "CycloneDX", "specVersion": "1.5",
-           "serialNumber": f"urn:uuid:{uuid.uuid5(_NS, commit_id)}", "version": 1,
+           "serialNumber": f"urn:uuid:{sbom_serial(commit_id)}", "version": 1,
            "metadata": {"timestamp": datetime.fromtimestamp(timestamp, UTC).isoformat(),
                         "component": {"bom-ref": root, "name": name,
                                       "type": "operating-system",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 from cyclonedx.model.bom import Bom
@@ -11,18 +10,16 @@ from cyclonedx.output.json import JsonV1Dot5
 from packageurl import PackageURL
 
 from atoll.store.objects import Commit
+from atoll.store.packages import sbom_serial
 
 __all__ = ["sbom_json"]
-
-_NS = uuid.UUID("6c1b7e0e-7d1a-4a43-9a0f-2f3f6b6f9a10")
-
 
 def sbom_json(commit_id: str, commit: Commit, *, name: str) -> bytes:
     """CycloneDX 1.5 JSON: the image as the described component, each Debian package in it.
 
     Deterministic: serial number and timestamp derive from the commit.
     """
-    bom = Bom(serial_number=uuid.uuid5(_NS, commit_id))
+    bom = Bom(serial_number=sbom_serial(commit_id))
     bom.metadata.timestamp = datetime.fromtimestamp(commit.timestamp, UTC)
     root = Component(name=name, version=commit.version or commit_id[:12],
                      type=ComponentType.OPERATING_SYSTEM, bom_ref=f"atoll-commit:{commit_id}")

@@ -9,10 +9,22 @@ new}], "downgraded": [{name, old, new}]}``.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compare_versions", "package_view", "parse_dpkg_status", "read_manifest"]
+__all__ = ["compare_versions", "package_view", "parse_dpkg_status", "read_manifest",
+           "sbom_serial"]
+
+# the namespace of the SBOMs' serial numbers (UUIDv5 of the commit id)
+_SBOM_NS = uuid.UUID("6c1b7e0e-7d1a-4a43-9a0f-2f3f6b6f9a10")
+
+
+def sbom_serial(commit_id: str) -> uuid.UUID:
+    """The serial number of a commit's CycloneDX SBOM, the same wherever it is made (the
+    publisher's :mod:`atoll.repo.sbom`, a host's :mod:`atoll.deploy.hostsbom`): a UUIDv5
+    of the commit id."""
+    return uuid.uuid5(_SBOM_NS, commit_id)
 
 
 def _order(c: str) -> int:
