@@ -20,6 +20,7 @@ from atoll.store.packages import sbom_serial
 
 __all__ = ["purl", "sbom_json"]
 
+
 def purl(p: Mapping[str, str]) -> str:
     """A manifest entry's package URL, encoded as packageurl-python encodes it."""
     out = f"pkg:deb/debian/{quote(p['name'], safe='')}@{quote(p.get('version', ''), safe=':')}"

@@ -14,6 +14,7 @@ from atoll.store.packages import sbom_serial
 
 __all__ = ["sbom_json"]
 
+
 def sbom_json(commit_id: str, commit: Commit, *, name: str) -> bytes:
     """CycloneDX 1.5 JSON: the image as the described component, each Debian package in it.
 
