@@ -21,7 +21,11 @@ boot-complete, atolld masked, wall clock of the command) and natively on the
 host on a copy of the same sysroot.
 
     .venv/bin/python bench/bench_boot.py [--runs N] [--firmware bios|uefi]
-                                         [--only boot|apply] [--json]
+                                         [--only boot|apply] [--json] [--profile]
+
+The guest's spread between runs of one image is wide (11-15 s for the apply):
+judge a change on ``--runs 5`` at least. ``--profile`` runs the guest's apply under
+cProfile and prints its top functions (slower; for finding where the time goes).
 """
 
 from __future__ import annotations
