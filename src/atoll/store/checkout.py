@@ -225,16 +225,16 @@ def _checkout_tree(walk: _Walk, objects: _Objects, tree: str, dir_fd: int, step:
         else:
             step.advance()
             rel = f"{entry.id[:2]}/{entry.id[2:]}.file"
-            src = f"{objects.path}/{rel}"
             try:
-                st = stats.get(entry.id) or os.lstat(src)
+                st = stats.get(entry.id) or os.lstat(rel, dir_fd=objects.fd)
             except FileNotFoundError:
                 raise StoreError(f"file object {entry.id} is missing",
                                  resolution=REPAIR_HINT) from None
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 raise StoreError(f"file object {entry.id} is not a regular file or symlink")
             if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                _copy_object(src, name, dir_fd, st)  # every empty file is one object
+                # every empty file is one object
+                _copy_object(f"{objects.path}/{rel}", name, dir_fd, st)
                 continue
             try:
                 os.link(rel, name, src_dir_fd=objects.fd, dst_dir_fd=dir_fd,
@@ -242,4 +242,4 @@ def _checkout_tree(walk: _Walk, objects: _Objects, tree: str, dir_fd: int, step:
             except OSError as exc:
                 if exc.errno != errno.EMLINK:
                     raise
-                _copy_object(src, name, dir_fd, st)
+                _copy_object(f"{objects.path}/{rel}", name, dir_fd, st)
