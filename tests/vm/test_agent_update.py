@@ -24,10 +24,10 @@ def test_agent_updates_the_guest_and_it_reboots_into_v2(versions: Versions, publ
         v1 = host_image(versions, www, f"http://10.0.2.2:{port}/", image)
         with VM(image, tmp_path / "console.log", firmware="bios", net=True) as vm:
             vm.wait_for(rf"ATOLL-INITRAMFS: mounted deployment {v1} ", TIMEOUT)
-            vm.wait_for(r"ATOLL-BOOT-COMPLETE \{.*\}", TIMEOUT)
+            vm.wait_for(r"ATOLL-BOOT-COMPLETE \{.*\}\r?\n", TIMEOUT)
             m = vm.wait_for(rf"ATOLL-INITRAMFS: mounted deployment {c2}\.\d+ fallback=0",
                             TIMEOUT)
-            vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", TIMEOUT, m.end())
+            vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", TIMEOUT, m.end())
             text = vm.text()
         downloads = [p for p, _ in server.requests if "/packs/" in p or "/deltas/" in p]
     assert downloads, "the guest downloaded nothing from the update server"

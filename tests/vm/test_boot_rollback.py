@@ -19,7 +19,7 @@ def test_failed_health_check_rolls_back_by_itself(make_image: ImageFactory,
     v2, v3 = image.ids["test/v2"], image.ids["test/v3"]
     disk = overlay(image.path, tmp_path / "disk.qcow2")
     with VM(disk, tmp_path / "console.log", firmware="uefi") as vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}", 2 * BOOT_TIMEOUT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}\r?\n", 2 * BOOT_TIMEOUT)
         text = vm.text()
     assert f"mounted deployment {v3} fallback=0" in text
     assert f"mounted deployment {v2} fallback=1" in text
@@ -40,7 +40,7 @@ def test_broken_boot_falls_back_after_tries_run_out(make_image: ImageFactory,
     v2, v4 = image.ids["test/v2"], image.ids["test/v4"]
     disk = overlay(image.path, tmp_path / "disk.qcow2")
     with VM(disk, tmp_path / "console.log", firmware="bios") as vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", 3 * BOOT_TIMEOUT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", 3 * BOOT_TIMEOUT)
         text = vm.text()
     # Three kernel starts that panic (garbage initrd; panic=10 reboots), then v2.
     assert text.count("Kernel panic") == 3, text[-3000:]

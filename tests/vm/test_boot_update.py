@@ -30,7 +30,7 @@ def test_boot_v1_then_update_to_v2_then_roll_back_from_v3(
                        fmt="raw")
     v1 = image.ids["test/v1"]
     with VM(image.path, tmp_path / "console1.log", firmware="bios") as vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT_TIMEOUT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", BOOT_TIMEOUT)
         text = vm.text()
     # (QEMU is killed here: a power cut right after boot-complete.)
     assert f"ATOLL-INITRAMFS: mounted deployment {v1} fallback=0" in text
@@ -47,7 +47,7 @@ def test_boot_v1_then_update_to_v2_then_roll_back_from_v3(
                         "70-var-kept", V2_READS)
 
     with VM(image.path, tmp_path / "console2.log", firmware="bios") as vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT_TIMEOUT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", BOOT_TIMEOUT)
         text = vm.text()
     assert f"ATOLL-INITRAMFS: mounted deployment {v2} fallback=0" in text
     (event,) = markers(text, "BOOT-COMPLETE")
@@ -62,7 +62,7 @@ def test_boot_v1_then_update_to_v2_then_roll_back_from_v3(
                         "50-db-writes", V3_FAILS)
 
     with VM(image.path, tmp_path / "console3.log", firmware="bios") as vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}", 3 * BOOT_TIMEOUT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}\r?\n", 3 * BOOT_TIMEOUT)
         text = vm.text()
     assert f"ATOLL-INITRAMFS: mounted deployment {v3} fallback=0" in text
     assert f"ATOLL-INITRAMFS: mounted deployment {v2} fallback=1" in text

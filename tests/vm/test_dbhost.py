@@ -99,7 +99,7 @@ def host(world: World) -> Iterator[Host]:
     vm = VM(image, world.work / "console.log", firmware="bios", memory=3072,
             forwards={ssh_port: 22, cmk_port: 6556})
     with vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", FIRST_BOOT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", FIRST_BOOT)
         yield Host(vm, Guest(ssh_port, site.key), cmk_port, site, image)
 
 
@@ -189,7 +189,7 @@ def test_os_update_keeps_the_rows(host: Host, world: World) -> None:
     world.publish()
     _wait_prepared(host.guest, world.commits["v2"])
     start = _apply_and_reboot(host, world, "v2")
-    m = host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT, start)
+    m = host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", BOOT, start)
     event = markers(host.vm.text()[start:m.end()], "BOOT-COMPLETE")[-1]
     assert event["result"] == "good" and event["deployment"].startswith(world.commits["v2"])
     assert {c["name"]: c["ok"] for c in event["checks"]}["50-app-mariadb"] is True
@@ -286,7 +286,7 @@ def test_rollback_keeps_the_rows(host: Host, world: World) -> None:
     host.guest.reboot_command("sudo atoll rollback --reboot")
     host.vm.wait_for(rf"ATOLL-INITRAMFS: mounted deployment {world.commits['v1']}\.\d+",
                      BOOT, start)
-    host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT, start)
+    host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", BOOT, start)
     assert host.guest.run("test -e /usr/share/atoll-test-version").returncode != 0
     assert _rows(host.guest) == ROWS + 1  # the row written under v2 too: data is not versioned
 
@@ -302,7 +302,7 @@ def test_update_that_breaks_the_database_rolls_back_by_itself(host: Host, world:
     booted = _status(host.guest)["booted"]["id"]
     _wait_prepared(host.guest, world.commits["v3"])
     start = _apply_and_reboot(host, world, "v3")
-    m = host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}", 2 * BOOT, start)
+    m = host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\"rolled-back\".*\}\r?\n", 2 * BOOT, start)
     text = host.vm.text()[start:m.end()]
     failed, rolled = markers(text, "BOOT-COMPLETE")[-2:]
     assert failed["deployment"].startswith(world.commits["v3"]) and failed["result"] == "failed"
@@ -335,7 +335,7 @@ def test_a_hotfix_boots_keeps_the_rows_and_is_marked(host: Host, world: World,
     host.guest.reboot_command("sudo systemctl reboot")
     host.vm.wait_for(rf"ATOLL-INITRAMFS: mounted deployment {staged['commit']}\.\d+",
                      BOOT, start)
-    host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT, start)
+    host.vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", BOOT, start)
     st = _status(host.guest)
     assert st["booted"]["commit"] == staged["commit"], st["booted"]
     assert st["last_boot"]["result"] == "good", st["last_boot"]
@@ -368,7 +368,7 @@ def test_bad_config_on_a_seed_leaves_the_host_up_and_reporting(
                  "--firmware", "bios"]) == 0
     with VM(image, tmp_path / "console.log", firmware="bios", memory=3072,
             drives=(seed,)) as vm:
-        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}", BOOT)
+        vm.wait_for(r"ATOLL-BOOT-STATUS \{.*\}\r?\n", BOOT)
         text = vm.text()
     assert "host-config refused" in text
     assert "host-config.yaml:4: users.0.ssh_authorized_keys" in text
