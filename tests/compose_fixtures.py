@@ -4,7 +4,8 @@
 (examples/base.yaml, examples/base-v2.yaml); ``composed_boot(cache)`` the
 boot feature's image (tests/data/compose/boot.yaml, ~2 min). Keyed by the
 treefiles, atoll's source and the day (the archive moves), so a developer's
-second run reuses them; CI starts clean. Every compose of a run shares one
+second run reuses them; entries no run used for three hours are pruned
+(:func:`atoll.boot.devsysroot.prune_cache`). Every compose of a run shares one
 package cache (:func:`deb_cache`), as composes on a build machine do.
 """
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from atoll.boot.devsysroot import _source_hash
+from atoll.boot.devsysroot import _source_hash, prune_cache
 from atoll.compose.build import compose
 from atoll.compose.debcache import DebCache
 from atoll.compose.treefile import load_treefile
@@ -57,6 +59,7 @@ def composed(cache: Path) -> Composed:
         fcntl.flock(fh, fcntl.LOCK_EX)
         done = base / "done"
         if not done.exists():
+            prune_cache(cache, "composed-" + "?" * 16, base)  # not composed-boot-*
             shutil.rmtree(base, ignore_errors=True)
             repo = Repo.create(base / "repo")
             ids = []
@@ -64,6 +67,7 @@ def composed(cache: Path) -> Composed:
                 res = compose(load_treefile(f), EXAMPLES, repo, deb_cache=deb_cache(cache))
                 ids.append(res.commit)
             done.write_text(" ".join(ids))
+        os.utime(base)
         v1, v2 = done.read_text().split()
         return Composed(Repo.open(base / "repo"), v1, v2)
 
@@ -81,10 +85,11 @@ def composed_boot(cache: Path) -> ComposedBoot:
         fcntl.flock(fh, fcntl.LOCK_EX)
         done = base / "done"
         if not done.exists():
-            for old in cache.glob("composed-boot-*"):
-                shutil.rmtree(old, ignore_errors=True)  # ~700 MB each
+            prune_cache(cache, "composed-boot-*", base)  # ~700 MB each
+            shutil.rmtree(base, ignore_errors=True)
             repo = Repo.create(base / "repo")
             res = compose(load_treefile(BOOT_TREEFILE), BOOT_TREEFILE.parent, repo,
                           deb_cache=deb_cache(cache))
             done.write_text(res.commit)
+        os.utime(base)
         return ComposedBoot(Repo.open(base / "repo"), done.read_text().strip())

@@ -21,6 +21,7 @@ import pytest
 
 from atoll.apps.image import build_image, default_tag, image_inputs
 from atoll.apps.runtime import Runtime, get_runtime
+from atoll.boot.devsysroot import prune_cache
 from atoll.core import canonjson
 from tests.services import dockerd
 
@@ -43,9 +44,11 @@ def mariadb_image(docker_url: str, artifact_cache: Path) -> str:
     tar = artifact_cache / f"apps-mariadb-{SUITE}-{key}.tar"
     tag = default_tag("mariadb", SUITE)
     if not tar.exists():
+        prune_cache(artifact_cache, f"apps-mariadb-{SUITE}-*.tar", tar)
         tmp = tar.with_suffix(".partial.tar")
         build_image("mariadb", suite=SUITE, out=tmp, tag=tag)
         os.replace(tmp, tar)
+    os.utime(tar)
     rt = get_runtime("docker", docker_url)
     import docker
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import threading
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +202,38 @@ def test_replays_and_hosts_reporting_for_others_are_refused(control: Control) ->
     assert status == 401
     status, host = c.api.call("GET", "/v1/hosts/db02")
     assert host["checkins"] == 0 and host["last_seen"] is None  # nothing from A landed
+
+
+def test_a_checkin_still_being_sent_gets_the_413_not_a_reset(control: Control) -> None:
+    # The guard refuses a declared body over 2 MiB before reading it. The server must
+    # still read what the client sends (up to twice the limit) before it closes: a client
+    # that writes its whole body before it reads (Python's http.client, most scripts)
+    # would otherwise fail with "broken pipe" and never see the 413.
+    url = urllib.parse.urlsplit(control.api.url)
+    body = b"x" * (MAX_CHECKIN_BYTES + (1 << 20))
+    head = (f"POST /v1/checkin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((url.hostname, url.port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sent: list[BaseException | None] = []
+        sender = threading.Thread(target=_send, args=(sock, head + body, sent))
+        sender.start()
+        time.sleep(0.5)  # the answer is sent (and a reset would be) before it is read
+        f = sock.makefile("rb")
+        status_line = f.readline()
+        rest = f.read()  # to the end: a FIN
+        sender.join(timeout=30)
+    assert sent == [None], sent  # the whole body went out: no reset under the sender
+    assert status_line.startswith(b"HTTP/1.1 413 "), status_line
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["kind"] == "request_too_large"
+
+
+def _send(sock: socket.socket, data: bytes, outcome: list[BaseException | None]) -> None:
+    try:
+        sock.sendall(data)
+        outcome.append(None)
+    except OSError as exc:
+        outcome.append(exc)
 
 
 def test_bad_input_changes_nothing(control: Control) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from atoll.boot.devsysroot import _source_hash
+from atoll.boot.devsysroot import _source_hash, prune_cache
 from atoll.compose.build import compose
 from atoll.compose.treefile import load_treefile
 from atoll.store import Repo
@@ -42,12 +43,12 @@ def composed_dbhost(cache: Path) -> tuple[Repo, str]:
         fcntl.flock(fh, fcntl.LOCK_EX)
         done = base / "done"
         if not done.exists():
-            for old in cache.glob("dbhost-*"):
-                if old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
+            prune_cache(cache, "dbhost-*", base)
+            shutil.rmtree(base, ignore_errors=True)
             repo = Repo.create(base / "repo")
             done.write_text(compose(load_treefile(TREEFILE), TREEFILE.parent, repo,
                                     deb_cache=deb_cache(cache)).commit)
+        os.utime(base)
         return Repo.open(base / "repo"), done.read_text().strip()
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "compose_tree",
     "kernel_version",
     "make_sysroot",
+    "prune_cache",
 ]
 
 SUITE = "bookworm"
@@ -58,9 +59,14 @@ def _lock(path: Path) -> Iterator[None]:
 PRUNE_AFTER_S = 3 * 3600  # a cache entry unused this long belongs to no running test
 
 
-def _prune(cache: Path, pattern: str, keep: Path) -> None:
-    """Remove cache entries of other sources that no test run used for
-    :data:`PRUNE_AFTER_S` (runs of different sources may share the cache)."""
+def prune_cache(cache: Path, pattern: str, keep: Path) -> None:
+    """Remove the entries of ``cache`` matching the glob ``pattern``, other than ``keep``,
+    that no test run used for :data:`PRUNE_AFTER_S`.
+
+    Runs of different sources (a clone for CI, one for the quickstart) may share one
+    cache, and each keys its entries by its own sources: every use of an entry touches
+    it, so an entry older than this is one no running test holds.
+    """
     now = time.time()
     for old in cache.glob(pattern):
         if old == keep or now - old.stat().st_mtime < PRUNE_AFTER_S:
@@ -93,10 +99,12 @@ def cached_base(cache: Path) -> tuple[Path, str]:
     base = cache / f"boot-base-{key}.tar"
     with _lock(cache / "boot-base.lock"):
         if not base.exists():
+            prune_cache(cache, "boot-base-*.tar", base)
             tmp = base.with_suffix(".tmp.tar")
             run(["mmdebstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
                  SUITE, tmp, MIRROR], what="mmdebstrap the boot test tree", timeout=1800)
             tmp.rename(base)
+        os.utime(base)
     return base, key
 
 
@@ -118,7 +126,7 @@ def cached_tree(cache: Path) -> tuple[Path, str]:
     tree = cache / f"boot-tree-{key}"
     with _lock(cache / "boot-tree.lock"):
         if not (tree / ".atoll-done").exists():
-            _prune(cache, "boot-tree-*", tree)  # trees of older sources (~750 MB each)
+            prune_cache(cache, "boot-tree-*", tree)  # trees of older sources (~750 MB each)
             compose_tree(base, tree)
             (tree / ".atoll-done").write_text("")
         os.utime(tree)  # in use: not pruned by a run of other sources
@@ -137,7 +145,7 @@ def cached_repo(cache: Path, versions: int = 4) -> tuple[Path, dict[str, str]]:
     index = repo_path.with_suffix(".json")
     with _lock(cache / "boot-repo.lock"):
         if not index.exists():
-            _prune(cache, "boot-repo-*", repo_path)
+            prune_cache(cache, "boot-repo-*", repo_path)
             repo = Repo.create(repo_path)
             commits = {}
             for n in range(1, versions + 1):

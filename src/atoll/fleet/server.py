@@ -59,7 +59,9 @@ log = logging.getLogger("atoll.fleet")
 IDLE_TIMEOUT = 30.0
 GRACE_SECONDS = 5  # on stop, requests in flight get this long to finish
 LINGER_SECONDS = 2.0  # after refusing a request unread: how long to drop what still comes
-LINGER_BYTES = 1 << 20
+# twice the largest body an atoll server accepts (a 2 MiB check-in): a client sending
+# one that is refused unread can finish writing it and read the 413
+LINGER_BYTES = 4 << 20
 JSON = "application/json"
 
 
