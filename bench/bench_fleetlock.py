@@ -35,8 +35,8 @@ from pathlib import Path
 
 import etcd3gw
 
+from atoll.control.rollout_sim import host_ids, run_rollout
 from atoll.fleet.client import FleetLockClient
-from atoll.fleet.rollout import host_ids, run_rollout
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import pytest
 
+from atoll.control.rollout_sim import HostState, host_ids, run_rollout
 from atoll.core.errors import DownloadError, InputError, StoreError
 from atoll.fleet.backends import Backend
 from atoll.fleet.client import FleetLockClient, FleetLockError
 from atoll.fleet.protocol import ClientParams, ProtocolError
-from atoll.fleet.rollout import HostState, host_ids, run_rollout
 from atoll.fleet.semaphore import LockOutcome
 from atoll.fleet.server import FleetLockServer
 from atoll.fleet.service import FleetLockService

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from atoll.control.rollout_sim import HostState, host_ids, simulate_rollout
 from atoll.core.errors import InputError
 from atoll.fleet.backends.memory import MemoryBackend
 from atoll.fleet.config import FleetConfig
-from atoll.fleet.rollout import HostState, host_ids, simulate_rollout
 from atoll.fleet.service import FleetLockService
 
 

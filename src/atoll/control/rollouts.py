@@ -3,7 +3,7 @@
 A rollout is data; every decision about it is a pure function of that data, the
 hosts' facts and the time. The control plane stores rollouts and calls these on
 each check-in and on its driver's ticks; the rollout simulation
-(:mod:`atoll.fleet.rollout`) calls the same ones in virtual time. Nothing here reads
+(:mod:`atoll.control.rollout_sim`) calls the same ones in virtual time. Nothing here reads
 a clock, a database or the network.
 
     create_rollout(...) -> Rollout            the group frozen as members; all checked

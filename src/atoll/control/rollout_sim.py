@@ -23,9 +23,8 @@ Both check the invariant "never more than K hosts hold a slot" at every grant,
 and the rollout's own at every apply grant (running, in a started wave, no more than
 ``max_in_flight`` applying).
 
-The rollout decisions live in the control layer, above this one: this module
-imports them when a rollout is simulated (late, by name), the one call from
-``atoll.fleet`` up into ``atoll.control``; they depend on nothing but ``atoll.core``.
+It lives in the control layer beside the decisions it drives, and uses the fleet
+layer below it (the FleetLock service, server and client) like the control plane does.
 """
 
 from __future__ import annotations
@@ -39,17 +38,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
+from atoll.control import rollouts as ro
+from atoll.control.rollouts import (
+    FailureBudget,
+    HostDecision,
+    HostProgress,
+    RolloutSpec,
+    observe,
+    phase_of,
+)
 from atoll.core.errors import InputError
 from atoll.fleet.backends.memory import MemoryBackend
 from atoll.fleet.client import FleetLockClient, FleetLockError
 from atoll.fleet.config import FleetConfig
 from atoll.fleet.protocol import ClientParams, ProtocolError
 from atoll.fleet.service import FleetLockService
-
-if TYPE_CHECKING:
-    from atoll.control.rollouts import HostDecision, HostProgress, RolloutSpec
 
 __all__ = ["HostState", "RolloutLedger", "RolloutReport", "default_spec", "host_ids",
            "run_rollout", "simulate_rollout"]
@@ -120,7 +124,6 @@ class RolloutReport:
 
 def default_spec() -> RolloutSpec:
     """One wave of the whole group, no soak, no limit of its own; the first failure halts."""
-    from atoll.control.rollouts import FailureBudget, RolloutSpec
 
     return RolloutSpec(waves=(100.0,), canary_wave=False, soak_s=0,
                        budget=FailureBudget(max_failures=0))
@@ -143,7 +146,6 @@ class RolloutLedger:
     def __init__(self, hosts: Iterable[str], spec: RolloutSpec, *,
                  canaries: Iterable[str] = (), sites: Mapping[str, str] | None = None,
                  rollout_id: str = "simulated", start: dt.datetime = START):
-        from atoll.control import rollouts as ro
 
         self.order = ro.VersionOrder((OLD, NEW))
         tagged = set(canaries)
@@ -162,8 +164,6 @@ class RolloutLedger:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        from atoll.control import rollouts as ro
-
         self._dirty = True
         self._tally = ro.TallyBuilder(self.rollout, self.plan)
         for h, p in self.progress.items():
@@ -171,8 +171,6 @@ class RolloutLedger:
                                            self.order))
 
     def _store(self, host: str, progress: HostProgress) -> None:
-        from atoll.control.rollouts import phase_of
-
         phase = phase_of(self.rollout, self.plan, progress, self.facts[host], self.order)
         if progress != self.progress[host] or phase is not self._tally.phase(host):
             self._tally.set(progress, phase)
@@ -181,8 +179,6 @@ class RolloutLedger:
 
     def ask(self, host: str, now: dt.datetime) -> HostDecision:
         """The host checks in, due to apply: may it?"""
-        from atoll.control import rollouts as ro
-
         facts = self.facts[host] = replace(self.facts[host], apply_due=True, seen=now)
         self._store(host, ro.observe(self.rollout, self.progress[host], facts, now))
         decision = ro.decide_host(self.rollout, self.plan, self._tally.counts(),
@@ -219,15 +215,12 @@ class RolloutLedger:
             facts, version=OLD, rolled_back_from=NEW, rolled_back_at=now,
             rollback_reason="health check failed after the reboot")
         self.facts[host] = facts
-        from atoll.control.rollouts import observe
 
         self._store(host, observe(self.rollout, self.progress[host], facts, now))
         self.tick(now)
 
     def tick(self, now: dt.datetime) -> None:
         """The driver: advance, halt or finish the rollout when its decisions say so."""
-        from atoll.control import rollouts as ro
-
         if not self._dirty and (self._wake is None or now < self._wake):
             return  # nothing changed since the last assessment
         for _ in range(len(self.plan.waves) + 2):  # an advance may make the next one due
