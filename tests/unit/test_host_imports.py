@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from atoll.agent.feature import PUBLISHER_ONLY
 
@@ -25,6 +26,26 @@ def test_host_modules_import_without_publisher_packages() -> None:
         "    __import__(m)\n"
         "from atoll.cli import build_parser\n"
         "build_parser()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_update_path_loads_no_app_model_and_no_http(tmp_path: Path) -> None:
+    # `update apply` on a host without apps and without a running atolld: every module
+    # it loads costs ~20x its native import time under TCG (docs/benchmarks.md, "apply")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import atoll.cli, atoll.cli.agent, atoll.agent.host, atoll.deploy.sysroot\n"
+        "import atoll.store.checkout, atoll.agent.api\n"
+        "from atoll.agent.host import _default_backups\n"
+        f"assert _default_backups(Path({str(tmp_path)!r})) == []\n"
+        f"assert not atoll.agent.api.running(Path({str(tmp_path)!r}))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'yaml', 'http', 'email', 'sqlalchemy', 'zstandard') "
+        "or m.startswith(('atoll.apps.manager', 'atoll.apps.spec', 'atoll.compose.')))\n"
+        "assert not heavy, heavy\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

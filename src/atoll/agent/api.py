@@ -16,13 +16,15 @@ The CLI, Ansible/Salt modules and dashboards use it (``call``).
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atoll.core.errors import AtollError, RuntimeBackendError, error_class
+
+if TYPE_CHECKING:
+    import http.client
 
 __all__ = ["call", "running", "socket_path"]
 
@@ -31,16 +33,19 @@ def socket_path(sysroot: Path) -> Path:
     return Path(sysroot) / "run" / "atoll" / "agent.sock"
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+def _connection(path: Path, timeout: float) -> http.client.HTTPConnection:
+    """An HTTP connection over the Unix socket ``path`` (http.client is loaded only
+    when the agent is asked: `update apply` with no agent running never loads it)."""
+    import http.client
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
-        self.sock = sock
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(str(path))
+            self.sock = sock
+
+    return UnixConnection("localhost", timeout=timeout)
 
 
 def running(sysroot: Path) -> bool:
@@ -58,7 +63,7 @@ def running(sysroot: Path) -> bool:
 def call(sysroot: Path, method: str, path: str, body: dict[str, Any] | None = None,
          *, timeout: float = 600) -> Any:
     """One request to the agent; raises the agent's error as an AtollError."""
-    conn = _UnixConnection(socket_path(sysroot), timeout)
+    conn = _connection(socket_path(sysroot), timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
         conn.request(method, path, body=data,

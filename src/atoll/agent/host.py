@@ -307,9 +307,10 @@ class Host:
 
 
 def _default_backups(sysroot: Path) -> list[dict[str, Any]]:
-    from atoll.apps.backup import backup_all_before_update
-    from atoll.apps.manager import installed_apps
+    from atoll.apps.paths import installed_names
 
-    if not installed_apps(sysroot):
+    if not installed_names(sysroot):  # no app: the app model (pydantic) is not loaded
         return []
+    from atoll.apps.backup import backup_all_before_update
+
     return backup_all_before_update(sysroot)

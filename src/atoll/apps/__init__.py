@@ -16,25 +16,58 @@ Contract with the monitor: each database app's container carries the labels
 
 from __future__ import annotations
 
-from atoll.apps.backup import backup, backup_all_before_update, list_backups, prune, restore
-from atoll.apps.feature import install_docker_feature
-from atoll.apps.health import HealthResult, check_database
-from atoll.apps.manager import (
-    InstalledApp,
-    exec_sql,
-    install,
-    installed_apps,
-    load_installed,
-    logs,
-    remove,
-    restart,
-    start,
-    status,
-    stop,
-    wait_ready,
-)
-from atoll.apps.plan import LABEL_APP, LABEL_ROLE
-from atoll.apps.units import install_units
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from atoll.apps.backup import (
+        backup,
+        backup_all_before_update,
+        list_backups,
+        prune,
+        restore,
+    )
+    from atoll.apps.feature import install_docker_feature
+    from atoll.apps.health import HealthResult, check_database
+    from atoll.apps.manager import (
+        InstalledApp,
+        exec_sql,
+        install,
+        installed_apps,
+        load_installed,
+        logs,
+        remove,
+        restart,
+        start,
+        status,
+        stop,
+        wait_ready,
+    )
+    from atoll.apps.plan import LABEL_APP, LABEL_ROLE
+    from atoll.apps.units import install_units
+
+# Loaded on first use (PEP 562): importing one submodule (``atoll.apps.paths`` on the
+# update path) does not load the app specs and pydantic with it.
+_WHERE = {
+    "backup": "backup", "backup_all_before_update": "backup", "list_backups": "backup",
+    "prune": "backup", "restore": "backup",
+    "install_docker_feature": "feature",
+    "HealthResult": "health", "check_database": "health",
+    "InstalledApp": "manager", "exec_sql": "manager", "install": "manager",
+    "installed_apps": "manager", "load_installed": "manager", "logs": "manager",
+    "remove": "manager", "restart": "manager", "start": "manager", "status": "manager",
+    "stop": "manager", "wait_ready": "manager",
+    "LABEL_APP": "plan", "LABEL_ROLE": "plan",
+    "install_units": "units",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atoll.apps' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"atoll.apps.{module}"), name)
+
 
 __all__ = [
     "LABEL_APP",

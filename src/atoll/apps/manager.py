@@ -23,7 +23,7 @@ from typing import Any
 
 from atoll.apps import image as appimage
 from atoll.apps import secrets as secretsmod
-from atoll.apps.paths import AppPaths, apps_root
+from atoll.apps.paths import AppPaths, installed_names
 from atoll.apps.plan import (
     LABEL_MANAGED,
     container_name,
@@ -106,14 +106,7 @@ def load_installed(sysroot: Path, app: str) -> InstalledApp:
 
 def installed_apps(sysroot: Path) -> list[InstalledApp]:
     """Every installed app, by name."""
-    root = apps_root(Path(sysroot))
-    if not root.is_dir():
-        return []
-    return [
-        load_installed(sysroot, p.name)
-        for p in sorted(root.iterdir())
-        if (p / "state.json").is_file()
-    ]
+    return [load_installed(sysroot, name) for name in installed_names(Path(sysroot))]
 
 
 def _check_ports(spec: AppSpec) -> None:

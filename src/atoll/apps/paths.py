@@ -16,12 +16,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AppPaths", "apps_root", "backups_root"]
+__all__ = ["AppPaths", "apps_root", "backups_root", "installed_names"]
 
 
 def apps_root(sysroot: Path) -> Path:
     """``<sysroot>/var/lib/atoll/apps``."""
     return Path(sysroot) / "var/lib/atoll/apps"
+
+
+def installed_names(sysroot: Path) -> list[str]:
+    """The names of the installed apps (a directory with a ``state.json``), sorted;
+    without loading their specs."""
+    root = apps_root(sysroot)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "state.json").is_file())
 
 
 def backups_root(sysroot: Path) -> Path:

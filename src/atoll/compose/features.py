@@ -49,7 +49,7 @@ _REGISTRY: dict[str, Feature] = {}
 
 # Modules that register features on import; imported lazily so that compose
 # does not import later layers at module load time.
-_PROVIDERS = ("atoll.boot", "atoll.apps", "atoll.monitor", "atoll.agent.feature",
+_PROVIDERS = ("atoll.boot", "atoll.apps.feature", "atoll.monitor", "atoll.agent.feature",
               "atoll.provision")
 
 

@@ -51,6 +51,9 @@ def is_object_id(value: str) -> bool:
     return _OBJECT_ID.fullmatch(value) is not None
 
 
+_UNSAFE_NAMES = frozenset(("", ".", ".."))
+
+
 def check_name(name: str) -> str:
     """Refuse directory entry names that could escape a checkout."""
     if name in ("", ".", "..") or "/" in name or "\0" in name:
@@ -160,16 +163,22 @@ def parse_dirtree(data: bytes) -> list[DirEntry]:
         items = sorted(raw["entries"].items())
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptObjectError(f"malformed dirtree object: {exc}") from exc
+    # Deploy parses every dirtree of a commit (thousands): the checks are inline, and
+    # the functions that word the errors run only for an entry that fails them.
     out = []
+    fullmatch = _OBJECT_ID.fullmatch
     for name, ent in items:
         try:
-            check_name(name)
+            if name in _UNSAFE_NAMES or "/" in name or "\0" in name:
+                check_name(name)
             kind = ent["t"]
-            oid = _object_id(ent["id"], f"dirtree entry {name!r}")
-            if kind == "d":
-                out.append(DirEntry(name, True, oid, DirMeta.from_json(ent["meta"])))
-            elif kind == "f":
+            oid = ent["id"]
+            if type(oid) is not str or fullmatch(oid) is None:
+                _object_id(oid, f"dirtree entry {name!r}")
+            if kind == "f":
                 out.append(DirEntry(name, False, oid))
+            elif kind == "d":
+                out.append(DirEntry(name, True, oid, DirMeta.from_json(ent["meta"])))
             else:
                 raise CorruptObjectError(f"unknown dirtree entry type {kind!r} for {name!r}")
         except CorruptObjectError:
