@@ -27,7 +27,7 @@ from atoll.core.fsutil import copy_data, read_xattrs
 from atoll.core.progress import Step, progress
 from atoll.store.objects import DirEntry, DirMeta, FileMeta
 from atoll.store.repo import REPAIR_HINT, WORKERS, Repo
-from atoll.store.seal import OBJECT_MTIME
+from atoll.store.seal import OBJECT_MTIME, ObjectStat
 from atoll.store.tree import MAX_DEPTH
 
 __all__ = ["bad_objects", "checkout", "verify_commit"]
@@ -44,7 +44,7 @@ class _Walk:
         self.id = commit
         self.commit = repo.read_commit(commit)
         self.trees: dict[str, list[DirEntry]] = {}
-        self.stats: dict[str, os.stat_result] = {}
+        self.stats: dict[str, os.stat_result | ObjectStat] = {}
         stack = [self.commit.tree]
         while stack:
             t = stack.pop()
@@ -178,7 +178,7 @@ class _Objects:
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result) -> None:
+def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result | ObjectStat) -> None:
     """Create ``name`` as a copy of the file object ``src`` (owner, mode, xattrs)."""
     meta = FileMeta.from_stat(st, read_xattrs(src))
     if meta.kind == "lnk":

@@ -683,21 +683,23 @@ class Repo:
         fsck re-hashes them."""
         return self.sealed_stat(oid) is not None
 
-    def sealed_stat(self, oid: str) -> os.stat_result | None:
+    def sealed_stat(self, oid: str) -> os.stat_result | _seal.ObjectStat | None:
         """The ``lstat`` of a file object when it is sealed (:meth:`is_sealed`), else
-        None."""
+        None. Where objects are sealed with fs-verity, one ``statx`` reads both."""
         path = self._locate_s(oid, "file")
+        if self.sealing:  # only a regular file can carry fs-verity
+            ost = _seal.stat_object(path)
+            if (ost is None or not ost.verity or not stat.S_ISREG(ost.st_mode)
+                    or ost.st_mtime_ns != _seal.seal_mtime_ns(oid, ost)):
+                return None
+            return ost
         try:
             st = os.lstat(path)
         except OSError:
             return None
         if st.st_mtime_ns != _seal.seal_mtime_ns(oid, st):
             return None
-        if stat.S_ISLNK(st.st_mode):
-            return None if self.sealing else st
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        return st if not self.sealing or _seal.sealed(path) else None
+        return st if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) else None
 
     def reverify(self, oid: str) -> bool:
         """Re-hash a file object (:meth:`verify_file`); when it is whole, make sure it

@@ -31,9 +31,12 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import struct
+from typing import Any, NamedTuple
 
-__all__ = ["OBJECT_MTIME", "seal", "seal_mtime_ns", "sealed", "stamp"]
+__all__ = ["OBJECT_MTIME", "ObjectStat", "seal", "seal_mtime_ns", "sealed", "stamp",
+           "stat_object"]
 
 OBJECT_MTIME = 0  # seconds since the epoch: every checked-out file has it
 
@@ -51,7 +54,68 @@ _ENABLE_ARG = struct.pack("=IIIIQIIQ88x", 1, _HASH_SHA256, _BLOCK_SIZE, 0, 0, 0,
 _UNSUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
-def seal_mtime_ns(oid: str, st: os.stat_result) -> int:
+# statx(2): <linux/stat.h>, ``struct statx`` (256 bytes); glibc >= 2.28 exports it
+_AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+_STATX_BASIC_STATS = 0x7FF
+_STATX_ATTR_VERITY = 0x00100000
+# mask, blksize, attributes, nlink, uid, gid, mode, (pad), ino, size, blocks,
+# attributes_mask, then atime, btime, ctime, mtime as (sec, nsec, pad), then the rest
+_STATX = struct.Struct("=IIQIIIH2xQQQQ" + "qIi" * 4 + "128x")
+
+
+def _load_statx() -> tuple[Any, Any] | None:
+    """(statx, create_string_buffer) from ctypes, or None without ctypes or statx."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).statx
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn, ctypes.create_string_buffer
+
+
+_statx = _load_statx()
+
+
+class ObjectStat(NamedTuple):
+    """What the seal check reads of a file object's inode (the fields of ``os.stat_result``
+    it uses, and whether fs-verity seals it)."""
+
+    st_mode: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_mtime_ns: int
+    verity: bool
+
+
+def stat_object(path: str) -> ObjectStat | None:
+    """The ``lstat`` of ``path`` and its fs-verity flag, in one ``statx`` call where the
+    C library has it (else ``lstat``, then :func:`sealed` for a regular file: an open, an
+    ioctl and a close more per object, which deploy pays for every object of a tree).
+    None when ``path`` cannot be read."""
+    if _statx is None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        verity = stat.S_ISREG(st.st_mode) and sealed(path)
+        return ObjectStat(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, verity)
+    call, new_buffer = _statx
+    buf = new_buffer(_STATX.size)
+    if call(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BASIC_STATS, buf):
+        return None
+    f = _STATX.unpack_from(buf)
+    # f: 0 mask, 2 attributes, 4 uid, 5 gid, 6 mode, 8 size, 10 attributes_mask,
+    # 11-22 the four timestamps (sec, nsec, pad): mtime at 20, 21
+    return ObjectStat(f[6], f[4], f[5], f[8], f[20] * 1_000_000_000 + f[21],
+                      bool(f[2] & _STATX_ATTR_VERITY))
+
+
+def seal_mtime_ns(oid: str, st: os.stat_result | ObjectStat) -> int:
     """The mtime (ns since the epoch) that marks the file object ``oid`` with the
     inode ``st`` (its ``lstat``) as verified: 0 s and a nanosecond part in [1,
     10^9) derived from the id, the mode, the owner and the group, so that a file

@@ -1,0 +1,39 @@
+"""stat_object: one statx(2) gives the lstat fields the seal check uses and the fs-verity flag."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from atoll.store import seal
+
+
+def _expect(path: Path) -> tuple[int, int, int, int, int]:
+    st = os.lstat(path)
+    return st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns
+
+
+@pytest.mark.parametrize("with_statx", [True, False], ids=["statx", "lstat+ioctl"])
+def test_the_fields_are_lstat_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                with_statx: bool) -> None:
+    if with_statx:
+        assert seal._statx is not None  # glibc 2.36 on Debian 12 exports statx
+    else:
+        monkeypatch.setattr(seal, "_statx", None)
+    f = tmp_path / "obj.file"
+    f.write_bytes(b"x" * 12345)
+    os.chmod(f, 0o4751)
+    os.chown(f, 1234, 4321)
+    os.utime(f, ns=(5, 1_700_000_000_123_456_789))
+    link = tmp_path / "link.file"
+    link.symlink_to("somewhere/else")
+    os.utime(link, ns=(0, 987_654_321), follow_symlinks=False)
+    for path in (f, link, tmp_path):
+        got = seal.stat_object(str(path))
+        assert got is not None
+        assert tuple(got[:5]) == _expect(path)
+        assert got.verity is False  # no fs-verity here (the VM tier checks sealed objects)
+    assert seal.stat_object(str(tmp_path / "missing")) is None
+    assert seal.stat_object(str(f / "not-a-dir")) is None
