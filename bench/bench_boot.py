@@ -21,7 +21,7 @@ boot-complete, atolld masked, wall clock of the command) and natively on the
 host on a copy of the same sysroot.
 
     .venv/bin/python bench/bench_boot.py [--runs N] [--firmware bios|uefi]
-                                         [--only boot|apply] [--json] [--profile]
+                                         [--only boot|apply] [--json] [--profile] [--split]
 
 The guest's spread between runs of one image is wide (11-15 s for the apply):
 judge a change on ``--runs 5`` at least. ``--profile`` runs the guest's apply under
@@ -109,6 +109,12 @@ while [ $i -lt 120 ] && systemctl list-jobs --no-legend | grep -qv atoll-bench-a
   sleep 1; i=$((i + 1))
 done
 sleep 3
+p0=0 p1=0
+if [ -e /etc/atoll-bench/split ]; then  # --split: prepare first, then time the apply alone
+  p0=$(date +%s.%N)
+  atoll -q update prepare > /dev/null 2> /run/bench-prepare.err
+  p1=$(date +%s.%N)
+fi
 start=$(date +%s.%N)
 if [ -e /etc/atoll-bench/profile.py ]; then
   python3 -I /etc/atoll-bench/profile.py > /run/bench-apply.json 2> /run/bench-apply.err
@@ -121,7 +127,8 @@ end=$(date +%s.%N)
   tail -n 20 /run/bench-apply.err
   [ -e /run/bench-profile.txt ] && sed 's/^/BENCH-PROF /' /run/bench-profile.txt
   grep -h '"event":"\\(prepare\\|deploy\\)"' /atoll/state/events.jsonl | sed 's/^/BENCH-EVENT /'
-  echo "BENCH-APPLY {\\"rc\\": $rc, \\"start\\": $start, \\"end\\": $end}"
+  echo "BENCH-APPLY {\\"rc\\": $rc, \\"start\\": $start, \\"end\\": $end, \\
+\\"p0\\": $p0, \\"p1\\": $p1}"
 } > /dev/ttyS0
 """
 
@@ -164,7 +171,7 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def apply_setup(work: Path, profile: bool = False) -> tuple[Path, Path]:
+def apply_setup(work: Path, profile: bool = False, split: bool = False) -> tuple[Path, Path]:
     """A v1 sysroot with v2 downloaded (a real TUF download) and its image (qcow2).
 
     The image's v1 deployment runs the timing unit and has atolld masked (so
@@ -187,6 +194,8 @@ def apply_setup(work: Path, profile: bool = False) -> tuple[Path, Path]:
     (etc / "atoll-bench/apply.sh").chmod(0o755)
     if profile:
         (etc / "atoll-bench/profile.py").write_text(PROFILE_SCRIPT)
+    if split:
+        (etc / "atoll-bench/split").write_text("")
     units = etc / "systemd/system"
     (units / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
     (units / "atoll-bench-apply.service").write_text(APPLY_UNIT)
@@ -213,6 +222,8 @@ def apply_in_guest(image: Path, work: Path) -> dict[str, float]:
         print("\n".join(prof), file=sys.stderr)
     events = {e["event"]: _epoch(e["time"]) for e in
               (json.loads(x) for x in re.findall(r"BENCH-EVENT (\{.*\})", text))}
+    if r["p1"]:  # --split: `update prepare` ran first, untimed by the apply
+        return {"total": r["end"] - r["start"], "prepare_cmd": r["p1"] - r["p0"]}
     # events.jsonl has whole seconds: the split is +-1 s
     return {"total": r["end"] - r["start"], "prepare": events["prepare"] - r["start"],
             "finalize": events["deploy"] - events["prepare"]}
@@ -228,6 +239,18 @@ def apply_on_host(sysroot: Path, work: Path) -> float:
     took = time.monotonic() - start
     subprocess.run(["rm", "-rf", copy], check=True)
     return took
+
+
+def bench_apply_split(work: Path, runs: int) -> dict[str, Any]:
+    """`update prepare` (what atolld does in mode `prepare` once an update is downloaded),
+    then `update apply` timed alone: what the customer waits for in that mode."""
+    (work / "split").mkdir()
+    _, image = apply_setup(work / "split", split=True)
+    guest = [apply_in_guest(image, work) for _ in range(runs)]
+    return {"split_prepare_guest_s": round(statistics.median(g["prepare_cmd"] for g in guest), 1),
+            "split_apply_guest_s": round(statistics.median(g["total"] for g in guest), 1),
+            "split_prepare_times": [round(g["prepare_cmd"], 1) for g in guest],
+            "split_apply_times": [round(g["total"], 1) for g in guest]}
 
 
 def bench_apply(work: Path, runs: int, profile: bool = False) -> dict[str, Any]:
@@ -279,6 +302,9 @@ def main() -> int:
     ap.add_argument("--firmware", choices=("bios", "uefi"), default="bios")
     ap.add_argument("--only", choices=("boot", "apply"), help="measure only this")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--split", action="store_true",
+                    help="also time `update prepare` then `update apply` alone (atolld's "
+                    "mode `prepare`), on an image of its own")
     ap.add_argument("--profile", action="store_true",
                     help="run the guest's `update apply` under cProfile and print its top "
                     "functions (slower: for finding where the time goes, not for figures)")
@@ -289,6 +315,8 @@ def main() -> int:
             result |= bench_boot(Path(tmp), args.runs, args.firmware)
         if args.only in (None, "apply"):
             result |= bench_apply(Path(tmp), args.runs, args.profile)
+            if args.split:
+                result |= bench_apply_split(Path(tmp), args.runs)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -305,6 +333,11 @@ def main() -> int:
               f"{r['apply_guest_s']:.1f} s (prepare ~{r['apply_guest_prepare_s']} s, finalize "
               f"~{r['apply_guest_finalize_s']} s); on the host natively "
               f"{r['apply_host_s']:.1f} s")
+    if "split_apply_guest_s" in result:
+        r = result
+        print(f"prepared first (mode prepare): `update prepare` "
+              f"{r['split_prepare_guest_s']:.1f} s, then `update apply` "
+              f"{r['split_apply_guest_s']:.1f} s (guest, median of {args.runs})")
     return 0
 
 
