@@ -49,3 +49,26 @@ def test_the_update_path_loads_no_app_model_and_no_http(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_apps_package_exports_its_api_lazily_and_stably() -> None:
+    # each name is what it was when the package imported everything eagerly, whatever
+    # submodule was imported before or after it is first used
+    code = (
+        "import importlib, pkgutil, types\n"
+        "import atoll.apps as apps\n"
+        "from atoll.apps import backups, manager\n"
+        "assert apps.backup is backups.backup and apps.backup is apps.backup\n"
+        "subs = {m.name for m in pkgutil.iter_modules(apps.__path__)}\n"
+        "for m in sorted(subs):\n"
+        "    importlib.import_module('atoll.apps.' + m)\n"
+        "assert not set(apps.__all__) & subs, set(apps.__all__) & subs\n"
+        "for name in apps.__all__:\n"
+        "    value = getattr(apps, name)\n"
+        "    assert not isinstance(value, types.ModuleType), name\n"
+        "    assert value is getattr(apps, name)\n"
+        "assert set(apps.__all__) <= set(dir(apps))\n"
+        "assert apps.installed_apps is manager.installed_apps\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

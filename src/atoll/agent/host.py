@@ -311,6 +311,6 @@ def _default_backups(sysroot: Path) -> list[dict[str, Any]]:
 
     if not installed_names(sysroot):  # no app: the app model (pydantic) is not loaded
         return []
-    from atoll.apps.backup import backup_all_before_update
+    from atoll.apps.backups import backup_all_before_update
 
     return backup_all_before_update(sysroot)

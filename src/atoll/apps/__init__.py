@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from atoll.apps.backup import (
+    from atoll.apps.backups import (
         backup,
         backup_all_before_update,
         list_backups,
@@ -47,10 +47,11 @@ if TYPE_CHECKING:
     from atoll.apps.units import install_units
 
 # Loaded on first use (PEP 562): importing one submodule (``atoll.apps.paths`` on the
-# update path) does not load the app specs and pydantic with it.
+# update path) does not load the app specs and pydantic with it. No name here may be
+# a submodule's: importing that submodule would rebind the package attribute to it.
 _WHERE = {
-    "backup": "backup", "backup_all_before_update": "backup", "list_backups": "backup",
-    "prune": "backup", "restore": "backup",
+    "backup": "backups", "backup_all_before_update": "backups", "list_backups": "backups",
+    "prune": "backups", "restore": "backups",
     "install_docker_feature": "feature",
     "HealthResult": "health", "check_database": "health",
     "InstalledApp": "manager", "exec_sql": "manager", "install": "manager",
@@ -66,7 +67,13 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'atoll.apps' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"atoll.apps.{module}"), name)
+    value = getattr(importlib.import_module(f"atoll.apps.{module}"), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
 
 
 __all__ = [

@@ -465,7 +465,7 @@ def _container_dict(info: ContainerInfo | None) -> dict[str, Any] | None:
 
 def status(sysroot: Path, app: str, *, runtime: Runtime | None = None) -> dict[str, Any]:
     """The app's state for people and machines. Names of secrets only, never values."""
-    from atoll.apps.backup import list_backups
+    from atoll.apps.backups import list_backups
 
     inst = load_installed(sysroot, app)
     rt = _runtime(runtime, inst.state.get("runtime", "docker"))
