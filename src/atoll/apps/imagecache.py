@@ -149,19 +149,18 @@ class ImageCache:
         """Keep a copy of ``built`` (with ``result``), then prune ``name``'s older entries.
         A failure is logged: the cache never fails a build."""
         tar, meta = self._paths(name, key)
-        tmp = tar.with_name(f".{tar.name}.{os.getpid()}")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.dir, 0o700)
+            tmp = tar.with_name(f".{tar.name}.{os.getpid()}")
             shutil.copyfile(built, tmp)
             record = {"sha256": fsutil.sha256_file(tmp),
                       "result": {k: v for k, v in result.items() if k != "out"}}
             os.replace(tmp, tar)
             fsutil.atomic_write(meta, json.dumps(record, sort_keys=True).encode())
             self._prune(name)
-        except OSError as exc:  # a full disk: the image was built, it is just not kept
+        except OSError as exc:
             log.warning("app image cache %s: not stored: %s", self.dir, exc)
-            tmp.unlink(missing_ok=True)
 
     def _prune(self, name: str) -> None:
         metas = sorted(self.dir.glob(f"{name}-*.json"), key=lambda p: p.stat().st_mtime,
