@@ -1,7 +1,7 @@
 """Fixtures for the apps integration tests: dockerd, the MariaDB image, a sysroot.
 
-The image is built from Debian packages once per state of the archive: it is kept in
-the app image cache (``atoll.apps.imagecache``) under ``artifact_cache/app-images``,
+The image is built from Debian packages once per run (or once per developer
+machine): its tar is cached in ``artifact_cache`` under the hash of its inputs,
 and loaded into Docker only when the daemon does not have it yet.
 
 Import the fixtures into a test module with
@@ -10,6 +10,7 @@ Import the fixtures into a test module with
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -19,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from atoll.apps.image import build_image, default_tag, image_inputs
-from atoll.apps.imagecache import ImageCache
 from atoll.apps.runtime import Runtime, get_runtime
+from atoll.boot.devsysroot import prune_cache
 from atoll.core import canonjson
 from tests.services import dockerd
 
-__all__ = ["AppEnv", "app_env", "docker_url", "image_cache", "mariadb_image"]
+__all__ = ["AppEnv", "app_env", "docker_url", "mariadb_image"]
 
 SUITE = "bookworm"
 
@@ -36,19 +37,18 @@ def docker_url() -> Iterator[str]:
         yield url
 
 
-def image_cache(artifact_cache: Path) -> ImageCache:
-    """The app image cache the tests share (under the artifact cache)."""
-    return ImageCache(artifact_cache / "app-images")
-
-
 @pytest.fixture(scope="session")
-def mariadb_image(docker_url: str, artifact_cache: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The tag of atoll's MariaDB image, built from Debian packages, or reused from the
-    image cache when the archive has not changed since it was built."""
-    tar = tmp_path_factory.mktemp("mariadb-image") / "mariadb.tar"
+def mariadb_image(docker_url: str, artifact_cache: Path) -> str:
+    """The tag of atoll's MariaDB image, built from Debian packages once per run."""
+    key = canonjson.sha256_of(image_inputs("mariadb", SUITE))[:16]
+    tar = artifact_cache / f"apps-mariadb-{SUITE}-{key}.tar"
     tag = default_tag("mariadb", SUITE)
-    build_image("mariadb", suite=SUITE, out=tar, tag=tag, cache=image_cache(artifact_cache))
+    if not tar.exists():
+        prune_cache(artifact_cache, f"apps-mariadb-{SUITE}-*.tar", tar)
+        tmp = tar.with_suffix(".partial.tar")
+        build_image("mariadb", suite=SUITE, out=tmp, tag=tag)
+        os.replace(tmp, tar)
+    os.utime(tar)
     rt = get_runtime("docker", docker_url)
     import docker
 

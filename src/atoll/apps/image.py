@@ -20,7 +20,6 @@ import datetime
 import hashlib
 import io
 import json
-import logging
 import os
 import tarfile
 import tempfile
@@ -29,7 +28,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from atoll.apps.imagecache import ImageCache, archive_state
 from atoll.compose.debcache import DebCache
 from atoll.core import canonjson, fsutil
 from atoll.core.errors import InputError
@@ -48,8 +46,6 @@ __all__ = [
     "write_bundle_index",
     "write_docker_archive",
 ]
-
-log = logging.getLogger("atoll.apps.image")
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY = "http://deb.debian.org/debian-security"
@@ -284,14 +280,11 @@ def build_image(
     mirror: str = DEFAULT_MIRROR,
     epoch: int | None = None,
     deb_cache: DebCache | None = None,
-    cache: ImageCache | None = None,
 ) -> dict[str, object]:
     """Build image ``name`` from ``suite`` packages into a ``docker load`` tar at ``out``.
 
     ``deb_cache``: reuse and keep the downloaded packages there (see
     ``atoll.compose.debcache``; the same bytes come out either way).
-    ``cache``: reuse the image built from the same inputs and the same signed archive
-    state, and keep this one (``atoll.apps.imagecache``; the same bytes either way).
 
     Returns:
         ``{"tag", "image_id", "layer_sha256", "inputs", "out"}``.
@@ -305,14 +298,6 @@ def build_image(
     tag = tag or default_tag(name, suite)
     out = Path(out).resolve()
     inputs = image_inputs(name, suite, mirror, epoch)
-    state = archive_state(_sources(suite, mirror)) if cache is not None else None
-    if cache is not None and state is not None:
-        key = cache.key(inputs, state)
-        hit = cache.get(name, key, out)
-        if hit is not None:
-            log.info("app image %s: the archive has not changed since it was built: reused",
-                     name)
-            return hit
     with tempfile.TemporaryDirectory(prefix="atoll-image-", dir=out.parent) as tmp:
         work = Path(tmp)
         layer = work / "layer.tar"
@@ -320,13 +305,10 @@ def build_image(
         diff_id = fsutil.sha256_file(layer)
         config = image_config(r, suite, inputs, diff_id, epoch)
         image_id = write_docker_archive(layer, diff_id, config, tag, out, epoch)
-    result: dict[str, object] = {
+    return {
         "tag": tag,
         "image_id": f"sha256:{image_id}",
         "layer_sha256": diff_id,
         "inputs": inputs,
         "out": str(out),
     }
-    if cache is not None and state is not None:
-        cache.put(name, cache.key(inputs, state), out, result)
-    return result

@@ -135,14 +135,12 @@ def _add_files(tf: Treefile, base: Path, root: Path) -> None:
 def _build_app_images(tf: Treefile, out: Path, deb_cache: DebCache | None) -> Path:
     """Build the treefile's app images into ``out`` (``<name>.tar`` each); ``out``."""
     from atoll.apps.image import build_image
-    from atoll.apps.imagecache import ImageCache
 
     out.mkdir(parents=True, exist_ok=True)
-    cache = ImageCache(deb_cache.path / "images") if deb_cache is not None else None
     for name in track(tf.app_images, "compose: app images", unit="images"):
         log.info("compose: app image %s (%s)", name, tf.suite)
         build_image(name, suite=tf.suite, out=out / f"{name}.tar", mirror=tf.mirror,
-                    epoch=tf.source_date_epoch, deb_cache=deb_cache, cache=cache)
+                    epoch=tf.source_date_epoch, deb_cache=deb_cache)
     return out
 
 
