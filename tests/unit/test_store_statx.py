@@ -37,3 +37,32 @@ def test_the_fields_are_lstat_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert got.verity is False  # no fs-verity here (the VM tier checks sealed objects)
     assert seal.stat_object(str(tmp_path / "missing")) is None
     assert seal.stat_object(str(f / "not-a-dir")) is None
+
+
+def test_a_filtered_statx_falls_back_for_good(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # an old container runtime's seccomp profile answers statx with EPERM: the check must
+    # not take every object as unsealed (and re-hash all of them at every deploy)
+    import errno
+
+    calls = []
+
+    def filtered(*args: object) -> int:
+        calls.append(args)
+        return -1
+
+    monkeypatch.setattr(seal, "_statx", (filtered, lambda n: bytearray(n),
+                                         lambda: errno.EPERM))
+    f = tmp_path / "obj.file"
+    f.write_bytes(b"data")
+    got = seal.stat_object(str(f))
+    assert got is not None and tuple(got[:5]) == _expect(f)
+    assert seal._statx is None and len(calls) == 1
+    assert seal.stat_object(str(f)) == got  # no second try
+
+
+def test_a_missing_file_is_not_taken_for_a_filtered_statx(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = seal._statx
+    assert seal.stat_object(str(tmp_path / "missing")) is None
+    assert seal._statx is before

@@ -4,7 +4,7 @@ A treefile lists ``features: [boot, docker, ...]``. Each feature is a function
 that receives the rootfs as mmdebstrap made it (``/etc`` still in place, before
 the atoll layout conversion) and may add files, enable units or run commands
 inside it (``chroot``). Later layers register their features when imported
-(``atoll.boot`` registers ``boot``, ``atoll.apps`` registers ``docker``...).
+(``atoll.boot`` registers ``boot``, ``atoll.apps.feature`` registers ``docker``...).
 A feature also names the Debian packages it needs, so compose installs them.
 
 atoll itself goes into an image once, at :data:`ATOLL_PREFIX`

@@ -12,6 +12,7 @@
     server.py       `atoll fleet serve`: the API on uvicorn, the sweep, FleetLock beside it
     client.py       the operators' HTTP client (the CLI, integrations)
     rollouts.py     rollouts: waves, failure budget, halt, floors, dead ends (pure)
+    rollout_sim.py  the same decisions over a FleetLock service: simulation, load test
     rollout_store.py  rollouts on the database: check-in decisions, the driver's tick
     rollout_ops.py  operators' rollout actions: create, status, halt, resume, abort
 

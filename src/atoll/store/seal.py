@@ -64,8 +64,9 @@ _STATX_ATTR_VERITY = 0x00100000
 _STATX = struct.Struct("=IIQIIIH2xQQQQ" + "qIi" * 4 + "128x")
 
 
-def _load_statx() -> tuple[Any, Any] | None:
-    """(statx, create_string_buffer) from ctypes, or None without ctypes or statx."""
+def _load_statx() -> tuple[Any, Any, Any] | None:
+    """(statx, create_string_buffer, get_errno) from ctypes, or None without ctypes or
+    statx."""
     try:
         import ctypes
 
@@ -74,7 +75,7 @@ def _load_statx() -> tuple[Any, Any] | None:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
     fn.restype = ctypes.c_int
-    return fn, ctypes.create_string_buffer
+    return fn, ctypes.create_string_buffer, ctypes.get_errno
 
 
 _statx = _load_statx()
@@ -97,18 +98,25 @@ def stat_object(path: str) -> ObjectStat | None:
     C library has it (else ``lstat``, then :func:`sealed` for a regular file: an open, an
     ioctl and a close more per object, which deploy pays for every object of a tree).
     None when ``path`` cannot be read."""
-    if _statx is None:
-        try:
-            st = os.lstat(path)
-        except OSError:
+    global _statx
+    if _statx is not None:
+        call, new_buffer, get_errno = _statx
+        buf = new_buffer(_STATX.size)
+        if not call(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BASIC_STATS,
+                    buf):
+            return _from_statx(_STATX.unpack_from(buf))
+        if get_errno() not in (errno.ENOSYS, errno.EPERM):
             return None
-        verity = stat.S_ISREG(st.st_mode) and sealed(path)
-        return ObjectStat(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, verity)
-    call, new_buffer = _statx
-    buf = new_buffer(_STATX.size)
-    if call(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BASIC_STATS, buf):
+        _statx = None  # statx filtered (an old container's seccomp profile): as without it
+    try:
+        st = os.lstat(path)
+    except OSError:
         return None
-    f = _STATX.unpack_from(buf)
+    verity = stat.S_ISREG(st.st_mode) and sealed(path)
+    return ObjectStat(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, verity)
+
+
+def _from_statx(f: tuple[Any, ...]) -> ObjectStat:
     # f: 0 mask, 2 attributes, 4 uid, 5 gid, 6 mode, 8 size, 10 attributes_mask,
     # 11-22 the four timestamps (sec, nsec, pad): mtime at 20, 21
     return ObjectStat(f[6], f[4], f[5], f[8], f[20] * 1_000_000_000 + f[21],
