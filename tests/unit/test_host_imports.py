@@ -27,8 +27,7 @@ def test_host_modules_import_without_publisher_packages() -> None:
         "from atoll.cli import build_parser\n"
         "build_parser()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    _passes_in_a_fresh_interpreter(code)
 
 
 def test_the_update_path_loads_no_app_model_and_no_http(tmp_path: Path) -> None:
@@ -47,8 +46,7 @@ def test_the_update_path_loads_no_app_model_and_no_http(tmp_path: Path) -> None:
         "or m.startswith(('atoll.apps.manager', 'atoll.apps.spec', 'atoll.compose.')))\n"
         "assert not heavy, heavy\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    _passes_in_a_fresh_interpreter(code)
 
 
 def test_the_apps_package_exports_its_api_lazily_and_stably() -> None:
@@ -70,5 +68,10 @@ def test_the_apps_package_exports_its_api_lazily_and_stably() -> None:
         "assert set(apps.__all__) <= set(dir(apps))\n"
         "assert apps.installed_apps is manager.installed_apps\n"
     )
+    _passes_in_a_fresh_interpreter(code)
+
+
+def _passes_in_a_fresh_interpreter(code: str) -> None:
+    """Run ``code`` in a new Python (its imports start from nothing); it must exit 0."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

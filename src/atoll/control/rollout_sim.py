@@ -124,7 +124,6 @@ class RolloutReport:
 
 def default_spec() -> RolloutSpec:
     """One wave of the whole group, no soak, no limit of its own; the first failure halts."""
-
     return RolloutSpec(waves=(100.0,), canary_wave=False, soak_s=0,
                        budget=FailureBudget(max_failures=0))
 
@@ -146,7 +145,6 @@ class RolloutLedger:
     def __init__(self, hosts: Iterable[str], spec: RolloutSpec, *,
                  canaries: Iterable[str] = (), sites: Mapping[str, str] | None = None,
                  rollout_id: str = "simulated", start: dt.datetime = START):
-
         self.order = ro.VersionOrder((OLD, NEW))
         tagged = set(canaries)
         sites = sites or {}

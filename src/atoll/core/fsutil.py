@@ -28,6 +28,7 @@ from atoll.core import canonjson
 from atoll.core.errors import DamagedStateError, DiskFullError
 
 __all__ = [
+    "LIBC",
     "append_json_line",
     "atomic_symlink",
     "atomic_write",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 _TRACE = os.environ.get("ATOLL_TRACE_SYNC")
-_libc = ctypes.CDLL(None, use_errno=True)
+LIBC = ctypes.CDLL(None, use_errno=True)  # the C library (syncfs; statx in store.seal)
 
 
 def _trace(event: str, path: str | os.PathLike[str]) -> None:
@@ -71,7 +72,7 @@ def syncfs(path: Path) -> None:
     _trace("syncfs-begin", path)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if LIBC.syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
     finally:

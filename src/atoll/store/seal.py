@@ -35,6 +35,8 @@ import stat
 import struct
 from typing import Any, NamedTuple
 
+from atoll.core.fsutil import LIBC
+
 __all__ = ["OBJECT_MTIME", "ObjectStat", "seal", "seal_mtime_ns", "sealed", "stamp",
            "stat_object"]
 
@@ -65,20 +67,20 @@ _STATX = struct.Struct("=IIQIIIH2xQQQQ" + "qIi" * 4 + "128x")
 
 
 def _load_statx() -> tuple[Any, Any, Any] | None:
-    """(statx, create_string_buffer, get_errno) from ctypes, or None without ctypes or
-    statx."""
-    try:
-        import ctypes
+    """(statx, create_string_buffer, get_errno), or None with a C library without statx."""
+    import ctypes
 
-        fn = ctypes.CDLL(None, use_errno=True).statx
-    except (ImportError, OSError, AttributeError):
+    try:
+        fn = LIBC.statx
+    except AttributeError:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
     fn.restype = ctypes.c_int
     return fn, ctypes.create_string_buffer, ctypes.get_errno
 
 
-_statx = _load_statx()
+_UNLOADED: Any = object()
+_statx: Any = _UNLOADED  # loaded at the first stat_object (ctypes is not loaded at import)
 
 
 class ObjectStat(NamedTuple):
@@ -99,6 +101,8 @@ def stat_object(path: str) -> ObjectStat | None:
     ioctl and a close more per object, which deploy pays for every object of a tree).
     None when ``path`` cannot be read."""
     global _statx
+    if _statx is _UNLOADED:
+        _statx = _load_statx()
     if _statx is not None:
         call, new_buffer, get_errno = _statx
         buf = new_buffer(_STATX.size)
