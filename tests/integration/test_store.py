@@ -34,6 +34,39 @@ def test_commit_checkout_roundtrip_preserves_everything(repo: Repo, tmp_path: Pa
     assert os.lstat(out / "usr/bin/ping").st_nlink >= 2
 
 
+_DIR_MODES = {"a": (0o755, 0, 0), "b": (0o750, 0, 50), "c": (0o555, 0, 0),
+              "d": (0o1777, 0, 0), "e": (0o2775, 1000, 1000), "f": (0o000, 0, 0),
+              "g": (0o700, 101, 0), "h": (0o4711, 0, 0)}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o000, 0o777])
+@pytest.mark.parametrize("setgid_parent", [False, True])
+def test_checkout_gives_every_directory_its_mode_and_owner(
+        repo: Repo, tmp_path: Path, umask: int, setgid_parent: bool) -> None:
+    """The checkout sets a directory's owner and mode only where mkdir did not already
+    give them: whatever the umask, special bits, owners, and a destination below a
+    set-group-ID directory, every directory comes out as committed."""
+    tree = tmp_path / "tree"
+    for name, (mode, uid, gid) in _DIR_MODES.items():
+        d = tree / "usr" / name / "sub"
+        d.mkdir(parents=True)
+        (d / "f").write_text(name)
+        os.chown(d.parent, uid, gid)
+        os.chmod(d.parent, mode)
+    cid = repo.commit_dir(tree, ref="t/modes")
+    parent = tmp_path / "dest"
+    parent.mkdir()
+    if setgid_parent:
+        os.chown(parent, 0, 4242)
+        os.chmod(parent, 0o2755)
+    old = os.umask(umask)
+    try:
+        checkout(repo, cid, parent / "out")
+    finally:
+        os.umask(old)
+    assert describe(parent / "out") == describe(tree)
+
+
 def test_same_tree_same_commit_id_and_dedup(repo: Repo, tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
     a = repo.commit_dir(tree, version="1", timestamp=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from atoll.deploy.etcmerge import Sig, plan_merge
 
 
@@ -89,8 +91,6 @@ def test_scan_treats_a_file_deleted_while_listing_as_deleted(tmp_path, monkeypat
 
 
 def test_apply_plan_skips_a_file_deleted_after_planning(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import os
-
     from atoll.deploy.etcmerge import apply_plan, scan
 
     cur, new, dest = tmp_path / "cur", tmp_path / "new", tmp_path / "dest"
@@ -156,3 +156,54 @@ def test_merge_never_overwrites_what_the_host_changed(old: dict[str, Sig], cur: 
             assert parent in chosen
             src = new if parent in p.take_new else cur
             assert src[parent].kind == "d"
+
+
+def test_scans_of_one_merge_read_a_shared_inode_once(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The defaults of two deployments share their unchanged files' inodes (hardlinks to
+    one store object): with one digest cache, each is read once, and a changed file (a
+    new inode) is still read and told apart."""
+    import atoll.deploy.etcmerge as etcmerge
+
+    store, old, new = tmp_path / "store", tmp_path / "old", tmp_path / "new"
+    for d in (store, old, new):
+        d.mkdir()
+    (store / "same").write_text("unchanged\n")
+    (store / "v1").write_text("version 1\n")
+    (store / "v2").write_text("version 2\n")
+    for root, conf in ((old, "v1"), (new, "v2")):
+        os.link(store / "same", root / "same.conf")
+        os.link(store / conf, root / "changed.conf")
+    read: list[str] = []
+    real = etcmerge.sha256_file
+
+    def counting(path):  # type: ignore[no-untyped-def]
+        read.append(os.path.basename(path))
+        return real(path)
+
+    monkeypatch.setattr(etcmerge, "sha256_file", counting)
+    digests: etcmerge.Digests = {}
+    a, b = etcmerge.scan(old, digests), etcmerge.scan(new, digests)
+    assert sorted(read) == ["changed.conf", "changed.conf", "same.conf"]
+    assert a["same.conf"] == b["same.conf"] and a["changed.conf"] != b["changed.conf"]
+    plan = plan_merge(a, a, b)
+    assert plan.take_new == ("changed.conf", "same.conf") and not plan.conflicts
+
+
+def test_apply_plan_never_writes_through_a_symlink(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Even a plan that puts a file below a symlink to elsewhere (plan_merge never makes
+    one) writes nothing outside the new /etc: the copy refuses it."""
+    import pytest
+
+    from atoll.core.errors import HostStateError
+    from atoll.deploy.etcmerge import MergePlan, apply_plan
+
+    cur, new, dest, outside = (tmp_path / n for n in ("cur", "new", "dest", "outside"))
+    for d in (cur, new / "a", dest, outside):
+        d.mkdir(parents=True)
+    (cur / "ok").write_text("fine\n")
+    os.symlink(outside, cur / "a")
+    (new / "a/b").write_text("escaped\n")
+    plan = MergePlan(take_new=("a/b",), keep_current=("a", "ok"), conflicts=())
+    with pytest.raises(HostStateError, match="outside"):
+        apply_plan(plan, cur, new, dest)
+    assert list(outside.iterdir()) == []

@@ -30,7 +30,7 @@ from atoll.core.errors import HostStateError
 from atoll.core.fsutil import copy_private, read_xattrs, sha256_file
 from atoll.core.text import printable
 
-__all__ = ["MergePlan", "Sig", "apply_plan", "plan_merge", "scan"]
+__all__ = ["Digests", "MergePlan", "Sig", "apply_plan", "plan_merge", "scan"]
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,23 @@ class Sig:
     digest: str  # content sha256, link target, or "" for directories
 
 
-def scan(root: Path) -> dict[str, Sig]:
+Digests = dict[tuple[int, int], str]
+"""Content digests by ``(st_dev, st_ino)``, shared by the scans of one merge."""
+
+
+def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
     """Signatures of every path below ``root`` (relative, '/'-separated).
 
     A live /etc changes while it is read (services create and delete temp
     files): a path that vanishes between listing and reading is treated as
     deleted by the host.
+
+    ``digests``, given to every scan of one merge, reads each inode once: the defaults
+    (``usr/etc``) of two deployments are hardlinks to the same store objects wherever
+    the image left a file as it was, which is most of them.
     """
+    if digests is None:
+        digests = {}
     out: dict[str, Sig] = {}
     if not root.is_dir():
         return out
@@ -59,7 +69,7 @@ def scan(root: Path) -> dict[str, Sig]:
             p = os.path.join(dirpath, name)
             rel = os.path.relpath(p, root)
             try:
-                sig = _sig(p)
+                sig = _sig(p, digests)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # gone meanwhile
             if sig is not None:
@@ -69,7 +79,7 @@ def scan(root: Path) -> dict[str, Sig]:
     return out
 
 
-def _sig(p: str) -> Sig | None:
+def _sig(p: str, digests: Digests) -> Sig | None:
     st = os.lstat(p)
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
@@ -77,7 +87,11 @@ def _sig(p: str) -> Sig | None:
     if stat.S_ISLNK(st.st_mode):
         return Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(p))
     if stat.S_ISREG(st.st_mode):
-        return Sig("f", mode, st.st_uid, st.st_gid, sha256_file(Path(p)))
+        key = (st.st_dev, st.st_ino)
+        digest = digests.get(key)
+        if digest is None:
+            digest = digests[key] = sha256_file(Path(p))
+        return Sig("f", mode, st.st_uid, st.st_gid, digest)
     return None  # sockets, fifos: runtime state, not configuration
 
 
@@ -132,18 +146,25 @@ def plan_merge(old: dict[str, Sig], cur: dict[str, Sig], new: dict[str, Sig]) ->
     return MergePlan(take_new, keep, tuple(sorted(conflicts)))
 
 
-def _copy_one(src_root: Path, dest_root: Path, rel: str, dest_real: str) -> None:
+def _copy_one(src_root: Path, dest_root: Path, rel: str, dest_real: str,
+              inside: set[str]) -> None:
     """Copy one path as it is now (a path the host deleted meanwhile is skipped).
 
     Files are created 0600 and get their mode once complete: a copy of
     /etc/shadow is never readable by others, even for a moment.
+
+    ``inside``: the destination's directories already resolved to be inside it (each
+    is created once, before what it holds, and never replaced, so one ``realpath`` per
+    directory holds for all its entries).
     """
     src = src_root / rel
     dest = dest_root / rel
-    parent = os.path.realpath(dest.parent)
-    if parent != dest_real and not parent.startswith(dest_real + os.sep):
-        raise HostStateError(f"/etc merge: {printable(rel)} would be written outside the "
-                             "deployment")
+    if str(dest.parent) not in inside:
+        parent = os.path.realpath(dest.parent)
+        if parent != dest_real and not parent.startswith(dest_real + os.sep):
+            raise HostStateError(f"/etc merge: {printable(rel)} would be written outside "
+                                 "the deployment")
+        inside.add(str(dest.parent))
     try:
         st = os.lstat(src)
         if stat.S_ISDIR(st.st_mode):
@@ -172,8 +193,9 @@ def apply_plan(plan: MergePlan, cur_root: Path, new_root: Path, dest: Path) -> N
     """Write the merged /etc into ``dest`` (an empty directory)."""
     dest_real = os.path.realpath(dest)
     sources = {p: new_root for p in plan.take_new} | {p: cur_root for p in plan.keep_current}
+    inside: set[str] = set()
     for rel in sorted(sources):  # a parent sorts before its children
-        _copy_one(sources[rel], dest, rel, dest_real)
+        _copy_one(sources[rel], dest, rel, dest_real, inside)
     st = os.lstat(new_root) if new_root.is_dir() else None
     if st is not None:
         os.chown(dest, st.st_uid, st.st_gid)

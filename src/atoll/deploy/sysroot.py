@@ -46,7 +46,7 @@ from atoll.core.lock import FileLock
 from atoll.core.text import printable
 from atoll.deploy import plan
 from atoll.deploy.bootloader import get_writer
-from atoll.deploy.etcmerge import apply_plan, plan_merge, scan
+from atoll.deploy.etcmerge import Digests, apply_plan, plan_merge, scan
 from atoll.store.checkout import checkout
 from atoll.store.repo import Repo
 from atoll.store.tree import etc_layout_problem, path_kind
@@ -483,7 +483,9 @@ class Sysroot:
             old_defaults, cur = base_root / "usr/etc", base_root / "etc"
         else:
             old_defaults = cur = root / "usr/etc"
-        merge = plan_merge(scan(old_defaults), scan(cur), scan(root / "usr/etc"))
+        digests: Digests = {}
+        merge = plan_merge(scan(old_defaults, digests), scan(cur, digests),
+                           scan(root / "usr/etc", digests))
         apply_plan(merge, cur, root / "usr/etc", etc)
         if merge.conflicts:
             log.warning("deploy: /etc conflicts kept as the host had them: %s",
