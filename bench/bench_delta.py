@@ -1,6 +1,6 @@
 """Bytes a host downloads for a real bookworm patch: atoll delta against the anchors.
 
-    .venv/bin/python bench/bench_delta.py [--variant kernel|db] [--work DIR] [--level 19]
+    .venv/bin/python bench/bench_delta.py [--variant kernel|db] [--work DIR] [--level N]
         [--warm] [--clients-only]
 
 Composes two images of the same treefile: ``old`` from the bookworm point
@@ -194,7 +194,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", choices=sorted(PACKAGES), default="kernel")
     ap.add_argument("--work", type=Path)
-    ap.add_argument("--level", default="19")
+    ap.add_argument("--level", help="zstd level of packs and deltas (default: atoll's, by kind)")
     ap.add_argument("--warm", action="store_true",
                     help="also publish `new` again with the cache the first publish filled")
     ap.add_argument("--clients-only", action="store_true",
@@ -212,6 +212,7 @@ def main() -> int:
         shutil.rmtree(work / d, ignore_errors=True)
     www, keys = work / "www", work / "keys"
     res: dict[str, float] = {}
+    level = ["--level", opts.level] if opts.level else []
     if opts.clients_only:
         return clients(launcher, work, sfx, repo, old, new, res)
 
@@ -220,13 +221,13 @@ def main() -> int:
     for name, c in (("old", old), ("new", new)):
         t = time.monotonic()
         atoll("publish", "bench/channel", "--repo", str(repo.path), "--commit", c, "--to",
-              str(www), "--keys", str(keys), "--deltas", "1", "--level", opts.level)
+              str(www), "--keys", str(keys), "--deltas", "1", *level)
         res[f"publish_{name}_s"] = time.monotonic() - t
     res["publish_s"] = res["publish_old_s"] + res["publish_new_s"]
     if opts.warm:  # the same commit on another channel: the pack from the cache
         t = time.monotonic()
         atoll("publish", "bench/warm", "--repo", str(repo.path), "--commit", new, "--to",
-              str(www), "--keys", str(keys), "--deltas", "1", "--level", opts.level)
+              str(www), "--keys", str(keys), "--deltas", "1", *level)
         res["publish_warm_s"] = time.monotonic() - t
     delta = next(www.glob("targets/deltas/*.delta"))
     res["atoll_delta"] = delta.stat().st_size

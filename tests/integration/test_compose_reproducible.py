@@ -41,6 +41,8 @@ def _compose_again(boot: ComposedBoot, cache: Path) -> str:
 def test_boot_image_composed_twice_is_the_same_commit(boot: ComposedBoot,
                                                       artifact_cache: Path) -> None:
     first = boot.commit
+    pool = deb_cache(artifact_cache).pool
+    cached = set(pool.iterdir())
     again = _compose_again(boot, artifact_cache)
 
     def packages(commit: str) -> dict[str, dict[str, str]]:
@@ -50,7 +52,10 @@ def test_boot_image_composed_twice_is_the_same_commit(boot: ComposedBoot,
         # the archive moved between the cached compose and this one (a security
         # push): those are other inputs. Compose the first one again, now.
         first = again
+        cached = set(pool.iterdir())
         again = _compose_again(boot, artifact_cache)
+    # a compose of what the cache holds downloads nothing (issue 15: compose once)
+    assert sorted(p.name for p in set(pool.iterdir()) - cached) == []
     if again != first:
         a, b = boot.repo.read_commit(first), boot.repo.read_commit(again)
         files = ops.diff(boot.repo, first, again)["files"]

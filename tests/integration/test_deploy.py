@@ -63,6 +63,10 @@ def test_deploy_then_update_merges_etc(env: tuple[Sysroot, Repo, Path]) -> None:
     assert (root2 / "etc/local.conf").read_text() == "mine\n"
     assert (root2 / "etc/new.conf").read_text() == "new default\n"
     assert d2.etc_conflicts == ("ssh/sshd_config",)
+    # written 0700, root's alone, then given usr/etc's mode and owner
+    etc, defaults = os.lstat(root2 / "etc"), os.lstat(root2 / "usr/etc")
+    assert (etc.st_mode, etc.st_uid, etc.st_gid) == (defaults.st_mode, defaults.st_uid,
+                                                     defaults.st_gid)
     shadow = os.lstat(root2 / "etc/shadow")
     assert (shadow.st_mode & 0o777, shadow.st_gid) == (0o640, 42)
     st = host_status(sr.root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,20 @@ _DIR_MODES = {"a": (0o755, 0, 0), "b": (0o750, 0, 50), "c": (0o555, 0, 0),
               "g": (0o700, 101, 0), "h": (0o4711, 0, 0)}
 
 
+# a default ACL "u::rwx,g::r-x,o::---" (<linux/posix_acl_xattr.h>: version 2, then
+# tag, permissions, id per entry): mkdir below it ignores the umask and masks with it
+_DEFAULT_ACL = struct.pack("<I" + "HHI" * 3, 2, 0x01, 7, 0xFFFFFFFF, 0x04, 5, 0xFFFFFFFF,
+                           0x20, 0, 0xFFFFFFFF)
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o000, 0o777])
-@pytest.mark.parametrize("setgid_parent", [False, True])
+@pytest.mark.parametrize("parent_kind", ["plain", "setgid", "default-acl"])
 def test_checkout_gives_every_directory_its_mode_and_owner(
-        repo: Repo, tmp_path: Path, umask: int, setgid_parent: bool) -> None:
+        repo: Repo, tmp_path: Path, umask: int, parent_kind: str) -> None:
     """The checkout sets a directory's owner and mode only where mkdir did not already
     give them: whatever the umask, special bits, owners, and a destination below a
-    set-group-ID directory, every directory comes out as committed."""
+    set-group-ID directory or one with a default ACL, every directory comes out as
+    committed."""
     tree = tmp_path / "tree"
     for name, (mode, uid, gid) in _DIR_MODES.items():
         d = tree / "usr" / name / "sub"
@@ -56,15 +64,21 @@ def test_checkout_gives_every_directory_its_mode_and_owner(
     cid = repo.commit_dir(tree, ref="t/modes")
     parent = tmp_path / "dest"
     parent.mkdir()
-    if setgid_parent:
+    if parent_kind == "setgid":
         os.chown(parent, 0, 4242)
         os.chmod(parent, 0o2755)
+    elif parent_kind == "default-acl":
+        os.setxattr(parent, "system.posix_acl_default", _DEFAULT_ACL)
     old = os.umask(umask)
     try:
         checkout(repo, cid, parent / "out")
     finally:
         os.umask(old)
-    assert describe(parent / "out") == describe(tree)
+    got = describe(parent / "out")
+    if parent_kind == "default-acl":  # inherited by every directory, as by any mkdir there
+        got = {k: (*v[:5], tuple(x for x in v[5] if not x[0].startswith("system.posix_acl")))
+               for k, v in got.items()}
+    assert got == describe(tree)
 
 
 def test_same_tree_same_commit_id_and_dedup(repo: Repo, tmp_path: Path) -> None:

@@ -158,3 +158,16 @@ def test_ranged_chunks_are_checked_as_they_stream(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError):
         _save_frames([tampered], 0, frames, bad)
     assert [p.name for p in bad.iterdir()] == [f"{frames[0].sha256}.zst"]
+
+
+def test_a_chunk_is_compressed_at_the_level_of_its_kind() -> None:
+    """Without a publish level: compressed content at level 1, an object of LARGE_MIN
+    bytes or more (alone in its chunk) at LARGE_LEVEL, the rest at LEVEL; a given level
+    replaces the last two, never the first."""
+    obj = pack.ObjectRef("a" * 64, "file", "usr/bin/dockerd")
+    large = pack._Planned([(obj, pack.LARGE_MIN)], size=pack.LARGE_MIN)
+    small = pack._Planned([(obj, 1 << 20), (obj, 1 << 20)], size=2 << 20)
+    squeezed = pack._Planned([(obj, pack.LARGE_MIN)], size=pack.LARGE_MIN, packed=True)
+    assert (pack.PACKED_LEVEL, pack.LARGE_LEVEL, pack.LEVEL) == (1, 17, 18)
+    assert [pack._level(p, None) for p in (squeezed, large, small)] == [1, 17, 18]
+    assert [pack._level(p, 3) for p in (squeezed, large, small)] == [1, 3, 3]

@@ -207,3 +207,35 @@ def test_apply_plan_never_writes_through_a_symlink(tmp_path) -> None:  # type: i
     with pytest.raises(HostStateError, match="outside"):
         apply_plan(plan, cur, new, dest)
     assert list(outside.iterdir()) == []
+
+
+def test_no_other_user_can_reach_into_the_new_etc_while_it_is_written(  # type: ignore[no-untyped-def]
+        tmp_path, monkeypatch) -> None:
+    """A user who owns a directory of /etc owns its copy too: the new /etc stays 0700
+    (root's) until every entry is in, so nobody can swap an entry that root is about to
+    chown for a symlink; then it gets usr/etc's mode."""
+    import atoll.deploy.etcmerge as em
+
+    cur, new = tmp_path / "cur", tmp_path / "new"
+    (cur / "app").mkdir(parents=True)
+    (cur / "app/conf").write_text("mine\n")
+    os.chown(cur / "app", 1000, 1000)
+    new.mkdir()
+    os.chmod(new, 0o755)
+    dest = tmp_path / "deploy/etc"
+    dest.parent.mkdir()
+    dest.mkdir(mode=0o700)
+    modes: list[int] = []
+    real = em._copy_one
+
+    def watching(*args):  # type: ignore[no-untyped-def]
+        modes.append(os.lstat(dest).st_mode & 0o7777)
+        return real(*args)
+
+    monkeypatch.setattr(em, "_copy_one", watching)
+    plan = em.MergePlan(take_new=(), keep_current=("app", "app/conf"), conflicts=())
+    em.apply_plan(plan, cur, new, dest)
+    assert modes == [0o700, 0o700]
+    assert os.lstat(dest).st_mode & 0o7777 == 0o755
+    assert os.lstat(dest / "app").st_uid == 1000
+    assert (dest / "app/conf").read_text() == "mine\n"

@@ -32,13 +32,20 @@ def test_the_fields_are_lstat_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     link = tmp_path / "link.file"
     link.symlink_to("somewhere/else")
     os.utime(link, ns=(0, 987_654_321), follow_symlinks=False)
-    for path in (f, link, tmp_path):
-        got = seal.stat_object(str(path))
-        assert got is not None
-        assert tuple(got[:5]) == _expect(path)
-        assert got.verity is False  # no fs-verity here (the VM tier checks sealed objects)
-    assert seal.stat_object(str(tmp_path / "missing")) is None
-    assert seal.stat_object(str(f / "not-a-dir")) is None
+    parent = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for path in (f, link, tmp_path):
+            # by its whole path, and relative to an open directory (deploy's way)
+            for got in (seal.stat_object(str(path)),
+                        seal.stat_object(os.path.relpath(path, tmp_path), parent)):
+                assert got is not None
+                assert tuple(got[:5]) == _expect(path)
+                assert got.verity is False  # no fs-verity here (the VM tier has sealed objects)
+        assert seal.stat_object(str(tmp_path / "missing")) is None
+        assert seal.stat_object(str(f / "not-a-dir")) is None
+        assert seal.stat_object("missing", parent) is None
+    finally:
+        os.close(parent)
 
 
 def test_a_filtered_statx_falls_back_for_good(tmp_path: Path,

@@ -140,10 +140,11 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     p.add_argument("--keep", type=int, default=5, metavar="N",
                    help="signed versions the channel keeps, the head included (default 5); "
                    "older ones are pruned from the metadata and the directory")
-    p.add_argument("--level", type=int, default=19, choices=range(1, 23), metavar="1-22",
-                   help="zstd level of packs and deltas (default 19); content compressed "
-                   "already is stored at level 1, and what an earlier publish compressed "
-                   "is reused from REPO/cache/publish")
+    p.add_argument("--level", type=int, choices=range(1, 23), metavar="1-22",
+                   help="zstd level of packs and deltas (default: by kind: deltas 19, packs "
+                   "18, files of 16 MiB or more 17); content compressed already is stored "
+                   "at level 1, and what an earlier publish compressed is reused from "
+                   "REPO/cache/publish")
     p.add_argument("--security-tracker", type=Path, metavar="FILE",
                    help="the Debian security tracker's JSON (https://security-tracker.debian."
                    "org/tracker/data/json) for the image's open CVEs in its signed CVE report "

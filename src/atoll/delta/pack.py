@@ -23,7 +23,12 @@ and an earlier publish's compressed frame is reused (:mod:`atoll.delta.cache`).
 
 **Levels per kind of object.** Content that is already compressed (gzip, xz,
 zstd, zip, images..., or what a quick level-1 probe cannot shrink) is stored
-at :data:`PACKED_LEVEL`; everything else at the publish level. Frames are
+at :data:`PACKED_LEVEL`; an object of at least :data:`LARGE_MIN` bytes (an app
+image's tar, a Go binary: few files, half of a database image's compression
+time) at :data:`LARGE_LEVEL`; the rest at :data:`LEVEL`. A publish level, when
+one is given, replaces the last two. (Why: docs/delivery.md, "Levels per kind
+of object"; figures in docs/benchmarks.md, "Publishing the database image".)
+Frames are
 compressed in parallel (and a large file with zstd's own threads), written in
 order. Every frame's window is at most :data:`WINDOW_MAX`: what a host's
 decoder holds while importing a chunk.
@@ -60,6 +65,8 @@ __all__ = [
     "CHUNK_AVG",
     "CHUNK_MAX",
     "CHUNK_MIN",
+    "LARGE_LEVEL",
+    "LARGE_MIN",
     "LEVEL",
     "PACKED_LEVEL",
     "SOLO_MIN",
@@ -72,7 +79,9 @@ __all__ = [
     "write_pack",
 ]
 
-LEVEL = 19
+LEVEL = 18
+LARGE_LEVEL = 17
+LARGE_MIN = 16 << 20
 PACKED_LEVEL = 1
 CHUNK_MIN = 128 << 10
 CHUNK_AVG = 1 << 20
@@ -234,12 +243,14 @@ def _params(level: int, size: int) -> zstandard.ZstdCompressionParameters:
         level, source_size=size, window_log=wlog, threads=threads)
 
 
-def write_pack(repo: Repo, commit: str, pack: Path, index: Path, *, level: int = LEVEL,
-               cache: PublishCache | None = None) -> PackIndex:
+def write_pack(repo: Repo, commit: str, pack: Path, index: Path, *,
+               level: int | None = None, cache: PublishCache | None = None) -> PackIndex:
     """Write the pack and index of ``commit`` (atomically each).
 
     Args:
-        level: zstd level of content that is not compressed already (1-22).
+        level: zstd level (1-22) of all content that is not compressed already; None:
+            by kind (:data:`LEVEL`, :data:`LARGE_LEVEL` for a file of at least
+            :data:`LARGE_MIN` bytes).
         cache: reuse (and keep) compressed chunks of earlier publishes.
 
     Raises:
@@ -287,10 +298,19 @@ def write_pack(repo: Repo, commit: str, pack: Path, index: Path, *, level: int =
     return idx
 
 
-def _chunk(repo: Repo, p: _Planned, level: int,
+def _level(p: _Planned, level: int | None) -> int:
+    """The zstd level of one chunk (module docstring, "Levels per kind of object")."""
+    if p.packed:
+        return PACKED_LEVEL
+    if level is not None:
+        return level
+    return LARGE_LEVEL if p.size >= LARGE_MIN else LEVEL  # one object: CHUNK_MAX < LARGE_MIN
+
+
+def _chunk(repo: Repo, p: _Planned, level: int | None,
            cache: PublishCache | None) -> tuple[bytes, list[Row]]:
     """One chunk's frame and rows (chunk number 0: the writer renumbers)."""
-    lvl = PACKED_LEVEL if p.packed else level
+    lvl = _level(p, level)
     rows: list[Row] = []
     off = 0
     for o, size in p.objs:

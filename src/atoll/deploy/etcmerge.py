@@ -44,8 +44,9 @@ class Sig:
     digest: str  # content sha256, link target, or "" for directories
 
 
-Digests = dict[tuple[int, int], str]
-"""Content digests by ``(st_dev, st_ino)``, shared by the scans of one merge."""
+Digests = dict[tuple[int, int, int, int, int], str]
+"""Content digests by ``(st_dev, st_ino, st_ctime_ns, st_size, st_mtime_ns)``, shared
+by the scans of the store's copies of /etc in one merge (:func:`scan`)."""
 
 
 def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
@@ -55,12 +56,13 @@ def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
     files): a path that vanishes between listing and reading is treated as
     deleted by the host.
 
-    ``digests``, given to every scan of one merge, reads each inode once: the defaults
-    (``usr/etc``) of two deployments are hardlinks to the same store objects wherever
-    the image left a file as it was, which is most of them.
+    ``digests``, given to the scans of the two deployments' defaults (``usr/etc``),
+    reads each of their inodes once: those are hardlinks to the same store objects
+    wherever the image left a file as it was, which is most of them. Never for a live
+    /etc: a service's atomic rewrites free inode numbers that the next file reuses.
+    An entry is keyed by the inode and its ctime, size and mtime, so a file changed
+    meanwhile is read again.
     """
-    if digests is None:
-        digests = {}
     out: dict[str, Sig] = {}
     if not root.is_dir():
         return out
@@ -79,7 +81,7 @@ def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
     return out
 
 
-def _sig(p: str, digests: Digests) -> Sig | None:
+def _sig(p: str, digests: Digests | None) -> Sig | None:
     st = os.lstat(p)
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
@@ -87,7 +89,9 @@ def _sig(p: str, digests: Digests) -> Sig | None:
     if stat.S_ISLNK(st.st_mode):
         return Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(p))
     if stat.S_ISREG(st.st_mode):
-        key = (st.st_dev, st.st_ino)
+        if digests is None:
+            return Sig("f", mode, st.st_uid, st.st_gid, sha256_file(Path(p)))
+        key = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns)
         digest = digests.get(key)
         if digest is None:
             digest = digests[key] = sha256_file(Path(p))
@@ -153,9 +157,10 @@ def _copy_one(src_root: Path, dest_root: Path, rel: str, dest_real: str,
     Files are created 0600 and get their mode once complete: a copy of
     /etc/shadow is never readable by others, even for a moment.
 
-    ``inside``: the destination's directories already resolved to be inside it (each
-    is created once, before what it holds, and never replaced, so one ``realpath`` per
-    directory holds for all its entries).
+    ``inside``: the destination's directories already resolved to be inside it. Each
+    is created once, before what it holds, and nobody else can replace it (the
+    destination is root's alone until :func:`apply_plan` ends), so one ``realpath``
+    per directory holds for all its entries.
     """
     src = src_root / rel
     dest = dest_root / rel
@@ -190,7 +195,11 @@ def _copy_one(src_root: Path, dest_root: Path, rel: str, dest_real: str,
 
 
 def apply_plan(plan: MergePlan, cur_root: Path, new_root: Path, dest: Path) -> None:
-    """Write the merged /etc into ``dest`` (an empty directory)."""
+    """Write the merged /etc into ``dest``: an empty directory, ``0700`` and root's, so
+    that no other user can reach into it while it is written (a user who owns a
+    directory of /etc owns its copy too, and could otherwise swap what root is about to
+    chown for a symlink). It gets the mode and owner of ``new_root`` (0755 root's
+    without one) once everything is in."""
     dest_real = os.path.realpath(dest)
     sources = {p: new_root for p in plan.take_new} | {p: cur_root for p in plan.keep_current}
     inside: set[str] = set()
@@ -200,3 +209,5 @@ def apply_plan(plan: MergePlan, cur_root: Path, new_root: Path, dest: Path) -> N
     if st is not None:
         os.chown(dest, st.st_uid, st.st_gid)
         os.chmod(dest, stat.S_IMODE(st.st_mode))
+    else:
+        os.chmod(dest, 0o755)

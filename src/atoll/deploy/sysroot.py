@@ -477,14 +477,14 @@ class Sysroot:
         root = self.deployment_path(dep)
         etc = root / "etc"
         shutil.rmtree(etc, ignore_errors=True)
-        etc.mkdir()
+        etc.mkdir(mode=0o700)  # root's alone until the merge is in (apply_plan)
         if base is not None and base.id != dep.id:
             base_root = self.deployment_path(base)
             old_defaults, cur = base_root / "usr/etc", base_root / "etc"
         else:
             old_defaults = cur = root / "usr/etc"
-        digests: Digests = {}
-        merge = plan_merge(scan(old_defaults, digests), scan(cur, digests),
+        digests: Digests = {}  # the two usr/etc share most inodes; the live /etc none
+        merge = plan_merge(scan(old_defaults, digests), scan(cur),
                            scan(root / "usr/etc", digests))
         apply_plan(merge, cur, root / "usr/etc", etc)
         if merge.conflicts:

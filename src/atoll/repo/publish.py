@@ -43,7 +43,7 @@ from atoll.core.errors import InputError
 from atoll.core.progress import progress
 from atoll.delta.cache import PublishCache
 from atoll.delta.pack import write_pack
-from atoll.delta.static import generate_delta
+from atoll.delta.static import SOLID_LEVEL, generate_delta
 from atoll.repo.keyops import init_repository, online_signers, refresh_repository, rotate_keys
 from atoll.repo.keys import ONLINE_ROLES, KeyDir
 from atoll.repo.storage import Storage
@@ -93,7 +93,7 @@ def _custom(tf: Any) -> dict[str, Any]:
 
 
 def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int = 3,
-            expires: list[str] | None = None, level: int = 19,
+            expires: list[str] | None = None, level: int | None = None,
             commit: str | None = None, keep: int = KEEP,
             security_tracker: Path | None = None,
             advisory_lists: Sequence[Path] = ()) -> PublishResult:
@@ -102,9 +102,11 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
     Args:
         deltas: make static deltas from this many previously published commits.
         expires: ``ROLE=DURATION`` overrides of the key directory's policy.
-        level: zstd level of packs and deltas (19: smallest; 3: fast, for tests); what
-            is compressed already is stored at level 1 whatever this says, and what an
-            earlier publish compressed is reused (``REPO/cache/publish``).
+        level: zstd level of packs and deltas (19: smallest; 3: fast, for tests); None:
+            by kind (packs: :func:`atoll.delta.pack.write_pack`'s levels; deltas:
+            :data:`atoll.delta.static.SOLID_LEVEL`). What is compressed already is stored
+            at level 1 whatever this says, and what an earlier publish compressed is
+            reused (``REPO/cache/publish``).
         commit: publish this commit on channel ``ref`` instead of what ``ref`` points at.
         keep: signed versions the channel keeps (1 to :data:`MAX_KEEP`; the head is one);
             older ones are pruned from the metadata and from ``www/``.
@@ -171,8 +173,8 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
                 log.warning("publish: no delta from %s: not in %s", old[:12], repo.path)
                 continue
             name = f"deltas/{old}-{commit_id}.delta"
-            stats = generate_delta(repo, old, commit_id, work / f"{old}.delta", level=level,
-                                   cache=cache)
+            stats = generate_delta(repo, old, commit_id, work / f"{old}.delta",
+                                   level=SOLID_LEVEL if level is None else level, cache=cache)
             add.append((name, work / f"{old}.delta", {"atoll": {
                 "kind": "delta", "from": old, "to": commit_id,
                 "unpacked": stats.bytes_new + stats.meta_bytes}}))

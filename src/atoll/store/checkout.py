@@ -59,17 +59,19 @@ class _Walk:
                        if not e.is_dir})
 
 
-def _bad_files(repo: Repo, walk: _Walk, *, full: bool) -> list[str]:
+def _bad_files(repo: Repo, walk: _Walk, *, full: bool,
+               objects_fd: int | None = None) -> list[str]:
     """The file objects of ``walk`` found damaged or missing (``"file <id>"``; each is
     quarantined). A sealed object (:meth:`Repo.is_sealed`) is taken as whole without
     reading it; the others (or all, with ``full``) are re-hashed, on ``WORKERS``
     threads (hashing releases the GIL; a seal check is one ``lstat``, cheaper in
-    this thread than handed to a pool)."""
+    this thread than handed to a pool). ``objects_fd``: the store's ``objects/``, open
+    (:meth:`Repo.sealed_stat`)."""
     files = walk.files()
     if not full:
         unsealed = []
         for oid in files:
-            st = repo.sealed_stat(oid)
+            st = repo.sealed_stat(oid, objects_fd)
             if st is None:
                 unsealed.append(oid)
             else:
@@ -126,59 +128,25 @@ def verify_commit(repo: Repo, commit: str) -> None:
         raise _corrupt(commit, bad)
 
 
-class _NewDirs:
-    """What a directory the checkout creates already has, so that its metadata is set
-    only where it differs (two system calls fewer for nearly every directory: they
-    count under emulation).
-
-    ``mkdir(name, mode)`` gives the caller's owner and group and ``mode`` less the
-    umask; the parents are the checkout's own directories, created without set-group-ID
-    (a special bit is set after their content, with the rest of their metadata), so
-    nothing is inherited. When that cannot be known (no umask in /proc, or the
-    destination inherited set-group-ID from above), every directory gets its owner and
-    mode set, as before.
-    """
-
-    def __init__(self, root_fd: int) -> None:
-        """``root_fd``: the destination, just created."""
-        self.umask: int | None = _umask()
-        st = os.fstat(root_fd)
-        self.owner = (st.st_uid, st.st_gid)
-        if st.st_mode & stat.S_ISGID:
-            self.umask = None
-
-    def mode(self, meta: DirMeta) -> int:
-        """The mode to create ``meta``'s directory with: its permissions, writable by
-        the owner until its content is in (a special or missing bit is set after)."""
-        return (meta.mode & 0o777) | 0o700
-
-    def finish(self, fd: int, meta: DirMeta) -> None:
-        """Give the directory ``fd`` (created with :meth:`mode`) the rest of ``meta``."""
-        if self.umask is None or (meta.uid, meta.gid) != self.owner:
-            os.fchown(fd, meta.uid, meta.gid)  # (clears set-ID bits: the mode comes after)
-            os.fchmod(fd, meta.mode)
-        elif meta.mode != self.mode(meta) & ~self.umask:
-            os.fchmod(fd, meta.mode)
-        for k, v in meta.xattrs.items():
-            os.setxattr(fd, k, v)
-
-
-def _umask() -> int | None:
-    """The process's umask, read without changing it (``Umask:`` in /proc/self/status,
-    Linux >= 4.7; ``os.umask`` would set it for every thread meanwhile)."""
-    try:
-        with open("/proc/self/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def _dir_mode(meta: DirMeta) -> int:
+    """The mode to create ``meta``'s directory with: its permissions, writable by the
+    owner until its content is in (a special or missing bit is set after)."""
+    return (meta.mode & 0o777) | 0o700
 
 
 def _apply_dirmeta(fd: int, meta: DirMeta) -> None:
-    os.fchown(fd, meta.uid, meta.gid)
-    os.fchmod(fd, meta.mode)
+    """Give the directory ``fd`` ``meta``'s owner, mode and xattrs, setting owner and
+    mode only where they differ: ``mkdir`` with :func:`_dir_mode` already gives nearly
+    every directory both (one ``fstat`` instead of an ``fchown`` and an ``fchmod``;
+    under emulation each system call counts). What the directory got is read, not
+    inferred: a default ACL above the destination, another thread's umask or a
+    filesystem that ignores the umask cannot leave a wrong mode."""
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != (meta.uid, meta.gid):
+        os.fchown(fd, meta.uid, meta.gid)  # (may clear set-ID bits: the mode comes after)
+        os.fchmod(fd, meta.mode)
+    elif stat.S_IMODE(st.st_mode) != meta.mode:
+        os.fchmod(fd, meta.mode)
     for k, v in meta.xattrs.items():
         os.setxattr(fd, k, v)
 
@@ -200,18 +168,17 @@ def checkout(repo: Repo, commit: str, dest: Path, *, verify: bool = True) -> Non
             if not verify:
                 raise
             raise _corrupt(commit, [exc.brief]) from exc
-        if verify:
-            bad = _bad_files(repo, walk, full=False)
-            if bad:
-                raise _corrupt(commit, sorted(bad))
         objects = _Objects(os.fspath(repo.objects))
         try:
+            if verify:
+                bad = _bad_files(repo, walk, full=False, objects_fd=objects.fd)
+                if bad:
+                    raise _corrupt(commit, sorted(bad))
             os.mkdir(dest, 0o700)
             root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
                 with progress(f"checkout {commit[:12]}", unit="files") as step:
-                    _checkout_tree(walk, objects, _NewDirs(root_fd), walk.commit.tree,
-                                   root_fd, step)
+                    _checkout_tree(walk, objects, walk.commit.tree, root_fd, step)
                 _apply_dirmeta(root_fd, walk.commit.root)
             finally:
                 os.close(root_fd)
@@ -255,8 +222,8 @@ def _copy_object(src: str, name: str, dir_fd: int, st: os.stat_result | ObjectSt
         os.close(fd)
 
 
-def _checkout_tree(walk: _Walk, objects: _Objects, dirs: _NewDirs, tree: str, dir_fd: int,
-                   step: Step, depth: int = 1) -> None:
+def _checkout_tree(walk: _Walk, objects: _Objects, tree: str, dir_fd: int, step: Step,
+                   depth: int = 1) -> None:
     if depth > MAX_DEPTH:
         raise StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} levels",
                          resolution="atoll refuses such trees at commit; this commit was made "
@@ -266,11 +233,11 @@ def _checkout_tree(walk: _Walk, objects: _Objects, dirs: _NewDirs, tree: str, di
         name = entry.name  # checked when the dirtree was parsed (parse_dirtree)
         if entry.is_dir:
             assert entry.meta is not None
-            os.mkdir(name, dirs.mode(entry.meta), dir_fd=dir_fd)
+            os.mkdir(name, _dir_mode(entry.meta), dir_fd=dir_fd)
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
-                _checkout_tree(walk, objects, dirs, entry.id, fd, step, depth + 1)
-                dirs.finish(fd, entry.meta)
+                _checkout_tree(walk, objects, entry.id, fd, step, depth + 1)
+                _apply_dirmeta(fd, entry.meta)
             finally:
                 os.close(fd)
         else:

@@ -683,18 +683,27 @@ class Repo:
         fsck re-hashes them."""
         return self.sealed_stat(oid) is not None
 
-    def sealed_stat(self, oid: str) -> os.stat_result | _seal.ObjectStat | None:
+    def sealed_stat(self, oid: str, objects_fd: int | None = None
+                    ) -> os.stat_result | _seal.ObjectStat | None:
         """The ``lstat`` of a file object when it is sealed (:meth:`is_sealed`), else
-        None. Where objects are sealed with fs-verity, one ``statx`` reads both."""
-        path = self._locate_s(oid, "file")
+        None. Where objects are sealed with fs-verity, one ``statx`` reads both.
+
+        ``objects_fd``: an open descriptor of :attr:`objects`, for a caller that checks
+        many objects (deploy checks every object of a tree): the lookup is then of two
+        path components, not of the whole path. Not for objects staged in a running
+        transaction."""
+        if objects_fd is None:
+            path, dir_fd = self._locate_s(oid, "file"), None
+        else:
+            path, dir_fd = f"{oid[:2]}/{oid[2:]}.file", objects_fd
         if self.sealing:  # only a regular file can carry fs-verity
-            ost = _seal.stat_object(path)
+            ost = _seal.stat_object(path, dir_fd)
             if (ost is None or not ost.verity or not stat.S_ISREG(ost.st_mode)
                     or ost.st_mtime_ns != _seal.seal_mtime_ns(oid, ost)):
                 return None
             return ost
         try:
-            st = os.lstat(path)
+            st = os.lstat(path, dir_fd=dir_fd)
         except OSError:
             return None
         if st.st_mtime_ns != _seal.seal_mtime_ns(oid, st):

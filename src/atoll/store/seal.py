@@ -95,28 +95,29 @@ class ObjectStat(NamedTuple):
     verity: bool
 
 
-def stat_object(path: str) -> ObjectStat | None:
-    """The ``lstat`` of ``path`` and its fs-verity flag, in one ``statx`` call where the
-    C library has it (else ``lstat``, then :func:`sealed` for a regular file: an open, an
-    ioctl and a close more per object, which deploy pays for every object of a tree).
-    None when ``path`` cannot be read."""
+def stat_object(path: str, dir_fd: int | None = None) -> ObjectStat | None:
+    """The ``lstat`` of ``path`` (relative to the directory ``dir_fd`` when given) and its
+    fs-verity flag, in one ``statx`` call where the C library has it (else ``lstat``,
+    then :func:`sealed` for a regular file: an open, an ioctl and a close more per
+    object, which deploy pays for every object of a tree). None when ``path`` cannot be
+    read."""
     global _statx
     if _statx is _UNLOADED:
         _statx = _load_statx()
     if _statx is not None:
         call, new_buffer, get_errno = _statx
         buf = new_buffer(_STATX.size)
-        if not call(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BASIC_STATS,
-                    buf):
+        if not call(_AT_FDCWD if dir_fd is None else dir_fd, os.fsencode(path),
+                    _AT_SYMLINK_NOFOLLOW, _STATX_BASIC_STATS, buf):
             return _from_statx(_STATX.unpack_from(buf))
         if get_errno() not in (errno.ENOSYS, errno.EPERM):
             return None
         _statx = None  # statx filtered (an old container's seccomp profile): as without it
     try:
-        st = os.lstat(path)
+        st = os.lstat(path, dir_fd=dir_fd)
     except OSError:
         return None
-    verity = stat.S_ISREG(st.st_mode) and sealed(path)
+    verity = stat.S_ISREG(st.st_mode) and sealed(path, dir_fd)
     return ObjectStat(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, verity)
 
 
@@ -172,10 +173,12 @@ def seal(path: str) -> bool | None:
     return True
 
 
-def sealed(path: str) -> bool:
-    """Whether the regular file ``path`` carries fs-verity (False when unreadable)."""
+def sealed(path: str, dir_fd: int | None = None) -> bool:
+    """Whether the regular file ``path`` (relative to the directory ``dir_fd`` when
+    given) carries fs-verity (False when unreadable)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
         return False
     try:
