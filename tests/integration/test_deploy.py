@@ -189,3 +189,35 @@ def test_stage_then_finalize(env: tuple[Sysroot, Repo, Path]) -> None:
     assert sr.prepared() is None
     with pytest.raises(HostStateError, match="no prepared update"):
         sr.finalize()
+
+
+def test_finalize_again_after_a_kill_never_merges_etc_again(
+        env: tuple[Sysroot, Repo, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the loader swap but before the prepared record is cleared, then
+    rebooted into the new deployment: a second `update apply` must not rebuild that
+    deployment's /etc (the live one) from the defaults."""
+    sr, repo, tree = env
+    repo.commit_dir(tree, ref="site/base", version="1")
+    d1 = sr.deploy("site/base")
+    boot(sr, d1.id)
+    (sr.deployment_path(d1) / "etc/hostname").write_text("db01\n")
+    (tree / "usr/etc/motd").write_text("v2\n")
+    repo.commit_dir(tree, ref="site/base", version="2")
+    prepared = sr.prepare("site/base")
+
+    def killed() -> None:
+        raise KeyboardInterrupt  # stands for SIGKILL right after the loader swap
+
+    monkeypatch.setattr(sr, "_clear_prepared", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sr.finalize()
+    monkeypatch.undo()
+    assert [d.id for d in sr.deployments()] == [prepared.id, d1.id]
+    boot(sr, prepared.id)
+    live = sr.deployment_path(prepared) / "etc"
+    (live / "local.conf").write_text("made on v2\n")
+    again = sr.finalize()
+    assert again.id == prepared.id and sr.prepared() is None
+    assert (live / "hostname").read_text() == "db01\n"
+    assert (live / "local.conf").read_text() == "made on v2\n"
+    assert [d.id for d in sr.deployments()] == [prepared.id, d1.id]

@@ -78,14 +78,14 @@ def test_scan_treats_a_file_deleted_while_listing_as_deleted(tmp_path, monkeypat
     (tmp_path / "gone").write_text("g")
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir/inner").write_text("i")
-    real = em.sha256_file
+    real = em._hash_beneath
 
-    def vanish(path):  # type: ignore[no-untyped-def]
-        if path.name in ("gone", "inner"):
-            path.unlink()  # the service removed it after os.walk listed it
-        return real(path)
+    def vanish(root_fd, rel):  # type: ignore[no-untyped-def]
+        if os.path.basename(rel) in ("gone", "inner"):
+            (tmp_path / rel).unlink()  # the service removed it after os.walk listed it
+        return real(root_fd, rel)
 
-    monkeypatch.setattr(em, "sha256_file", vanish)
+    monkeypatch.setattr(em, "_hash_beneath", vanish)
     sigs = em.scan(tmp_path)
     assert set(sigs) == {"keep", "dir"}
 
@@ -174,13 +174,13 @@ def test_scans_of_one_merge_read_a_shared_inode_once(tmp_path, monkeypatch) -> N
         os.link(store / "same", root / "same.conf")
         os.link(store / conf, root / "changed.conf")
     read: list[str] = []
-    real = etcmerge.sha256_file
+    real = etcmerge._hash_beneath
 
-    def counting(path):  # type: ignore[no-untyped-def]
-        read.append(os.path.basename(path))
-        return real(path)
+    def counting(root_fd, rel):  # type: ignore[no-untyped-def]
+        read.append(rel)
+        return real(root_fd, rel)
 
-    monkeypatch.setattr(etcmerge, "sha256_file", counting)
+    monkeypatch.setattr(etcmerge, "_hash_beneath", counting)
     digests: etcmerge.Digests = {}
     a, b = etcmerge.scan(old, digests), etcmerge.scan(new, digests)
     assert sorted(read) == ["changed.conf", "changed.conf", "same.conf"]
@@ -239,3 +239,54 @@ def test_no_other_user_can_reach_into_the_new_etc_while_it_is_written(  # type: 
     assert os.lstat(dest).st_mode & 0o7777 == 0o755
     assert os.lstat(dest / "app").st_uid == 1000
     assert (dest / "app/conf").read_text() == "mine\n"
+
+
+def test_a_source_swapped_for_a_symlink_copies_nothing_from_elsewhere(  # type: ignore[no-untyped-def]
+        tmp_path, monkeypatch) -> None:
+    """A user who owns a directory of /etc swaps a subdirectory for a symlink to a
+    root-only directory while the merge copies: the file below it is not read through
+    the symlink (it counts as deleted), so no secret lands in the new /etc."""
+    import atoll.deploy.etcmerge as em
+
+    cur, new, dest, secret = (tmp_path / n for n in ("cur", "new", "dest", "secret"))
+    (cur / "app/x").mkdir(parents=True)
+    (cur / "app/x/shadow").write_text("the user's own file\n")
+    os.chown(cur / "app", 1000, 1000)
+    secret.mkdir(mode=0o700)
+    (secret / "shadow").write_text("SECRET\n")
+    os.chmod(secret / "shadow", 0o600)
+    new.mkdir()
+    dest.mkdir(mode=0o700)
+    real = em._copy_one
+
+    def racing(src_root, src_fd, dest_root, rel, *rest):  # type: ignore[no-untyped-def]
+        real(src_root, src_fd, dest_root, rel, *rest)
+        if rel == "app/x":  # copied; now the user swaps it
+            os.rename(cur / "app/x", cur / "app/x.old")
+            os.symlink(secret, cur / "app/x")
+
+    monkeypatch.setattr(em, "_copy_one", racing)
+    plan = em.MergePlan(take_new=(), keep_current=("app", "app/x", "app/x/shadow"),
+                        conflicts=())
+    em.apply_plan(plan, cur, new, dest)
+    assert (dest / "app/x").is_dir() and not (dest / "app/x").is_symlink()
+    assert not (dest / "app/x/shadow").exists()
+
+
+def test_a_fifo_swapped_in_never_blocks_the_merge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A FIFO where a regular file was listed is read as gone, at once (an open for
+    reading would otherwise wait for a writer and hold the deploy lock forever)."""
+    import pytest
+
+    import atoll.deploy.etcmerge as em
+
+    os.mkfifo(tmp_path / "conf")
+    root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileNotFoundError):
+            em._hash_beneath(root_fd, "conf")
+        with pytest.raises(FileNotFoundError):
+            em._copy_opened(root_fd, "conf", tmp_path / "copy", __import__("stat").S_IFREG)
+    finally:
+        os.close(root_fd)
+    assert not (tmp_path / "copy").exists()

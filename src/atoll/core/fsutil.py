@@ -40,6 +40,7 @@ __all__ = [
     "free_bytes",
     "fsync_dir",
     "open_atomic",
+    "open_beneath",
     "read_json",
     "read_state_json",
     "read_xattrs",
@@ -80,15 +81,75 @@ def syncfs(path: Path) -> None:
     _trace("syncfs-end", path)
 
 
-def read_xattrs(path: str | os.PathLike[str]) -> dict[str, bytes]:
-    """A file's extended attributes (not following symlinks); {} where unsupported."""
+def read_xattrs(path: str | os.PathLike[str] | int) -> dict[str, bytes]:
+    """A file's extended attributes (not following symlinks), by path or of an open
+    descriptor; {} where unsupported."""
+    follow = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **follow)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EPERM):
             return {}
         raise
-    return {name: os.getxattr(path, name, follow_symlinks=False) for name in names}
+    return {name: os.getxattr(path, name, **follow) for name in names}
+
+
+# openat2(2): <linux/openat2.h>; the syscall number is the same (437) on every
+# architecture of the generic table (x86_64, aarch64, ...)
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_openat2 = True  # until the kernel (or a seccomp filter) says it has none
+
+
+def open_beneath(root_fd: int, rel: str, flags: int) -> int:
+    """Open ``rel`` (a relative path) below the directory ``root_fd`` without following
+    a symlink anywhere on the way, nor leaving ``root_fd``: where another user can
+    rename directories of the tree meanwhile (a live /etc), a path-based open could be
+    steered to any file of the system.
+
+    Uses ``openat2(2)`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` (Linux >= 5.6);
+    without it, one ``O_NOFOLLOW`` ``openat`` per component. ``O_CLOEXEC`` is added.
+
+    Raises:
+        OSError: ELOOP (a symlink on the way), EXDEV (it would leave ``root_fd``),
+            ENOENT, ENOTDIR, and the other errors of open(2).
+    """
+    global _openat2
+    flags |= os.O_CLOEXEC
+    if _openat2:
+        how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS
+                       | _RESOLVE_NO_MAGICLINKS)
+        fd = LIBC.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(root_fd),
+                          ctypes.c_char_p(os.fsencode(rel)), ctypes.byref(how),
+                          ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd >= 0:
+            return int(fd)
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter
+            raise OSError(err, os.strerror(err), rel)
+        _openat2 = False
+    *dirs, name = parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise OSError(errno.EXDEV, "not a plain path below the directory", rel)
+    dfd = os.dup(root_fd)
+    try:
+        for part in dirs:
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=dfd)
+            os.close(dfd)
+            dfd = nfd
+        return os.open(name, flags | os.O_NOFOLLOW, dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 def fsync_dir(path: Path) -> None:

@@ -583,7 +583,16 @@ class Sysroot:
                 resolution="download one first (`atoll update download`); `atoll update "
                 "apply` prepares it",
             )
-        dep = self._activate(dep, self.deployments())
+        current = self.deployments()
+        applied = next((d for d in current if d.id == dep.id), None)
+        if applied is not None:
+            # applied already: killed between the loader swap and clearing the record.
+            # Never merge again: its /etc may be the live one of a host that booted it.
+            log.info("deploy %s: already in the boot order; clearing the prepared record",
+                     dep.id[:16])
+            self._clear_prepared()
+            return applied
+        dep = self._activate(dep, current)
         self._clear_prepared()
         self.cleanup()
         return dep
