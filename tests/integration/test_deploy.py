@@ -221,3 +221,32 @@ def test_finalize_again_after_a_kill_never_merges_etc_again(
     assert (live / "hostname").read_text() == "db01\n"
     assert (live / "local.conf").read_text() == "made on v2\n"
     assert [d.id for d in sr.deployments()] == [prepared.id, d1.id]
+
+
+def test_finalize_after_a_kill_and_a_rollback_makes_it_the_next_boot(
+        env: tuple[Sysroot, Repo, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the loader swap, then rolled back: `update apply` again makes the
+    prepared deployment the next boot (it is what was asked), its /etc untouched."""
+    sr, repo, tree = env
+    repo.commit_dir(tree, ref="site/base", version="1")
+    d1 = sr.deploy("site/base")
+    boot(sr, d1.id)
+    (tree / "usr/etc/motd").write_text("v2\n")
+    repo.commit_dir(tree, ref="site/base", version="2")
+    prepared = sr.prepare("site/base")
+
+    def killed() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sr, "_clear_prepared", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sr.finalize()
+    monkeypatch.undo()
+    sr.rollback()
+    assert [d.id for d in sr.deployments()] == [d1.id, prepared.id]
+    etc = sr.deployment_path(prepared) / "etc"
+    (etc / "marker").write_text("merged once\n")
+    again = sr.finalize()
+    assert again.id == prepared.id and sr.prepared() is None
+    assert [d.id for d in sr.deployments()] == [prepared.id, d1.id]
+    assert (etc / "marker").read_text() == "merged once\n"

@@ -78,14 +78,14 @@ def test_scan_treats_a_file_deleted_while_listing_as_deleted(tmp_path, monkeypat
     (tmp_path / "gone").write_text("g")
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir/inner").write_text("i")
-    real = em._hash_beneath
+    real = em._hash_at
 
-    def vanish(root_fd, rel):  # type: ignore[no-untyped-def]
-        if os.path.basename(rel) in ("gone", "inner"):
-            (tmp_path / rel).unlink()  # the service removed it after os.walk listed it
-        return real(root_fd, rel)
+    def vanish(dir_fd, name):  # type: ignore[no-untyped-def]
+        if name in ("gone", "inner"):
+            os.unlink(name, dir_fd=dir_fd)  # the service removed it after it was listed
+        return real(dir_fd, name)
 
-    monkeypatch.setattr(em, "_hash_beneath", vanish)
+    monkeypatch.setattr(em, "_hash_at", vanish)
     sigs = em.scan(tmp_path)
     assert set(sigs) == {"keep", "dir"}
 
@@ -174,13 +174,13 @@ def test_scans_of_one_merge_read_a_shared_inode_once(tmp_path, monkeypatch) -> N
         os.link(store / "same", root / "same.conf")
         os.link(store / conf, root / "changed.conf")
     read: list[str] = []
-    real = etcmerge._hash_beneath
+    real = etcmerge._hash_at
 
-    def counting(root_fd, rel):  # type: ignore[no-untyped-def]
-        read.append(rel)
-        return real(root_fd, rel)
+    def counting(dir_fd, name):  # type: ignore[no-untyped-def]
+        read.append(name)
+        return real(dir_fd, name)
 
-    monkeypatch.setattr(etcmerge, "_hash_beneath", counting)
+    monkeypatch.setattr(etcmerge, "_hash_at", counting)
     digests: etcmerge.Digests = {}
     a, b = etcmerge.scan(old, digests), etcmerge.scan(new, digests)
     assert sorted(read) == ["changed.conf", "changed.conf", "same.conf"]
@@ -244,8 +244,9 @@ def test_no_other_user_can_reach_into_the_new_etc_while_it_is_written(  # type: 
 def test_a_source_swapped_for_a_symlink_copies_nothing_from_elsewhere(  # type: ignore[no-untyped-def]
         tmp_path, monkeypatch) -> None:
     """A user who owns a directory of /etc swaps a subdirectory for a symlink to a
-    root-only directory while the merge copies: the file below it is not read through
-    the symlink (it counts as deleted), so no secret lands in the new /etc."""
+    root-only directory while the merge copies: nothing below it is read through the
+    symlink (a file's content, a link's target: they count as deleted), so no secret
+    lands in the new /etc."""
     import atoll.deploy.etcmerge as em
 
     cur, new, dest, secret = (tmp_path / n for n in ("cur", "new", "dest", "secret"))
@@ -255,22 +256,25 @@ def test_a_source_swapped_for_a_symlink_copies_nothing_from_elsewhere(  # type: 
     secret.mkdir(mode=0o700)
     (secret / "shadow").write_text("SECRET\n")
     os.chmod(secret / "shadow", 0o600)
+    os.symlink("/root/SECRET-TOKEN", secret / "key")
+    os.symlink("the user's own link", cur / "app/x/key")
     new.mkdir()
     dest.mkdir(mode=0o700)
     real = em._copy_one
 
-    def racing(src_root, src_fd, dest_root, rel, *rest):  # type: ignore[no-untyped-def]
-        real(src_root, src_fd, dest_root, rel, *rest)
+    def racing(src_fd, dest_root, rel, *rest):  # type: ignore[no-untyped-def]
+        real(src_fd, dest_root, rel, *rest)
         if rel == "app/x":  # copied; now the user swaps it
             os.rename(cur / "app/x", cur / "app/x.old")
             os.symlink(secret, cur / "app/x")
 
     monkeypatch.setattr(em, "_copy_one", racing)
-    plan = em.MergePlan(take_new=(), keep_current=("app", "app/x", "app/x/shadow"),
+    plan = em.MergePlan(take_new=(),
+                        keep_current=("app", "app/x", "app/x/key", "app/x/shadow"),
                         conflicts=())
     em.apply_plan(plan, cur, new, dest)
     assert (dest / "app/x").is_dir() and not (dest / "app/x").is_symlink()
-    assert not (dest / "app/x/shadow").exists()
+    assert sorted(os.listdir(dest / "app/x")) == []  # neither the file nor the link
 
 
 def test_a_fifo_swapped_in_never_blocks_the_merge(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -284,9 +288,38 @@ def test_a_fifo_swapped_in_never_blocks_the_merge(tmp_path) -> None:  # type: ig
     root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(FileNotFoundError):
-            em._hash_beneath(root_fd, "conf")
+            em._hash_at(root_fd, "conf")
         with pytest.raises(FileNotFoundError):
-            em._copy_opened(root_fd, "conf", tmp_path / "copy", __import__("stat").S_IFREG)
+            em._open_file(root_fd, "conf")
+        em._copy_entry(root_fd, "conf", tmp_path / "copy")  # skipped, as before
     finally:
         os.close(root_fd)
     assert not (tmp_path / "copy").exists()
+
+
+def test_a_lease_on_a_host_file_never_fails_the_merge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A user who holds a write lease on their file in /etc: the merge's read breaks it
+    and waits for the holder to give way (as any open does; the kernel's
+    lease-break-time bounds the wait), it does not fail the deploy."""
+    import subprocess
+    import sys
+
+    import atoll.deploy.etcmerge as em
+
+    (tmp_path / "conf").write_text("leased\n")
+    holder = ("import fcntl, os, signal, sys, time\n"
+              "fd = os.open(sys.argv[1], os.O_WRONLY)\n"
+              "signal.signal(signal.SIGIO, lambda *a: (fcntl.fcntl(fd, fcntl.F_SETLEASE, "
+              "fcntl.F_UNLCK), os._exit(0)))\n"
+              "fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n"
+              "print('held', flush=True)\n"
+              "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / "conf")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        sigs = em.scan(tmp_path)
+        assert proc.wait(10) == 0  # the lease was broken, and given up
+    finally:
+        proc.kill()
+    assert sigs["conf"].kind == "f"

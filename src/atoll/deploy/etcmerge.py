@@ -68,72 +68,78 @@ def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
     out: dict[str, Sig] = {}
     if not root.is_dir():
         return out
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                p = os.path.join(dirpath, name)
-                rel = os.path.relpath(p, root)
-                try:
-                    sig = _sig(root_fd, rel, p, digests)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # gone meanwhile
-                if sig is not None:
-                    out[rel] = sig
-            # symlinks to directories are listed in dirnames: do not descend into them
-            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-    finally:
-        os.close(root_fd)
+    # fwalk: every directory is opened once (never through a symlink, which it does not
+    # descend into) and its entries read relative to it: a user who renames entries of
+    # a directory they own cannot steer root's reads elsewhere
+    for dirpath, dirnames, filenames, dir_fd in os.fwalk(root):
+        for name in dirnames + filenames:
+            try:
+                sig = _sig(dir_fd, name, digests)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone meanwhile
+            if sig is not None:
+                out[os.path.relpath(os.path.join(dirpath, name), root)] = sig
     return out
 
 
-def _sig(root_fd: int, rel: str, p: str, digests: Digests | None) -> Sig | None:
-    st = os.lstat(p)
+def _sig(dir_fd: int, name: str, digests: Digests | None) -> Sig | None:
+    st = os.lstat(name, dir_fd=dir_fd)
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
         return Sig("d", mode, st.st_uid, st.st_gid, "")
     if stat.S_ISLNK(st.st_mode):
-        return Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(p))
+        return Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(name, dir_fd=dir_fd))
     if stat.S_ISREG(st.st_mode):
         key = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns)
         digest = digests.get(key) if digests is not None else None
         if digest is None:
-            st, digest = _hash_beneath(root_fd, rel)
+            st, digest = _hash_at(dir_fd, name)
             if digests is not None:
                 digests[key] = digest
         return Sig("f", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, digest)
     return None  # sockets, fifos: runtime state, not configuration
 
 
-def _open_source(root_fd: int, rel: str, flags: int) -> tuple[int, os.stat_result]:
-    """Open ``rel`` below ``root_fd`` as :func:`atoll.core.fsutil.open_beneath` does (no
-    symlink followed on the way: a user who owns a directory of /etc may swap its
-    entries meanwhile), without blocking; (fd, its fstat).
+def _open_file(dir_fd: int, name: str) -> tuple[int, os.stat_result]:
+    """The regular file ``name`` in the directory ``dir_fd``, opened for reading: first
+    as an ``O_PATH`` descriptor (which opens no FIFO, device or socket and breaks no
+    lease), then, when its ``fstat`` shows a regular file, that very inode again
+    through its ``/proc/self/fd`` link. Like any open, that waits for a lease holder
+    to give way (at most the kernel's lease-break-time). (fd, fstat).
 
     Raises:
-        FileNotFoundError: it is gone, or a symlink is now on the way.
+        FileNotFoundError: it is gone, or not a regular file any more.
+        HostStateError: /proc is not mounted.
     """
     try:
-        fd = open_beneath(root_fd, rel, flags | os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
-            raise FileNotFoundError(errno.ENOENT, "gone, or moved behind a symlink",
-                                    rel) from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise FileNotFoundError(errno.ENOENT, "gone", name) from None
         raise
-    return fd, os.fstat(fd)
+    try:
+        st = os.fstat(path_fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file any more", name)
+        try:
+            fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        except FileNotFoundError:
+            raise HostStateError("/etc merge: /proc is not mounted",
+                                 resolution="mount it (`mount -t proc proc /proc`)") from None
+        return fd, st
+    finally:
+        os.close(path_fd)
 
 
-def _hash_beneath(root_fd: int, rel: str) -> tuple[os.stat_result, str]:
-    """(fstat, content sha256) of the regular file ``rel`` below ``root_fd``, opened
-    with :func:`_open_source` (a FIFO swapped in never blocks the merge).
+def _hash_at(dir_fd: int, name: str) -> tuple[os.stat_result, str]:
+    """(fstat, content sha256) of the regular file ``name`` in ``dir_fd``
+    (:func:`_open_file`).
 
     Raises:
         FileNotFoundError: it is gone or no longer a regular file.
     """
-    fd, st = _open_source(root_fd, rel, 0)
+    fd, st = _open_file(dir_fd, name)
     try:
-        if not stat.S_ISREG(st.st_mode):
-            raise FileNotFoundError(errno.ENOENT, "no longer a regular file", rel)
         h = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):
             h.update(chunk)
@@ -193,15 +199,15 @@ def plan_merge(old: dict[str, Sig], cur: dict[str, Sig], new: dict[str, Sig]) ->
     return MergePlan(take_new, keep, tuple(sorted(conflicts)))
 
 
-def _copy_one(src_root: Path, src_fd: int, dest_root: Path, rel: str, dest_real: str,
+def _copy_one(src_fd: int, dest_root: Path, rel: str, dest_real: str,
               inside: set[str]) -> None:
     """Copy one path as it is now (a path the host deleted meanwhile is skipped).
 
     Files are created 0600 and get their mode once complete: a copy of
     /etc/shadow is never readable by others, even for a moment. A file or directory
-    is read through a descriptor opened below ``src_fd`` (the source's root) without
-    following a symlink on the way, and its owner, mode and xattrs are that
-    descriptor's: a user who swaps an entry of a directory they own for a symlink
+    is read relative to its directory, opened below ``src_fd`` (the source's root)
+    without following a symlink on the way, and its owner, mode and xattrs are those of
+    what was opened: a user who swaps an entry of a directory they own for a symlink
     gets nothing copied from elsewhere.
 
     ``inside``: the destination's directories already resolved to be inside it. Each
@@ -209,7 +215,6 @@ def _copy_one(src_root: Path, src_fd: int, dest_root: Path, rel: str, dest_real:
     destination is root's alone until :func:`apply_plan` ends), so one ``realpath``
     per directory holds for all its entries.
     """
-    src = src_root / rel
     dest = dest_root / rel
     if str(dest.parent) not in inside:
         parent = os.path.realpath(dest.parent)
@@ -217,15 +222,19 @@ def _copy_one(src_root: Path, src_fd: int, dest_root: Path, rel: str, dest_real:
             raise HostStateError(f"/etc merge: {printable(rel)} would be written outside "
                                  "the deployment")
         inside.add(str(dest.parent))
+    parent_rel, _, name = rel.rpartition("/")
     try:
-        st = os.lstat(src)
-        if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), dest)
-            os.lchown(dest, st.st_uid, st.st_gid)
-            for k, v in read_xattrs(src).items():
-                os.setxattr(dest, k, v, follow_symlinks=False)
-        elif stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-            _copy_opened(src_fd, rel, dest, stat.S_IFMT(st.st_mode))
+        try:
+            pfd = (open_beneath(src_fd, parent_rel, os.O_RDONLY | os.O_DIRECTORY)
+                   if parent_rel else os.dup(src_fd))
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EXDEV):  # a symlink swapped in on the way
+                raise FileNotFoundError(errno.ENOENT, "moved behind a symlink", rel) from None
+            raise
+        try:
+            _copy_entry(pfd, name, dest)
+        finally:
+            os.close(pfd)
     except (FileNotFoundError, NotADirectoryError):
         # the host removed it (or its directory) since the scan: as deleted
         with contextlib.suppress(OSError):
@@ -233,29 +242,56 @@ def _copy_one(src_root: Path, src_fd: int, dest_root: Path, rel: str, dest_real:
                 os.unlink(dest)
 
 
-def _copy_opened(src_fd: int, rel: str, dest: Path, kind: int) -> None:
-    """Copy the directory or regular file ``rel`` below ``src_fd`` to ``dest`` (which
-    does not exist), if it is still of ``kind`` (``stat.S_IFDIR``/``S_IFREG``).
+def _copy_entry(dir_fd: int, name: str, dest: Path) -> None:
+    """Copy the entry ``name`` of the directory ``dir_fd`` to ``dest`` (which does not
+    exist): a directory, a regular file or a symlink, with its owner, mode and xattrs
+    read from the entry itself (never through a symlink); anything else is skipped.
 
     Raises:
-        FileNotFoundError: it is gone or of another kind now (as deleted).
+        FileNotFoundError: it is gone (or of another kind than a moment ago).
     """
-    flags = os.O_DIRECTORY if kind == stat.S_IFDIR else 0
-    sfd, st = _open_source(src_fd, rel, flags)
+    st = os.lstat(name, dir_fd=dir_fd)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(name, dir_fd=dir_fd)
+        link_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            # the symlink's own xattrs: its O_PATH link in /proc leads to it, not beyond
+            xattrs = read_xattrs(f"/proc/self/fd/{link_fd}") if stat.S_ISLNK(
+                os.fstat(link_fd).st_mode) else None
+        finally:
+            os.close(link_fd)
+        if xattrs is None:
+            raise FileNotFoundError(errno.ENOENT, "of another kind now", name)
+        os.symlink(target, dest)
+        os.lchown(dest, st.st_uid, st.st_gid)
+        for k, v in xattrs.items():
+            os.setxattr(dest, k, v, follow_symlinks=False)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            sfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise FileNotFoundError(errno.ENOENT, "of another kind now", name) from None
+            raise
+        sst = os.fstat(sfd)
+    elif stat.S_ISREG(st.st_mode):
+        sfd, sst = _open_file(dir_fd, name)
+    else:
+        return
     try:
-        if stat.S_IFMT(st.st_mode) != kind:
-            raise FileNotFoundError(errno.ENOENT, "of another kind now", rel)
-        if kind == stat.S_IFDIR:
+        if stat.S_ISDIR(sst.st_mode):
             os.mkdir(dest, 0o700)
             dfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         else:
             dfd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                           | os.O_CLOEXEC, 0o600)
         try:
-            if kind == stat.S_IFREG:
+            if stat.S_ISREG(sst.st_mode):
                 copy_data(sfd, dfd)
-            os.fchown(dfd, st.st_uid, st.st_gid)
-            os.fchmod(dfd, stat.S_IMODE(st.st_mode))
+            os.fchown(dfd, sst.st_uid, sst.st_gid)
+            os.fchmod(dfd, stat.S_IMODE(sst.st_mode))
             for k, v in read_xattrs(sfd).items():
                 os.setxattr(dfd, k, v)
         finally:
@@ -278,8 +314,7 @@ def apply_plan(plan: MergePlan, cur_root: Path, new_root: Path, dest: Path) -> N
         for root in set(sources.values()):
             fds[root] = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         for rel in sorted(sources):  # a parent sorts before its children
-            root = sources[rel]
-            _copy_one(root, fds[root], dest, rel, dest_real, inside)
+            _copy_one(fds[sources[rel]], dest, rel, dest_real, inside)
     finally:
         for fd in fds.values():
             os.close(fd)

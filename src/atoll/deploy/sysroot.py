@@ -586,11 +586,17 @@ class Sysroot:
         current = self.deployments()
         applied = next((d for d in current if d.id == dep.id), None)
         if applied is not None:
-            # applied already: killed between the loader swap and clearing the record.
-            # Never merge again: its /etc may be the live one of a host that booted it.
-            log.info("deploy %s: already in the boot order; clearing the prepared record",
+            # applied already: killed between the loader swap and clearing the record (a
+            # rollback may have come since). Its /etc was merged then, and may be the
+            # live one of a host that booted it: make it the next boot again, never merge.
+            log.info("deploy %s: applied already; making it the next boot, /etc as it is",
                      dep.id[:16])
+            if current[0].id != applied.id:
+                self.write_loader([applied, *(d for d in current if d.id != applied.id)])
+            self.record_event("deploy", deployment=applied.id, version=applied.version,
+                              etc_conflicts=list(applied.etc_conflicts))
             self._clear_prepared()
+            self.cleanup()
             return applied
         dep = self._activate(dep, current)
         self._clear_prepared()
