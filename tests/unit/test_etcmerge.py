@@ -190,23 +190,71 @@ def test_scans_of_one_merge_read_a_shared_inode_once(tmp_path, monkeypatch) -> N
 
 
 def test_apply_plan_never_writes_through_a_symlink(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Even a plan that puts a file below a symlink to elsewhere (plan_merge never makes
-    one) writes nothing outside the new /etc: the copy refuses it."""
-    import pytest
-
-    from atoll.core.errors import HostStateError
+    """Even a plan that puts a file below a symlink (plan_merge never makes one; a
+    user's swap during the copy can) writes nothing through it, outside the new /etc or
+    inside it: the file is skipped, the rest copied."""
     from atoll.deploy.etcmerge import MergePlan, apply_plan
 
     cur, new, dest, outside = (tmp_path / n for n in ("cur", "new", "dest", "outside"))
-    for d in (cur, new / "a", dest, outside):
+    for d in (cur / "apt/conf.d", new / "a", new / "b", dest, outside):
         d.mkdir(parents=True)
     (cur / "ok").write_text("fine\n")
     os.symlink(outside, cur / "a")
-    (new / "a/b").write_text("escaped\n")
-    plan = MergePlan(take_new=("a/b",), keep_current=("a", "ok"), conflicts=())
-    with pytest.raises(HostStateError, match="outside"):
-        apply_plan(plan, cur, new, dest)
+    os.symlink("apt/conf.d", cur / "b")  # into another directory of the new /etc
+    (new / "a/x").write_text("escaped\n")
+    (new / "b/evil.conf").write_text("escaped\n")
+    plan = MergePlan(take_new=("a/x", "b/evil.conf"),
+                     keep_current=("a", "apt", "apt/conf.d", "b", "ok"), conflicts=())
+    apply_plan(plan, cur, new, dest)
     assert list(outside.iterdir()) == []
+    assert list((dest / "apt/conf.d").iterdir()) == []
+    assert (dest / "ok").read_text() == "fine\n" and (dest / "b").is_symlink()
+
+
+def test_a_symlink_is_copied_with_its_own_xattrs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from atoll.deploy.etcmerge import MergePlan, apply_plan
+
+    cur, new, dest = (tmp_path / n for n in ("cur", "new", "dest"))
+    for d in (cur, new, dest):
+        d.mkdir()
+    (cur / "target").write_text("t\n")
+    os.setxattr(cur / "target", "trusted.atoll", b"on the file")
+    os.symlink("target", cur / "link")
+    os.setxattr(cur / "link", "trusted.atoll", b"on the link", follow_symlinks=False)
+    os.chown(cur / "link", 1000, 1001, follow_symlinks=False)
+    apply_plan(MergePlan((), ("link", "target"), ()), cur, new, dest)
+    assert os.readlink(dest / "link") == "target"
+    assert os.getxattr(dest / "link", "trusted.atoll", follow_symlinks=False) == b"on the link"
+    assert os.getxattr(dest / "target", "trusted.atoll") == b"on the file"
+    st = os.lstat(dest / "link")
+    assert (st.st_uid, st.st_gid) == (1000, 1001)
+
+
+def test_a_directory_swapped_for_a_fifo_or_a_symlink_is_never_opened(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The scan opens a directory with O_DIRECTORY | O_NOFOLLOW: a FIFO swapped in is
+    refused before it is opened (it would block), a symlink is not followed."""
+    import time
+
+    import pytest
+
+    import atoll.deploy.etcmerge as em
+
+    os.mkfifo(tmp_path / "was-a-dir")
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / "elsewhere/secret").write_text("s\n")
+    os.symlink("elsewhere", tmp_path / "link")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        t = time.monotonic()
+        for name in ("was-a-dir", "link"):
+            with pytest.raises(FileNotFoundError):
+                em._open_dir(fd, name)
+        assert time.monotonic() - t < 5
+    finally:
+        os.close(fd)
+    sigs = em.scan(tmp_path)
+    assert sigs["link"].kind == "l" and "link/secret" not in sigs
+    assert "was-a-dir" not in sigs and sigs["elsewhere/secret"].kind == "f"
 
 
 def test_no_other_user_can_reach_into_the_new_etc_while_it_is_written(  # type: ignore[no-untyped-def]
@@ -262,8 +310,8 @@ def test_a_source_swapped_for_a_symlink_copies_nothing_from_elsewhere(  # type: 
     dest.mkdir(mode=0o700)
     real = em._copy_one
 
-    def racing(src_fd, dest_root, rel, *rest):  # type: ignore[no-untyped-def]
-        real(src_fd, dest_root, rel, *rest)
+    def racing(src_fd, dest_fd, rel):  # type: ignore[no-untyped-def]
+        real(src_fd, dest_fd, rel)
         if rel == "app/x":  # copied; now the user swaps it
             os.rename(cur / "app/x", cur / "app/x.old")
             os.symlink(secret, cur / "app/x")

@@ -91,7 +91,14 @@ def read_xattrs(path: str | os.PathLike[str] | int) -> dict[str, bytes]:
         if exc.errno in (errno.ENOTSUP, errno.EPERM):
             return {}
         raise
-    return {name: os.getxattr(path, name, **follow) for name in names}
+    out = {}
+    for name in names:
+        try:
+            out[name] = os.getxattr(path, name, **follow)
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:  # removed since it was listed: as absent
+                raise
+    return out
 
 
 # openat2(2): <linux/openat2.h>; the syscall number is the same (437) on every

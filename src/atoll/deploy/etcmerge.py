@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from pathlib import Path
 from atoll.core.errors import HostStateError
 from atoll.core.fsutil import copy_data, open_beneath, read_xattrs
 from atoll.core.text import printable
+
+log = logging.getLogger("atoll.deploy")
 
 __all__ = ["Digests", "MergePlan", "Sig", "apply_plan", "plan_merge", "scan"]
 
@@ -68,18 +71,67 @@ def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
     out: dict[str, Sig] = {}
     if not root.is_dir():
         return out
-    # fwalk: every directory is opened once (never through a symlink, which it does not
-    # descend into) and its entries read relative to it: a user who renames entries of
-    # a directory they own cannot steer root's reads elsewhere
-    for dirpath, dirnames, filenames, dir_fd in os.fwalk(root):
-        for name in dirnames + filenames:
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # depth first, one open directory per level: each opened relative to its parent,
+    # never through a symlink, a FIFO or a device (a user who renames entries of a
+    # directory they own cannot steer root's reads elsewhere, nor block them)
+    stack = [(top, "", iter(sorted(os.listdir(top))))]
+    try:
+        while stack:
+            dir_fd, prefix, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                os.close(dir_fd)
+                stack.pop()
+                continue
+            rel = prefix + name
             try:
                 sig = _sig(dir_fd, name, digests)
+                if sig is None:
+                    continue
+                if sig.kind == "d":
+                    sub = _open_dir(dir_fd, name)
+                    try:
+                        listing = iter(sorted(os.listdir(sub)))
+                    except BaseException:
+                        os.close(sub)
+                        raise
+                    stack.append((sub, rel + "/", listing))
             except (FileNotFoundError, NotADirectoryError):
-                continue  # gone meanwhile
-            if sig is not None:
-                out[os.path.relpath(os.path.join(dirpath, name), root)] = sig
+                continue  # gone meanwhile (a directory with all it held): as deleted
+            out[rel] = sig
+    finally:
+        for dir_fd, _p, _n in stack:
+            os.close(dir_fd)
     return out
+
+
+def _open_dir(dir_fd: int, name: str) -> int:
+    """The directory ``name`` of ``dir_fd``, opened without following a symlink or
+    opening anything else (``O_DIRECTORY``: a FIFO or device swapped in is refused
+    before it is opened).
+
+    Raises:
+        FileNotFoundError: it is gone, or no longer a directory.
+    """
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
+                       | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise FileNotFoundError(errno.ENOENT, "gone, or no longer a directory",
+                                    name) from None
+        raise
+
+
+def _readlink(dir_fd: int, name: str) -> str:
+    """Raises FileNotFoundError: ``name`` is gone or no longer a symlink."""
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EINVAL):
+            raise FileNotFoundError(errno.ENOENT, "no longer a symlink", name) from None
+        raise
 
 
 def _sig(dir_fd: int, name: str, digests: Digests | None) -> Sig | None:
@@ -88,7 +140,7 @@ def _sig(dir_fd: int, name: str, digests: Digests | None) -> Sig | None:
     if stat.S_ISDIR(st.st_mode):
         return Sig("d", mode, st.st_uid, st.st_gid, "")
     if stat.S_ISLNK(st.st_mode):
-        return Sig("l", 0o777, st.st_uid, st.st_gid, os.readlink(name, dir_fd=dir_fd))
+        return Sig("l", 0o777, st.st_uid, st.st_gid, _readlink(dir_fd, name))
     if stat.S_ISREG(st.st_mode):
         key = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns)
         digest = digests.get(key) if digests is not None else None
@@ -199,94 +251,124 @@ def plan_merge(old: dict[str, Sig], cur: dict[str, Sig], new: dict[str, Sig]) ->
     return MergePlan(take_new, keep, tuple(sorted(conflicts)))
 
 
-def _copy_one(src_fd: int, dest_root: Path, rel: str, dest_real: str,
-              inside: set[str]) -> None:
+def _copy_one(src_fd: int, dest_fd: int, rel: str) -> None:
     """Copy one path as it is now (a path the host deleted meanwhile is skipped).
 
-    Files are created 0600 and get their mode once complete: a copy of
-    /etc/shadow is never readable by others, even for a moment. A file or directory
-    is read relative to its directory, opened below ``src_fd`` (the source's root)
-    without following a symlink on the way, and its owner, mode and xattrs are those of
-    what was opened: a user who swaps an entry of a directory they own for a symlink
-    gets nothing copied from elsewhere.
-
-    ``inside``: the destination's directories already resolved to be inside it. Each
-    is created once, before what it holds, and nobody else can replace it (the
-    destination is root's alone until :func:`apply_plan` ends), so one ``realpath``
-    per directory holds for all its entries.
+    Both sides are reached relative to directory descriptors opened below their roots
+    (``src_fd``, ``dest_fd``) without following a symlink on the way
+    (:func:`atoll.core.fsutil.open_beneath`): a user who swaps an entry of a directory
+    they own for a symlink gets nothing copied from elsewhere, and nothing written
+    through a symlink the merge itself copied (its children are skipped). Files are
+    created 0600 and get their mode once complete: a copy of /etc/shadow is never
+    readable by others, even for a moment.
     """
-    dest = dest_root / rel
-    if str(dest.parent) not in inside:
-        parent = os.path.realpath(dest.parent)
-        if parent != dest_real and not parent.startswith(dest_real + os.sep):
-            raise HostStateError(f"/etc merge: {printable(rel)} would be written outside "
-                                 "the deployment")
-        inside.add(str(dest.parent))
     parent_rel, _, name = rel.rpartition("/")
     try:
+        dpfd = _open_below(dest_fd, parent_rel)
+    except FileNotFoundError:
+        log.warning("/etc merge: %s skipped: its directory was not copied as one (the "
+                    "host changed it meanwhile)", printable(rel))
+        return
+    try:
         try:
-            pfd = (open_beneath(src_fd, parent_rel, os.O_RDONLY | os.O_DIRECTORY)
-                   if parent_rel else os.dup(src_fd))
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EXDEV):  # a symlink swapped in on the way
-                raise FileNotFoundError(errno.ENOENT, "moved behind a symlink", rel) from None
-            raise
-        try:
-            _copy_entry(pfd, name, dest)
-        finally:
-            os.close(pfd)
-    except (FileNotFoundError, NotADirectoryError):
-        # the host removed it (or its directory) since the scan: as deleted
-        with contextlib.suppress(OSError):
-            if os.path.lexists(dest) and not os.path.isdir(dest):
-                os.unlink(dest)
+            spfd = _open_below(src_fd, parent_rel)
+            try:
+                _copy_entry(spfd, name, dpfd)
+            finally:
+                os.close(spfd)
+        except (FileNotFoundError, NotADirectoryError):
+            # the host removed it (or its directory) since the scan: as deleted
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dpfd)
+    finally:
+        os.close(dpfd)
 
 
-def _copy_entry(dir_fd: int, name: str, dest: Path) -> None:
-    """Copy the entry ``name`` of the directory ``dir_fd`` to ``dest`` (which does not
-    exist): a directory, a regular file or a symlink, with its owner, mode and xattrs
-    read from the entry itself (never through a symlink); anything else is skipped.
+def _open_below(root_fd: int, rel: str) -> int:
+    """The directory ``rel`` below ``root_fd`` (``root_fd`` itself, duplicated, for
+    ""), opened without following a symlink on the way.
+
+    Raises:
+        FileNotFoundError: it is gone, or a symlink (or a non-directory) is on the way.
+    """
+    if not rel:
+        return os.dup(root_fd)
+    try:
+        return open_beneath(root_fd, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK
+                            | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+            raise FileNotFoundError(errno.ENOENT, "gone, or behind a symlink", rel) from None
+        raise
+
+
+def _link_xattrs(link_fd: int) -> dict[str, bytes]:
+    """The xattrs of the symlink behind the ``O_PATH`` descriptor ``link_fd``: its link
+    in /proc, followed, leads to the symlink itself (not beyond it; not followed, to
+    the /proc entry)."""
+    path = f"/proc/self/fd/{link_fd}"
+    try:
+        names = os.listxattr(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return {}
+        raise
+    out = {}
+    for n in names:
+        with contextlib.suppress(FileNotFoundError):  # (ENODATA: removed meanwhile)
+            try:
+                out[n] = os.getxattr(path, n)
+            except OSError as exc:
+                if exc.errno != errno.ENODATA:
+                    raise
+    return out
+
+
+def _copy_entry(src_dir: int, name: str, dest_dir: int) -> None:
+    """Copy the entry ``name`` of the directory ``src_dir`` into ``dest_dir`` (where it
+    does not exist): a directory, a regular file or a symlink, with its owner, mode
+    and xattrs read from the entry itself (never through a symlink); anything else is
+    skipped.
 
     Raises:
         FileNotFoundError: it is gone (or of another kind than a moment ago).
     """
-    st = os.lstat(name, dir_fd=dir_fd)
+    st = os.lstat(name, dir_fd=src_dir)
     if stat.S_ISLNK(st.st_mode):
-        target = os.readlink(name, dir_fd=dir_fd)
-        link_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        link_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
         try:
-            # the symlink's own xattrs: its O_PATH link in /proc leads to it, not beyond
-            xattrs = read_xattrs(f"/proc/self/fd/{link_fd}") if stat.S_ISLNK(
-                os.fstat(link_fd).st_mode) else None
+            lst = os.fstat(link_fd)
+            if not stat.S_ISLNK(lst.st_mode):
+                raise FileNotFoundError(errno.ENOENT, "no longer a symlink", name)
+            target = _readlink(link_fd, "")  # this very link: readlinkat(fd, "")
+            xattrs = _link_xattrs(link_fd)
         finally:
             os.close(link_fd)
-        if xattrs is None:
-            raise FileNotFoundError(errno.ENOENT, "of another kind now", name)
-        os.symlink(target, dest)
-        os.lchown(dest, st.st_uid, st.st_gid)
-        for k, v in xattrs.items():
-            os.setxattr(dest, k, v, follow_symlinks=False)
+        os.symlink(target, name, dir_fd=dest_dir)
+        os.chown(name, lst.st_uid, lst.st_gid, dir_fd=dest_dir, follow_symlinks=False)
+        if xattrs:
+            made = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dest_dir)
+            try:
+                for k, v in xattrs.items():
+                    os.setxattr(f"/proc/self/fd/{made}", k, v)
+            finally:
+                os.close(made)
         return
     if stat.S_ISDIR(st.st_mode):
-        try:
-            sfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                raise FileNotFoundError(errno.ENOENT, "of another kind now", name) from None
-            raise
+        sfd = _open_dir(src_dir, name)
         sst = os.fstat(sfd)
     elif stat.S_ISREG(st.st_mode):
-        sfd, sst = _open_file(dir_fd, name)
+        sfd, sst = _open_file(src_dir, name)
     else:
         return
     try:
         if stat.S_ISDIR(sst.st_mode):
-            os.mkdir(dest, 0o700)
-            dfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            os.mkdir(name, 0o700, dir_fd=dest_dir)
+            dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=dest_dir)
         else:
-            dfd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                          | os.O_CLOEXEC, 0o600)
+            dfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600, dir_fd=dest_dir)
         try:
             if stat.S_ISREG(sst.st_mode):
                 copy_data(sfd, dfd)
@@ -306,18 +388,18 @@ def apply_plan(plan: MergePlan, cur_root: Path, new_root: Path, dest: Path) -> N
     directory of /etc owns its copy too, and could otherwise swap what root is about to
     chown for a symlink). It gets the mode and owner of ``new_root`` (0755 root's
     without one) once everything is in."""
-    dest_real = os.path.realpath(dest)
     sources = {p: new_root for p in plan.take_new} | {p: cur_root for p in plan.keep_current}
-    inside: set[str] = set()
     fds: dict[Path, int] = {}
+    dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         for root in set(sources.values()):
             fds[root] = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         for rel in sorted(sources):  # a parent sorts before its children
-            _copy_one(fds[sources[rel]], dest, rel, dest_real, inside)
+            _copy_one(fds[sources[rel]], dest_fd, rel)
     finally:
         for fd in fds.values():
             os.close(fd)
+        os.close(dest_fd)
     st = os.lstat(new_root) if new_root.is_dir() else None
     if st is not None:
         os.chown(dest, st.st_uid, st.st_gid)
