@@ -247,7 +247,7 @@ def test_a_directory_swapped_for_a_fifo_or_a_symlink_is_never_opened(tmp_path) -
     try:
         t = time.monotonic()
         for name in ("was-a-dir", "link"):
-            with pytest.raises(FileNotFoundError):
+            with pytest.raises(em._KindChanged):
                 em._open_dir(fd, name)
         assert time.monotonic() - t < 5
     finally:
@@ -335,14 +335,14 @@ def test_a_fifo_swapped_in_never_blocks_the_merge(tmp_path) -> None:  # type: ig
     os.mkfifo(tmp_path / "conf")
     root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(em._KindChanged):  # looked at again, never opened
             em._hash_at(root_fd, "conf")
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(em._KindChanged):
             em._open_file(root_fd, "conf")
-        em._copy_entry(root_fd, "conf", tmp_path / "copy")  # skipped, as before
+        em._copy_entry(root_fd, "conf", root_fd)  # skipped, as before
     finally:
         os.close(root_fd)
-    assert not (tmp_path / "copy").exists()
+    assert sorted(os.listdir(tmp_path)) == ["conf"] and em.scan(tmp_path) == {}
 
 
 def test_a_lease_on_a_host_file_never_fails_the_merge(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -371,3 +371,36 @@ def test_a_lease_on_a_host_file_never_fails_the_merge(tmp_path) -> None:  # type
     finally:
         proc.kill()
     assert sigs["conf"].kind == "f"
+
+
+def test_an_entry_that_changes_kind_while_read_is_read_again_not_dropped(  # type: ignore[no-untyped-def]
+        tmp_path, monkeypatch) -> None:
+    """A service replaces the symlink resolv.conf by a file between the merge's lstat
+    and its readlink: the entry is looked at again and found as a file (a file that is
+    there is never taken for deleted); one that never settles stops the merge."""
+    import pytest
+
+    import atoll.deploy.etcmerge as em
+    from atoll.core.errors import HostStateError
+
+    os.symlink("../run/resolv.conf", tmp_path / "resolv.conf")
+    real = em._readlink
+    swaps = {"n": 0}
+
+    def racing(dir_fd, name):  # type: ignore[no-untyped-def]
+        if name == "resolv.conf" and swaps["n"] == 0:
+            swaps["n"] += 1
+            os.unlink(tmp_path / "resolv.conf")
+            (tmp_path / "resolv.conf").write_text("nameserver 10.0.0.1\n")
+        return real(dir_fd, name)
+
+    monkeypatch.setattr(em, "_readlink", racing)
+    sigs = em.scan(tmp_path)
+    assert sigs["resolv.conf"].kind == "f" and swaps["n"] == 1
+
+    def never_settles(dir_fd, name):  # type: ignore[no-untyped-def]
+        raise em._KindChanged(name)
+
+    monkeypatch.setattr(em, "_hash_at", never_settles)
+    with pytest.raises(HostStateError, match="kept changing"):
+        em.scan(tmp_path)

@@ -26,14 +26,17 @@ import hashlib
 import logging
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from atoll.core.errors import HostStateError
 from atoll.core.fsutil import copy_data, open_beneath, read_xattrs
 from atoll.core.text import printable
 
 log = logging.getLogger("atoll.deploy")
+_T = TypeVar("_T")
 
 __all__ = ["Digests", "MergePlan", "Sig", "apply_plan", "plan_merge", "scan"]
 
@@ -71,11 +74,16 @@ def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
     out: dict[str, Sig] = {}
     if not root.is_dir():
         return out
-    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     # depth first, one open directory per level: each opened relative to its parent,
     # never through a symlink, a FIFO or a device (a user who renames entries of a
     # directory they own cannot steer root's reads elsewhere, nor block them)
-    stack = [(top, "", iter(sorted(os.listdir(top))))]
+    stack: list[tuple[int, str, Iterator[str]]] = []
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        stack.append((top, "", iter(sorted(os.listdir(top)))))
+    except BaseException:
+        os.close(top)
+        raise
     try:
         while stack:
             dir_fd, prefix, names = stack[-1]
@@ -86,24 +94,68 @@ def scan(root: Path, digests: Digests | None = None) -> dict[str, Sig]:
                 continue
             rel = prefix + name
             try:
-                sig = _sig(dir_fd, name, digests)
-                if sig is None:
-                    continue
-                if sig.kind == "d":
-                    sub = _open_dir(dir_fd, name)
-                    try:
-                        listing = iter(sorted(os.listdir(sub)))
-                    except BaseException:
-                        os.close(sub)
-                        raise
-                    stack.append((sub, rel + "/", listing))
+                sig, sub = _again(rel, _look, dir_fd, name, digests)
             except (FileNotFoundError, NotADirectoryError):
                 continue  # gone meanwhile (a directory with all it held): as deleted
+            if sig is None:
+                continue
             out[rel] = sig
+            if sub is None:
+                continue
+            if len(stack) >= MAX_DEPTH:
+                os.close(sub)
+                log.warning("/etc merge: %s: what is below it (more than %d levels deep) "
+                            "is not carried over", printable(rel), MAX_DEPTH)
+                continue
+            try:
+                listing = iter(sorted(os.listdir(sub)))
+            except BaseException:
+                os.close(sub)
+                raise
+            stack.append((sub, rel + "/", listing))
     finally:
         for dir_fd, _p, _n in stack:
             os.close(dir_fd)
     return out
+
+
+class _KindChanged(Exception):
+    """An entry is of another kind than a moment ago (a service replaced a symlink by a
+    file, a directory by a symlink...): look at it again."""
+
+
+_LOOKS = 3
+MAX_DEPTH = 64  # directory levels of /etc the merge carries over
+
+
+def _again(rel: str, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)``, looked at again (up to :data:`_LOOKS` times) while the entry
+    ``rel`` keeps changing kind. A file that is there is never taken for deleted.
+
+    Raises:
+        HostStateError: it changed kind at every look.
+    """
+    for _ in range(_LOOKS - 1):
+        with contextlib.suppress(_KindChanged):
+            return fn(*args)
+    try:
+        return fn(*args)
+    except _KindChanged:
+        raise HostStateError(f"/etc merge: {printable(rel)} kept changing while it was read",
+                             resolution="run the command again once the service that "
+                             "rewrites it is done") from None
+
+
+def _look(dir_fd: int, name: str, digests: Digests | None) -> tuple[Sig | None, int | None]:
+    """The entry's signature and, for a directory, its descriptor (to walk into)."""
+    sig = _sig(dir_fd, name, digests)
+    if sig is None or sig.kind != "d":
+        return sig, None
+    sub = _open_dir(dir_fd, name)
+    if os.fstat(sub).st_nlink == 0:  # removed since it was listed
+        os.close(sub)
+        raise FileNotFoundError(errno.ENOENT, "removed", name)
+    return sig, sub
 
 
 def _open_dir(dir_fd: int, name: str) -> int:
@@ -112,26 +164,42 @@ def _open_dir(dir_fd: int, name: str) -> int:
     before it is opened).
 
     Raises:
-        FileNotFoundError: it is gone, or no longer a directory.
+        FileNotFoundError: it is gone.
+        _KindChanged: it is no longer a directory.
     """
     try:
         return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
                        | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            raise FileNotFoundError(errno.ENOENT, "gone, or no longer a directory",
-                                    name) from None
+        if exc.errno == errno.ENOENT:
+            raise FileNotFoundError(errno.ENOENT, "gone", name) from None
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise _KindChanged(name) from None
         raise
 
 
 def _readlink(dir_fd: int, name: str) -> str:
-    """Raises FileNotFoundError: ``name`` is gone or no longer a symlink."""
+    """Raises FileNotFoundError (``name`` is gone), _KindChanged (no longer a symlink)."""
     try:
         return os.readlink(name, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.EINVAL):
-            raise FileNotFoundError(errno.ENOENT, "no longer a symlink", name) from None
+        if exc.errno == errno.ENOENT:
+            raise FileNotFoundError(errno.ENOENT, "gone", name) from None
+        if exc.errno == errno.EINVAL:
+            raise _KindChanged(name) from None
         raise
+
+
+def _proc_fd(fd: int) -> str:
+    """``/proc/self/fd/FD``, the way to an inode an ``O_PATH`` descriptor holds.
+
+    Raises:
+        HostStateError: /proc is not mounted (never taken for a deleted entry).
+    """
+    if not os.path.isdir("/proc/self/fd"):
+        raise HostStateError("/etc merge: /proc is not mounted",
+                             resolution="mount it (`mount -t proc proc /proc`)")
+    return f"/proc/self/fd/{fd}"
 
 
 def _sig(dir_fd: int, name: str, digests: Digests | None) -> Sig | None:
@@ -160,7 +228,8 @@ def _open_file(dir_fd: int, name: str) -> tuple[int, os.stat_result]:
     to give way (at most the kernel's lease-break-time). (fd, fstat).
 
     Raises:
-        FileNotFoundError: it is gone, or not a regular file any more.
+        FileNotFoundError: it is gone.
+        _KindChanged: it is not a regular file any more.
         HostStateError: /proc is not mounted.
     """
     try:
@@ -172,12 +241,8 @@ def _open_file(dir_fd: int, name: str) -> tuple[int, os.stat_result]:
     try:
         st = os.fstat(path_fd)
         if not stat.S_ISREG(st.st_mode):
-            raise FileNotFoundError(errno.ENOENT, "not a regular file any more", name)
-        try:
-            fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-        except FileNotFoundError:
-            raise HostStateError("/etc merge: /proc is not mounted",
-                                 resolution="mount it (`mount -t proc proc /proc`)") from None
+            raise _KindChanged(name)
+        fd = os.open(_proc_fd(path_fd), os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
         return fd, st
     finally:
         os.close(path_fd)
@@ -188,7 +253,8 @@ def _hash_at(dir_fd: int, name: str) -> tuple[os.stat_result, str]:
     (:func:`_open_file`).
 
     Raises:
-        FileNotFoundError: it is gone or no longer a regular file.
+        FileNotFoundError: it is gone.
+        _KindChanged: it is no longer a regular file.
     """
     fd, st = _open_file(dir_fd, name)
     try:
@@ -264,24 +330,26 @@ def _copy_one(src_fd: int, dest_fd: int, rel: str) -> None:
     """
     parent_rel, _, name = rel.rpartition("/")
     try:
-        dpfd = _open_below(dest_fd, parent_rel)
+        spfd = _open_below(src_fd, parent_rel)
     except FileNotFoundError:
-        log.warning("/etc merge: %s skipped: its directory was not copied as one (the "
-                    "host changed it meanwhile)", printable(rel))
-        return
+        return  # its directory left the source since the scan: as deleted, with it
     try:
         try:
-            spfd = _open_below(src_fd, parent_rel)
-            try:
-                _copy_entry(spfd, name, dpfd)
-            finally:
-                os.close(spfd)
+            dpfd = _open_below(dest_fd, parent_rel)
+        except FileNotFoundError:
+            log.warning("/etc merge: %s skipped: its directory was not copied as one (the "
+                        "host changed it meanwhile)", printable(rel))
+            return
+        try:
+            _again(rel, _copy_entry, spfd, name, dpfd)
         except (FileNotFoundError, NotADirectoryError):
-            # the host removed it (or its directory) since the scan: as deleted
+            # the host removed it since the scan: as deleted
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=dpfd)
+        finally:
+            os.close(dpfd)
     finally:
-        os.close(dpfd)
+        os.close(spfd)
 
 
 def _open_below(root_fd: int, rel: str) -> int:
@@ -306,7 +374,7 @@ def _link_xattrs(link_fd: int) -> dict[str, bytes]:
     """The xattrs of the symlink behind the ``O_PATH`` descriptor ``link_fd``: its link
     in /proc, followed, leads to the symlink itself (not beyond it; not followed, to
     the /proc entry)."""
-    path = f"/proc/self/fd/{link_fd}"
+    path = _proc_fd(link_fd)
     try:
         names = os.listxattr(path)
     except OSError as exc:
@@ -331,7 +399,8 @@ def _copy_entry(src_dir: int, name: str, dest_dir: int) -> None:
     skipped.
 
     Raises:
-        FileNotFoundError: it is gone (or of another kind than a moment ago).
+        FileNotFoundError: it is gone.
+        _KindChanged: it is of another kind than a moment ago (nothing was created).
     """
     st = os.lstat(name, dir_fd=src_dir)
     if stat.S_ISLNK(st.st_mode):
@@ -339,7 +408,7 @@ def _copy_entry(src_dir: int, name: str, dest_dir: int) -> None:
         try:
             lst = os.fstat(link_fd)
             if not stat.S_ISLNK(lst.st_mode):
-                raise FileNotFoundError(errno.ENOENT, "no longer a symlink", name)
+                raise _KindChanged(name)
             target = _readlink(link_fd, "")  # this very link: readlinkat(fd, "")
             xattrs = _link_xattrs(link_fd)
         finally:
@@ -350,7 +419,7 @@ def _copy_entry(src_dir: int, name: str, dest_dir: int) -> None:
             made = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dest_dir)
             try:
                 for k, v in xattrs.items():
-                    os.setxattr(f"/proc/self/fd/{made}", k, v)
+                    os.setxattr(_proc_fd(made), k, v)
             finally:
                 os.close(made)
         return
