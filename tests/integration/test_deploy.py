@@ -12,7 +12,7 @@ import pytest
 
 from atoll.core.errors import CorruptObjectError, HostStateError
 from atoll.deploy.status import host_status
-from atoll.deploy.sysroot import Sysroot
+from atoll.deploy.sysroot import Deployment, Sysroot
 from atoll.store.repo import Repo
 from tests.trees import make_tree, snapshot
 
@@ -191,11 +191,11 @@ def test_stage_then_finalize(env: tuple[Sysroot, Repo, Path]) -> None:
         sr.finalize()
 
 
-def test_finalize_again_after_a_kill_never_merges_etc_again(
-        env: tuple[Sysroot, Repo, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Killed after the loader swap but before the prepared record is cleared, then
-    rebooted into the new deployment: a second `update apply` must not rebuild that
-    deployment's /etc (the live one) from the defaults."""
+def _applied_then_killed(env: tuple[Sysroot, Repo, Path], monkeypatch: pytest.MonkeyPatch
+                         ) -> tuple[Deployment, Deployment]:
+    """v1 booted (its /etc says hostname db01), v2 prepared and applied, the apply
+    killed right after the loader swap (before the prepared record is cleared);
+    (v1, v2)."""
     sr, repo, tree = env
     repo.commit_dir(tree, ref="site/base", version="1")
     d1 = sr.deploy("site/base")
@@ -212,6 +212,16 @@ def test_finalize_again_after_a_kill_never_merges_etc_again(
     with pytest.raises(KeyboardInterrupt):
         sr.finalize()
     monkeypatch.undo()
+    return d1, prepared
+
+
+def test_finalize_again_after_a_kill_never_merges_etc_again(
+        env: tuple[Sysroot, Repo, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the loader swap but before the prepared record is cleared, then
+    rebooted into the new deployment: a second `update apply` must not rebuild that
+    deployment's /etc (the live one) from the defaults."""
+    sr, _repo, _tree = env
+    d1, prepared = _applied_then_killed(env, monkeypatch)
     assert [d.id for d in sr.deployments()] == [prepared.id, d1.id]
     boot(sr, prepared.id)
     live = sr.deployment_path(prepared) / "etc"
@@ -227,21 +237,8 @@ def test_finalize_after_a_kill_and_a_rollback_makes_it_the_next_boot(
         env: tuple[Sysroot, Repo, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the loader swap, then rolled back: `update apply` again makes the
     prepared deployment the next boot (it is what was asked), its /etc untouched."""
-    sr, repo, tree = env
-    repo.commit_dir(tree, ref="site/base", version="1")
-    d1 = sr.deploy("site/base")
-    boot(sr, d1.id)
-    (tree / "usr/etc/motd").write_text("v2\n")
-    repo.commit_dir(tree, ref="site/base", version="2")
-    prepared = sr.prepare("site/base")
-
-    def killed() -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(sr, "_clear_prepared", killed)
-    with pytest.raises(KeyboardInterrupt):
-        sr.finalize()
-    monkeypatch.undo()
+    sr, _repo, _tree = env
+    d1, prepared = _applied_then_killed(env, monkeypatch)
     sr.rollback()
     assert [d.id for d in sr.deployments()] == [d1.id, prepared.id]
     etc = sr.deployment_path(prepared) / "etc"

@@ -81,10 +81,11 @@ def syncfs(path: Path) -> None:
     _trace("syncfs-end", path)
 
 
-def read_xattrs(path: str | os.PathLike[str] | int) -> dict[str, bytes]:
-    """A file's extended attributes (not following symlinks), by path or of an open
-    descriptor; {} where unsupported."""
-    follow = {} if isinstance(path, int) else {"follow_symlinks": False}
+def read_xattrs(path: str | os.PathLike[str] | int, *,
+                follow_symlinks: bool = False) -> dict[str, bytes]:
+    """A file's extended attributes (not following symlinks unless told), by path or of
+    an open descriptor; {} where unsupported; one removed while read is left out."""
+    follow = {} if isinstance(path, int) else {"follow_symlinks": follow_symlinks}
     try:
         names = os.listxattr(path, **follow)
     except OSError as exc:

@@ -135,15 +135,12 @@ def _again(rel: str, fn: Callable[..., _T], *args: Any) -> _T:
     Raises:
         HostStateError: it changed kind at every look.
     """
-    for _ in range(_LOOKS - 1):
+    for _ in range(_LOOKS):
         with contextlib.suppress(_KindChanged):
             return fn(*args)
-    try:
-        return fn(*args)
-    except _KindChanged:
-        raise HostStateError(f"/etc merge: {printable(rel)} kept changing while it was read",
-                             resolution="run the command again once the service that "
-                             "rewrites it is done") from None
+    raise HostStateError(f"/etc merge: {printable(rel)} kept changing while it was read",
+                         resolution="run the command again once the service that "
+                         "rewrites it is done")
 
 
 def _look(dir_fd: int, name: str, digests: Digests | None) -> tuple[Sig | None, int | None]:
@@ -374,22 +371,7 @@ def _link_xattrs(link_fd: int) -> dict[str, bytes]:
     """The xattrs of the symlink behind the ``O_PATH`` descriptor ``link_fd``: its link
     in /proc, followed, leads to the symlink itself (not beyond it; not followed, to
     the /proc entry)."""
-    path = _proc_fd(link_fd)
-    try:
-        names = os.listxattr(path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EPERM):
-            return {}
-        raise
-    out = {}
-    for n in names:
-        with contextlib.suppress(FileNotFoundError):  # (ENODATA: removed meanwhile)
-            try:
-                out[n] = os.getxattr(path, n)
-            except OSError as exc:
-                if exc.errno != errno.ENODATA:
-                    raise
-    return out
+    return read_xattrs(_proc_fd(link_fd), follow_symlinks=True)
 
 
 def _copy_entry(src_dir: int, name: str, dest_dir: int) -> None:
