@@ -131,8 +131,8 @@ atoll image build site/db --repo "$REPO" --config "$SITE/site.yaml" \
     --out "$WORK/db01.qcow2" --size 8G --firmware bios; took
 
 step "power on db01 (QEMU): first boot provisions it, loads the DB image, initialises MariaDB"
-qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 3072 -display none -monitor none \
-    -serial "file:$CONSOLE" \
+qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64,+rdrand -smp 2 -m 3072 -display none -monitor none \
+    -serial "file:$CONSOLE" -device virtio-rng-pci \
     -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22,hostfwd=tcp:127.0.0.1:$CMK_PORT-:6556" \
     -drive "file=$WORK/db01.qcow2,if=virtio,format=qcow2,cache=unsafe" &
 PIDS+=($!)

@@ -55,9 +55,15 @@ class VM:
     def argv(self) -> list[str]:
         qemu = require_tool("qemu-system-x86_64", package="qemu-system-x86")
         fmt = "qcow2" if self.image.read_bytes()[:4] == b"QFI\xfb" else "raw"
-        argv = [qemu, "-accel", "tcg,thread=multi", "-smp", str(self.cpus),
+        # Entropy from the start, as on real servers (RDRAND) and cloud VMs
+        # (virtio-rng): without it a 6.1 guest under TCG gathers timer jitter
+        # at boot and can spin for many minutes in systemd-random-seed's
+        # getrandom() (seen in CI, 2026-11-30).
+        argv = [qemu, "-accel", "tcg,thread=multi", "-cpu", "qemu64,+rdrand",
+                "-smp", str(self.cpus),
                 "-m", str(self.memory), "-display", "none", "-monitor", "none",
                 "-serial", f"file:{self.console}", "-nic", self._nic(),
+                "-device", "virtio-rng-pci",
                 "-drive", f"file={self.image},if=virtio,format={fmt},cache=unsafe"]
         for extra in self.drives:
             argv += ["-drive", f"file={extra},if=virtio,format=raw,readonly=on"]
