@@ -506,3 +506,65 @@ def test_packages_that_write_outside_the_image_are_refused(
     st = Host(host).state()
     assert st.booted == linked
     assert UpdateClient._base(_client_stub(host), linked) == linked  # type: ignore[arg-type]
+
+
+def test_maintainer_scripts_that_edit_the_base_change_the_hotfix_never_the_store(
+        trees: Composed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The throwaway root is the base checked out as hardlinks into the store, under an
+    overlay: a maintainer script that appends to a base file, changes its mode, deletes
+    one, or replaces a whole directory changes the hotfix commit as it would a plain
+    root, and no store object (each file of the base, re-hashed) nor the base's own
+    deployment; overlayfs's bookkeeping xattrs are not in the commit."""
+    host = tmp_path / "host"
+    sr = Sysroot(host)
+    sr.init()
+    base = sr.deploy(trees.v1, repo=trees.repo)
+    boot(sr, base.id)
+    broot = sr.deployment_path(base.id)
+    copyright_v1 = (broot / "usr/share/doc/less/copyright").read_bytes()
+    assert (broot / "usr/share/doc/bash/copyright").is_file()
+    assert (broot / "usr/share/doc/sed/copyright").is_file()
+    deb, sha = build_deb(tmp_path, "atoll-edit-test", "1.0")
+    work = tmp_path / "edit"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(work)], check=True)
+    (work / "DEBIAN/postinst").write_text(
+        "#!/bin/sh\nset -e\n"
+        "echo appended >> /usr/share/doc/less/copyright\n"  # in place, through O_APPEND
+        "chmod 0700 /usr/bin/less\n"
+        "rm /usr/share/doc/bash/copyright\n"
+        "rm -r /usr/share/doc/sed\nmkdir /usr/share/doc/sed\n"
+        "echo only > /usr/share/doc/sed/only\n")
+    os.chmod(work / "DEBIAN/postinst", 0o755)
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(work), str(deb)],
+                   check=True, capture_output=True)
+    sha = hashlib.sha256(deb.read_bytes()).hexdigest()
+    code, out, err = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "add", str(deb),
+                         "--sha256", sha)
+    assert code == 0, err
+    dep = json.loads(out)["deployment"]
+    root = sr.deployment_path(dep["id"])
+    assert (root / "usr/share/doc/less/copyright").read_bytes() == copyright_v1 + b"appended\n"
+    assert (root / "usr/bin/less").stat().st_mode & 0o7777 == 0o700
+    assert not (root / "usr/share/doc/bash/copyright").exists()
+    assert os.listdir(root / "usr/share/doc/sed") == ["only"]
+    assert (root / "usr/share/atoll-hotfix-test/atoll-edit-test.txt").is_file()
+    assert not (root / "usr/sbin/policy-rc.d").exists()
+    marks = [str(p) for p in [root, *root.rglob("*")]
+             if any(n.startswith("trusted.overlay.")
+                    for n in os.listxattr(p, follow_symlinks=False))]
+    assert marks == []
+    # the store and the base's deployment are as they were
+    assert (broot / "usr/share/doc/less/copyright").read_bytes() == copyright_v1
+    assert (broot / "usr/bin/less").stat().st_mode & 0o7777 == 0o755
+    assert (broot / "usr/share/doc/bash/copyright").is_file()
+    repo = sr.repo
+    files = [oid for oid, kind in repo.reachable(trees.v1, parents=False) if kind == "file"]
+    assert files and [oid for oid in files if not repo.verify_file(oid)] == []
+    # the hotfix shares every untouched file with its base
+    old = {p: e.id for p, e in repo.walk(repo.read_commit(trees.v1).tree) if not e.is_dir}
+    new = {p: e.id for p, e in repo.walk(repo.read_commit(dep["commit"]).tree)
+           if not e.is_dir}
+    changed = {p for p in old.keys() & new.keys() if old[p] != new[p]}
+    assert {"usr/share/doc/less/copyright", "usr/bin/less"} <= changed
+    assert all(p.startswith(("usr/share/atoll/dpkg/", "usr/lib/tmpfiles.d/", "usr/bin/less",
+                             "usr/share/doc/less/")) for p in changed), sorted(changed)

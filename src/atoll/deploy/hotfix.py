@@ -1,8 +1,9 @@
 """Hotfixes on a host: one Debian package laid over the base commit, offline and confined.
 
 A hotfix deployment is a local derivation of a signed base commit: the base is
-checked out into a throwaway root under the store's ``tmp/``, the packages are
-installed there by dpkg (``dpkg --root``: maintainer scripts run chrooted into
+checked out into a throwaway root under the store's ``tmp/`` (hardlinks), the
+packages are installed there by dpkg on an overlay, so that nothing is written
+through the hardlinks (``dpkg --root``: maintainer scripts run chrooted into
 the throwaway root, inside new mount, network, IPC, UTS and PID namespaces;
 never on the live system), and the result is committed with the package in its
 manifest and ``metadata.hotfix`` naming the base. The base commit stays in the
@@ -36,6 +37,7 @@ from typing import Any
 from atoll.compose.layout import SLIM_DPKG_OPTS, TMPFILES_NAME, to_atoll_layout
 from atoll.core.errors import HostStateError, InputError, ToolError
 from atoll.core.fsutil import atomic_write, atomic_write_json, damaged, fsync_dir, read_state_json
+from atoll.core.overlayfs import MOUNT_OPTIONS, fold_upper
 from atoll.core.run import require_tool, run
 from atoll.core.text import printable
 from atoll.deploy.hotfixplan import BasePlan, Hotfix, Kind, base_of, plan_for_base, valid_name
@@ -305,32 +307,55 @@ def _to_debian_layout(root: Path) -> list[str]:
     (root / "var/lib").mkdir(parents=True, exist_ok=True)
     os.rename(root / "usr/share/atoll/dpkg", root / "var/lib/dpkg")
     tmpfiles = root / TMPFILES_NAME
-    return tmpfiles.read_text().splitlines()[1:] if tmpfiles.is_file() else []
+    if not tmpfiles.is_file():
+        return []
+    lines = tmpfiles.read_text().splitlines()[1:]
+    tmpfiles.unlink()  # a hardlink into the store: to_atoll_layout writes a new one
+    return lines
 
 
-def _install(root: Path, debs: list[Path]) -> None:
-    """dpkg --install ``debs`` into ``root``, confined (see the module docstring).
+def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
+    """dpkg --install ``debs`` onto ``tree``, confined (see the module docstring).
+
+    dpkg runs on an overlay mounted in its own mount namespace: ``tree`` (hardlinks
+    into the store) is the lower layer and is never written; what dpkg and the
+    maintainer scripts change lands in ``staging/upper``, folded into ``tree`` when
+    dpkg is done (:func:`atoll.core.overlayfs.fold_upper`). A killed dpkg leaves no
+    mount behind: the namespace goes with it.
 
     Raises:
         ToolError: dpkg refused (dependencies, conflicts, a failing maintainer script).
+        HostStateError: overlayfs is not available.
     """
     require_tool("unshare", package="util-linux")
+    require_tool("mount", package="mount")
     require_tool("dpkg")
-    rc = root / "usr/sbin/policy-rc.d"  # no service starts in a throwaway root
-    rc.write_text("#!/bin/sh\nexit 101\n")
-    rc.chmod(0o755)
+    for d in ("upper", "work", "root"):
+        (staging / d).mkdir(mode=0o700)
+    # relative paths, looked up from ``staging``: no path can break the option string
+    options = f"lowerdir={tree.relative_to(staging)},upperdir=upper,workdir=work,{MOUNT_OPTIONS}"
+    dpkg = ["dpkg", "--root=root", "--force-confold"]
+    script = (
+        f"set -e; mount -t overlay overlay -o '{options}' root\n"
+        # no service starts in a throwaway root
+        "printf '#!/bin/sh\\nexit 101\\n' > root/usr/sbin/policy-rc.d\n"
+        "chmod 0755 root/usr/sbin/policy-rc.d\n"
+        f"{' '.join(dpkg)} --no-triggers {' '.join(f'--{o}' for o in SLIM_DPKG_OPTS)} "
+        '--install "$@"\n'
+        f"{' '.join(dpkg)} --triggers-only --pending\n")
     argv: list[str | os.PathLike[str]] = [
         "unshare", "--mount", "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child",
-        "--", "dpkg", f"--root={root}", "--force-confold", "--no-triggers",
-        *[f"--{o}" for o in SLIM_DPKG_OPTS], "--install", *debs]
+        "--", "sh", "-c", script, "dpkg", *[d.resolve() for d in debs]]
     try:
         run(argv, env={"DEBIAN_FRONTEND": "noninteractive"}, what="dpkg --install",
-            timeout=1800)
-        run(["unshare", "--mount", "--net", "--ipc", "--uts", "--pid", "--fork",
-             "--kill-child", "--", "dpkg", f"--root={root}", "--triggers-only", "--pending"],
-            env={"DEBIAN_FRONTEND": "noninteractive"}, what="dpkg triggers", timeout=1800)
+            timeout=1800, cwd=staging)
     except ToolError as exc:
         lines = [ln.strip() for ln in exc.stderr.splitlines() if ln.strip()]
+        if any(ln.startswith("mount:") for ln in lines):
+            raise HostStateError(
+                "cannot mount the overlay a hotfix is installed on: " + lines[-1],
+                resolution="atoll needs overlayfs (`modprobe overlay`), as Docker does; "
+                "nothing was changed") from None
         first = next((i for i, ln in enumerate(lines) if ln.startswith("dpkg")), None)
         why = (" ".join(lines[first:first + 2]) if first is not None else
                lines[-1] if lines else "see details")
@@ -339,8 +364,8 @@ def _install(root: Path, debs: list[Path]) -> None:
             argv=exc.argv, returncode=exc.returncode, stderr=exc.stderr,
             resolution="nothing was changed; a hotfix installs only what the base "
             "satisfies (dependencies must already be in it)") from None
-    finally:
-        rc.unlink(missing_ok=True)
+    (staging / "upper/usr/sbin/policy-rc.d").unlink(missing_ok=True)  # the base's stays
+    fold_upper(os.fspath(staging / "upper"), os.fspath(tree))
 
 
 def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
@@ -357,13 +382,13 @@ def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
         if not d.is_file():
             raise HostStateError(f"{d}: the kept package of a hotfix is missing",
                                  resolution="`atoll hotfix remove NAME`, then add it again")
-    with repo.staging_dir("hotfix-") as staging:
-        co, root = staging / "checkout", staging / "root"
-        checkout(repo, base, co, verify=True)
-        # a private copy: dpkg and maintainer scripts must not write through the
-        # checkout's hardlinks into the store's objects
-        run(["cp", "-a", "--reflink=auto", co, root], what="copy the base tree")
-        shutil.rmtree(co)
+    # held to the commit: gc removes none of the objects the checkout links to
+    with repo.lock.shared(), repo.staging_dir("hotfix-") as staging:
+        # hardlinks into the store: nothing below writes a file of ``root`` in place
+        # (dpkg writes on an overlay, see _install; the layout steps rename and unlink)
+        root = staging / "tree"
+        checkout(repo, base, root, verify=True)
+        known = repo.file_inodes(base)
         image_tmpfiles = _to_debian_layout(root)
         status = root / "var/lib/dpkg/status"
         essential = _essential(status.read_text(errors="replace"))
@@ -378,14 +403,14 @@ def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
                     f"{', '.join(hit)} (Conflicts/Breaks)",
                     resolution="nothing was changed; a hotfix may replace packages, never "
                     "remove the base's essential ones")
-        _install(root, debs)
+        _install(root, staging, debs)
         after = parse_dpkg_status(status.read_text(errors="replace"))
         gone = essential - {p["name"] for p in after}
         if gone:
             raise InputError(f"the hotfix removed essential package(s) {', '.join(sorted(gone))}",
                              resolution="nothing was changed")
         to_atoll_layout(root)
-        tmpfiles = root / TMPFILES_NAME
+        tmpfiles = root / TMPFILES_NAME  # to_atoll_layout's new file, not a hardlink
         lines = tmpfiles.read_text().splitlines()
         tmpfiles.write_text(lines[0] + "\n" + "\n".join(sorted(set(lines[1:])
                                                                | set(image_tmpfiles))) + "\n")
@@ -395,7 +420,7 @@ def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
             "packages": [{"name": h.name, "version": h.version, "kind": h.kind,
                           "sha256": h.sha256} for h in carried]}}
         names = ", ".join(f"{h.name} {h.version}" for h in carried)
-        commit = repo.commit_dir(root, parent=base, version=b.version, link=True,
+        commit = repo.commit_dir(root, parent=base, version=b.version, link=True, known=known,
                                  subject=f"hotfix: {names} on {b.version or base[:12]}",
                                  timestamp=b.timestamp, manifest=manifest, metadata=meta)
     _write_sbom(sr, commit, b.version or base[:12])

@@ -53,7 +53,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -959,6 +959,7 @@ class Repo:
         metadata: dict[str, Any] | None = None,
         link: bool = False,
         skip: frozenset[str] = frozenset(),
+        known: Mapping[tuple[int, int], str] | None = None,
     ) -> str:
         """Commit the tree at ``src``; returns the commit id.
 
@@ -972,6 +973,10 @@ class Repo:
                 (``var/lib/dpkg/status`` or atoll's ``usr/share/atoll/dpkg/status``).
             link: hardlink files into the store instead of copying (``src`` is throwaway).
             skip: relative paths whose *contents* are not committed (kept as empty dirs).
+            known: {(st_dev, st_ino): file object id} of store objects (see
+                :meth:`file_inodes`): a file of ``src`` that is one of them (a hardlink
+                from a checkout) is that object, neither read nor hashed (OSTree's
+                "devino cache"). Only for trees in which no such file was written.
 
         Raises:
             InputError: a name is not UTF-8, a special file, or a layout atoll refuses
@@ -989,7 +994,8 @@ class Repo:
         with self.lock.shared():  # held until the ref points at the commit (gc waits)
             if manifest is None:  # a tree from any tool: its own dpkg database, if any
                 manifest = read_manifest(src)
-            cid = self._commit_tree(src, tree, ref=ref, parent=parent, link=link, commit=Commit(
+            cid = self._commit_tree(src, tree, ref=ref, parent=parent, link=link,
+                                    known=known or {}, commit=Commit(
                 tree="", root=tree.dirs[""], parent=None, version=version,
                 timestamp=int(time.time()) if timestamp is None else timestamp,
                 subject=subject, manifest=tuple(manifest), metadata=metadata or {}))
@@ -999,7 +1005,7 @@ class Repo:
         return cid
 
     def _commit_tree(self, src: Path, tree: Tree, *, ref: str | None, parent: str | None,
-                     link: bool, commit: Commit) -> str:
+                     link: bool, known: Mapping[tuple[int, int], str], commit: Commit) -> str:
         with self.transaction(f"commit of {printable(src)}"):
             if ref is not None and parent is None:
                 parent = self.refs().get(ref)
@@ -1008,6 +1014,9 @@ class Repo:
 
             def one(item: tuple[str, str, os.stat_result]) -> tuple[str, str]:
                 relpath, real, st = item
+                oid = known.get((st.st_dev, st.st_ino))
+                if oid is not None:
+                    return relpath, oid
                 p = os.path.join(src, real)
                 try:
                     oid, _ = self.write_file_object(p, st, read_xattrs(p), link=link)
@@ -1043,6 +1052,25 @@ class Repo:
                       subject=commit.subject, manifest=commit.manifest,
                       metadata=commit.metadata)
         return self.write_meta_object(full.to_bytes(), "commit")
+
+    def file_inodes(self, commit: str) -> dict[tuple[int, int], str]:
+        """{(st_dev, st_ino): id} of the file objects of ``commit`` (for
+        :meth:`commit_dir`'s ``known``). One ``lstat`` per object; the caller holds
+        the lock (shared) from here to the commit, so gc removes none meanwhile.
+
+        Raises:
+            StoreError: a dirtree or a file object is missing.
+        """
+        inodes: dict[tuple[int, int], str] = {}
+        for oid, kind in self.reachable(commit, parents=False):
+            if kind == "file":
+                try:
+                    st = os.lstat(self.object_path(oid, "file"))
+                except FileNotFoundError:
+                    raise StoreError(f"file object {oid} is missing",
+                                     resolution=REPAIR_HINT) from None
+                inodes[(st.st_dev, st.st_ino)] = oid
+        return inodes
 
     # -- local pull ------------------------------------------------------
 
