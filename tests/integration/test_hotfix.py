@@ -508,6 +508,45 @@ def test_packages_that_write_outside_the_image_are_refused(
     assert UpdateClient._base(_client_stub(host), linked) == linked  # type: ignore[arg-type]
 
 
+def deb_with_postinst(tmp: Path, name: str, body: str, links: dict[str, str] | None = None
+                      ) -> tuple[Path, str]:
+    """:func:`build_deb`'s package with a postinst running ``body`` (sh, ``set -e``) and
+    ``links`` ({path: target}) shipped as symlinks; (deb, sha256)."""
+    deb, _ = build_deb(tmp, name, "1.0")
+    work = tmp / f"src-{name}-postinst"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(work)], check=True)
+    (work / "DEBIAN/postinst").write_text("#!/bin/sh\nset -e\n" + body)
+    os.chmod(work / "DEBIAN/postinst", 0o755)
+    for path, target in (links or {}).items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, work / path)
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(work), str(deb)],
+                   check=True, capture_output=True)
+    return deb, hashlib.sha256(deb.read_bytes()).hexdigest()
+
+
+def test_a_system_directory_turned_into_a_symlink_is_refused(
+        trees: Composed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """atoll's layout step works on /etc, /etc/ssh, /var, /boot...: a maintainer script
+    that points one of them at the live system is refused before that step, and the
+    live system's files and the host's state are as they were."""
+    host = tmp_path / "host"
+    sr = Sysroot(host)
+    sr.init()
+    boot(sr, sr.deploy(trees.v1, repo=trees.repo).id)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ssh_host_ed25519_key").write_text("the live system's key\n")
+    deb, sha = deb_with_postinst(tmp_path, "atoll-symlink-test",
+                                 f"rm -rf /etc/ssh\nln -s {outside} /etc/ssh\n")
+    before = host_state(host)
+    code, _, err = cli(capsys, "--sysroot", str(host), "hotfix", "add", str(deb),
+                       "--sha256", sha)
+    assert code == 2 and "/etc/ssh" in err and "Traceback" not in err, err
+    assert os.listdir(outside) == ["ssh_host_ed25519_key"]
+    assert host_state(host) == before
+
+
 def test_maintainer_scripts_that_edit_the_base_change_the_hotfix_never_the_store(
         trees: Composed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The throwaway root is the base checked out as hardlinks into the store, under an
@@ -524,20 +563,17 @@ def test_maintainer_scripts_that_edit_the_base_change_the_hotfix_never_the_store
     copyright_v1 = (broot / "usr/share/doc/less/copyright").read_bytes()
     assert (broot / "usr/share/doc/bash/copyright").is_file()
     assert (broot / "usr/share/doc/sed/copyright").is_file()
-    deb, sha = build_deb(tmp_path, "atoll-edit-test", "1.0")
-    work = tmp_path / "edit"
-    subprocess.run(["dpkg-deb", "-R", str(deb), str(work)], check=True)
-    (work / "DEBIAN/postinst").write_text(
-        "#!/bin/sh\nset -e\n"
+    deb, sha = deb_with_postinst(
+        tmp_path, "atoll-edit-test",
         "echo appended >> /usr/share/doc/less/copyright\n"  # in place, through O_APPEND
         "chmod 0700 /usr/bin/less\n"
         "rm /usr/share/doc/bash/copyright\n"
         "rm -r /usr/share/doc/sed\nmkdir /usr/share/doc/sed\n"
-        "echo only > /usr/share/doc/sed/only\n")
-    os.chmod(work / "DEBIAN/postinst", 0o755)
-    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(work), str(deb)],
-                   check=True, capture_output=True)
-    sha = hashlib.sha256(deb.read_bytes()).hexdigest()
+        "echo only > /usr/share/doc/sed/only\n"
+        # a script that drops privileges still reads the image (the root is not 0700)
+        "setpriv --reuid=65534 --regid=65534 --clear-groups cat /usr/share/doc/sed/only\n",
+        # a symlink where atoll writes the image's tmpfiles.d: replaced, never followed
+        links={"usr/lib/tmpfiles.d/atoll-var.conf": "../../bin/less"})
     code, out, err = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "add", str(deb),
                          "--sha256", sha)
     assert code == 0, err
@@ -549,6 +585,9 @@ def test_maintainer_scripts_that_edit_the_base_change_the_hotfix_never_the_store
     assert os.listdir(root / "usr/share/doc/sed") == ["only"]
     assert (root / "usr/share/atoll-hotfix-test/atoll-edit-test.txt").is_file()
     assert not (root / "usr/sbin/policy-rc.d").exists()
+    tmpfiles = root / "usr/lib/tmpfiles.d/atoll-var.conf"
+    assert not tmpfiles.is_symlink() and "L /var/lib/dpkg" in tmpfiles.read_text()
+    assert root.stat().st_mode & 0o777 == broot.stat().st_mode & 0o777
     marks = [str(p) for p in [root, *root.rglob("*")]
              if any(n.startswith("trusted.overlay.")
                     for n in os.listxattr(p, follow_symlinks=False))]

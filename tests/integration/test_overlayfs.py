@@ -18,7 +18,10 @@ from atoll.core.overlayfs import MOUNT_OPTIONS, fold_upper
 SNAPSHOT = r"""
 import hashlib, json, os, stat, sys
 root = sys.argv[1]
-out = {}
+st = os.lstat(root)
+out = {".": [st.st_mode, st.st_uid, st.st_gid, None, sorted(
+    (k, os.getxattr(root, k).hex()) for k in os.listxattr(root)
+    if not k.startswith("trusted.overlay."))]}
 for d, dirs, files in os.walk(root):
     for n in dirs + files:
         p = os.path.join(d, n)
@@ -48,6 +51,7 @@ ln -sfn elsewhere keep/link                # a symlink replaced
 mkdir -p brand/new/deep && echo deep > brand/new/deep/f && ln brand/new/deep/f brand/hard
 chmod 0750 keep                            # a directory's own metadata
 setfattr -n user.dir -v d keep
+chmod 0711 .                               # the root's own
 """
 
 
@@ -88,6 +92,7 @@ def test_the_folded_lower_is_the_merged_view(tmp_path: Path) -> None:
     _lower(tmp_path / "lower")
     merged = _overlay(tmp_path, SCRIPT)
     assert merged["keep/chmodded"][0] & 0o777 == 0o600  # the script did run
+    assert merged["."][0] & 0o777 == 0o711
     moved = fold_upper(os.fspath(tmp_path / "upper"), os.fspath(tmp_path / "lower"))
     assert moved > 0
     folded = _snapshot(tmp_path / "lower")

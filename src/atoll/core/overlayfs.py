@@ -69,7 +69,9 @@ def _copy_dir_meta(src: str, dst: str, st: os.stat_result) -> None:
 
 def fold_upper(upper: str, lower: str) -> int:
     """Lay the overlayfs upper directory ``upper`` onto ``lower`` (same filesystem);
-    returns how many entries of ``upper`` were moved in. ``upper`` is consumed.
+    returns how many entries of ``upper`` were moved in. ``upper`` is consumed, and
+    ``lower`` (the root directory included) takes the merged view's owners, modes
+    and xattrs.
 
     Files and symlinks are renamed into place, so a lower entry that is a hardlink
     elsewhere (a store object) is replaced, never written.
@@ -77,6 +79,12 @@ def fold_upper(upper: str, lower: str) -> int:
     Raises:
         HostStateError: ``upper`` uses a feature :data:`MOUNT_OPTIONS` turns off.
     """
+    moved = _fold(upper, lower)
+    _copy_dir_meta(upper, lower, os.lstat(upper))
+    return moved
+
+
+def _fold(upper: str, lower: str) -> int:
     moved = 0
     for name in sorted(os.listdir(upper)):
         src, dst = os.path.join(upper, name), os.path.join(lower, name)
@@ -96,7 +104,7 @@ def fold_upper(upper: str, lower: str) -> int:
             if opaque or not os.path.isdir(dst) or os.path.islink(dst):
                 _remove(dst)
                 os.mkdir(dst, 0o700)
-            moved += fold_upper(src, dst)
+            moved += _fold(src, dst)
             _copy_dir_meta(src, dst, st)
             continue
         if os.path.isdir(dst) and not os.path.islink(dst):

@@ -29,7 +29,9 @@ import hashlib
 import logging
 import os
 import re
+import shlex
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ __all__ = ["DebInfo", "HotfixResult", "add", "fetch_from_archive", "hotfixes",
 log = logging.getLogger("atoll.deploy")
 
 MAX_DEB_BYTES = 2 << 30
+_MOUNT_FAILED = 97  # the exit status of _install's script when the overlay mount failed
 _SHA = re.compile(r"[0-9a-f]{64}")
 
 
@@ -330,19 +333,25 @@ def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
     require_tool("unshare", package="util-linux")
     require_tool("mount", package="mount")
     require_tool("dpkg")
-    for d in ("upper", "work", "root"):
-        (staging / d).mkdir(mode=0o700)
+    upper = staging / "upper"
+    for d in (upper, staging / "work", staging / "root"):
+        d.mkdir(mode=0o700)
+    # the merged root takes the upper directory's owner and mode: the tree root's
+    st = os.lstat(tree)
+    os.chown(upper, st.st_uid, st.st_gid)
+    os.chmod(upper, stat.S_IMODE(st.st_mode))
     # relative paths, looked up from ``staging``: no path can break the option string
     options = f"lowerdir={tree.relative_to(staging)},upperdir=upper,workdir=work,{MOUNT_OPTIONS}"
     dpkg = ["dpkg", "--root=root", "--force-confold"]
-    script = (
-        f"set -e; mount -t overlay overlay -o '{options}' root\n"
+    install = [*dpkg, "--no-triggers", *[f"--{o}" for o in SLIM_DPKG_OPTS], "--install"]
+    script = "\n".join((
+        "set -e",
+        f"mount -t overlay overlay -o {shlex.quote(options)} root || exit {_MOUNT_FAILED}",
         # no service starts in a throwaway root
-        "printf '#!/bin/sh\\nexit 101\\n' > root/usr/sbin/policy-rc.d\n"
-        "chmod 0755 root/usr/sbin/policy-rc.d\n"
-        f"{' '.join(dpkg)} --no-triggers {' '.join(f'--{o}' for o in SLIM_DPKG_OPTS)} "
-        '--install "$@"\n'
-        f"{' '.join(dpkg)} --triggers-only --pending\n")
+        "printf '#!/bin/sh\\nexit 101\\n' > root/usr/sbin/policy-rc.d",
+        "chmod 0755 root/usr/sbin/policy-rc.d",
+        " ".join(shlex.quote(w) for w in install) + ' "$@"',
+        " ".join(shlex.quote(w) for w in [*dpkg, "--triggers-only", "--pending"]), ""))
     argv: list[str | os.PathLike[str]] = [
         "unshare", "--mount", "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child",
         "--", "sh", "-c", script, "dpkg", *[d.resolve() for d in debs]]
@@ -351,11 +360,13 @@ def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
             timeout=1800, cwd=staging)
     except ToolError as exc:
         lines = [ln.strip() for ln in exc.stderr.splitlines() if ln.strip()]
-        if any(ln.startswith("mount:") for ln in lines):
+        if exc.returncode == _MOUNT_FAILED:
             raise HostStateError(
-                "cannot mount the overlay a hotfix is installed on: " + lines[-1],
-                resolution="atoll needs overlayfs (`modprobe overlay`), as Docker does; "
-                "nothing was changed") from None
+                "cannot mount the overlay a hotfix is installed on: "
+                + (lines[-1] if lines else "see details"), details=exc.stderr,
+                resolution="atoll needs overlayfs (`modprobe overlay`, as Docker does) on "
+                "a store whose filesystem can hold an overlay's upper layer (not itself "
+                "an overlay); nothing was changed") from None
         first = next((i for i, ln in enumerate(lines) if ln.startswith("dpkg")), None)
         why = (" ".join(lines[first:first + 2]) if first is not None else
                lines[-1] if lines else "see details")
@@ -366,6 +377,27 @@ def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
             "satisfies (dependencies must already be in it)") from None
     (staging / "upper/usr/sbin/policy-rc.d").unlink(missing_ok=True)  # the base's stays
     fold_upper(os.fspath(staging / "upper"), os.fspath(tree))
+
+
+# what to_atoll_layout reads, moves or clears: a package or maintainer script that made
+# one of them a symlink would have it work on what the link points at (the live system)
+_LAYOUT_DIRS = ("boot", "etc", "etc/ssh", "usr", "usr/etc", "usr/lib", "usr/lib/modules",
+                "usr/lib/tmpfiles.d", "usr/share", "usr/share/atoll", "var", "var/lib",
+                "var/lib/dpkg")
+
+
+def _check_layout_dirs(root: Path) -> None:
+    """Raises InputError when one of :data:`_LAYOUT_DIRS` is there and not a directory."""
+    for rel in _LAYOUT_DIRS:
+        try:
+            st = os.lstat(root / rel)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise InputError(f"the hotfix turned /{rel} into something other than a "
+                             "directory (a symlink?): refused",
+                             resolution="nothing was changed; a hotfix may not move the "
+                             "image's system directories")
 
 
 def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
@@ -404,16 +436,17 @@ def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
                     resolution="nothing was changed; a hotfix may replace packages, never "
                     "remove the base's essential ones")
         _install(root, staging, debs)
+        _check_layout_dirs(root)
         after = parse_dpkg_status(status.read_text(errors="replace"))
         gone = essential - {p["name"] for p in after}
         if gone:
             raise InputError(f"the hotfix removed essential package(s) {', '.join(sorted(gone))}",
                              resolution="nothing was changed")
         to_atoll_layout(root)
-        tmpfiles = root / TMPFILES_NAME  # to_atoll_layout's new file, not a hardlink
+        tmpfiles = root / TMPFILES_NAME
         lines = tmpfiles.read_text().splitlines()
-        tmpfiles.write_text(lines[0] + "\n" + "\n".join(sorted(set(lines[1:])
-                                                               | set(image_tmpfiles))) + "\n")
+        atomic_write(tmpfiles, (lines[0] + "\n" + "\n".join(
+            sorted(set(lines[1:]) | set(image_tmpfiles))) + "\n").encode(), sync=False)
         manifest = read_manifest(root)
         meta = dict(b.metadata) | {"hotfix": {
             "base": base, "base_version": b.version,

@@ -976,7 +976,9 @@ class Repo:
             known: {(st_dev, st_ino): file object id} of store objects (see
                 :meth:`file_inodes`): a file of ``src`` that is one of them (a hardlink
                 from a checkout) is that object, neither read nor hashed (OSTree's
-                "devino cache"). Only for trees in which no such file was written.
+                "devino cache"), as long as the object is still in place and its
+                seal mark (:func:`atoll.store.seal.seal_mtime_ns`) is intact; else it
+                is hashed as any file.
 
         Raises:
             InputError: a name is not UTF-8, a special file, or a layout atoll refuses
@@ -1015,8 +1017,12 @@ class Repo:
             def one(item: tuple[str, str, os.stat_result]) -> tuple[str, str]:
                 relpath, real, st = item
                 oid = known.get((st.st_dev, st.st_ino))
-                if oid is not None:
-                    return relpath, oid
+                # still that object (the same inode in objects/), and its seal mark
+                # says nothing wrote it since it was verified
+                if oid is not None and st.st_mtime_ns == _seal.seal_mtime_ns(oid, st):
+                    with contextlib.suppress(OSError):
+                        if os.lstat(self.object_path(oid, "file")).st_ino == st.st_ino:
+                            return relpath, oid
                 p = os.path.join(src, real)
                 try:
                     oid, _ = self.write_file_object(p, st, read_xattrs(p), link=link)
