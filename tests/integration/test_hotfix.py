@@ -547,6 +547,54 @@ def test_a_system_directory_turned_into_a_symlink_is_refused(
     assert host_state(host) == before
 
 
+def test_hotfix_add_killed_while_dpkg_runs_leaves_the_host_as_it_was(
+        trees: Composed, tmp_path: Path) -> None:
+    """SIGKILL to `atoll hotfix add` while a maintainer script runs: dpkg and the script
+    die with it (nothing goes on writing), no overlay stays mounted, the store, state,
+    boot pointer and deployments are as they were, and the next `hotfix add` works."""
+    import signal
+    import sys
+    import time
+
+    from atoll.deploy.hotfix import hotfixes
+
+    host = tmp_path / "host"
+    sr = Sysroot(host)
+    sr.init()
+    boot(sr, sr.deploy(trees.v1, repo=trees.repo).id)
+    slow, slow_sha = deb_with_postinst(tmp_path, "atoll-slow-test",
+                                       "touch /started\nexec sleep 293.5\n")
+    good, good_sha = build_deb(tmp_path, "atoll-good-test", "1.0")
+    before = host_state(host)
+    proc = subprocess.Popen([sys.executable, "-m", "atoll.cli", "--sysroot", str(host), "hotfix",
+                             "add", str(slow), "--sha256", slow_sha],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list((host / "atoll/repo/tmp").glob("hotfix-*/upper/started")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the script never ran"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", "sleep 293.5"], capture_output=True, text=True)
+    assert left.stdout == "", "the maintainer script outlived atoll"
+    # as it was, but for the staging directory and the package kept for the record that
+    # was never written: the next command of the kind removes both
+    leftovers = ("atoll/repo/tmp", "atoll/state/hotfixes")
+    after = {k: v for k, v in host_state(host).items() if not k.startswith(leftovers)}
+    assert after == {k: v for k, v in before.items() if not k.startswith(leftovers)}
+    code = subprocess.run([sys.executable, "-m", "atoll.cli", "--sysroot", str(host), "hotfix",
+                           "add", str(good), "--sha256", good_sha], capture_output=True,
+                          text=True)
+    assert code.returncode == 0, code.stderr
+    assert [h.name for h in hotfixes(sr)] == ["atoll-good-test"]
+    assert [p.name for p in (host / "atoll/state/hotfixes").iterdir()] == [f"{good_sha}.deb"]
+    # the killed add's staging directory: nobody holds it, the next clean-up (past its
+    # grace period) removes it
+    assert sr.repo.clean_tmp(older_than=0) == 1
+    assert [p.name for p in (host / "atoll/repo/tmp").iterdir()] == []
+
+
 def test_maintainer_scripts_that_edit_the_base_change_the_hotfix_never_the_store(
         trees: Composed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The throwaway root is the base checked out as hardlinks into the store, under an

@@ -116,6 +116,18 @@ def _deb_path(sr: Sysroot, h: Hotfix) -> Path:
 
 # -- the package ---------------------------------------------------------
 
+def _forget_unrecorded(sr: Sysroot, records: list[Hotfix]) -> None:
+    """Remove kept packages (and half copies) no record names: what an add killed
+    before its record was written left (SIGKILL, a power cut). Under the sysroot lock."""
+    named = {h.sha256 for h in records}
+    d = _debs_dir(sr)
+    for p in d.glob("*.deb") if d.is_dir() else ():
+        if p.stem not in named:
+            p.unlink(missing_ok=True)
+    for p in d.glob(".*.tmp") if d.is_dir() else ():
+        p.unlink(missing_ok=True)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -331,6 +343,7 @@ def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
         HostStateError: overlayfs is not available.
     """
     require_tool("unshare", package="util-linux")
+    require_tool("setpriv", package="util-linux")
     require_tool("mount", package="mount")
     require_tool("dpkg")
     upper = staging / "upper"
@@ -352,7 +365,10 @@ def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
         "chmod 0755 root/usr/sbin/policy-rc.d",
         " ".join(shlex.quote(w) for w in install) + ' "$@"',
         " ".join(shlex.quote(w) for w in [*dpkg, "--triggers-only", "--pending"]), ""))
+    # killed with atoll (setpriv --pdeathsig), and all of dpkg with it (--kill-child, the
+    # PID namespace): nothing goes on writing in the staging directory afterwards
     argv: list[str | os.PathLike[str]] = [
+        "setpriv", "--pdeathsig", "KILL", "--",
         "unshare", "--mount", "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child",
         "--", "sh", "-c", script, "dpkg", *[d.resolve() for d in debs]]
     try:
@@ -549,6 +565,7 @@ def add(sr: Sysroot, deb: Path, sha256: str, *, kind: Kind = "fast-track", reaso
         current = _current(sr)
         base, _ = base_of(sr.repo, current.commit)
         records = hotfixes(sr)
+        _forget_unrecorded(sr, records)
         new = Hotfix(name=info.name, version=info.version, kind=kind, sha256=got,
                      added=now.strftime("%Y-%m-%dT%H:%M:%SZ"), reason=reason, expires=expires,
                      architecture=info.architecture)
