@@ -527,24 +527,36 @@ def deb_with_postinst(tmp: Path, name: str, body: str, links: dict[str, str] | N
 
 def test_a_system_directory_turned_into_a_symlink_is_refused(
         trees: Composed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """atoll's layout step works on /etc, /etc/ssh, /var, /boot...: a maintainer script
-    that points one of them at the live system is refused before that step, and the
-    live system's files and the host's state are as they were."""
+    """atoll's layout step works on /etc, /etc/ssh, /var, /boot, the kernels' module
+    directories, the dpkg database's new place...: a package or maintainer script that
+    points one of them at the live system is refused before that step, as is a name
+    under /var that a tmpfiles.d line cannot hold; the live system's files and the
+    host's state are as they were."""
     host = tmp_path / "host"
     sr = Sysroot(host)
     sr.init()
     boot(sr, sr.deploy(trees.v1, repo=trees.repo).id)
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / "ssh_host_ed25519_key").write_text("the live system's key\n")
-    deb, sha = deb_with_postinst(tmp_path, "atoll-symlink-test",
-                                 f"rm -rf /etc/ssh\nln -s {outside} /etc/ssh\n")
+    (outside / "machine-id").write_text("the live system's file\n")
+    cases = [
+        ("ssh", f"rm -rf /etc/ssh\nln -s {outside} /etc/ssh\n", {}, "/etc/ssh"),
+        ("dbus", f"rm -rf /var/lib/dbus\nln -s {outside} /var/lib/dbus\n", {},
+         "/var/lib/dbus"),
+        ("dpkgdb", "", {"usr/share/atoll/dpkg": str(outside)}, "/usr/share/atoll/dpkg"),
+        ("kernel", "mkdir -p /boot /usr/lib/modules\necho x > /boot/vmlinuz-evil\n"
+         f"ln -s {outside} /usr/lib/modules/evil\n",
+         {}, "/usr/lib/modules/evil"),
+        ("odd", "mkdir '/var/lib/odd name'\n", {}, "a tmpfiles.d line cannot hold"),
+    ]
     before = host_state(host)
-    code, _, err = cli(capsys, "--sysroot", str(host), "hotfix", "add", str(deb),
-                       "--sha256", sha)
-    assert code == 2 and "/etc/ssh" in err and "Traceback" not in err, err
-    assert os.listdir(outside) == ["ssh_host_ed25519_key"]
-    assert host_state(host) == before
+    for name, body, links, words in cases:
+        deb, sha = deb_with_postinst(tmp_path, f"atoll-{name}-test", body, links=links)
+        code, _, err = cli(capsys, "--sysroot", str(host), "hotfix", "add", str(deb),
+                           "--sha256", sha)
+        assert code == 2 and words in err and "Traceback" not in err, (name, err)
+        assert os.listdir(outside) == ["machine-id"], name
+        assert host_state(host) == before, name
 
 
 def test_hotfix_add_killed_while_dpkg_runs_leaves_the_host_as_it_was(
@@ -589,6 +601,12 @@ def test_hotfix_add_killed_while_dpkg_runs_leaves_the_host_as_it_was(
     assert code.returncode == 0, code.stderr
     assert [h.name for h in hotfixes(sr)] == ["atoll-good-test"]
     assert [p.name for p in (host / "atoll/state/hotfixes").iterdir()] == [f"{good_sha}.deb"]
+    # a package a deployment carries stays kept, even with no record (an add killed after
+    # it deployed, before it wrote the record)
+    from atoll.deploy.hotfix import _forget_unrecorded
+
+    _forget_unrecorded(sr, [])
+    assert (host / "atoll/state/hotfixes" / f"{good_sha}.deb").is_file()
     # the killed add's staging directory: nobody holds it, the next clean-up (past its
     # grace period) removes it
     assert sr.repo.clean_tmp(older_than=0) == 1
@@ -619,7 +637,9 @@ def test_maintainer_scripts_that_edit_the_base_change_the_hotfix_never_the_store
         "rm -r /usr/share/doc/sed\nmkdir /usr/share/doc/sed\n"
         "echo only > /usr/share/doc/sed/only\n"
         # a script that drops privileges still reads the image (the root is not 0700)
-        "setpriv --reuid=65534 --regid=65534 --clear-groups cat /usr/share/doc/sed/only\n",
+        "setpriv --reuid=65534 --regid=65534 --clear-groups cat /usr/share/doc/sed/only\n"
+        # and the usual devices
+        "echo quiet > /dev/null\nhead -c 16 /dev/urandom > /dev/null\n",
         # a symlink where atoll writes the image's tmpfiles.d: replaced, never followed
         links={"usr/lib/tmpfiles.d/atoll-var.conf": "../../bin/less"})
     code, out, err = cli(capsys, "--sysroot", str(host), "--json", "hotfix", "add", str(deb),

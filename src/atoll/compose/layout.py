@@ -17,7 +17,9 @@ import shutil
 import stat
 from pathlib import Path
 
+from atoll.core.errors import InputError
 from atoll.core.fsutil import atomic_write
+from atoll.core.text import printable
 
 __all__ = ["SLIM_DPKG_OPTS", "TMPFILES_NAME", "to_atoll_layout"]
 
@@ -48,6 +50,12 @@ def _clear(path: Path) -> None:
             os.unlink(entry.path)
 
 
+def _tmpfiles_word(text: str) -> bool:
+    """True when ``text`` can be one field of a tmpfiles.d line as it is (tmpfiles.d(5)):
+    printable UTF-8 without whitespace (a name that is not UTF-8 comes as surrogates)."""
+    return text.isprintable() and not any(c.isspace() for c in text)
+
+
 def _var_tmpfiles(root: Path) -> list[str]:
     lines = []
     var = root / "var"
@@ -62,10 +70,15 @@ def _var_tmpfiles(root: Path) -> list[str]:
             relp = "/" + os.path.relpath(p, root)
             if relp == "/var/lib/dpkg":
                 continue
+            target = os.readlink(p) if stat.S_ISLNK(st.st_mode) else ""
+            if not all(_tmpfiles_word(w) for w in (relp, target) if w):
+                raise InputError(f"{printable(relp)}: a name under /var that a tmpfiles.d line "
+                                 "cannot hold (whitespace, control characters or not UTF-8)",
+                                 resolution="rename it in the package that made it")
             if stat.S_ISDIR(st.st_mode):
                 lines.append(f"d {relp} {stat.S_IMODE(st.st_mode):04o} {st.st_uid} {st.st_gid} -")
             elif stat.S_ISLNK(st.st_mode):
-                lines.append(f"L {relp} - - - - {os.readlink(p)}")
+                lines.append(f"L {relp} - - - - {target}")
         dirnames.sort()
     return sorted(set(lines))
 

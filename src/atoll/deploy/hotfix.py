@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.compose.layout import SLIM_DPKG_OPTS, TMPFILES_NAME, to_atoll_layout
-from atoll.core.errors import HostStateError, InputError, ToolError
+from atoll.core.errors import AtollError, HostStateError, InputError, ToolError
 from atoll.core.fsutil import atomic_write, atomic_write_json, damaged, fsync_dir, read_state_json
 from atoll.core.overlayfs import MOUNT_OPTIONS, fold_upper
 from atoll.core.run import require_tool, run
@@ -55,6 +55,8 @@ log = logging.getLogger("atoll.deploy")
 
 MAX_DEB_BYTES = 2 << 30
 _MOUNT_FAILED = 97  # the exit status of _install's script when the overlay mount failed
+# the memory devices (major 1) maintainer scripts count on: null, zero, full, random, urandom
+_DEVICES = (("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9))
 _SHA = re.compile(r"[0-9a-f]{64}")
 
 
@@ -117,9 +119,16 @@ def _deb_path(sr: Sysroot, h: Hotfix) -> Path:
 # -- the package ---------------------------------------------------------
 
 def _forget_unrecorded(sr: Sysroot, records: list[Hotfix]) -> None:
-    """Remove kept packages (and half copies) no record names: what an add killed
-    before its record was written left (SIGKILL, a power cut). Under the sysroot lock."""
+    """Remove kept packages (and half copies) that neither a record nor a deployment
+    names: what an add killed before it deployed left (SIGKILL, a power cut). Under the
+    sysroot lock."""
     named = {h.sha256 for h in records}
+    for dep in sr.deployments():  # a deployment whose add was killed before its record
+        try:
+            meta = sr.repo.read_commit(dep.commit).metadata.get("hotfix") or {}
+        except AtollError:
+            return  # unreadable: keep everything rather than guess
+        named |= {str(p.get("sha256")) for p in meta.get("packages", [])}
     d = _debs_dir(sr)
     for p in d.glob("*.deb") if d.is_dir() else ():
         if p.stem not in named:
@@ -360,6 +369,10 @@ def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
     script = "\n".join((
         "set -e",
         f"mount -t overlay overlay -o {shlex.quote(options)} root || exit {_MOUNT_FAILED}",
+        # the image's /dev is empty: maintainer scripts get the usual character devices
+        # on a tmpfs of this namespace only (nothing of it reaches the commit)
+        f"mount -t tmpfs -o mode=0755,size=64k atoll-dev root/dev || exit {_MOUNT_FAILED}",
+        *[f"mknod -m 0666 root/dev/{name} c 1 {minor}" for name, minor in _DEVICES],
         # no service starts in a throwaway root
         "printf '#!/bin/sh\\nexit 101\\n' > root/usr/sbin/policy-rc.d",
         "chmod 0755 root/usr/sbin/policy-rc.d",
@@ -391,29 +404,47 @@ def _install(tree: Path, staging: Path, debs: list[Path]) -> None:
             argv=exc.argv, returncode=exc.returncode, stderr=exc.stderr,
             resolution="nothing was changed; a hotfix installs only what the base "
             "satisfies (dependencies must already be in it)") from None
-    (staging / "upper/usr/sbin/policy-rc.d").unlink(missing_ok=True)  # the base's stays
+    sbin = staging / "upper/usr/sbin"  # the base's own policy-rc.d, if any, stays
+    if sbin.is_dir() and not sbin.is_symlink():  # else refused after the fold
+        (sbin / "policy-rc.d").unlink(missing_ok=True)
     fold_upper(os.fspath(staging / "upper"), os.fspath(tree))
 
 
-# what to_atoll_layout reads, moves or clears: a package or maintainer script that made
-# one of them a symlink would have it work on what the link points at (the live system)
+# what to_atoll_layout reads, moves into or clears: a package or maintainer script that
+# made one of them a symlink would have it work on what the link points at (the live
+# system); they must be directories where they exist
 _LAYOUT_DIRS = ("boot", "etc", "etc/ssh", "usr", "usr/etc", "usr/lib", "usr/lib/modules",
-                "usr/lib/tmpfiles.d", "usr/share", "usr/share/atoll", "var", "var/lib",
-                "var/lib/dpkg")
+                "usr/lib/tmpfiles.d", "usr/sbin", "usr/share", "usr/share/atoll", "var",
+                "var/lib", "var/lib/dbus", "var/lib/dpkg")
 
 
-def _check_layout_dirs(root: Path) -> None:
-    """Raises InputError when one of :data:`_LAYOUT_DIRS` is there and not a directory."""
-    for rel in _LAYOUT_DIRS:
+def _check_layout_paths(root: Path) -> None:
+    """Raises InputError when a path atoll's layout step works on is not what it must be:
+    one of :data:`_LAYOUT_DIRS` (and each kernel's module directory) not a directory, a
+    kernel or initrd in /boot not a regular file, or ``usr/share/atoll/dpkg`` there
+    (the layout step moves the dpkg database to it)."""
+    def refuse(rel: str, what: str) -> InputError:
+        return InputError(f"the hotfix made /{printable(rel)} {what}: refused",
+                          resolution="nothing was changed; a hotfix may not move the "
+                          "image's system directories")
+
+    dirs = list(_LAYOUT_DIRS)
+    boot = root / "boot"
+    if boot.is_dir() and not boot.is_symlink():  # a symlink: refused below
+        for p in sorted(boot.iterdir()):
+            if p.name.startswith(("vmlinuz-", "initrd.img-")):
+                if not stat.S_ISREG(os.lstat(p).st_mode):
+                    raise refuse(f"boot/{p.name}", "something other than a regular file")
+                dirs.append("usr/lib/modules/" + p.name.split("-", 1)[1])
+    for rel in dirs:
         try:
             st = os.lstat(root / rel)
         except FileNotFoundError:
             continue
         if not stat.S_ISDIR(st.st_mode):
-            raise InputError(f"the hotfix turned /{rel} into something other than a "
-                             "directory (a symlink?): refused",
-                             resolution="nothing was changed; a hotfix may not move the "
-                             "image's system directories")
+            raise refuse(rel, "something other than a directory (a symlink?)")
+    if os.path.lexists(root / "usr/share/atoll/dpkg"):
+        raise refuse("usr/share/atoll/dpkg", "exist (the image's dpkg database goes there)")
 
 
 def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
@@ -452,7 +483,7 @@ def _derive(sr: Sysroot, base: str, carried: list[Hotfix]) -> str:
                     resolution="nothing was changed; a hotfix may replace packages, never "
                     "remove the base's essential ones")
         _install(root, staging, debs)
-        _check_layout_dirs(root)
+        _check_layout_paths(root)
         after = parse_dpkg_status(status.read_text(errors="replace"))
         gone = essential - {p["name"] for p in after}
         if gone:
