@@ -17,7 +17,7 @@ import pytest
 from atoll.agent.host import Host
 from atoll.cli import main
 from atoll.core.errors import HostStateError
-from atoll.deploy.sysroot import Sysroot
+from atoll.deploy.sysroot import Deployment, Sysroot
 from tests.compose_fixtures import Composed, composed, deb_cache
 from tests.conftest import ROOT
 
@@ -119,6 +119,16 @@ def host_state(sysroot: Path) -> dict[str, object]:
     return out
 
 
+def v1_host(trees: Composed, tmp_path: Path) -> tuple[Path, Sysroot, Deployment]:
+    """A host sysroot under ``tmp_path/host`` with v1 deployed and booted."""
+    host = tmp_path / "host"
+    sr = Sysroot(host)
+    sr.init()
+    dep = sr.deploy(trees.v1, repo=trees.repo)
+    boot(sr, dep.id)
+    return host, sr, dep
+
+
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main(list(argv))
@@ -135,11 +145,7 @@ def boot(sr: Sysroot, dep_id: str) -> None:
 def test_hotfix_add_list_status_then_next_base_drops_fast_track_keeps_pin(
         trees: Composed, artifact_cache: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    host = tmp_path / "host"
-    sr = Sysroot(host)
-    sr.init()
-    base = sr.deploy(trees.v1, repo=trees.repo)
-    boot(sr, base.id)
+    host, sr, base = v1_host(trees, tmp_path)
     v2_nc = {p["name"]: p["version"] for p in trees.repo.read_commit(trees.v2).manifest}[
         "netcat-openbsd"]
     assert "netcat-openbsd" not in {p["name"] for p in trees.repo.read_commit(trees.v1).manifest}
@@ -347,10 +353,7 @@ def test_hotfix_from_the_hosts_archive(trees: Composed, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """PKG=VERSION: downloaded by apt from the archive the deployment's /etc/apt names
     (Release signatures and package hash checked by apt), then laid over the base."""
-    host = tmp_path / "host"
-    sr = Sysroot(host)
-    sr.init()
-    boot(sr, sr.deploy(trees.v1, repo=trees.repo).id)
+    host, sr, _ = v1_host(trees, tmp_path)
     assert "netbase" not in {p["name"] for p in trees.repo.read_commit(trees.v1).manifest}
     policy = subprocess.run(["apt-cache", "policy", "netbase"], check=True,
                             capture_output=True, text=True).stdout
@@ -368,11 +371,7 @@ def test_hotfix_from_the_hosts_archive(trees: Composed, tmp_path: Path,
 
 def test_pin_older_than_the_new_base_blocks_the_update(
         trees: Composed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    host = tmp_path / "host"
-    sr = Sysroot(host)
-    sr.init()
-    base = sr.deploy(trees.v1, repo=trees.repo)
-    boot(sr, base.id)
+    host, sr, _ = v1_host(trees, tmp_path)
     nc, nc_sha = build_deb(tmp_path, "netcat-openbsd", "1.0-1")
     code, _, err = cli(capsys, "--sysroot", str(host), "hotfix", "add", str(nc), "--sha256",
                        nc_sha, "--pin")
@@ -464,10 +463,7 @@ def test_packages_that_write_outside_the_image_are_refused(
     """dpkg --root unpacks without a chroot: a member ``../..``, a hard link out of the
     root, or a file under a symlink that points out (shipped by an earlier hotfix) would
     reach the live system. Refused, nothing written there, nothing changed."""
-    host = tmp_path / "host"
-    sr = Sysroot(host)
-    sr.init()
-    boot(sr, sr.deploy(trees.v1, repo=trees.repo).id)
+    host, sr, _ = v1_host(trees, tmp_path)
     outside = tmp_path / "outside"
     outside.mkdir()
     up = "./" + "../" * 40 + str(outside).lstrip("/")
@@ -532,10 +528,7 @@ def test_a_system_directory_turned_into_a_symlink_is_refused(
     points one of them at the live system is refused before that step, as is a name
     under /var that a tmpfiles.d line cannot hold; the live system's files and the
     host's state are as they were."""
-    host = tmp_path / "host"
-    sr = Sysroot(host)
-    sr.init()
-    boot(sr, sr.deploy(trees.v1, repo=trees.repo).id)
+    host, _, _ = v1_host(trees, tmp_path)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "machine-id").write_text("the live system's file\n")
@@ -570,10 +563,7 @@ def test_hotfix_add_killed_while_dpkg_runs_leaves_the_host_as_it_was(
 
     from atoll.deploy.hotfix import hotfixes
 
-    host = tmp_path / "host"
-    sr = Sysroot(host)
-    sr.init()
-    boot(sr, sr.deploy(trees.v1, repo=trees.repo).id)
+    host, sr, _ = v1_host(trees, tmp_path)
     slow, slow_sha = deb_with_postinst(tmp_path, "atoll-slow-test",
                                        "touch /started\nexec sleep 293.5\n")
     good, good_sha = build_deb(tmp_path, "atoll-good-test", "1.0")
@@ -620,11 +610,7 @@ def test_maintainer_scripts_that_edit_the_base_change_the_hotfix_never_the_store
     one, or replaces a whole directory changes the hotfix commit as it would a plain
     root, and no store object (each file of the base, re-hashed) nor the base's own
     deployment; overlayfs's bookkeeping xattrs are not in the commit."""
-    host = tmp_path / "host"
-    sr = Sysroot(host)
-    sr.init()
-    base = sr.deploy(trees.v1, repo=trees.repo)
-    boot(sr, base.id)
+    host, sr, base = v1_host(trees, tmp_path)
     broot = sr.deployment_path(base.id)
     copyright_v1 = (broot / "usr/share/doc/less/copyright").read_bytes()
     assert (broot / "usr/share/doc/bash/copyright").is_file()
