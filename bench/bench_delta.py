@@ -1,7 +1,7 @@
 """Bytes a host downloads for a real bookworm patch: atoll delta against the anchors.
 
     .venv/bin/python bench/bench_delta.py [--variant kernel|db] [--work DIR] [--level N]
-        [--warm] [--clients-only]
+        [--warm] [--clients-only] [--no-anchors]
 
 Composes two images of the same treefile: ``old`` from the bookworm point
 release alone (``security: false, updates: false``), ``new`` with
@@ -197,6 +197,9 @@ def main() -> int:
     ap.add_argument("--level", help="zstd level of packs and deltas (default: atoll's, by kind)")
     ap.add_argument("--warm", action="store_true",
                     help="also publish `new` again with the cache the first publish filled")
+    ap.add_argument("--no-anchors", action="store_true",
+                    help="publish and measure the clients, skip the anchors (tar, zstd, "
+                    "xdelta3, ostree: most of a db run's time)")
     ap.add_argument("--clients-only", action="store_true",
                     help="measure the clients only, against WORK/www as an earlier run "
                     "published it (no publish, no anchors: for a loaded machine)")
@@ -239,6 +242,17 @@ def main() -> int:
         index_file.stat().st_size
     res["atoll_pack"] = next(p for p in www.glob("targets/packs/*.pack")
                              if new in p.name).stat().st_size
+
+    if opts.no_anchors:
+        clients(launcher, work, sfx, repo, old, new, res)
+        print(f"old {old[:12]} -> new {new[:12]}; atoll delta "
+              f"{res['atoll_delta'] / (1 << 20):.2f} MiB, full pack "
+              f"{res['atoll_pack'] / (1 << 20):.2f} MiB")
+        print_clients(res)
+        print(f"publish old {res['publish_old_s']:.0f}s + new {res['publish_new_s']:.0f}s = "
+              f"{res['publish_s']:.0f}s (cold cache; target <= 180 s for db)")
+        (work / "result-no-anchors.json").write_text(json.dumps(res, indent=1))
+        return 0
 
     # -- anchors (cached per commit pair: they do not depend on atoll's code) --
     anchors_file = work / f"anchors-{old[:12]}-{new[:12]}.json"
