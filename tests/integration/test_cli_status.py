@@ -9,6 +9,7 @@ change of the format, and read the diff.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -195,6 +196,21 @@ def test_deploy_cleanup_and_db_diff(host: Host) -> None:
     p = _atoll("--sysroot", root, "--json", "cleanup", "-r", "--prune")
     assert json.loads(p.stdout)["rollback"] == [d1.id]
     assert [d.id for d in host.sr.deployments()] == [d2.id]
+    # plain cleanup: what a killed store write left in tmp/, once nobody holds it and
+    # it is older than the grace period; one in use (locked) stays
+    tmp = host.sr.repo.tmp
+    old, held = tmp / "txn-killed", tmp / "txn-running"
+    for d in (old, held):
+        (d / "objects").mkdir(parents=True)
+        os.utime(d, (0, 0))
+    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        p = _atoll("--sysroot", root, "--json", "cleanup")
+    finally:
+        os.close(fd)
+    assert p.returncode == 0 and json.loads(p.stdout)["store_tmp"] == 1
+    assert not old.exists() and held.exists()
 
 
 def test_closed_pipe_and_global_options_anywhere(host: Host) -> None:

@@ -94,6 +94,9 @@ def cmd_cleanup(args: argparse.Namespace) -> None:
     removed = sr.cleanup()
     out["leftovers"] = removed
     lines.append(f"removed {len(removed)} leftover(s) of interrupted deploys")
+    staged = sr.repo.clean_tmp()  # what killed commits, pulls and hotfixes left in tmp/
+    out["store_tmp"] = staged
+    lines.append(f"removed {staged} leftover(s) of interrupted store writes")
     if args.prune:
         from atoll.store import ops
 
