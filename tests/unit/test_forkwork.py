@@ -9,7 +9,7 @@ import time
 import pytest
 
 from atoll.core.errors import CorruptObjectError
-from atoll.core.forkwork import MAX_UNITS, fork_map
+from atoll.core.forkwork import fork_map
 
 
 def test_every_unit_is_done_exactly_once_and_the_work_is_shared() -> None:
@@ -59,6 +59,20 @@ def test_an_os_error_in_a_child_keeps_its_errno_and_name() -> None:
     assert info.value.filename == "/proc/atoll-cannot-be-made"
 
 
+def test_an_os_error_keeps_both_names() -> None:
+    parent = os.getpid()
+
+    def work(i: int) -> None:
+        if os.getpid() != parent:
+            os.link("/nonexistent/atoll-a", "/nonexistent/atoll-b")
+        time.sleep(0.002)
+
+    with pytest.raises(FileNotFoundError) as info:
+        fork_map(200, work, lambda: None, workers=2)
+    assert (info.value.filename, info.value.filename2) == ("/nonexistent/atoll-a",
+                                                           "/nonexistent/atoll-b")
+
+
 def test_a_child_that_dies_is_an_error_not_a_short_result() -> None:
     parent = os.getpid()
 
@@ -85,6 +99,58 @@ def test_an_error_here_stops_and_reaps_the_children() -> None:
         os.waitpid(-1, os.WNOHANG)
 
 
-def test_too_many_units_is_refused() -> None:
-    with pytest.raises(ValueError):
-        fork_map(MAX_UNITS + 1, lambda i: None, lambda: None, workers=2)
+def test_more_units_than_the_pipe_holds_are_taken_in_runs() -> None:
+    """300,000 numbers do not fit a 1 MiB pipe: queue entries stand for runs of units,
+    and still every unit is done once."""
+    done: list[int] = []
+    results = fork_map(300_000, done.append, lambda: done, workers=2)
+    every = sorted(i for r in results for i in r)
+    assert every == list(range(300_000))
+
+
+def test_no_units() -> None:
+    assert fork_map(0, lambda i: None, lambda: "r", workers=3) == ["r"]
+
+
+def test_a_child_keeps_only_the_descriptors_it_is_given() -> None:
+    """A pipe this process closes is closed: no child holds its other end open."""
+    kept_r, kept_w = os.pipe()
+    other_r, other_w = os.pipe()
+    parent = os.getpid()
+
+    def work(i: int) -> None:
+        if os.getpid() != parent and i < 50:
+            os.write(kept_w, b"k")  # the descriptor it was given works
+        time.sleep(0.002)
+
+    def result() -> list[bool]:
+        alive = []
+        for fd in (other_r, other_w):
+            try:
+                os.fstat(fd)
+                alive.append(True)
+            except OSError:
+                alive.append(False)
+        return alive
+
+    try:
+        results = fork_map(200, work, result, workers=2, keep_fds=[kept_w])
+        assert results[0] == [True, True]
+        assert results[1] == [False, False]  # closed in the child
+        os.close(kept_w)
+        assert b"k" in os.read(kept_r, 1024)
+    finally:
+        for fd in (kept_r, other_r, other_w):
+            os.close(fd)
+
+
+def test_an_interrupt_in_a_child_is_an_interrupt_here() -> None:
+    parent = os.getpid()
+
+    def work(i: int) -> None:
+        if os.getpid() != parent:
+            raise KeyboardInterrupt
+        time.sleep(0.002)
+
+    with pytest.raises(KeyboardInterrupt):
+        fork_map(200, work, lambda: None, workers=2)

@@ -16,20 +16,27 @@ pipe, so the others stop after their current unit.
 What a child may do: system calls, pure Python, and the objects it inherited.
 It must not write to the terminal: logging is off in a child (another thread
 of the parent may have held the stream's lock at the fork; the error it
-raises says what it found). A child dies with the thread that forked it
-(``PR_SET_PDEATHSIG``) and leaves by ``os._exit``, never through the
-caller's ``with`` blocks (a lock released there would be the parent's).
+raises says what it found). It keeps only the descriptors the caller names
+(``keep_fds``) and standard input, output and error: a pipe or socket that
+another thread of the parent closes is closed for good, not held open by a
+child. A child dies with the thread that forked it (``PR_SET_PDEATHSIG``) and
+leaves by ``os._exit``, never through the caller's ``with`` blocks (a lock
+released there would be the parent's). Python 3.12 and later warn
+(``DeprecationWarning``) when a process with threads forks: the rules above
+are what make it safe here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import struct
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from atoll.core.errors import AtollError, error_class
@@ -37,8 +44,9 @@ from atoll.core.fsutil import LIBC
 
 __all__ = ["default_workers", "fork_map"]
 
+log = logging.getLogger(__name__)
+
 _UNIT = struct.Struct("=I")
-MAX_UNITS = 16_000  # the numbers fit a pipe's default 64 KiB, written before any fork
 MAX_WORKERS = 4  # processes beyond this only contend for the same directories' locks
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -50,16 +58,18 @@ def default_workers() -> int:
 
 
 def fork_map(units: int, work: Callable[[int], None], result: Callable[[], Any], *,
-             workers: int) -> list[Any]:
+             workers: int, keep_fds: Iterable[int] = ()) -> list[Any]:
     """Call ``work(i)`` for every ``i`` in ``range(units)``, each once, spread over this
     process and ``workers - 1`` forked children; then ``result()`` in each process.
 
     Args:
-        units: how many units (at most :data:`MAX_UNITS`); take the largest first.
+        units: how many units; take the largest first (a queue entry is one unit, or a
+            run of consecutive units when there are more than the pipe holds).
         work: does unit ``i``; what it changes in memory stays in the process that ran
             it, so it reports through ``result``.
         result: what the process found, JSON-serialisable.
         workers: processes in all, this one included (1: no fork).
+        keep_fds: descriptors ``work`` uses in a child; the child closes the others.
 
     Returns:
         The ``result()`` of each process, this process's first.
@@ -67,33 +77,45 @@ def fork_map(units: int, work: Callable[[int], None], result: Callable[[], Any],
     Raises:
         Whatever ``work`` raised in this process; from a child, an :class:`AtollError`
         as its class (:func:`error_class`), an :class:`OSError` with its errno, strerror
-        and filename, anything else as :class:`RuntimeError` naming it. A child that
-        died without a word (a signal) gives RuntimeError.
+        and file names, KeyboardInterrupt as itself, anything else as
+        :class:`RuntimeError` naming it (its traceback logged at debug level). A child
+        that died without a word (a signal) gives RuntimeError. When several processes
+        fail, the first error read is raised.
     """
-    if not 0 <= units <= MAX_UNITS:
-        raise ValueError(f"{units} units: at most {MAX_UNITS}")
     workers = max(1, min(workers, units))
     queue_r, queue_w = os.pipe()
     children: dict[int, int] = {}  # pid -> read end of its result pipe
     try:
-        os.write(queue_w, b"".join(_UNIT.pack(i) for i in range(units)))
+        with contextlib.suppress(OSError):  # a larger pipe where allowed: fewer runs
+            fcntl.fcntl(queue_w, fcntl.F_SETPIPE_SZ, min(units * _UNIT.size, 1 << 20))
+        slots = max(1, fcntl.fcntl(queue_w, fcntl.F_GETPIPE_SZ) // _UNIT.size)
+        run = max(1, -(-units // slots))  # units per queue entry: filled before any fork
+        os.write(queue_w, b"".join(_UNIT.pack(i) for i in range(0, units, run)))
         os.close(queue_w)
         queue_w = -1
+
+        def take(first: int) -> None:
+            for i in range(first, min(first + run, units)):
+                work(i)
+
+        keep = {0, 1, 2, queue_r, *keep_fds}
+        parent = os.getpid()
         for _ in range(workers - 1):
             res_r, res_w = os.pipe()
             pid = os.fork()
             if pid == 0:  # pragma: no cover  (the child; its effects are tested)
-                _child(queue_r, res_w, res_r, work, result)
+                _child(parent, queue_r, res_w, keep | {res_w}, take, result)
             os.close(res_w)
             children[pid] = res_r
         try:
-            _drain(queue_r, work)
+            _drain(queue_r, take)
         except BaseException:
             _empty(queue_r)
             raise
         results = [result()]
         error: BaseException | None = None
-        for pid, res_r in list(children.items()):
+        while children:
+            pid, res_r = next(iter(children.items()))
             data = _read_all(res_r)
             _, status = os.waitpid(pid, 0)
             del children[pid]
@@ -111,25 +133,31 @@ def fork_map(units: int, work: Callable[[int], None], result: Callable[[], Any],
             os.close(queue_w)
         os.close(queue_r)
         for pid, res_r in children.items():  # left early: stop the others first
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(res_r)
+            try:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):  # reaped just before
+                    os.waitpid(pid, 0)
+            finally:
+                os.close(res_r)
 
 
-def _child(queue_r: int, res_w: int, res_r: int, work: Callable[[int], None],
-           result: Callable[[], Any]) -> None:
+def _child(parent: int, queue_r: int, res_w: int, keep: set[int],
+           take: Callable[[int], None], result: Callable[[], Any]) -> None:
     """The child's whole life; never returns."""
     code = 1
     try:
-        os.close(res_r)
-        parent = os.getppid()
         LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(1)
         logging.disable(logging.CRITICAL)
+        low = 0
+        for fd in [*sorted(keep), os.sysconf("SC_OPEN_MAX")]:
+            if low < fd:  # (closerange(n, n) would close everything: close_range(n, -1))
+                os.closerange(low, fd)
+            low = fd + 1
         try:
-            _drain(queue_r, work)
+            _drain(queue_r, take)
             payload: dict[str, Any] = {"result": result()}
         except BaseException as exc:  # it crosses to the parent
             _empty(queue_r)
@@ -142,9 +170,9 @@ def _child(queue_r: int, res_w: int, res_r: int, work: Callable[[int], None],
         os._exit(code)
 
 
-def _drain(queue_r: int, work: Callable[[int], None]) -> None:
+def _drain(queue_r: int, take: Callable[[int], None]) -> None:
     while len(raw := os.read(queue_r, _UNIT.size)) == _UNIT.size:
-        work(_UNIT.unpack(raw)[0])
+        take(_UNIT.unpack(raw)[0])
 
 
 def _empty(queue_r: int) -> None:
@@ -161,15 +189,24 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _name(filename: object) -> str | None:
+    if filename is None or isinstance(filename, str):
+        return filename
+    if isinstance(filename, bytes):
+        return os.fsdecode(filename)
+    return str(filename)
+
+
 def _encode(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, AtollError):
         return {"atoll": type(exc).__name__, "brief": exc.brief, "details": exc.details,
                 "resolution": exc.resolution}
     if isinstance(exc, OSError) and exc.errno is not None:
-        filename = exc.filename if isinstance(exc.filename, str | None) else os.fsdecode(
-            exc.filename)
-        return {"errno": exc.errno, "strerror": exc.strerror, "filename": filename}
-    return {"other": f"{type(exc).__name__}: {exc}"}
+        return {"errno": exc.errno, "strerror": exc.strerror, "filename": _name(exc.filename),
+                "filename2": _name(exc.filename2)}
+    if isinstance(exc, KeyboardInterrupt):
+        return {"interrupt": True}
+    return {"other": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
 def _decode(data: bytes, status: int) -> tuple[Any, BaseException | None]:
@@ -187,5 +224,9 @@ def _decode(data: bytes, status: int) -> tuple[Any, BaseException | None]:
         return None, error_class(err["atoll"])(err["brief"], details=err["details"],
                                                resolution=err["resolution"])
     if "errno" in err:
-        return None, OSError(err["errno"], err["strerror"], err["filename"])
+        return None, OSError(err["errno"], err["strerror"], err["filename"], None,
+                             err["filename2"])
+    if "interrupt" in err:
+        return None, KeyboardInterrupt()
+    log.debug("worker process failed:\n%s", err["traceback"])
     return None, RuntimeError(f"in a worker process: {err['other']}")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from atoll.core.errors import CorruptObjectError, StoreError
-from atoll.core.forkwork import MAX_UNITS, default_workers, fork_map
+from atoll.core.forkwork import default_workers, fork_map
 from atoll.core.fsutil import copy_data, read_xattrs
 from atoll.core.progress import Step, progress
 from atoll.store.objects import DirEntry, DirMeta, FileMeta
@@ -40,6 +40,8 @@ from atoll.store.seal import OBJECT_MTIME, ObjectStat
 from atoll.store.tree import MAX_DEPTH
 
 __all__ = ["bad_objects", "checkout", "verify_commit"]
+
+_QUIET = Step()  # a worker process's progress: the terminal is the parent's
 
 
 class _Walk:
@@ -118,8 +120,8 @@ def bad_objects(repo: Repo, commit: str, *, full: bool = False) -> list[str]:
 
 def _corrupt(commit: str, bad: list[str]) -> CorruptObjectError:
     return CorruptObjectError(
-        f"commit {commit[:12]}: {len(bad)} damaged or missing object(s), moved to "
-        "quarantine; nothing was changed",
+        f"commit {commit[:12]}: {len(bad)} damaged or missing object(s), the damaged ones "
+        "moved to quarantine; nothing was changed",
         details="\n".join(bad[:50]),
         resolution=REPAIR_HINT,
     )
@@ -171,11 +173,18 @@ def checkout(repo: Repo, commit: str, dest: Path, *, verify: bool = True,
     unit's file objects are checked (``verify``) before any of them is linked; on any
     error ``dest`` is removed again, so it exists only complete.
 
+    Progress: one step counting the files; while workers run it counts this process's
+    share, and the workers' when they end.
+
     Raises:
         FileExistsError: ``dest`` exists.
-        StoreError: the tree is unsafe (too deep).
+        StoreError: the tree is unsafe (too deep, an object that is not a regular file
+            or symlink); with ``verify=False``, a dirtree or the commit is missing or
+            damaged.
         CorruptObjectError: an object is missing, or ``verify`` found one damaged
-            (each is quarantined); all of them are named.
+            (each is quarantined); all of them are named, unless another error (a full
+            disk) ended the checkout first.
+        OSError: from the filesystem (ENOSPC: a full disk), with its errno.
     """
     dest = Path(dest)
     with repo.lock.shared():
@@ -255,7 +264,7 @@ class _Checkout:
 
     def __init__(self, repo: Repo, walk: _Walk, objects: _Objects, *, verify: bool) -> None:
         self.repo, self.walk, self.objects, self.verify = repo, walk, objects, verify
-        self.sizes: dict[str, int] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # dirtree id -> (entries, files)
         self.bad: list[str] = []
         self.linked = 0
         self.pid = os.getpid()
@@ -265,40 +274,44 @@ class _Checkout:
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         skeleton: list[tuple[int, DirMeta]] = [(root_fd, self.walk.commit.root)]
         try:
-            total = self._size(self.walk.commit.tree, 1)
+            total, nfiles = self._size(self.walk.commit.tree, 1)
             limit = max(512, total // (workers * 8))
             units: list[_Unit] = []
             self._plan(root_fd, self.walk.commit.tree, 1, limit, units, skeleton)
             units.sort(key=lambda u: -u.size)
-            per = -(-len(units) // MAX_UNITS)  # units per queue entry (1 but for odd trees)
-            groups = [units[i:i + per] for i in range(0, len(units), per)]
-            nfiles = sum(1 for entries in self.walk.trees.values() for e in entries
-                         if not e.is_dir)
             with progress(f"checkout {self.walk.id[:12]}", nfiles, unit="files") as self.step:
-                results = fork_map(len(groups), lambda i: self._do(groups[i]),
-                                   lambda: {"bad": self.bad, "linked": self.linked},
-                                   workers=workers if nfiles >= 1024 else 1)
+                results = fork_map(
+                    len(units), lambda i: self._unit(units[i]),
+                    lambda: {"bad": self.bad, "linked": self.linked},
+                    workers=workers if nfiles >= 1024 else 1,
+                    keep_fds=[self.objects.fd, *(fd for fd, _ in skeleton)])
                 for r in results[1:]:
                     self.step.advance(r["linked"])
-            bad = sorted({b for r in results for b in r["bad"]})
-            if bad:
-                raise _corrupt(self.walk.id, bad)
+                bad = sorted({b for r in results for b in r["bad"]})
+                if bad:
+                    raise _corrupt(self.walk.id, bad)
             for fd, meta in reversed(skeleton):  # the deepest first, the root last
                 _apply_dirmeta(fd, meta)
         finally:
             for fd, _ in skeleton:
                 os.close(fd)
 
-    def _size(self, tree: str, depth: int) -> int:
-        """Entries under ``tree``, all levels."""
+    def _size(self, tree: str, depth: int) -> tuple[int, int]:
+        """(entries, files) under ``tree``, all levels, each place a subtree appears
+        counted."""
         if depth > MAX_DEPTH:
-            raise StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} "
-                             "levels", resolution="atoll refuses such trees at commit; this "
-                             "commit was made elsewhere")
+            raise _too_deep(tree)
         n = self.sizes.get(tree)
         if n is None:
-            n = self.sizes[tree] = sum(1 + self._size(e.id, depth + 1) if e.is_dir else 1
-                                       for e in self.walk.trees[tree])
+            entries = files = 0
+            for e in self.walk.trees[tree]:
+                entries += 1
+                if e.is_dir:
+                    sub = self._size(e.id, depth + 1)
+                    entries, files = entries + sub[0], files + sub[1]
+                else:
+                    files += 1
+            n = self.sizes[tree] = (entries, files)
         return n
 
     def _plan(self, fd: int, tree: str, depth: int, limit: int, units: list[_Unit],
@@ -314,7 +327,7 @@ class _Checkout:
             if not e.is_dir:
                 continue
             assert e.meta is not None
-            size = self.sizes[e.id]
+            size = self.sizes[e.id][0]
             if size <= limit or len(skeleton) >= self.MAX_SKELETON:
                 units.append(_Unit(1 + size, fd, tree, depth, e))
                 continue
@@ -323,25 +336,22 @@ class _Checkout:
             skeleton.append((sub, e.meta))
             self._plan(sub, e.id, depth + 1, limit, units, skeleton)
 
-    def _do(self, group: list[_Unit]) -> None:
+    def _unit(self, unit: _Unit) -> None:
         if os.getpid() != self.pid:  # a worker process: the terminal is the parent's
             self.step = _QUIET
-        for unit in group:
-            self._unit(unit)
-
-    def _unit(self, unit: _Unit) -> None:
         walk = self.walk
         if unit.entry is None:
             files = {e.id for e in walk.trees[unit.tree] if not e.is_dir}
         else:
-            files = set()
+            files, seen = set(), {unit.entry.id}
             stack = [unit.entry.id]
             while stack:
                 for e in walk.trees[stack.pop()]:
-                    if e.is_dir:
-                        stack.append(e.id)
-                    else:
+                    if not e.is_dir:
                         files.add(e.id)
+                    elif e.id not in seen:  # a subtree repeated: its files once
+                        seen.add(e.id)
+                        stack.append(e.id)
         if self.verify:
             bad = self._check(sorted(files))
             if bad:
@@ -369,6 +379,8 @@ class _Checkout:
         repo, stats, fd = self.repo, self.walk.stats, self.objects.fd
         bad = []
         for oid in files:
+            if oid in stats:  # checked in an earlier unit of this process
+                continue
             st = repo.sealed_stat(oid, fd)
             if st is not None:
                 stats[oid] = st
@@ -381,9 +393,7 @@ class _Checkout:
         """Create the entries of ``tree`` in the directory ``dir_fd`` (its files only,
         with ``files_only``)."""
         if depth > MAX_DEPTH:
-            raise StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} "
-                             "levels", resolution="atoll refuses such trees at commit; this "
-                             "commit was made elsewhere")
+            raise _too_deep(tree)
         stats, objects, step = self.walk.stats, self.objects, self.step
         for entry in self.walk.trees[tree]:
             name = entry.name  # checked when the dirtree was parsed (parse_dirtree)
@@ -399,8 +409,6 @@ class _Checkout:
                 finally:
                     os.close(fd)
                 continue
-            step.advance()
-            self.linked += 1
             rel = f"{entry.id[:2]}/{entry.id[2:]}.file"
             try:
                 st = stats.get(entry.id) or os.lstat(rel, dir_fd=objects.fd)
@@ -412,17 +420,22 @@ class _Checkout:
             if stat.S_ISREG(st.st_mode) and st.st_size == 0:
                 # every empty file is one object
                 _copy_object(f"{objects.path}/{rel}", name, dir_fd, st)
-                continue
-            try:
-                os.link(rel, name, src_dir_fd=objects.fd, dst_dir_fd=dir_fd,
-                        follow_symlinks=False)
-            except FileNotFoundError:  # another worker found it damaged, or gc
-                self.bad.append(f"file {entry.id}: missing")
-                return
-            except OSError as exc:
-                if exc.errno != errno.EMLINK:
-                    raise
-                _copy_object(f"{objects.path}/{rel}", name, dir_fd, st)
+            else:
+                try:
+                    os.link(rel, name, src_dir_fd=objects.fd, dst_dir_fd=dir_fd,
+                            follow_symlinks=False)
+                except FileNotFoundError:  # another worker found it damaged
+                    self.bad.append(f"file {entry.id}: missing")
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.EMLINK:
+                        raise
+                    _copy_object(f"{objects.path}/{rel}", name, dir_fd, st)
+            step.advance()
+            self.linked += 1
 
 
-_QUIET = Step()
+def _too_deep(tree: str) -> StoreError:
+    return StoreError(f"dirtree {tree}: directories nested deeper than {MAX_DEPTH} levels",
+                      resolution="atoll refuses such trees at commit; this commit was made "
+                      "elsewhere")
