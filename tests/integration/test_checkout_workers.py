@@ -4,6 +4,7 @@ killed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -119,6 +120,13 @@ def test_workers_die_with_a_killed_checkout(repo: Repo, tmp_path: Path) -> None:
     while not workers and proc.poll() is None and time.monotonic() < deadline:
         workers = _children(proc.pid)
     assert workers, "the checkout ended before its workers were seen"
+    # a worker asks for its death signal first, then closes the descriptors it was not
+    # given, the store's lock among them: once that is closed, it has asked (stopped
+    # before, it would only ask, find its parent gone and leave, when continued)
+    lock = str(repo.path / "lock")
+    while time.monotonic() < deadline and any(lock in _fds(w) for w in workers):
+        time.sleep(0.001)
+    assert proc.poll() is None, "the checkout ended before its workers were stopped"
     for w in workers:  # stopped, they could not finish on their own
         os.kill(w, signal.SIGSTOP)
     proc.send_signal(signal.SIGKILL)
@@ -132,6 +140,18 @@ def test_workers_die_with_a_killed_checkout(repo: Repo, tmp_path: Path) -> None:
         for w in workers:
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+def _fds(pid: int) -> list[str]:
+    """What the open descriptors of ``pid`` name."""
+    out = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    except FileNotFoundError:
+        pass
+    return out
 
 
 def _alive(pid: int) -> bool:

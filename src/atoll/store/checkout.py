@@ -42,6 +42,7 @@ from atoll.store.tree import MAX_DEPTH
 __all__ = ["bad_objects", "checkout", "verify_commit"]
 
 _QUIET = Step()  # a worker process's progress: the terminal is the parent's
+_WALK_THREADS = 2
 
 
 class _Walk:
@@ -56,13 +57,22 @@ class _Walk:
         self.commit = repo.read_commit(commit)
         self.trees: dict[str, list[DirEntry]] = {}
         self.stats: dict[str, os.stat_result | ObjectStat] = {}
-        stack = [self.commit.tree]
-        while stack:
-            t = stack.pop()
-            if t in self.trees:
-                continue
-            self.trees[t] = entries = repo.read_dirtree(t)
-            stack.extend(e.id for e in entries if e.is_dir)
+        trees = self.trees
+
+        def read(ids: list[str]) -> list[list[DirEntry]]:
+            return [repo.read_dirtree(t) for t in ids]
+
+        # level by level, each level in one batch per thread: a cold read waits for the
+        # disk with the interpreter's lock released, so another thread parses meanwhile
+        # (a task per dirtree would cost more than it saves under emulation)
+        level = [self.commit.tree]
+        with ThreadPoolExecutor(_WALK_THREADS) as pool:
+            while level:
+                todo = [t for t in dict.fromkeys(level) if t not in trees]
+                batches = [todo[i::_WALK_THREADS] for i in range(_WALK_THREADS)]
+                for ids, parsed in zip(batches, pool.map(read, batches), strict=True):
+                    trees.update(zip(ids, parsed, strict=True))
+                level = [e.id for t in todo for e in trees[t] if e.is_dir]
 
     def files(self) -> list[str]:
         """The ids of every file object, sorted (the store's order on disk)."""
