@@ -61,3 +61,20 @@ def pytest_runtest_makereport(item: pytest.Item,
     if isinstance(exc, AtollError) and exc.details:
         report.sections.append((f"{type(exc).__name__} details", exc.details))
     return report
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the children this process forks during the test (``os.fork``
+    recorded, not replaced)."""
+    pids: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids

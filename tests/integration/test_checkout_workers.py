@@ -43,19 +43,9 @@ def repo(tmp_path: Path) -> Repo:
 
 
 def test_the_workers_make_the_same_tree_as_one_process(repo: Repo, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       forks: list[int]) -> None:
     tree = big_tree(tmp_path / "tree")
     cid = repo.commit_dir(tree)
-    forks = []
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            forks.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", fork)
     checkout(repo, cid, tmp_path / "one", workers=1)
     assert forks == []
     checkout(repo, cid, tmp_path / "three", workers=3)

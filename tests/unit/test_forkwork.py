@@ -85,27 +85,18 @@ def test_a_child_that_dies_is_an_error_not_a_short_result() -> None:
         fork_map(200, work, lambda: None, workers=2)
 
 
-def test_an_error_here_stops_and_reaps_the_children(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_error_here_stops_and_reaps_the_children(forks: list[int]) -> None:
     parent = os.getpid()
-    forked: list[int] = []
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            forked.append(pid)
-        return pid
 
     def work(i: int) -> None:
         if os.getpid() == parent:
             raise ValueError("boom")
         os.sched_yield()
 
-    monkeypatch.setattr(os, "fork", fork)
     with pytest.raises(ValueError, match="boom"):
         fork_map(500, work, lambda: None, workers=3)
-    assert len(forked) == 2
-    for pid in forked:  # each was reaped (this process may have other children: a test
+    assert len(forks) == 2
+    for pid in forks:  # each was reaped (this process may have other children: a test
         with pytest.raises(ChildProcessError):  # suite's daemons)
             os.waitpid(pid, os.WNOHANG)
 

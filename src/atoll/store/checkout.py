@@ -80,24 +80,40 @@ class _Walk:
                        if not e.is_dir})
 
 
-def _bad_files(repo: Repo, walk: _Walk, *, full: bool,
-               objects_fd: int | None = None) -> list[str]:
+def _unsealed(repo: Repo, oids: list[str], objects_fd: int,
+              stats: dict[str, os.stat_result | ObjectStat]) -> list[str]:
+    """The seal check (:meth:`Repo.sealed_stat`, relative to the open ``objects/``):
+    the ``lstat`` of each sealed object goes to ``stats`` (for the link); returns the
+    others, to re-hash."""
+    unsealed = []
+    for oid in oids:
+        st = repo.sealed_stat(oid, objects_fd)
+        if st is None:
+            unsealed.append(oid)
+        else:
+            stats[oid] = st
+    return unsealed
+
+
+def _damaged(repo: Repo, oid: str) -> str:
+    """Quarantine a file object found damaged; its ``"file <id>"``."""
+    repo.quarantine(oid, "file", "content does not match its id")
+    return f"file {oid}"
+
+
+def _bad_files(repo: Repo, walk: _Walk, *, full: bool) -> list[str]:
     """The file objects of ``walk`` found damaged or missing (``"file <id>"``; each is
     quarantined). A sealed object (:meth:`Repo.is_sealed`) is taken as whole without
     reading it; the others (or all, with ``full``) are re-hashed, on ``WORKERS``
     threads (hashing releases the GIL; a seal check is one ``lstat``, cheaper in
-    this thread than handed to a pool). ``objects_fd``: the store's ``objects/``, open
-    (:meth:`Repo.sealed_stat`)."""
+    this thread than handed to a pool)."""
     files = walk.files()
     if not full:
-        unsealed = []
-        for oid in files:
-            st = repo.sealed_stat(oid, objects_fd)
-            if st is None:
-                unsealed.append(oid)
-            else:
-                walk.stats[oid] = st
-        files = unsealed
+        objects = _Objects(os.fspath(repo.objects))
+        try:
+            files = _unsealed(repo, files, objects.fd, walk.stats)
+        finally:
+            os.close(objects.fd)
     bad: list[str] = []
     if not files:
         return bad
@@ -106,8 +122,7 @@ def _bad_files(repo: Repo, walk: _Walk, *, full: bool,
         for oid, ok in zip(files, pool.map(repo.reverify, files, chunksize=64), strict=True):
             step.advance()
             if not ok:
-                bad.append(f"file {oid}")
-                repo.quarantine(oid, "file", "content does not match its id")
+                bad.append(_damaged(repo, oid))
     return bad
 
 
@@ -341,8 +356,7 @@ class _Checkout:
             if size <= limit or len(skeleton) >= self.MAX_SKELETON:
                 units.append(_Unit(1 + size, fd, tree, depth, e))
                 continue
-            os.mkdir(e.name, _dir_mode(e.meta), dir_fd=fd)
-            sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            sub = _make_dir(e, fd)
             skeleton.append((sub, e.meta))
             self._plan(sub, e.id, depth + 1, limit, units, skeleton)
 
@@ -371,14 +385,16 @@ class _Checkout:
         if unit.entry is None:
             self._fill(unit.tree, unit.dir_fd, unit.depth, files_only=True)
             return
-        meta = unit.entry.meta
-        assert meta is not None
-        name = unit.entry.name  # checked when the dirtree was parsed (parse_dirtree)
-        os.mkdir(name, _dir_mode(meta), dir_fd=unit.dir_fd)
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=unit.dir_fd)
+        self._subdir(unit.entry, unit.dir_fd, unit.depth + 1)
+
+    def _subdir(self, entry: DirEntry, dir_fd: int, depth: int) -> None:
+        """Make the directory ``entry`` in ``dir_fd``, fill it (its entries at ``depth``),
+        then give it its metadata."""
+        assert entry.meta is not None
+        fd = _make_dir(entry, dir_fd)
         try:
-            self._fill(unit.entry.id, fd, unit.depth + 1)
-            _apply_dirmeta(fd, meta)
+            self._fill(entry.id, fd, depth)
+            _apply_dirmeta(fd, entry.meta)
         finally:
             os.close(fd)
 
@@ -386,18 +402,10 @@ class _Checkout:
         """The seal check of ``files`` (:meth:`Repo.sealed_stat`; the ``lstat`` kept for
         the link); an unsealed one is re-hashed. Returns the damaged ones
         (``"file <id>"``), quarantined."""
-        repo, stats, fd = self.repo, self.walk.stats, self.objects.fd
-        bad = []
-        for oid in files:
-            if oid in stats:  # checked in an earlier unit of this process
-                continue
-            st = repo.sealed_stat(oid, fd)
-            if st is not None:
-                stats[oid] = st
-            elif not repo.reverify(oid):
-                bad.append(f"file {oid}")
-                repo.quarantine(oid, "file", "content does not match its id")
-        return bad
+        repo, stats = self.repo, self.walk.stats
+        todo = [oid for oid in files if oid not in stats]  # not checked in an earlier unit
+        return [_damaged(repo, oid) for oid in _unsealed(repo, todo, self.objects.fd, stats)
+                if not repo.reverify(oid)]
 
     def _fill(self, tree: str, dir_fd: int, depth: int, *, files_only: bool = False) -> None:
         """Create the entries of ``tree`` in the directory ``dir_fd`` (its files only,
@@ -408,16 +416,8 @@ class _Checkout:
         for entry in self.walk.trees[tree]:
             name = entry.name  # checked when the dirtree was parsed (parse_dirtree)
             if entry.is_dir:
-                if files_only:
-                    continue
-                assert entry.meta is not None
-                os.mkdir(name, _dir_mode(entry.meta), dir_fd=dir_fd)
-                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-                try:
-                    self._fill(entry.id, fd, depth + 1)
-                    _apply_dirmeta(fd, entry.meta)
-                finally:
-                    os.close(fd)
+                if not files_only:
+                    self._subdir(entry, dir_fd, depth + 1)
                 continue
             rel = f"{entry.id[:2]}/{entry.id[2:]}.file"
             try:
@@ -443,6 +443,15 @@ class _Checkout:
                     _copy_object(f"{objects.path}/{rel}", name, dir_fd, st)
             step.advance()
             self.linked += 1
+
+
+def _make_dir(entry: DirEntry, dir_fd: int) -> int:
+    """Create the directory ``entry`` in ``dir_fd`` (writable until filled,
+    :func:`_dir_mode`); returns it, open."""
+    assert entry.meta is not None
+    name = entry.name  # checked when the dirtree was parsed (parse_dirtree)
+    os.mkdir(name, _dir_mode(entry.meta), dir_fd=dir_fd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
 
 
 def _too_deep(tree: str) -> StoreError:
