@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from atoll.core.errors import CorruptObjectError, HostStateError
 from atoll.delta import PackIndex, apply_delta, generate_delta, import_chunk, write_pack
@@ -179,8 +180,10 @@ def test_gzip_file_rebuilt_from_decompressed_patch(tmp_path: Path,
                             check=True).stdout
         (root / "boot/initrd.img").write_bytes(gz)
         ids.append(repo.commit_dir(root, ref="r"))
+    diffed: list[int] = []  # its compressed bytes differ throughout: not worth a diff
+    monkeypatch.setattr(static, "_Bsdiff", lambda c, b: diffed.append(len(c)))
     stats = generate_delta(repo, ids[0], ids[1], tmp_path / "d.delta")
-    assert stats.files_rebuilt == 1
+    assert stats.files_rebuilt == 1 and diffed == []
     assert stats.size < 5_000  # the compressed file is > 100 kB and all new
     host = _host_with(tmp_path, repo, ids[0])
     assert apply_delta(host, tmp_path / "d.delta") == ids[1]
@@ -450,3 +453,74 @@ def test_unknown_delta_format_is_refused(tmp_path: Path,
     host = _host_with(tmp_path, repo, a)
     with pytest.raises(CorruptObjectError):
         apply_delta(host, tmp_path / "d3.delta")
+
+
+def _relocated(base: bytes) -> bytes:
+    """``base`` with every 64th byte changed, as a module's relocations change it."""
+    out = bytearray(base)
+    for i in range(0, len(out), 64):
+        out[i] = (out[i] + 1) & 0xFF
+    return bytes(out)
+
+
+def test_zstd_command_patch_made_only_when_it_can_beat_bsdiff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import atoll.delta.static as static
+
+    monkeypatch.setattr(static, "CLI_MIN", 100_000)
+    levels: list[int] = []
+    real = static._patch_cli
+
+    def patch_cli(content: bytes, base: bytes, level: int) -> bytes:
+        levels.append(level)
+        return real(content, base, level)
+
+    monkeypatch.setattr(static, "_patch_cli", patch_cli)
+    base = _blob(21, 300_000)
+    repo, a, b = _two(tmp_path, {"usr/lib/m.ko": base}, {"usr/lib/m.ko": _relocated(base)})
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        (f,) = read_header(fh).files
+    assert f["how"] == "bsdiff"
+    assert levels == [static.CLI_TRIAL_LEVEL]  # the trial, and no level-19 run
+    host = _host_with(tmp_path, repo, a)
+    assert apply_delta(host, tmp_path / "d.delta", expect=(a, b)) == b
+
+    # Against a rival the trial may beat, the patch is made at the full level.
+    levels.clear()
+    new = base[:150_000] + b"INSERTED" * 10 + base[150_000:]
+    made = static._patch_to_beat(new, base, 12, _Rival(1 << 30))
+    assert made is not None and levels == [static.CLI_TRIAL_LEVEL, static.CLI_LEVEL]
+    levels.clear()
+    assert static._patch_to_beat(new, base, 12, _Rival(10)) is None
+    assert levels == [static.CLI_TRIAL_LEVEL]
+    levels.clear()
+    assert static._patch_to_beat(new, base, 12, None) is not None  # no rival: no trial
+    assert levels == [static.CLI_LEVEL]
+
+
+class _Rival:
+    """A candidate of ``size`` bytes, as :class:`atoll.delta.static._Bsdiff` answers."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def below(self, n: float) -> bool:
+        return self.size < n
+
+
+def test_bsdiff_size_at_the_full_level_only_when_the_rough_one_cannot_decide(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import atoll.delta.static as static
+
+    base = _blob(22, 200_000)
+    diff = static._Bsdiff(_relocated(base), base)
+    assert diff.exact is None and diff.rough > 0
+    lo, hi = static.BSDIFF_ROUGH_RANGE
+    assert diff.below(diff.rough / lo + 1) and not diff.below(diff.rough / hi)
+    assert diff.exact is None  # both settled by the rough size
+    assert diff.below(diff.rough * 10) and diff.size() == diff.rough
+    exact = sum(len(zstandard.ZstdCompressor(level=static.BSDIFF_EST_LEVEL).compress(b))
+                for b in diff.blocks)
+    assert diff.below(exact + 1) is True and diff.below(exact) is False  # in the range
+    assert diff.exact == exact and diff.size() == exact

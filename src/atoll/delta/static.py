@@ -13,9 +13,11 @@ blocks (on kernel modules, whose relocations shift every address a little,
 usually this), plain compression in the solid stream; a gzip file that ``gzip
 -n -LEVEL`` reproduces (an initrd) or a file with an xz stream that ``xz``
 reproduces (a kernel) may instead ship as a patch of its *decompressed*
-content, rebuilt on the host (:mod:`atoll.delta.recompress`); an initramfs's
+content, rebuilt on the host (:mod:`atoll.delta.recompress`), and is then not
+diffed otherwise (its compressed bytes differ throughout); an initramfs's
 dictionary is the new tree's own files that are members of its cpio archive.
-Patches of inputs above :data:`CLI_MIN` are made with the ``zstd`` command.
+Patches of inputs above :data:`CLI_MIN` are made with the ``zstd`` command, after
+bsdiff, and only when a trial at a cheaper level shows they can beat it.
 
 Each file's choice is kept in the publishing repository's cache
 (:mod:`atoll.delta.cache`), keyed by both files' ids and the settings, so a
@@ -84,11 +86,20 @@ PATCH_GAIN = 0.9
 # (prefix mode finds what python's dictionary mode misses there), at this level.
 CLI_MIN = 8 << 20
 CLI_LEVEL = 19
+# A level-CLI_LEVEL patch takes ~13x as long as one at CLI_TRIAL_LEVEL and is at most
+# a quarter smaller (0.80-0.92 on the 20 largest changed binaries of bench_delta's db
+# pair): when bsdiff is already smaller than the trial allows, it is not made.
+CLI_TRIAL_LEVEL = 12
+CLI_TRIAL_GAIN = 0.75
 # Up to this (base + new bytes), bsdiff is tried too (memory: ~9x the base).
 BSDIFF_MAX = 64 << 20
 # zstd level of the size estimate that decides between bsdiff and the others (the
 # blocks go into the solid stream, compressed at the delta's level with the rest).
 BSDIFF_EST_LEVEL = 19
+# A twentieth of the time; its size / BSDIFF_EST_LEVEL's was within 0.94-1.19 on 400
+# changed files of bench_delta's db pair: outside this range it decides alone.
+BSDIFF_ROUGH_LEVEL = 9
+BSDIFF_ROUGH_RANGE = (0.9, 1.25)
 
 Window = tuple[int, int, int, int]  # content [a, b) with base window [s, e)
 
@@ -189,6 +200,19 @@ def _patch(content: bytes, base: bytes, level: int, cli_level: int | None = None
     return b"".join(frames), segs
 
 
+def _patch_to_beat(content: bytes, base: bytes, level: int,
+                   rival: _Bsdiff | None) -> tuple[bytes, list[list[int]]] | None:
+    """:func:`_patch`, or None when a trial at :data:`CLI_TRIAL_LEVEL` shows that it
+    cannot be smaller than ``rival`` (None: no trial). The trial is made only when a
+    segment would use the ``zstd`` command."""
+    windows = proportional_windows(len(content), len(base))
+    if rival is not None and any(b - a + e - s > CLI_MIN for a, b, s, e in windows):
+        trial, _segs = _patch(content, base, level, CLI_TRIAL_LEVEL, windows)
+        if rival.below(len(trial) * CLI_TRIAL_GAIN):
+            return None
+    return _patch(content, base, level, windows=windows)
+
+
 def _patch_cli(content: bytes, base: bytes, level: int) -> bytes:
     """``zstd --patch-from`` (the CLI: its prefix mode with long-distance matching finds
     matches in a large base that a python dictionary's hash tables miss: a 128 MB
@@ -205,23 +229,49 @@ def _patch_cli(content: bytes, base: bytes, level: int) -> bytes:
                     f"--patch-from={bp}", np_], what="zstd --patch-from", timeout=3600).stdout
 
 
-def _bsdiff(content: bytes, base: bytes) -> tuple[int, bytes, list[int]]:
-    """bsdiff's control/diff/extra blocks (bsdiff4).
+class _Bsdiff:
+    """bsdiff's control/diff/extra blocks of a file (bsdiff4), and their size.
 
     On kernel modules (relocations shift every address a little) this is ~35 %
     smaller than a zstd patch: bsdiff's byte-wise differences compress to nearly
     nothing. The blocks go into the delta's solid stream (compressed together
     with every other file's: another ~15 % smaller than a frame each).
 
-    Returns:
-        (size estimate: each block at :data:`BSDIFF_EST_LEVEL`, the blocks joined
-        and compressed at level 1 to hold them cheaply until written, the blocks'
-        lengths)
+    Their size is what each block compresses to at :data:`BSDIFF_EST_LEVEL`; that
+    takes about half as long as the diff, so it is measured only when the size at
+    :data:`BSDIFF_ROUGH_LEVEL` (within :data:`BSDIFF_ROUGH_RANGE` of it) cannot
+    settle a comparison.
     """
-    blocks = bsdiff4.core.diff(base, content)
-    est = sum(len(zstandard.ZstdCompressor(level=BSDIFF_EST_LEVEL).compress(b)) for b in blocks)
-    packed = zstandard.ZstdCompressor(level=1).compress(b"".join(blocks))
-    return est, packed, [len(b) for b in blocks]
+
+    def __init__(self, content: bytes, base: bytes):
+        self.blocks: list[bytes] = bsdiff4.core.diff(base, content)
+        self.lengths = [len(b) for b in self.blocks]
+        self.rough = self._size(BSDIFF_ROUGH_LEVEL)
+        self.exact: int | None = None
+
+    def _size(self, level: int) -> int:
+        return sum(len(zstandard.ZstdCompressor(level=level).compress(b))
+                   for b in self.blocks)
+
+    def below(self, n: float) -> bool:
+        """Whether the blocks' size is below ``n`` bytes."""
+        lo, hi = BSDIFF_ROUGH_RANGE
+        if self.exact is None:
+            if self.rough / hi >= n:
+                return False
+            if self.rough / lo < n:
+                return True
+            self.exact = self._size(BSDIFF_EST_LEVEL)
+        return self.exact < n
+
+    def size(self) -> int:
+        """The blocks' size, or its rough estimate if it was never needed."""
+        return self.rough if self.exact is None else self.exact
+
+    def packed(self) -> bytes:
+        """The blocks joined and compressed at level 1, to hold them cheaply until
+        they are written."""
+        return zstandard.ZstdCompressor(level=1).compress(b"".join(self.blocks))
 
 
 # -- the cache of per-file choices ------------------------------------------------
@@ -366,61 +416,75 @@ def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileIn
                     break
         return out
 
+    def rebuilt(content: bytes, old: bytes, limit: float) -> Choice:
+        """A reproducible gzip file or xz stream as a patch of its decompressed form,
+        if smaller than ``limit`` bytes."""
+        if len(content) < MIN_SIZE:
+            return None
+        raw = gunzip(content)
+        if raw is not None:
+            lvl = gzip_level(content, raw)
+            if lvl is None:
+                return None
+            how: dict[str, Any] = {"how": "gzip", "level": lvl, "usize": len(raw)}
+            members = members_dict(raw)
+            if members and sum(new_sizes[i] for i, _o, _s in members) * 2 >= len(raw):
+                ids = [i for i, _o, _s in members]
+                dictionary = b"".join(repo.read_file_content(i) for i in ids)
+                how["dict"] = ids
+                spans, d = [], 0
+                for _i, off, size in members:
+                    spans.append((off, size, d))
+                    d += size
+                windows = member_windows(len(raw), spans)
+            else:
+                old_raw = gunzip(old)
+                dictionary = old if old_raw is None else old_raw
+                how["base_gz"] = old_raw is not None
+                windows = proportional_windows(len(raw), len(dictionary))
+            # With the new tree's files as dictionary the matches are exact and
+            # long: level 12 is as good as 19 (0.35 MB) at a twentieth of the time.
+            gz, gsegs = _patch(raw, dictionary, plevel, 12 if "dict" in how else CLI_LEVEL,
+                               windows)
+            return (gz, how | {"segs": gsegs}) if len(gz) < limit else None
+        xz = find_xz(content)
+        if xz is None:
+            return None
+        off, length, xraw = xz
+        opts = xz_options(content[off:off + length], xraw)
+        if opts is None:
+            return None
+        expanded = content[:off] + xraw + content[off + length:]
+        old_xz = find_xz(old)
+        old_exp = old if old_xz is None else (
+            old[:old_xz[0]] + old_xz[2] + old[old_xz[0] + old_xz[1]:])
+        px, xsegs = _patch(expanded, old_exp, plevel)
+        if len(px) >= limit:
+            return None
+        return (px, {"how": "xz", "options": opts, "offset": off, "xz_raw": len(xraw),
+                     "usize": len(expanded), "segs": xsegs,
+                     "base_xz": None if old_xz is None else old_xz[0]})
+
     def choose(fid: str, base: FileInfo) -> Choice:
         content = repo.read_file_content(fid)
         old = repo.read_file_content(base.id)
-        best: Choice = None
-        plain = len(zstandard.ZstdCompressor(level=3).compress(content))
-        patch, segs = _patch(content, old, plevel)
-        if len(patch) < plain * PATCH_GAIN:
-            best = (patch, {"how": "patch", "segs": segs})
-        patch_len = len(patch)
-        if len(content) + len(old) <= BSDIFF_MAX:
-            est, packed, lengths = _bsdiff(content, old)
-            if est < min(patch_len, plain * PATCH_GAIN):
-                best = (packed, {"how": "bsdiff", "raw": lengths, "_est": est})
-                patch_len = est  # what the others must beat
-        raw = gunzip(content) if len(content) >= MIN_SIZE else None
-        if raw is not None:
-            lvl = gzip_level(content, raw)
-            if lvl is not None:
-                how: dict[str, Any] = {"how": "gzip", "level": lvl, "usize": len(raw)}
-                members = members_dict(raw)
-                if members and sum(new_sizes[i] for i, _o, _s in members) * 2 >= len(raw):
-                    ids = [i for i, _o, _s in members]
-                    dictionary = b"".join(repo.read_file_content(i) for i in ids)
-                    how["dict"] = ids
-                    spans, d = [], 0
-                    for _i, off, size in members:
-                        spans.append((off, size, d))
-                        d += size
-                    windows = member_windows(len(raw), spans)
-                else:
-                    old_raw = gunzip(old)
-                    dictionary = old if old_raw is None else old_raw
-                    how["base_gz"] = old_raw is not None
-                    windows = proportional_windows(len(raw), len(dictionary))
-                # With the new tree's files as dictionary the matches are exact and
-                # long: level 12 is as good as 19 (0.35 MB) at a twentieth of the time.
-                gz, gsegs = _patch(raw, dictionary, plevel,
-                                   12 if "dict" in how else CLI_LEVEL, windows)
-                if len(gz) < min(patch_len, plain) * PATCH_GAIN:
-                    best = (gz, how | {"segs": gsegs})
-        xz = find_xz(content) if len(content) >= MIN_SIZE and raw is None else None
-        if xz is not None:
-            off, length, xraw = xz
-            opts = xz_options(content[off:off + length], xraw)
-            if opts is not None:
-                expanded = content[:off] + xraw + content[off + length:]
-                old_xz = find_xz(old)
-                old_exp = old if old_xz is None else (
-                    old[:old_xz[0]] + old_xz[2] + old[old_xz[0] + old_xz[1]:])
-                px, xsegs = _patch(expanded, old_exp, plevel)
-                if len(px) < min(patch_len, plain) * PATCH_GAIN:
-                    best = (px, {"how": "xz", "options": opts, "offset": off,
-                                 "xz_raw": len(xraw), "usize": len(expanded), "segs": xsegs,
-                                 "base_xz": None if old_xz is None else old_xz[0]})
-        return best
+        limit = len(zstandard.ZstdCompressor(level=3).compress(content)) * PATCH_GAIN
+        # A reproducible compressed file differs throughout from its old version:
+        # only its decompressed form diffs well, so the others are not tried.
+        best = rebuilt(content, old, limit)
+        if best is not None:
+            return best
+        diff = _Bsdiff(content, old) if len(content) + len(old) <= BSDIFF_MAX else None
+        if diff is not None and diff.below(limit):
+            found = _patch_to_beat(content, old, plevel, diff)
+            if found is None or diff.below(len(found[0]) + 1):  # bsdiff wins a tie
+                return diff.packed(), {"how": "bsdiff", "raw": diff.lengths,
+                                       "_est": diff.size()}
+        else:
+            found = _patch_to_beat(content, old, plevel, None)
+        if found is not None and len(found[0]) < limit:
+            return found[0], {"how": "patch", "segs": found[1]}
+        return None
 
     def decide(fid: str) -> tuple[str, Choice]:
         base = pairs.get(fid)
@@ -431,7 +495,10 @@ def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileIn
             key = cache.key("delta-file", new=fid, base=base.id, format=FORMAT,
                             plevel=plevel, seg=fmt.SEG_MAX, seg_base=fmt.SEG_BASE_MAX,
                             cli_min=CLI_MIN, bsdiff_max=BSDIFF_MAX,
-                            bsdiff_est=BSDIFF_EST_LEVEL, gain=PATCH_GAIN, min_size=MIN_SIZE)
+                            trial=[CLI_TRIAL_LEVEL, CLI_TRIAL_GAIN],
+                            bsdiff_est=BSDIFF_EST_LEVEL,
+                            rough=[BSDIFF_ROUGH_LEVEL, *BSDIFF_ROUGH_RANGE],
+                            gain=PATCH_GAIN, min_size=MIN_SIZE)
             data = cache.get(key)
             if data is not None:
                 try:
