@@ -477,7 +477,7 @@ def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileIn
         diff = _Bsdiff(content, old) if len(content) + len(old) <= BSDIFF_MAX else None
         if diff is not None and diff.below(limit):
             found = _patch_to_beat(content, old, plevel, diff)
-            if found is None or diff.below(len(found[0]) + 1):  # bsdiff wins a tie
+            if found is None or diff.below(len(found[0])):  # a patch wins a tie
                 return diff.packed(), {"how": "bsdiff", "raw": diff.lengths,
                                        "_est": diff.size()}
         else:
