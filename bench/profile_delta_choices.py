@@ -1,15 +1,17 @@
 """Where a delta's per-file work goes: each paired file's choice, timed on one thread.
 
-    .venv/bin/python bench/profile_delta_choices.py [--work DIR] [--limit N] [--json OUT]
+    .venv/bin/python bench/profile_delta_choices.py [--variant kernel|db] [--work DIR]
+        [--limit N] [--json OUT]
 
-Uses the two commits ``bench_delta.py`` composed in ``--work`` (default: the db
-variant's, ``/var/tmp/atoll-bench-delta-db``; run that first). For every new file
-with a partner, largest first, it runs the generator's choice (no cache) on one
-thread, so that times add up to CPU time, and reports the seconds spent in bsdiff
-(the diff and its rough size), in zstd patches (python and the ``zstd`` command)
-and in all, the choices by kind and the sum of the chosen sizes (bsdiff: the size
-its comparison used). What the publish's patches step costs is about this total
-divided by the cores.
+Uses the two commits ``bench_delta.py`` composes (cached in ``--work``, default as
+there; the db variant by default). For every new file with a partner, largest
+first, it runs the generator's choice (no cache) on one thread and reports the
+seconds spent in bsdiff (the diff and its rough size; the level-19 size, when
+needed, counts in the total only), in zstd patches (python and the ``zstd``
+command) and in all, the choices by kind and the sum of the chosen sizes (bsdiff:
+at the level that decided). Times are wall time on one thread, the ``zstd``
+command's included: on a quiet machine, the CPU time of the choices. What the
+publish's patches step takes is about this total divided by the cores.
 """
 
 from __future__ import annotations
@@ -27,22 +29,22 @@ from typing import Any
 from atoll.delta import static
 from atoll.delta._util import commit_files, commit_objects
 from atoll.delta.pairing import pair_files
-from atoll.store.repo import Repo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_delta import PACKAGES, composed
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--work", type=Path, default=Path("/var/tmp/atoll-bench-delta-db"))
+    ap.add_argument("--variant", choices=sorted(PACKAGES), default="db")
+    ap.add_argument("--work", type=Path)
     ap.add_argument("--limit", type=int, help="only the N largest files")
     ap.add_argument("--json", type=Path, help="write each file's figures here")
     opts = ap.parse_args()
-    try:
-        old = next(opts.work.glob("old-*.commit")).read_text().strip()
-        new = next(opts.work.glob("new-*.commit")).read_text().strip()
-    except StopIteration:
-        print(f"{opts.work}: no composed pair; run bench/bench_delta.py first", file=sys.stderr)
-        return 2
-    repo = Repo(opts.work / "repo")
+    work: Path = opts.work or Path("/var/tmp/atoll-bench-delta" + (
+        "" if opts.variant == "kernel" else f"-{opts.variant}"))
+    work.mkdir(parents=True, exist_ok=True)
+    repo, old, new = composed(work, opts.variant)
     current = threading.local()
     spent: dict[str, dict[str, float]] = {}
 
@@ -90,7 +92,7 @@ def main() -> int:
     th.join()
     threading.stack_size(static_stack)
     sums = {k: round(sum(r.get(k, 0.0) for r in rows), 1) for k in ("bsdiff", "patch", "total")}
-    print(f"{len(rows)} paired files of {len(first)} new: CPU s {sums}")
+    print(f"{len(rows)} paired files of {len(first)} new: seconds {sums}")
     print("choices:", dict(collections.Counter(str(r["how"]) for r in rows)))
     print("chosen bytes (patches and bsdiff sizes):",
           sum(r["chosen"] for r in rows if r["chosen"] is not None))

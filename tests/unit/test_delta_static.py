@@ -492,8 +492,14 @@ def test_zstd_command_patch_made_only_when_it_can_beat_bsdiff(
     made = static._patch_to_beat(new, base, 12, _Rival(1 << 30))
     assert made is not None and levels == [static.CLI_TRIAL_LEVEL, static.CLI_LEVEL]
     levels.clear()
-    assert static._patch_to_beat(new, base, 12, _Rival(10)) is None
+    trial = len(static._patch(new, base, 12, static.CLI_TRIAL_LEVEL)[0])
+    bound = trial * static.CLI_TRIAL_GAIN  # the smallest the full level may give
+    levels.clear()
+    assert static._patch_to_beat(new, base, 12, _Rival(int(bound) - 1)) is None
     assert levels == [static.CLI_TRIAL_LEVEL]
+    levels.clear()
+    assert static._patch_to_beat(new, base, 12, _Rival(int(bound) + 1)) is not None
+    assert levels == [static.CLI_TRIAL_LEVEL, static.CLI_LEVEL]
     levels.clear()
     assert static._patch_to_beat(new, base, 12, None) is not None  # no rival: no trial
     assert levels == [static.CLI_LEVEL]
@@ -524,3 +530,50 @@ def test_bsdiff_size_at_the_full_level_only_when_the_rough_one_cannot_decide(
                 for b in diff.blocks)
     assert diff.below(exact + 1) is True and diff.below(exact) is False  # in the range
     assert diff.exact == exact and diff.size() == exact
+
+
+def test_a_patch_wins_a_tie_with_bsdiff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import atoll.delta.static as static
+
+    base = _blob(23, 50_000)
+    new = base[:25_000] + b"INSERTED" + base[25_000:]
+    tie = len(static._patch(new, base, static.PATCH_LEVEL)[0])
+
+    class Tied(_Rival):
+        """bsdiff blocks exactly as large as the patch."""
+
+        def __init__(self, content: bytes, old: bytes):
+            super().__init__(tie)
+            self.lengths = [0, 0, 0]
+
+        def packed(self) -> bytes:
+            raise AssertionError("bsdiff chosen on a tie")
+
+    monkeypatch.setattr(static, "_Bsdiff", Tied)
+    repo, a, b = _two(tmp_path, {"usr/lib/x.so": base}, {"usr/lib/x.so": new})
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        assert [f["how"] for f in read_header(fh).files] == ["patch"]
+
+
+def test_a_compressed_file_mostly_unchanged_is_still_diffed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel whose xz stream did not change (its stub did) ships as the stub's
+    diff, not as a rebuild the host must run xz for."""
+    import subprocess
+
+    import atoll.delta.static as static
+
+    monkeypatch.setattr(static, "MIN_SIZE", 1000)
+    stream = subprocess.run(["xz", "--check=crc32", "--x86", "--lzma2=dict=32MiB", "-c"],
+                            input=random.Random(5).randbytes(200_000), capture_output=True,
+                            check=True).stdout
+    stub = _blob(6, 30_000)
+    repo, a, b = _two(tmp_path, {"boot/vmlinuz": stub + stream},
+                      {"boot/vmlinuz": _relocated(stub) + stream})
+    generate_delta(repo, a, b, tmp_path / "d.delta")
+    with open(tmp_path / "d.delta", "rb") as fh:
+        (f,) = read_header(fh).files
+    assert f["how"] == "bsdiff"
+    host = _host_with(tmp_path, repo, a)
+    assert apply_delta(host, tmp_path / "d.delta", expect=(a, b)) == b

@@ -13,8 +13,9 @@ blocks (on kernel modules, whose relocations shift every address a little,
 usually this), plain compression in the solid stream; a gzip file that ``gzip
 -n -LEVEL`` reproduces (an initrd) or a file with an xz stream that ``xz``
 reproduces (a kernel) may instead ship as a patch of its *decompressed*
-content, rebuilt on the host (:mod:`atoll.delta.recompress`), and is then not
-diffed otherwise (its compressed bytes differ throughout); an initramfs's
+content, rebuilt on the host (:mod:`atoll.delta.recompress`); it is then diffed
+as compressed bytes only if they are at least half the same as the old file's at
+both ends (a stream that changed differs throughout); an initramfs's
 dictionary is the new tree's own files that are members of its cpio archive.
 Patches of inputs above :data:`CLI_MIN` are made with the ``zstd`` command, after
 bsdiff, and only when a trial at a cheaper level shows they can beat it.
@@ -87,8 +88,8 @@ PATCH_GAIN = 0.9
 CLI_MIN = 8 << 20
 CLI_LEVEL = 19
 # A level-CLI_LEVEL patch takes ~13x as long as one at CLI_TRIAL_LEVEL and is at most
-# a quarter smaller (0.80-0.92 on the 20 largest changed binaries of bench_delta's db
-# pair): when bsdiff is already smaller than the trial allows, it is not made.
+# a quarter smaller (0.80-0.92 on the 22 changed binaries above CLI_MIN of
+# bench_delta's db pair): when bsdiff is already smaller than the trial allows, it is not made.
 CLI_TRIAL_LEVEL = 12
 CLI_TRIAL_GAIN = 0.75
 # Up to this (base + new bytes), bsdiff is tried too (memory: ~9x the base).
@@ -115,7 +116,7 @@ class DeltaStats:
     meta_objects: int = 0
     meta_bytes: int = 0
     bytes_new: int = 0
-    bytes_patch: int = 0
+    bytes_patch: int = 0  # bsdiff blocks: their size at the level that decided
     cached: int = 0
 
     def to_json(self) -> dict[str, int]:
@@ -211,6 +212,29 @@ def _patch_to_beat(content: bytes, base: bytes, level: int,
         if rival.below(len(trial) * CLI_TRIAL_GAIN):
             return None
     return _patch(content, base, level, windows=windows)
+
+
+def _shared_ends(a: bytes, b: bytes) -> int:
+    """The bytes ``a`` and ``b`` share as a common prefix plus a common suffix (after
+    the prefix); by binary search over slices compared by ``memcmp``."""
+    ma, mb = memoryview(a), memoryview(b)
+    n = min(len(a), len(b))
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ma[:mid] == mb[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    prefix = lo
+    lo, hi = 0, n - prefix
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ma[len(a) - mid:] == mb[len(b) - mid:]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return prefix + lo
 
 
 def _patch_cli(content: bytes, base: bytes, level: int) -> bytes:
@@ -465,26 +489,37 @@ def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileIn
                      "usize": len(expanded), "segs": xsegs,
                      "base_xz": None if old_xz is None else old_xz[0]})
 
-    def choose(fid: str, base: FileInfo) -> Choice:
-        content = repo.read_file_content(fid)
-        old = repo.read_file_content(base.id)
-        limit = len(zstandard.ZstdCompressor(level=3).compress(content)) * PATCH_GAIN
-        # A reproducible compressed file differs throughout from its old version:
-        # only its decompressed form diffs well, so the others are not tried.
-        best = rebuilt(content, old, limit)
-        if best is not None:
-            return best
+    def direct(content: bytes, old: bytes,
+               limit: float) -> tuple[Choice, Callable[[float], bool]]:
+        """The smaller of bsdiff and a zstd patch if below ``limit`` bytes, and whether
+        it is below a given number of bytes."""
         diff = _Bsdiff(content, old) if len(content) + len(old) <= BSDIFF_MAX else None
         if diff is not None and diff.below(limit):
             found = _patch_to_beat(content, old, plevel, diff)
             if found is None or diff.below(len(found[0])):  # a patch wins a tie
-                return diff.packed(), {"how": "bsdiff", "raw": diff.lengths,
-                                       "_est": diff.size()}
+                return (diff.packed(), {"how": "bsdiff", "raw": diff.lengths,
+                                        "_est": diff.size()}), diff.below
         else:
             found = _patch_to_beat(content, old, plevel, None)
         if found is not None and len(found[0]) < limit:
-            return found[0], {"how": "patch", "segs": found[1]}
-        return None
+            n = len(found[0])
+            return (found[0], {"how": "patch", "segs": found[1]}), lambda x: n < x
+        return None, lambda x: False
+
+    def choose(fid: str, base: FileInfo) -> Choice:
+        content = repo.read_file_content(fid)
+        old = repo.read_file_content(base.id)
+        limit = len(zstandard.ZstdCompressor(level=3).compress(content)) * PATCH_GAIN
+        rebuild = rebuilt(content, old, limit)
+        # A compressed stream that changed differs from its old version throughout,
+        # past what the two share at their ends (the benchmark's vmlinuz: 93 bytes
+        # of 8 MB; its initrd 2 %): its compressed bytes are not worth diffing.
+        if rebuild is not None and _shared_ends(content, old) < len(content) // 2:
+            return rebuild
+        best, below = direct(content, old, limit)
+        if rebuild is not None and not below(len(rebuild[0]) / PATCH_GAIN):
+            return rebuild  # a tenth smaller than the best diff, as a patch must be
+        return best
 
     def decide(fid: str) -> tuple[str, Choice]:
         base = pairs.get(fid)
