@@ -556,10 +556,9 @@ def test_a_patch_wins_a_tie_with_bsdiff(tmp_path: Path, monkeypatch: pytest.Monk
         assert [f["how"] for f in read_header(fh).files] == ["patch"]
 
 
-def test_a_compressed_file_mostly_unchanged_is_still_diffed(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kernel whose xz stream did not change (its stub did) ships as the stub's
-    diff, not as a rebuild the host must run xz for."""
+def _kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Repo, str, str]:
+    """Two kernels with the same xz stream: the stub changed (as relocations change
+    it) and so did the signature at the end."""
     import subprocess
 
     import atoll.delta.static as static
@@ -569,11 +568,56 @@ def test_a_compressed_file_mostly_unchanged_is_still_diffed(
                             input=random.Random(5).randbytes(200_000), capture_output=True,
                             check=True).stdout
     stub = _blob(6, 30_000)
-    repo, a, b = _two(tmp_path, {"boot/vmlinuz": stub + stream},
-                      {"boot/vmlinuz": _relocated(stub) + stream})
+    return _two(tmp_path, {"boot/vmlinuz": stub + stream + b"SIGNATURE-1"},
+                {"boot/vmlinuz": _relocated(stub) + stream + b"SIGNATURE-2"})
+
+
+def test_a_compressed_file_mostly_unchanged_is_still_diffed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel whose xz stream did not change ships as a diff, not as a rebuild the
+    host must run xz for."""
+    repo, a, b = _kernels(tmp_path, monkeypatch)
     generate_delta(repo, a, b, tmp_path / "d.delta")
     with open(tmp_path / "d.delta", "rb") as fh:
         (f,) = read_header(fh).files
     assert f["how"] == "bsdiff"
     host = _host_with(tmp_path, repo, a)
     assert apply_delta(host, tmp_path / "d.delta", expect=(a, b)) == b
+
+
+@pytest.mark.parametrize(("ratio", "chosen"), [(0.95, "bsdiff"), (0.85, "xz")])
+def test_a_rebuild_must_be_a_tenth_smaller_than_the_best_diff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ratio: float, chosen: str) -> None:
+    import atoll.delta.static as static
+
+    repo, a, b = _kernels(tmp_path, monkeypatch)
+    sizes: list[int] = [1 << 30]  # first: a diff too large to compete
+
+    class Sized:
+        """bsdiff blocks of the size under test (they hold nothing)."""
+
+        def __init__(self, content: bytes, old: bytes):
+            self.n = sizes[-1]
+            self.lengths = [0, 0, 0]
+
+        def below(self, n: float) -> bool:
+            return self.n < n
+
+        def size(self) -> int:
+            return self.n
+
+        def packed(self) -> bytes:
+            return zstandard.ZstdCompressor().compress(b"")
+
+    monkeypatch.setattr(static, "_Bsdiff", Sized)
+    monkeypatch.setattr(static, "_patch_to_beat", lambda *args: None)
+    generate_delta(repo, a, b, tmp_path / "d1.delta")
+    with open(tmp_path / "d1.delta", "rb") as fh:
+        (f,) = read_header(fh).files
+    assert f["how"] == "xz"
+    rebuild = f["clen"]
+    sizes.append(int(rebuild / ratio))  # the rebuild is `ratio` of the diff
+    generate_delta(repo, a, b, tmp_path / "d2.delta")
+    with open(tmp_path / "d2.delta", "rb") as fh:
+        (f,) = read_header(fh).files
+    assert f["how"] == chosen

@@ -14,8 +14,9 @@ usually this), plain compression in the solid stream; a gzip file that ``gzip
 -n -LEVEL`` reproduces (an initrd) or a file with an xz stream that ``xz``
 reproduces (a kernel) may instead ship as a patch of its *decompressed*
 content, rebuilt on the host (:mod:`atoll.delta.recompress`); it is then diffed
-as compressed bytes only if they are at least half the same as the old file's at
-both ends (a stream that changed differs throughout); an initramfs's
+as compressed bytes only if at least half of them are the same as the old file's
+(4 KiB blocks at the same offset from its start or its end; a stream that changed
+differs throughout); an initramfs's
 dictionary is the new tree's own files that are members of its cpio archive.
 Patches of inputs above :data:`CLI_MIN` are made with the ``zstd`` command, after
 bsdiff, and only when a trial at a cheaper level shows they can beat it.
@@ -214,27 +215,16 @@ def _patch_to_beat(content: bytes, base: bytes, level: int,
     return _patch(content, base, level, windows=windows)
 
 
-def _shared_ends(a: bytes, b: bytes) -> int:
-    """The bytes ``a`` and ``b`` share as a common prefix plus a common suffix (after
-    the prefix); by binary search over slices compared by ``memcmp``."""
+def _aligned_same(a: bytes, b: bytes, block: int = 4096) -> int:
+    """The bytes of ``a`` in ``block``-sized blocks equal to ``b``'s at the same offset,
+    counted from the start or from the end, whichever finds more."""
     ma, mb = memoryview(a), memoryview(b)
     n = min(len(a), len(b))
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ma[:mid] == mb[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    prefix = lo
-    lo, hi = 0, n - prefix
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ma[len(a) - mid:] == mb[len(b) - mid:]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return prefix + lo
+    head = sum(block for i in range(0, n - block + 1, block)
+               if ma[i:i + block] == mb[i:i + block])
+    tail = sum(block for i in range(block, n + 1, block)
+               if ma[len(a) - i:len(a) - i + block] == mb[len(b) - i:len(b) - i + block])
+    return max(head, tail)
 
 
 def _patch_cli(content: bytes, base: bytes, level: int) -> bytes:
@@ -511,14 +501,15 @@ def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileIn
         old = repo.read_file_content(base.id)
         limit = len(zstandard.ZstdCompressor(level=3).compress(content)) * PATCH_GAIN
         rebuild = rebuilt(content, old, limit)
-        # A compressed stream that changed differs from its old version throughout,
-        # past what the two share at their ends (the benchmark's vmlinuz: 93 bytes
-        # of 8 MB; its initrd 2 %): its compressed bytes are not worth diffing.
-        if rebuild is not None and _shared_ends(content, old) < len(content) // 2:
+        # A compressed stream that changed differs from its old version throughout
+        # (the benchmark's vmlinuz and initrd: 0 and 2 % of 4 KiB blocks the same):
+        # its compressed bytes are not worth diffing.
+        if rebuild is not None and _aligned_same(content, old) < len(content) // 2:
             return rebuild
         best, below = direct(content, old, limit)
-        if rebuild is not None and not below(len(rebuild[0]) / PATCH_GAIN):
-            return rebuild  # a tenth smaller than the best diff, as a patch must be
+        # The rebuild must be a tenth smaller than the best diff, as a patch must be.
+        if rebuild is not None and not below(math.floor(len(rebuild[0]) / PATCH_GAIN) + 1):
+            return rebuild
         return best
 
     def decide(fid: str) -> tuple[str, Choice]:
@@ -533,7 +524,7 @@ def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileIn
                             trial=[CLI_TRIAL_LEVEL, CLI_TRIAL_GAIN],
                             bsdiff_est=BSDIFF_EST_LEVEL,
                             rough=[BSDIFF_ROUGH_LEVEL, *BSDIFF_ROUGH_RANGE],
-                            gain=PATCH_GAIN, min_size=MIN_SIZE)
+                            gain=PATCH_GAIN, min_size=MIN_SIZE, rebuilt_diffed="same>=1/2")
             data = cache.get(key)
             if data is not None:
                 try:
