@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from atoll.delta import static
-from atoll.delta._util import commit_files, commit_objects
-from atoll.delta.pairing import pair_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_delta import PACKAGES, composed
@@ -61,18 +59,11 @@ def main() -> int:
     static._patch = timed("patch", static._patch)  # type: ignore[method-assign]
     static._Bsdiff = timed("bsdiff", static._Bsdiff)  # type: ignore[misc]
 
-    have = {(o.id, o.kind) for o in commit_objects(repo, old)}
-    new_ids = {o.id for o in commit_objects(repo, new)
-               if o.kind == "file" and (o.id, "file") not in have}
-    new_paths = {f.path: f for f in commit_files(repo, new)}
-    first: dict[str, Any] = {}
-    for f in new_paths.values():
-        if f.id in new_ids:
-            first.setdefault(f.id, f)
-    pairs = pair_files(commit_files(repo, old), first.values())
-    decide = static._decider(repo, pairs, new_paths, static.PATCH_LEVEL, None,
+    plan = static._plan(repo, old, new)
+    pairs = plan.pairs
+    decide = static._decider(repo, pairs, plan.paths, static.PATCH_LEVEL, None,
                              static.DeltaStats())
-    order = sorted((f for f in first.values() if f.id in pairs), key=lambda f: -f.size)
+    order = sorted((f for f in plan.files if f.id in pairs), key=lambda f: -f.size)
     order = order[:opts.limit] if opts.limit else order
     rows: list[dict[str, Any]] = []
 
@@ -92,7 +83,7 @@ def main() -> int:
     th.join()
     threading.stack_size(static_stack)
     sums = {k: round(sum(r.get(k, 0.0) for r in rows), 1) for k in ("bsdiff", "patch", "total")}
-    print(f"{len(rows)} paired files of {len(first)} new: seconds {sums}")
+    print(f"{len(rows)} paired files of {len(plan.files)} new: seconds {sums}")
     print("choices:", dict(collections.Counter(str(r["how"]) for r in rows)))
     print("chosen bytes (patches and bsdiff sizes):",
           sum(r["chosen"] for r in rows if r["chosen"] is not None))

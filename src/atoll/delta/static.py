@@ -54,7 +54,13 @@ from atoll.core.run import require_tool, run
 from atoll.delta import format as fmt
 from atoll.delta._apply import apply as _apply
 from atoll.delta._apply import repo_missing
-from atoll.delta._util import commit_files, commit_objects, raw_dict, window_log_for
+from atoll.delta._util import (
+    ObjectRef,
+    commit_files,
+    commit_objects,
+    raw_dict,
+    window_log_for,
+)
 from atoll.delta.cache import PublishCache
 from atoll.delta.format import FORMAT, MAGIC, DeltaHeader, read_header, write_header
 from atoll.delta.pairing import FileInfo, pair_files
@@ -307,6 +313,31 @@ def _decode_choice(data: bytes) -> Choice:
 
 # -- generate --------------------------------------------------------------------
 
+@dataclass
+class _Plan:
+    """What a delta ``from`` -> ``to`` carries (:func:`_plan`)."""
+
+    meta: list[ObjectRef]  # the new dirtrees, then the commit
+    files: list[FileInfo]  # one per new file object, at its first path
+    paths: dict[str, FileInfo]  # every file of ``to``, by path
+    pairs: dict[str, FileInfo]  # new file id -> the old file it is diffed against
+
+
+def _plan(repo: Repo, from_commit: str, to_commit: str) -> _Plan:
+    have = {(o.id, o.kind) for o in commit_objects(repo, from_commit)}
+    new_objs = [o for o in commit_objects(repo, to_commit) if (o.id, o.kind) not in have]
+    meta = [o for o in new_objs if o.kind != "file"]
+    meta.sort(key=lambda o: o.kind == "commit")  # the commit last
+    new_files = {o.id for o in new_objs if o.kind == "file"}
+    paths = {f.path: f for f in commit_files(repo, to_commit)}
+    first: dict[str, FileInfo] = {}
+    for f in paths.values():  # one entry per new object, at its first path
+        if f.id in new_files:
+            first.setdefault(f.id, f)
+    files = list(first.values())
+    return _Plan(meta, files, paths, pair_files(commit_files(repo, from_commit), files))
+
+
 def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
                    level: int = SOLID_LEVEL, cache: PublishCache | None = None) -> DeltaStats:
     """Write the static delta ``from_commit`` -> ``to_commit`` to ``out`` (atomically).
@@ -323,19 +354,8 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
     Returns:
         Counts and sizes of what went in.
     """
-    old_objs = commit_objects(repo, from_commit)
-    have = {(o.id, o.kind) for o in old_objs}
-    new_objs = [o for o in commit_objects(repo, to_commit) if (o.id, o.kind) not in have]
-    meta = [o for o in new_objs if o.kind != "file"]
-    meta.sort(key=lambda o: o.kind == "commit")  # the commit last
-    new_files = {o.id: o for o in new_objs if o.kind == "file"}
-    new_paths = {f.path: f for f in commit_files(repo, to_commit)}
-    first: dict[str, FileInfo] = {}
-    for f in new_paths.values():  # one entry per new object, at its first path
-        if f.id in new_files:
-            first.setdefault(f.id, f)
-    infos = list(first.values())
-    pairs = pair_files(commit_files(repo, from_commit), infos)
+    plan = _plan(repo, from_commit, to_commit)
+    meta, infos, new_paths, pairs = plan.meta, plan.files, plan.paths, plan.pairs
     stats = DeltaStats()
     decide = _decider(repo, pairs, new_paths, max(9, min(level, PATCH_LEVEL)), cache, stats)
 
