@@ -10,11 +10,12 @@ from atoll.agent.feature import PUBLISHER_ONLY
 
 HOST_MODULES = ["atoll.cli", "atoll.repo.client", "atoll.agent.daemon", "atoll.deploy.status",
                 "atoll.monitor.agent", "atoll.apps.manager", "atoll.provision.firstboot",
-                "atoll.security.host", "atoll.cli.cve", "atoll.deploy.hotfix", "atoll.cli.hotfix"]
+                "atoll.security.host", "atoll.cli.cve", "atoll.deploy.hotfix", "atoll.cli.hotfix",
+                "atoll.delta"]
 
 
 def test_host_modules_import_without_publisher_packages() -> None:
-    imports = {"cyclonedx-python-lib": "cyclonedx", "python-debian": "debian"}
+    imports = {"cyclonedx-python-lib": "cyclonedx", "python-debian": "debian", "detools": "detools"}
     blocked = [imports[p] for p in PUBLISHER_ONLY]
     code = (
         "import sys, importlib.abc\n"

@@ -113,7 +113,7 @@ WantedBy=timers.target
 
 
 # Needed only where images are composed and published, not on hosts.
-PUBLISHER_ONLY = ("cyclonedx-python-lib", "python-debian")
+PUBLISHER_ONLY = ("cyclonedx-python-lib", "python-debian", "detools")
 
 
 def _requirements() -> list[str]:

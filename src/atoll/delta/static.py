@@ -44,13 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bsdiff4.core  # type: ignore[import-untyped]
 import zstandard
 
 from atoll.core import canonjson
 from atoll.core.fsutil import open_atomic
 from atoll.core.progress import progress, track
 from atoll.core.run import require_tool, run
+from atoll.delta import _bsdiff
 from atoll.delta import format as fmt
 from atoll.delta._apply import apply as _apply
 from atoll.delta._apply import repo_missing
@@ -99,7 +99,7 @@ CLI_LEVEL = 19
 # bench_delta's db pair): when bsdiff is already smaller than the trial allows, it is not made.
 CLI_TRIAL_LEVEL = 12
 CLI_TRIAL_GAIN = 0.75
-# Up to this (base + new bytes), bsdiff is tried too (memory: ~9x the base).
+# Up to this (base + new bytes), bsdiff is tried too (memory: ~4x the base + ~3x the new).
 BSDIFF_MAX = 64 << 20
 # zstd level of the size estimate that decides between bsdiff and the others (the
 # blocks go into the solid stream, compressed at the delta's level with the rest).
@@ -250,7 +250,8 @@ def _patch_cli(content: bytes, base: bytes, level: int) -> bytes:
 
 
 class _Bsdiff:
-    """bsdiff's control/diff/extra blocks of a file (bsdiff4), and their size.
+    """bsdiff's control/diff/extra blocks of a file (:mod:`atoll.delta._bsdiff`:
+    bsdiff4's blocks, found faster), and their size.
 
     On kernel modules (relocations shift every address a little) this is ~35 %
     smaller than a zstd patch: bsdiff's byte-wise differences compress to nearly
@@ -264,7 +265,7 @@ class _Bsdiff:
     """
 
     def __init__(self, content: bytes, base: bytes):
-        self.blocks: list[bytes] = bsdiff4.core.diff(base, content)
+        self.blocks: list[bytes] = list(_bsdiff.diff(base, content))
         self.lengths = [len(b) for b in self.blocks]
         self.rough = self._size(BSDIFF_ROUGH_LEVEL)
         self.exact: int | None = None
@@ -361,14 +362,10 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
 
     # Largest first: the long ones (an initrd, a kernel) overlap the many small ones.
     order = sorted(infos, key=lambda f: -f.size)
-    old_stack = threading.stack_size(256 << 20)  # bsdiff's suffix sort recurses deeply
-    try:
-        with ThreadPoolExecutor(WORKERS) as pool:
-            patches = dict(track(pool.map(decide, [f.id for f in order]),
-                                 f"delta from {from_commit[:12]}: patches", unit="files",
-                                 total=len(order)))
-    finally:
-        threading.stack_size(old_stack)
+    with ThreadPoolExecutor(WORKERS) as pool:
+        patches = dict(track(pool.map(decide, [f.id for f in order]),
+                             f"delta from {from_commit[:12]}: patches", unit="files",
+                             total=len(order)))
     # Files rebuilt from other files of the new tree come last, after those are in.
     infos.sort(key=lambda f: (patches.get(f.id) or (b"", {}))[1].get("how") in ("gzip", "xz"))
     entries: list[dict[str, Any]] = []

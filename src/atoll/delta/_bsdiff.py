@@ -1,0 +1,64 @@
+"""bsdiff's control, diff and extra blocks, found with a divsufsort suffix array.
+
+:func:`diff` returns exactly what ``bsdiff4.core.diff(base, content)`` returns
+(the blocks :func:`bsdiff4.core.patch` applies on the host: control tuples
+``(diff length, extra length, base seek)`` as three 8-byte little-endian
+sign-magnitude integers each, bsdiff 4.x's ``offtout``; then the bytewise
+differences; then the extra bytes), in about half the time and a third of the
+memory. The matching is Colin Percival's bsdiff search in both; what differs is
+how the base's suffix array is sorted: ``bsdiff4`` uses Larsson-Sadakane
+qsufsort (two arrays of 8-byte integers), ``detools`` Yuta Mori's divsufsort
+(one of 4-byte integers). A suffix array is unique for its input, so the blocks
+are the same bytes (tests/unit/test_delta_bsdiff.py checks that against
+``bsdiff4``). Source: https://github.com/eerimoq/detools (``bsdiff.c``,
+``suffix_array.c``), http://www.daemonology.net/bsdiff/.
+
+``detools`` is needed where deltas are generated (publishing), not on hosts,
+which only apply: it is imported when :func:`diff` is first called.
+"""
+
+from __future__ import annotations
+
+import struct
+
+# detools' positions are int32_t: inputs stay far below this (static.BSDIFF_MAX).
+MAX_INPUT = (1 << 31) - 1
+
+_CTRL = struct.Struct("<QQQ")
+_SIGN = 1 << 63
+
+
+def _int(data: bytes) -> int:
+    """One of detools' sizes: 6 bits then 7 per byte, little end first; 0x80 says
+    another byte follows, 0x40 of the first byte that the value is negative."""
+    value, shift = data[0] & 0x3F, 6
+    for b in data[1:]:
+        value |= (b & 0x7F) << shift
+        shift += 7
+    return -value if data[0] & 0x40 else value
+
+
+def _offt(n: int) -> int:
+    return n if n >= 0 else (-n) | _SIGN
+
+
+def diff(base: bytes, content: bytes) -> tuple[bytes, bytes, bytes]:
+    """``(control, diff, extra)`` turning ``base`` into ``content``, as
+    ``bsdiff4.core.diff`` makes them.
+
+    Memory: the suffix array (4 bytes per byte of ``base``), a buffer the size of
+    ``content``, and the blocks. Raises ValueError for an input of 2 GiB or more.
+    """
+    from detools import bsdiff, suffix_array  # type: ignore[import-untyped]
+
+    if len(base) > MAX_INPUT or len(content) > MAX_INPUT:
+        raise ValueError("bsdiff: inputs of 2 GiB or more are not supported")
+    sa = bytearray(4 * (len(base) + 1))
+    suffix_array.divsufsort(base, sa)
+    chunks = bsdiff.create_patch(sa, base, content, bytearray(len(content) + 1))
+    del sa
+    # chunks: per step, [size, diff bytes, size, extra bytes, base seek]
+    ctrl = bytearray()
+    for i in range(0, len(chunks), 5):
+        ctrl += _CTRL.pack(len(chunks[i + 1]), len(chunks[i + 3]), _offt(_int(chunks[i + 4])))
+    return bytes(ctrl), b"".join(chunks[1::5]), b"".join(chunks[3::5])
