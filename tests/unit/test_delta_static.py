@@ -181,7 +181,7 @@ def test_gzip_file_rebuilt_from_decompressed_patch(tmp_path: Path,
         (root / "boot/initrd.img").write_bytes(gz)
         ids.append(repo.commit_dir(root, ref="r"))
     diffed: list[int] = []  # its compressed bytes differ throughout: not worth a diff
-    monkeypatch.setattr(static, "_Bsdiff", lambda c, b: diffed.append(len(c)))
+    monkeypatch.setattr(static, "_Bsdiff", lambda c, b, _diff: diffed.append(len(c)))
     stats = generate_delta(repo, ids[0], ids[1], tmp_path / "d.delta")
     assert stats.files_rebuilt == 1 and diffed == []
     assert stats.size < 5_000  # the compressed file is > 100 kB and all new
@@ -542,7 +542,7 @@ def test_a_patch_wins_a_tie_with_bsdiff(tmp_path: Path, monkeypatch: pytest.Monk
     class Tied(_Rival):
         """bsdiff blocks exactly as large as the patch."""
 
-        def __init__(self, content: bytes, old: bytes):
+        def __init__(self, content: bytes, old: bytes, _diff: object):
             super().__init__(tie)
             self.lengths = [0, 0, 0]
 
@@ -596,7 +596,7 @@ def test_a_rebuild_must_be_a_tenth_smaller_than_the_best_diff(
     class Sized:
         """bsdiff blocks of the size under test (they hold nothing)."""
 
-        def __init__(self, content: bytes, old: bytes):
+        def __init__(self, content: bytes, old: bytes, _diff: object):
             self.n = sizes[-1]
             self.lengths = [0, 0, 0]
 

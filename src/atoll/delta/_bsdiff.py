@@ -14,12 +14,20 @@ are the same bytes (tests/unit/test_delta_bsdiff.py checks that against
 ``suffix_array.c``), http://www.daemonology.net/bsdiff/.
 
 ``detools`` is needed where deltas are generated (publishing), not on hosts,
-which only apply: it is imported when :func:`diff` is first called.
+which only apply: it is imported when :func:`diff` is first called. Its C code
+holds the interpreter's lock while it works, so threads would take turns:
+:class:`Workers` runs it in processes instead.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import struct
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from types import TracebackType
+
+from atoll.core.errors import AtollError
 
 # detools' positions are int32_t: inputs stay far below this (static.BSDIFF_MAX).
 MAX_INPUT = (1 << 31) - 1
@@ -62,3 +70,34 @@ def diff(base: bytes, content: bytes) -> tuple[bytes, bytes, bytes]:
     for i in range(0, len(chunks), 5):
         ctrl += _CTRL.pack(len(chunks[i + 1]), len(chunks[i + 3]), _offt(_int(chunks[i + 4])))
     return bytes(ctrl), b"".join(chunks[1::5]), b"".join(chunks[3::5])
+
+
+class Workers:
+    """``n`` processes running :func:`diff`, for threads to call at once.
+
+    The processes come from a fork server (a clean interpreter, not a fork of this
+    process and its threads), are started at the first call, and end with the
+    ``with`` block. Each holds one call's inputs, suffix array and blocks at a time.
+    """
+
+    def __init__(self, n: int):
+        self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"))
+
+    def diff(self, base: bytes, content: bytes) -> tuple[bytes, bytes, bytes]:
+        """:func:`diff` in one of the processes.
+
+        Raises:
+            AtollError: the process died (killed, or out of memory).
+        """
+        try:
+            return self._pool.submit(diff, base, content).result()
+        except BrokenProcessPool as e:
+            raise AtollError("bsdiff: a worker process died (killed, or out of memory?)",
+                             resolution="nothing was published; run the publish again") from e
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._pool.shutdown(cancel_futures=True)

@@ -264,8 +264,9 @@ class _Bsdiff:
     settle a comparison.
     """
 
-    def __init__(self, content: bytes, base: bytes):
-        self.blocks: list[bytes] = list(_bsdiff.diff(base, content))
+    def __init__(self, content: bytes, base: bytes,
+                 diff: Callable[[bytes, bytes], tuple[bytes, bytes, bytes]] = _bsdiff.diff):
+        self.blocks: list[bytes] = list(diff(base, content))
         self.lengths = [len(b) for b in self.blocks]
         self.rough = self._size(BSDIFF_ROUGH_LEVEL)
         self.exact: int | None = None
@@ -358,11 +359,11 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
     plan = _plan(repo, from_commit, to_commit)
     meta, infos, new_paths, pairs = plan.meta, plan.files, plan.paths, plan.pairs
     stats = DeltaStats()
-    decide = _decider(repo, pairs, new_paths, max(9, min(level, PATCH_LEVEL)), cache, stats)
-
     # Largest first: the long ones (an initrd, a kernel) overlap the many small ones.
     order = sorted(infos, key=lambda f: -f.size)
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with _bsdiff.Workers(WORKERS) as workers, ThreadPoolExecutor(WORKERS) as pool:
+        decide = _decider(repo, pairs, new_paths, max(9, min(level, PATCH_LEVEL)), cache,
+                          stats, workers.diff)
         patches = dict(track(pool.map(decide, [f.id for f in order]),
                              f"delta from {from_commit[:12]}: patches", unit="files",
                              total=len(order)))
@@ -426,10 +427,12 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
 
 
 def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileInfo],
-             plevel: int, cache: PublishCache | None,
-             stats: DeltaStats) -> Callable[[str], tuple[str, Choice]]:
+             plevel: int, cache: PublishCache | None, stats: DeltaStats,
+             bsdiff: Callable[[bytes, bytes], tuple[bytes, bytes, bytes]] = _bsdiff.diff,
+             ) -> Callable[[str], tuple[str, Choice]]:
     """The function that chooses, per new file, how it travels (None: raw, in the
-    solid stream), through the cache."""
+    solid stream), through the cache; ``bsdiff`` makes bsdiff's blocks
+    (:func:`atoll.delta._bsdiff.diff`, or a :class:`~atoll.delta._bsdiff.Workers`'s)."""
     new_sizes = {f.id: f.size for f in new_paths.values()}
     lock = threading.Lock()
 
@@ -500,7 +503,7 @@ def _decider(repo: Repo, pairs: dict[str, FileInfo], new_paths: dict[str, FileIn
                limit: float) -> tuple[Choice, Callable[[float], bool]]:
         """The smaller of bsdiff and a zstd patch if below ``limit`` bytes, and whether
         it is below a given number of bytes."""
-        diff = _Bsdiff(content, old) if len(content) + len(old) <= BSDIFF_MAX else None
+        diff = _Bsdiff(content, old, bsdiff) if len(content) + len(old) <= BSDIFF_MAX else None
         if diff is not None and diff.below(limit):
             found = _patch_to_beat(content, old, plevel, diff)
             if found is None or diff.below(len(found[0])):  # a patch wins a tie
