@@ -73,3 +73,54 @@ def test_inputs_beyond_32_bit_positions_are_refused(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_bsdiff, "MAX_INPUT", 10)
     with pytest.raises(ValueError, match="2 GiB"):
         _bsdiff.diff(b"x" * 11, b"y")
+
+
+def test_workers_make_the_same_blocks_from_several_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(3)
+    pairs = []
+    for n in (0, 10, 5000, 200_000):
+        base = rng.randbytes(n)
+        new = bytearray(base)
+        for _ in range(n // 100):
+            new[rng.randrange(n)] ^= 1
+        pairs.append((base, bytes(new[: n // 2]) + rng.randbytes(64) + bytes(new[n // 2:])))
+    with _bsdiff.Workers(2, tmp_path) as workers, ThreadPoolExecutor(4) as threads:
+        got = list(threads.map(lambda p: workers.diff(*p), pairs * 3))
+    assert list(tmp_path.iterdir()) == []  # no file left
+    assert got == [tuple(bsdiff4.core.diff(*p)) for p in pairs * 3]
+
+
+def test_a_worker_killed_is_an_error_that_says_so(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from atoll.core.errors import AtollError
+
+    base = Path(sys.executable).resolve().read_bytes() * 4  # a few seconds of work
+    errors: list[BaseException] = []
+    with _bsdiff.Workers(1, tmp_path) as workers:
+        workers.diff(b"a", b"b")  # the process is started
+        pids = list(workers._pool._processes)  # type: ignore[attr-defined]
+        t = threading.Thread(target=lambda: _catch(errors, workers.diff, base, base[::-1]))
+        t.start()
+        while not list(tmp_path.glob("bsdiff-*/new")) and t.is_alive():
+            time.sleep(0.01)
+        time.sleep(0.5)  # the worker is in the middle of it
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        t.join(timeout=120)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], AtollError)
+    assert "worker process died" in str(errors[0])
+    assert list(tmp_path.iterdir()) == []
+
+
+def _catch(errors: list[BaseException], fn: object, *args: object) -> None:
+    try:
+        fn(*args)  # type: ignore[operator]
+    except BaseException as e:  # the test looks at it
+        errors.append(e)

@@ -22,9 +22,12 @@ holds the interpreter's lock while it works, so threads would take turns:
 from __future__ import annotations
 
 import multiprocessing
+import os
 import struct
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from types import TracebackType
 
 from atoll.core.errors import AtollError
@@ -72,15 +75,29 @@ def diff(base: bytes, content: bytes) -> tuple[bytes, bytes, bytes]:
     return bytes(ctrl), b"".join(chunks[1::5]), b"".join(chunks[3::5])
 
 
+def _diff_files(base: str, content: str, out: str) -> tuple[int, int, int]:
+    """:func:`diff` of two files, its blocks written one after the other to ``out``:
+    their lengths."""
+    blocks = diff(Path(base).read_bytes(), Path(content).read_bytes())
+    with open(out, "wb") as fh:
+        for b in blocks:
+            fh.write(b)
+    return len(blocks[0]), len(blocks[1]), len(blocks[2])
+
+
 class Workers:
     """``n`` processes running :func:`diff`, for threads to call at once.
 
     The processes come from a fork server (a clean interpreter, not a fork of this
     process and its threads), are started at the first call, and end with the
-    ``with`` block. Each holds one call's inputs, suffix array and blocks at a time.
+    ``with`` block. Inputs and blocks travel through files in ``tmp`` and only
+    their names through the pool's pipes: a pipe write that blocks on a large
+    message never ends if the process that would read it is killed (CPython's
+    ``ProcessPoolExecutor`` then hangs), a short one cannot block.
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, tmp: Path):
+        self._tmp = tmp
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"))
 
     def diff(self, base: bytes, content: bytes) -> tuple[bytes, bytes, bytes]:
@@ -89,11 +106,18 @@ class Workers:
         Raises:
             AtollError: the process died (killed, or out of memory).
         """
-        try:
-            return self._pool.submit(diff, base, content).result()
-        except BrokenProcessPool as e:
-            raise AtollError("bsdiff: a worker process died (killed, or out of memory?)",
-                             resolution="nothing was published; run the publish again") from e
+        with tempfile.TemporaryDirectory(dir=self._tmp, prefix="bsdiff-") as d:
+            names = [os.path.join(d, n) for n in ("base", "new", "blocks")]
+            Path(names[0]).write_bytes(base)
+            Path(names[1]).write_bytes(content)
+            try:
+                a, b, _c = self._pool.submit(_diff_files, *names).result()
+            except BrokenProcessPool as e:
+                raise AtollError("bsdiff: a worker process died (killed, or out of memory?)",
+                                 resolution="nothing was published; run the publish again"
+                                 ) from e
+            data = memoryview(Path(names[2]).read_bytes())
+        return bytes(data[:a]), bytes(data[a:a + b]), bytes(data[a + b:])
 
     def __enter__(self) -> Workers:
         return self

@@ -361,7 +361,7 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
     stats = DeltaStats()
     # Largest first: the long ones (an initrd, a kernel) overlap the many small ones.
     order = sorted(infos, key=lambda f: -f.size)
-    with _bsdiff.Workers(WORKERS) as workers, ThreadPoolExecutor(WORKERS) as pool:
+    with _bsdiff.Workers(WORKERS, repo.tmp) as workers, ThreadPoolExecutor(WORKERS) as pool:
         decide = _decider(repo, pairs, new_paths, max(9, min(level, PATCH_LEVEL)), cache,
                           stats, workers.diff)
         patches = dict(track(pool.map(decide, [f.id for f in order]),
