@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
+import json
+import os
 import random
+import signal
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import bsdiff4.core  # type: ignore[import-untyped]
@@ -11,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atoll.core.errors import AtollError, InputError
 from atoll.delta import _bsdiff
 
 
@@ -71,7 +80,7 @@ def test_a_relocated_binary() -> None:
 
 def test_inputs_beyond_32_bit_positions_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_bsdiff, "MAX_INPUT", 10)
-    with pytest.raises(ValueError, match="2 GiB"):
+    with pytest.raises(ValueError, match="1 GiB"):
         _bsdiff.diff(b"x" * 11, b"y")
 
 
@@ -93,30 +102,101 @@ def test_workers_make_the_same_blocks_from_several_threads(tmp_path: Path) -> No
 
 
 def test_a_worker_killed_is_an_error_that_says_so(tmp_path: Path) -> None:
-    import os
-    import signal
-    import threading
-    import time
-
-    from atoll.core.errors import AtollError
-
     base = Path(sys.executable).resolve().read_bytes() * 4  # a few seconds of work
     errors: list[BaseException] = []
     with _bsdiff.Workers(1, tmp_path) as workers:
-        workers.diff(b"a", b"b")  # the process is started
-        pids = list(workers._pool._processes)  # type: ignore[attr-defined]
+        workers.diff(b"a", b"b")
         t = threading.Thread(target=lambda: _catch(errors, workers.diff, base, base[::-1]))
         t.start()
-        while not list(tmp_path.glob("bsdiff-*/new")) and t.is_alive():
+        while not list(tmp_path.glob("bsdiff-*/*/new")) and t.is_alive():
             time.sleep(0.01)
         time.sleep(0.5)  # the worker is in the middle of it
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        t.join(timeout=120)
-    assert not t.is_alive()
-    assert len(errors) == 1 and isinstance(errors[0], AtollError)
-    assert "worker process died" in str(errors[0])
+        for p in workers._procs:
+            os.kill(p.pid, signal.SIGKILL)
+        t.join(timeout=60)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], AtollError)
+        assert "worker process died (killed by signal 9)" in str(errors[0])
+        with pytest.raises(AtollError, match="worker process died"):  # and it stays so
+            workers.diff(b"a", b"b")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_ignore_sigint_and_end_with_the_block(tmp_path: Path) -> None:
+    with _bsdiff.Workers(2, tmp_path) as workers:
+        procs = list(workers._procs)
+        for p in procs:  # once they are ready
+            while not _ignores_sigint(p.pid):
+                time.sleep(0.01)
+        for p in procs:
+            os.kill(p.pid, signal.SIGINT)  # ^C reaches the whole process group
+        time.sleep(0.2)
+        assert workers.diff(b"abc" * 100, b"abd" * 100) == tuple(
+            bsdiff4.core.diff(b"abc" * 100, b"abd" * 100))
+    assert all(p.poll() == 0 for p in procs)
+
+
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    # one worker idle, one in the middle of a diff of many seconds
+    code = ("import sys, threading, time\n"
+            "from pathlib import Path\n"
+            "from atoll.delta import _bsdiff\n"
+            "base = Path(sys.executable).resolve().read_bytes() * 6\n"
+            f"with _bsdiff.Workers(2, Path({str(tmp_path)!r})) as w:\n"
+            "    threading.Thread(target=w.diff, args=(base, base[::-1]), daemon=True).start()\n"
+            "    time.sleep(1)\n"
+            "    print(*[p.pid for p in w._procs], flush=True)\n"
+            "    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_running(p) for p in pids)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 2  # the diff alone takes longer
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(p) for p in pids)
+
+
+def _ignores_sigint(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(next(ln for ln in status.splitlines() if ln.startswith("SigIgn:")).split()[1], 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_worker_answers_an_error_and_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"old")
+    (tmp_path / "b").write_bytes(b"new")
+    requests = io.BytesIO(b"".join(json.dumps(r).encode() + b"\n" for r in (
+        [str(tmp_path / "missing"), str(tmp_path / "b"), str(tmp_path / "o1")],
+        [str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "o2")])))
+    answers = io.BytesIO()
+    _bsdiff._serve(requests, answers)
+    first, second = answers.getvalue().decode().splitlines()
+    assert first.startswith("error FileNotFoundError:") and "missing" in first
+    lengths = [int(n) for n in second.split()[1:]]
+    assert second.startswith("ok ") and sum(lengths) == (tmp_path / "o2").stat().st_size
+
+
+def test_publishing_without_detools_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from atoll.delta.static import require_tools
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "detools" else real(name, *a))
+    with pytest.raises(InputError, match="detools is not installed") as e:
+        require_tools()
+    assert "bootstrap" in (e.value.resolution or "")
 
 
 def _catch(errors: list[BaseException], fn: object, *args: object) -> None:

@@ -84,6 +84,7 @@ __all__ = [
     "proportional_windows",
     "read_header",
     "repo_missing",
+    "require_tools",
 ]
 
 SOLID_LEVEL = 19
@@ -99,7 +100,8 @@ CLI_LEVEL = 19
 # bench_delta's db pair): when bsdiff is already smaller than the trial allows, it is not made.
 CLI_TRIAL_LEVEL = 12
 CLI_TRIAL_GAIN = 0.75
-# Up to this (base + new bytes), bsdiff is tried too (memory: ~4x the base + ~3x the new).
+# Up to this (base + new bytes), bsdiff is tried too (memory: ~5x the base + ~4x the new
+# in a worker process, ~2x the new here).
 BSDIFF_MAX = 64 << 20
 # zstd level of the size estimate that decides between bsdiff and the others (the
 # blocks go into the solid stream, compressed at the delta's level with the rest).
@@ -315,6 +317,13 @@ def _decode_choice(data: bytes) -> Choice:
 
 # -- generate --------------------------------------------------------------------
 
+def require_tools() -> None:
+    """Raise InputError if what :func:`generate_delta` needs is not installed (detools,
+    the ``zstd`` command): before a publish does any work."""
+    _bsdiff.require()
+    require_tool("zstd")
+
+
 @dataclass
 class _Plan:
     """What a delta ``from`` -> ``to`` carries (:func:`_plan`)."""
@@ -361,7 +370,9 @@ def generate_delta(repo: Repo, from_commit: str, to_commit: str, out: Path, *,
     stats = DeltaStats()
     # Largest first: the long ones (an initrd, a kernel) overlap the many small ones.
     order = sorted(infos, key=lambda f: -f.size)
-    with _bsdiff.Workers(WORKERS, repo.tmp) as workers, ThreadPoolExecutor(WORKERS) as pool:
+    # the workers end first when an error or ^C leaves the block: threads waiting on them
+    # return at once
+    with ThreadPoolExecutor(WORKERS) as pool, _bsdiff.Workers(WORKERS, repo.tmp) as workers:
         decide = _decider(repo, pairs, new_paths, max(9, min(level, PATCH_LEVEL)), cache,
                           stats, workers.diff)
         patches = dict(track(pool.map(decide, [f.id for f in order]),

@@ -43,7 +43,7 @@ from atoll.core.errors import InputError
 from atoll.core.progress import progress
 from atoll.delta.cache import PublishCache
 from atoll.delta.pack import write_pack
-from atoll.delta.static import SOLID_LEVEL, generate_delta
+from atoll.delta.static import SOLID_LEVEL, generate_delta, require_tools
 from atoll.repo.keyops import init_repository, online_signers, refresh_repository, rotate_keys
 from atoll.repo.keys import ONLINE_ROLES, KeyDir
 from atoll.repo.storage import Storage
@@ -149,6 +149,8 @@ def publish(repo: Repo, ref: str, storage: Storage, keys: KeyDir, *, deltas: int
     history = ([prev["commit"], *list(prev.get("history", []))]) if prev else []
     history = history[:HISTORY]
     sequence = int(prev.get("sequence") or 0) + 1
+    if history[:deltas]:
+        require_tools()
     cache = PublishCache(repo)
     with repo.lock.shared(), repo.staging_dir("publish-") as work, progress(f"publish {ref}"):
         add: list[tuple[str, Path, dict[str, Any]]] = []
