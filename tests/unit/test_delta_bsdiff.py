@@ -116,7 +116,7 @@ def test_a_worker_killed_is_an_error_that_says_so(tmp_path: Path) -> None:
         t.join(timeout=60)
         assert not t.is_alive()
         assert len(errors) == 1 and isinstance(errors[0], AtollError)
-        assert "worker process died (killed by signal 9)" in str(errors[0])
+        assert "worker process died (signal 9: killed, or out of memory?)" in str(errors[0])
         with pytest.raises(AtollError, match="worker process died"):  # and it stays so
             workers.diff(b"a", b"b")
     assert list(tmp_path.iterdir()) == []
@@ -125,8 +125,10 @@ def test_a_worker_killed_is_an_error_that_says_so(tmp_path: Path) -> None:
 def test_workers_ignore_sigint_and_end_with_the_block(tmp_path: Path) -> None:
     with _bsdiff.Workers(2, tmp_path) as workers:
         procs = list(workers._procs)
+        deadline = time.monotonic() + 20
         for p in procs:  # once they are ready
             while not _ignores_sigint(p.pid):
+                assert time.monotonic() < deadline, "the worker does not ignore SIGINT"
                 time.sleep(0.01)
         for p in procs:
             os.kill(p.pid, signal.SIGINT)  # ^C reaches the whole process group
@@ -144,7 +146,9 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
             "base = Path(sys.executable).resolve().read_bytes() * 6\n"
             f"with _bsdiff.Workers(2, Path({str(tmp_path)!r})) as w:\n"
             "    threading.Thread(target=w.diff, args=(base, base[::-1]), daemon=True).start()\n"
-            "    time.sleep(1)\n"
+            f"    while not list(Path({str(tmp_path)!r}).glob('bsdiff-*/*/new')):\n"
+            "        time.sleep(0.01)\n"
+            "    time.sleep(0.5)\n"
             "    print(*[p.pid for p in w._procs], flush=True)\n"
             "    time.sleep(600)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -197,6 +201,44 @@ def test_publishing_without_detools_says_what_to_install(
     with pytest.raises(InputError, match="detools is not installed") as e:
         require_tools()
     assert "bootstrap" in (e.value.resolution or "")
+
+
+def test_a_worker_that_fails_or_exits_is_an_error_that_says_how(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_bsdiff, "WORKER", "import sys\nfor _ in sys.stdin: print('error boom', "
+                        "flush=True)\n")
+    with _bsdiff.Workers(1, tmp_path) as workers, \
+            pytest.raises(AtollError, match="bsdiff failed: boom"):
+        workers.diff(b"a", b"b")
+    monkeypatch.setattr(_bsdiff, "WORKER", "import sys\nsys.stdin.readline()\n"
+                        "sys.exit('cannot go on')\n")
+    with _bsdiff.Workers(1, tmp_path) as workers, \
+            pytest.raises(AtollError, match=r"died \(exit code 1\)$") as e:
+        workers.diff(b"a", b"b")
+    assert "cannot go on" in (e.value.details or "")
+    assert "OOM" not in (e.value.resolution or "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_do_not_import_from_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    for name in ("json", "queue", "atoll"):  # what a worker imports
+        (here / f"{name}.py").write_text("raise SystemExit('planted module ran')\n")
+    monkeypatch.chdir(here)
+    with _bsdiff.Workers(1, tmp_path) as workers:
+        assert workers.diff(b"abc" * 50, b"abd" * 50) == tuple(
+            bsdiff4.core.diff(b"abc" * 50, b"abd" * 50))
+
+
+def test_a_detools_that_makes_other_blocks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = _bsdiff.diff
+    monkeypatch.setattr(_bsdiff, "diff", lambda b, c: (b"", *real(b, c)[1:]))
+    with pytest.raises(InputError, match="does not make bsdiff4's blocks"):
+        _bsdiff.require()
+    monkeypatch.setattr(_bsdiff, "diff", real)
+    _bsdiff.require()
 
 
 def _catch(errors: list[BaseException], fn: object, *args: object) -> None:

@@ -52,11 +52,24 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def require() -> None:
-    """Raise InputError if detools, which :func:`diff` needs, is not installed."""
+    """Raise InputError if detools, which :func:`diff` needs, is not installed, or if
+    the installed one does not make ``bsdiff4``'s blocks (its chunks are read by
+    position: a release that changed them must not make deltas)."""
     if importlib.util.find_spec("detools") is None:
         raise InputError("detools is not installed: publishing deltas needs it (bsdiff)",
                          resolution="run scripts/bootstrap.sh, or pip install 'detools>=0.53' "
                          "(a source package: it needs gcc and g++)")
+    import bsdiff4.core  # type: ignore[import-untyped]
+
+    # a move backwards (a negative seek), a changed byte, new bytes
+    base = bytes(range(256)) * 8
+    content = base[1024:1536] + base[:1024] + b"new bytes" + base[1536:1800] + b"\x00" + base[1801:]
+    if diff(base, content) != tuple(bsdiff4.core.diff(base, content)):
+        from importlib.metadata import version
+
+        raise InputError(f"detools {version('detools')} does not make bsdiff4's blocks",
+                         resolution="install the release atoll was tested with: "
+                         "pip install 'detools==0.53.0'")
 
 
 def _int(data: bytes) -> int:
@@ -124,8 +137,8 @@ class Workers:
         self._stack = contextlib.ExitStack()
         self._idle: queue.SimpleQueue[subprocess.Popen[bytes]] = queue.SimpleQueue()
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._dead: str | None = None
-        self._stderr = ""
+        self._dead: tuple[str, str] | None = None  # what ended a worker, its stderr
+        self._closed = False
 
     def __enter__(self) -> Workers:
         require()
@@ -134,7 +147,9 @@ class Workers:
             path = os.pathsep.join(p for p in sys.path if p)
             for i in range(self._n):
                 with open(self._dir / f"stderr-{i}", "wb") as err:
-                    p = spawn([sys.executable, "-c", WORKER, str(os.getpid())],
+                    # -P: not the current directory first on sys.path (a queue.py there
+                    # would run)
+                    p = spawn([sys.executable, "-P", "-c", WORKER, str(os.getpid())],
                               env={"PYTHONPATH": path}, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=err)
                 self._procs.append(p)
@@ -155,6 +170,8 @@ class Workers:
         try:
             if self._dead is not None:
                 raise self._died()
+            if self._closed:
+                raise AtollError("bsdiff: the workers have ended")
             d = tempfile.mkdtemp(dir=self._dir)
             try:
                 names = [os.path.join(d, n) for n in ("base", "new", "blocks")]
@@ -184,24 +201,29 @@ class Workers:
             try:
                 code = proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                code = None
-            self._dead = (f"killed by signal {-code}" if code is not None and code < 0
-                          else f"exit code {code}")
-            err = self._dir / f"stderr-{self._procs.index(proc)}"
+                proc.kill()
+                code = proc.wait()
+            err = b""
             with contextlib.suppress(OSError):
-                self._stderr = err.read_bytes()[-4096:].decode("utf-8", "replace")
+                err = (self._dir / f"stderr-{self._procs.index(proc)}").read_bytes()[-4096:]
+            how = (f"signal {-code}: killed, or out of memory?" if code < 0
+                   else f"exit code {code}")
+            if self._dead is None:  # the first one
+                self._dead = (how, err.decode("utf-8", "replace"))
             raise self._died()
         return line.decode().split()
 
     def _died(self) -> AtollError:
-        return AtollError(
-            f"bsdiff: a worker process died ({self._dead}): killed, or out of memory?",
-            details=self._stderr or None,
-            resolution="nothing was published. If the kernel log shows the OOM killer, "
-            "free memory on this machine (each worker holds about 5x the largest "
-            "file it diffs) and publish again")
+        assert self._dead is not None
+        how, err = self._dead
+        oom = ("If the kernel log shows the OOM killer, free memory on this machine (each "
+               "worker holds about 5x the largest file it diffs) and publish again."
+               if "signal" in how else "Its error output is above.")
+        return AtollError(f"bsdiff: a worker process died ({how})", details=err or None,
+                          resolution=f"nothing was published. {oom}")
 
     def _end(self, kill: bool) -> None:
+        self._closed = True
         for p in self._procs:
             with contextlib.suppress(OSError):
                 p.stdin.close()  # type: ignore[union-attr]
