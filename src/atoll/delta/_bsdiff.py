@@ -122,7 +122,7 @@ def _diff_files(base: str, content: str, out: str) -> tuple[int, int, int]:
 class Workers:
     """``n`` worker processes running :func:`diff`, for threads to call at once.
 
-    Each is ``python -c WORKER PID``, started when the ``with`` block
+    Each is ``python -P -c WORKER PID``, started when the ``with`` block
     is entered and ended when it is left (at once if it is left by an error). A
     request is a JSON line naming three files (base, new, where to write the
     blocks), the answer a line ``ok LEN LEN LEN`` or ``error MESSAGE``: the data
