@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -229,8 +230,9 @@ def test_create_watch_halt_and_resume_a_rollout(rs: RolloutSite,
     _prepared(rs, bad, rolled, manifest_sha256=manifest_digest(packages),
               manifest=[p.model_dump(exclude_none=True) for p in packages])
     # the page reloads itself (static/live.js, the only script: no inline one) and
-    # shows the halt
-    WebDriverWait(browser, 30).until(
+    # shows the halt; a reload between finding the element and reading it leaves a
+    # stale element: read it again
+    WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: d.find_element(By.ID, "rollout-state").text == "halted")
     assert "failed hosts, more than the budget of 0" in _text(browser, "#halt-reason")
     assert _text(browser, "#rollout-failures").startswith("1 failed")
