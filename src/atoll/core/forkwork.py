@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from atoll.core.errors import AtollError, error_class
-from atoll.core.fsutil import LIBC
+from atoll.core.run import kill_with_parent
 
 __all__ = ["default_workers", "fork_map"]
 
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 _UNIT = struct.Struct("=I")
 MAX_WORKERS = 4  # processes beyond this only contend for the same directories' locks
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def default_workers() -> int:
@@ -147,7 +146,7 @@ def _child(parent: int, queue_r: int, res_w: int, keep: set[int],
     """The child's whole life; never returns."""
     code = 1
     try:
-        LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        kill_with_parent()
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(1)
         logging.disable(logging.CRITICAL)

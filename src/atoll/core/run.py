@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import IO
 
 from atoll.core.errors import InputError, ToolError
+from atoll.core.fsutil import LIBC
 
-__all__ = ["CLEAN_PATH", "clean_env", "pipe", "require_tool", "run", "spawn"]
+__all__ = ["CLEAN_PATH", "clean_env", "kill_with_parent", "pipe", "require_tool", "run", "spawn"]
 
 log = logging.getLogger("atoll.run")
 
@@ -227,13 +229,15 @@ def spawn(
     log.debug("spawn: %s", " ".join(args))
     return subprocess.Popen(
         args, env=clean_env(env), cwd=cwd, stdout=stdout, stderr=stderr, stdin=stdin,
-        preexec_fn=_pdeathsig if die_with_parent else None,
+        preexec_fn=kill_with_parent if die_with_parent else None,
     )
 
 
-def _pdeathsig() -> None:
-    import ctypes
-    import signal
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
-    PR_SET_PDEATHSIG = 1  # linux/prctl.h
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+def kill_with_parent() -> None:
+    """Have the kernel kill this process (SIGKILL) when the thread that started it
+    ends, however it ends (``PR_SET_PDEATHSIG``). Safe in a forked child: no import,
+    no lock."""
+    LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

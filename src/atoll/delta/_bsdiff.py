@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import IO
 
 from atoll.core.errors import AtollError, InputError
-from atoll.core.run import spawn
+from atoll.core.run import kill_with_parent, spawn
 from atoll.store.repo import locked_dir
 
 # detools' positions and scores are int32_t (``s * 2`` among them): inputs stay
@@ -48,7 +48,6 @@ MAX_INPUT = 1 << 30
 
 _CTRL = struct.Struct("<QQQ")
 _SIGN = 1 << 63
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def require() -> None:
@@ -246,9 +245,7 @@ class Workers:
 
 def _worker(parent: int) -> int:
     """A worker process (see :class:`Workers`): it dies with ``parent`` and ignores ^C."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    kill_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent:  # it ended before the line above
         return 1
